@@ -1,0 +1,102 @@
+"""``corral.map``, ``corral.imap`` and ``corral.run``: one batch on a temporary Pool.
+
+Options are checked here, before any worker starts: an unknown option, a bad value, a
+non-callable or unpicklable function are errors at the call, not failures later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ._errors import ConfigError
+from ._options import RunOptions, split_options
+from ._outcome import Report
+from ._pool import Pool
+from ._task import Task
+
+
+def map(  # noqa: A001 - the public name mirrors builtins.map on purpose
+    fn: Callable[[Any], Any],
+    iterable: Iterable[Any],
+    *,
+    workers: int | str = "auto",
+    timeout: float | None = None,
+    retries: int = 0,
+    errors: str = "raise",
+    chunksize: int | str = "auto",
+    start_method: str | None = None,
+    backend: str = "process",
+    progress: bool | None = None,
+    **options: Any,
+) -> list[Any]:
+    """``[fn(x) for x in iterable]`` on worker processes, in input order.
+
+    Every task runs even when some fail. With ``errors="raise"`` (default) a
+    ``corral.BatchError`` naming the failed items is raised afterwards, its ``.report``
+    holding every outcome; with ``errors="return"`` failed items are ``corral.Failure``
+    objects in the returned list.
+
+    Example::
+
+        import corral
+        squares = corral.map(lambda x: x * x, range(1000), timeout=30, retries=1)
+    """
+    if not callable(fn):
+        raise ConfigError(f"fn must be callable, not {fn!r}")
+    opts = dict(
+        timeout=timeout, retries=retries, errors=errors, chunksize=chunksize,
+        start_method=start_method, backend=backend, progress=progress, **options,
+    )  # fmt: skip
+    split_options(opts)
+    RunOptions(**{k: v for k, v in opts.items() if k in _RUN})
+    items = list(iterable)
+    with Pool(workers, _n_tasks=len(items), **opts) as pool:
+        return pool.map(fn, items)
+
+
+def imap(
+    fn: Callable[[Any], Any],
+    iterable: Iterable[Any],
+    *,
+    ordered: bool = True,
+    workers: int | str = "auto",
+    **options: Any,
+) -> Iterator[Any]:
+    """Like ``map``, but an iterator: the input is consumed lazily, with a bounded number of
+    tasks in flight, so an endless generator streams in bounded memory.
+
+    ``ordered=False`` yields results as they finish. With ``errors="raise"`` the iterator
+    raises a failed task's own exception when it reaches it (queued tasks are cancelled);
+    with ``errors="return"`` it yields a ``corral.Failure`` in its place and goes on.
+    """
+    if not callable(fn):
+        raise ConfigError(f"fn must be callable, not {fn!r}")
+    split_options(options)
+    pool = Pool(workers, **options)
+
+    def generate() -> Iterator[Any]:
+        try:
+            yield from pool.imap(fn, iterable, ordered=ordered)
+        except BaseException:
+            pool.close(cancel=True)
+            raise
+        finally:
+            pool.close()
+
+    return generate()
+
+
+def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -> Report:
+    """Run ``corral.Task`` objects and return a ``corral.Report`` (outcomes in task order).
+
+    With ``errors="raise"`` (default) a ``BatchError`` is raised after the batch if any task
+    failed; its ``.report`` is the Report.
+    """
+    split_options(options)
+    task_list = list(tasks)
+    with Pool(workers, _n_tasks=len(task_list), **options) as pool:
+        return pool.run(task_list)
+
+
+_RUN = frozenset(RunOptions.__dataclass_fields__)

@@ -1,0 +1,45 @@
+"""Backends run Calls: the serial one in this process, the process one in worker processes.
+
+The engine talks to a backend through this small interface and owns all decisions; a backend
+only starts, feeds, watches and kills. Events come back from ``wait``:
+
+    ("result", slot, payload)   a worker answered the Call it was given
+    ("died", slot, exitcode)    the slot's current worker is gone (exitcode < 0: signal)
+    ("init_failed", slot, err)  the slot's worker initializer raised
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Event = tuple[str, int, Any]
+
+
+class Backend(Protocol):
+    slots: int
+
+    def start_worker(self, slot: int) -> int | None:
+        """Start (or restart) the worker of ``slot``; its pid, or None when in-process."""
+        ...
+
+    def send(self, slot: int, call: Any) -> None: ...
+
+    def wait(self, timeout: float | None) -> list[Event]: ...
+
+    def running_item(self, slot: int) -> tuple[int, float]:
+        """``(index, monotonic start)`` of the item the slot's worker is running, index -1 if none."""
+        ...
+
+    def reset_stamp(self, slot: int) -> None: ...
+
+    def kill(self, slot: int) -> None:
+        """Stop the slot's worker now: SIGTERM to its group, SIGKILL after the grace period."""
+        ...
+
+    def retire(self, slot: int) -> None:
+        """Ask the slot's idle worker to exit when it reads its next message."""
+        ...
+
+    def close(self, timeout: float) -> None:
+        """Stop every worker; return when none is left (killing stragglers after ``timeout``)."""
+        ...

@@ -1,0 +1,236 @@
+"""The process backend: starts, feeds, watches and kills the local worker processes.
+
+    engine thread (coordinator process)                      worker process k (_worker)
+    ───────────────────────────────────                      ──────────────────────────
+    send(k, bytes) ═══ conn k (duplex pipe) ═══════════════► recv → execute → send
+    wait() ◄═══════════ conn k ════════════════════════════ Result / InitFailed
+    wait() ◄─────────── sentinel k (fd, readable at exit) ── process exit
+    lifeline k (write end, never written) ─────────────────► EOF if the coordinator dies
+    running_item(k) ◄── stamp k (2 shared doubles) ───────── [item index, start time]
+
+Only the engine thread calls into this object. A worker that is killed (timeout, cancel) or
+retired (recycling) leaves its slot at once and waits in the graveyard, where ``wait`` reaps
+it and escalates SIGTERM to SIGKILL after the grace period; its slot gets a fresh process
+immediately, so the pool never runs short while a stubborn process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .. import _worker
+from .._messages import STOP
+from .._platform import kill_group, signal_tree
+from . import Event
+
+RETIRE_GRACE = 10.0
+"""How long a retired (recycled) worker may take to exit on its own before it is killed."""
+
+
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing.process.BaseProcess
+    conn: Connection
+    lifeline: Connection
+    stamp: Any  # ctypes array of 2 doubles in shared memory
+
+
+@dataclass
+class _Dying:
+    worker: _Worker
+    kill_at: float
+    killed: bool = False
+
+
+class ProcessBackend:
+    in_process = False
+
+    def __init__(
+        self,
+        slots: int,
+        *,
+        start_method: str,
+        threads: int,
+        initializer: bytes | None,
+        kill_grace: float,
+        wakeup: int,
+    ) -> None:
+        self.slots = slots
+        self._ctx = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            # The fork server then imports corral once; each worker forks with it loaded.
+            self._ctx.set_forkserver_preload(["corral._worker"])
+        self._fork = start_method == "fork"
+        self._threads = threads
+        self._initializer = initializer
+        self._grace = kill_grace
+        self._wakeup = wakeup
+        self._workers: list[_Worker | None] = [None] * slots
+        self._graveyard: list[_Dying] = []
+
+    # -- starting -------------------------------------------------------------------------
+    def start_worker(self, slot: int) -> int | None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        lifeline_r, lifeline_w = self._ctx.Pipe(duplex=False)
+        stamp = self._ctx.RawArray("d", 2)
+        stamp[0] = -1.0
+        process = self._ctx.Process(
+            target=_worker.main,
+            args=(child_conn, lifeline_r, stamp, self._threads, self._initializer),
+            kwargs={"close_fds": self._inherited_fds(parent_conn, lifeline_w)},
+            name=f"corral-worker-{slot}",
+        )
+        try:
+            process.start()
+        finally:
+            child_conn.close()
+            lifeline_r.close()
+        self._workers[slot] = _Worker(process, parent_conn, lifeline_w, stamp)
+        return process.pid
+
+    def _inherited_fds(self, *own: Connection) -> list[int]:
+        """Under fork, the child inherits the coordinator's ends of every pipe; it must close
+        them, or its own lifeline would never report EOF."""
+        if not self._fork:
+            return []
+        fds = [self._wakeup]
+        for conn in own:
+            fds.append(conn.fileno())
+        for w in self._workers:
+            if w is not None:
+                fds += [w.conn.fileno(), w.lifeline.fileno()]
+        return fds
+
+    # -- feeding and watching -------------------------------------------------------------
+    def send(self, slot: int, payload: Any) -> None:
+        worker = self._workers[slot]
+        assert worker is not None
+        # A worker that died a moment ago: its sentinel reports the death on the next wait.
+        with contextlib.suppress(OSError):
+            worker.conn.send_bytes(payload)
+
+    def running_item(self, slot: int) -> tuple[int, float]:
+        worker = self._workers[slot]
+        if worker is None:
+            return -1, 0.0
+        return int(worker.stamp[0]), float(worker.stamp[1])
+
+    def reset_stamp(self, slot: int) -> None:
+        worker = self._workers[slot]
+        if worker is not None:
+            worker.stamp[0] = -1.0
+
+    def pid(self, slot: int) -> int | None:
+        worker = self._workers[slot]
+        return worker.process.pid if worker is not None else None
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        watched: dict[Any, tuple[str, int]] = {self._wakeup: ("wakeup", -1)}
+        for slot, w in enumerate(self._workers):
+            if w is not None:
+                watched[w.conn] = ("conn", slot)
+                watched[w.process.sentinel] = ("sentinel", slot)
+        for i, dying in enumerate(self._graveyard):
+            watched[dying.worker.process.sentinel] = ("grave", i)
+        timeout = self._graveyard_timeout(timeout)
+        events: list[Event] = []
+        dead: set[int] = set()
+        for obj in wait(list(watched), timeout):
+            kind, slot = watched[obj]
+            if kind == "wakeup":
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wakeup, 65536)
+            elif kind == "conn":
+                self._read(slot, events)
+            elif kind == "sentinel":
+                dead.add(slot)
+        for slot in sorted(dead):
+            self._read(slot, events)  # what it sent before dying comes first
+            worker = self._workers[slot]
+            if worker is not None:
+                index = int(worker.stamp[0])
+                self._workers[slot] = None
+                exitcode = self._reap(worker)
+                events.append(("died", slot, (exitcode, index)))
+        self._tend_graveyard()
+        return events
+
+    def _read(self, slot: int, events: list[Event]) -> None:
+        worker = self._workers[slot]
+        if worker is None:
+            return
+        try:
+            while worker.conn.poll():
+                events.append(("message", slot, worker.conn.recv_bytes()))
+        except (EOFError, OSError):
+            pass  # the sentinel reports the death
+
+    # -- stopping -------------------------------------------------------------------------
+    def kill(self, slot: int) -> None:
+        worker = self._workers[slot]
+        if worker is None:
+            return
+        self._workers[slot] = None
+        signal_tree(worker.process.pid, signal.SIGTERM)
+        self._graveyard.append(_Dying(worker, time.monotonic() + self._grace))
+
+    def retire(self, slot: int) -> None:
+        worker = self._workers[slot]
+        if worker is None:
+            return
+        self._workers[slot] = None
+        with contextlib.suppress(OSError):
+            worker.conn.send_bytes(STOP)
+        self._graveyard.append(_Dying(worker, time.monotonic() + RETIRE_GRACE))
+
+    def close(self, timeout: float) -> None:
+        for slot in range(self.slots):
+            self.retire(slot)
+        deadline = time.monotonic() + timeout
+        for dying in self._graveyard:
+            dying.kill_at = min(dying.kill_at, deadline)
+        while self._graveyard:
+            self.wait(None)
+
+    def _graveyard_timeout(self, timeout: float | None) -> float | None:
+        pending = [d.kill_at for d in self._graveyard if not d.killed]
+        if not pending:
+            return timeout
+        until = max(0.0, min(pending) - time.monotonic())
+        return until if timeout is None else min(timeout, until)
+
+    def _tend_graveyard(self) -> None:
+        now = time.monotonic()
+        alive = []
+        for dying in self._graveyard:
+            process = dying.worker.process
+            if process.exitcode is not None or not process.is_alive():
+                self._reap(dying.worker)
+                continue
+            if not dying.killed and now >= dying.kill_at:
+                signal_tree(process.pid, signal.SIGKILL)
+                dying.killed = True
+            alive.append(dying)
+        self._graveyard = alive
+
+    def _reap(self, worker: _Worker) -> int | None:
+        process = worker.process
+        process.join(timeout=5)
+        if process.exitcode is None:  # pragma: no cover - join gave up on an unkillable process
+            signal_tree(process.pid, signal.SIGKILL)
+            process.join()
+        # The group may outlive its leader: what the task started (a subprocess) is still in it.
+        kill_group(process.pid, signal.SIGKILL)
+        exitcode: int | None = process.exitcode
+        for conn in (worker.conn, worker.lifeline):
+            conn.close()
+        with contextlib.suppress(ValueError):
+            process.close()
+        return exitcode

@@ -1,0 +1,100 @@
+"""The serial backend: runs each Call in the calling thread, with the engine's own semantics.
+
+Used for ``backend="serial"``, ``workers=1``, ``CORRAL_WORKERS=1`` (so pdb works), a single
+task, and as the fallback when worker processes cannot be started. Results, ordering, retries,
+outcomes and errors are produced by the same engine code as with processes; what differs:
+
+- nothing is pickled (a task sees the caller's objects, as with joblib's ``n_jobs=1``);
+- a timeout interrupts the task with ``TaskTimeout`` through ``SIGALRM`` when running in the
+  main thread (code stuck inside a C call is interrupted only when it returns); in other
+  threads timeouts cannot be enforced in-process and are ignored;
+- a crash of the task (a segfault, ``os._exit``) ends the caller's process, as it would
+  without corral.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from .._errors import TaskTimeout
+from .._execute import execute
+from .._messages import Call
+from . import Event
+
+
+class _AlarmWatch:
+    """Arms ``SIGALRM`` for each item that has a timeout (main thread only)."""
+
+    def __init__(self, timeouts: list[float | None] | None) -> None:
+        self._timeouts = timeouts
+        self._enabled = timeouts is not None and threading.current_thread() is threading.main_thread()
+        self._previous: Any = None
+
+    def begin(self, index: int) -> None:
+        if not self._enabled:
+            return
+        assert self._timeouts is not None
+        limit = self._timeouts[index]
+        if limit is None:
+            return
+
+        def on_alarm(signum: int, frame: FrameType | None) -> None:
+            raise TaskTimeout(None, limit, pid=os.getpid())
+
+        self._previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+
+    def end(self) -> None:
+        if self._previous is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous)
+        self._previous = None
+
+
+class SerialBackend:
+    in_process = True
+    slots = 1
+
+    def __init__(self, resolve: Callable[[int], Callable[..., Any]]) -> None:
+        self._resolve = resolve
+        self._pending: Call | None = None
+        self._idle = threading.Event()
+
+    def start_worker(self, slot: int) -> int | None:
+        return os.getpid()
+
+    def pid(self, slot: int) -> int | None:
+        return os.getpid()
+
+    def send(self, slot: int, payload: Any) -> None:
+        self._pending = payload
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        call, self._pending = self._pending, None
+        if call is None:
+            if timeout:
+                self._idle.wait(timeout)  # nothing to run until a retry's back-off ends
+            return []
+        result = execute(call, self._resolve, _AlarmWatch(call.timeouts), reraise=(KeyboardInterrupt,))
+        return [("message", 0, result)]
+
+    def running_item(self, slot: int) -> tuple[int, float]:
+        return -1, 0.0
+
+    def reset_stamp(self, slot: int) -> None:
+        pass
+
+    def kill(self, slot: int) -> None:
+        self._pending = None
+
+    def retire(self, slot: int) -> None:
+        pass
+
+    def close(self, timeout: float) -> None:
+        self._pending = None

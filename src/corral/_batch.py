@@ -1,0 +1,350 @@
+"""The coordinator's record of one submitted group of tasks, and where its results go.
+
+A ``Batch`` is what ``map``, ``imap``, ``run`` and ``submit`` each hand to the engine. It holds the
+items, hands out chunks of positions to dispatch, counts attempts, and knows when it is done.
+Where finished results go is the batch's ``Sink``:
+
+    CollectSink  map / run: a list of values plus what is needed to build the Report lazily
+    StreamSink   imap: a thread-safe queue the caller's iterator reads; nothing is kept
+    FutureSink   submit: one concurrent.futures.Future
+
+Owned by the engine thread (the only writer once submitted). The caller's thread only waits on
+``done_event`` and reads the sink after it is set. Positions move:
+
+    new (cursor) ──take──► running ──► final (ok / failed / timeout / crashed / cancelled)
+                             │  ▲
+                             ▼  │ requeue (lost with a dead worker, or a retry after back-off)
+                           requeued
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ._messages import Result
+from ._options import RunOptions
+from ._outcome import Outcome, Report, Status, result_of
+
+CHUNK_TARGET_SECONDS = 0.1
+"""Longest a chunk should take once task durations are known: short enough to balance the
+last tasks across workers, long enough that the pipe round trip (~100 µs) stays negligible."""
+
+CHUNK_FLOOR_SECONDS = 0.005
+"""Shortest worthwhile chunk: below this the round trip costs more than the tasks."""
+
+
+@dataclass(slots=True)
+class OkRecord:
+    """Successful items of one Result: ``positions[i]`` is the item at ``offsets[i]``."""
+
+    positions: Sequence[int]
+    offsets: Sequence[int] | None
+    result: Result
+    slot: int
+    pid: int | None
+    attempts: dict[int, int] | None
+
+
+class Sink(Protocol):
+    def claim(self, pos: int) -> bool:
+        """Whether ``pos`` may start (False: it was cancelled by its caller)."""
+        ...
+
+    def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None: ...
+
+    def failed(self, pos: int, outcome: Outcome) -> None: ...
+
+    def close(self) -> None:
+        """The batch is done: every position is final."""
+        ...
+
+
+class Observer(Protocol):
+    """Told as a batch's tasks reach their final state (progress). Called on the engine thread;
+    must be quick and must not raise."""
+
+    def advance(self, n_ok: int, n_failed: int) -> None: ...
+
+
+class Batch:
+    def __init__(
+        self,
+        items: list[Any] | dict[int, Any],
+        *,
+        fn_ids: frozenset[int],
+        fn_id: int,
+        star: bool,
+        options: RunOptions,
+        sink: Sink,
+        keys: Sequence[Any] | None = None,
+        timeouts: Sequence[float | None] | None = None,
+        retries: Sequence[int | None] | None = None,
+        closed: bool = True,
+        observer: Observer | None = None,
+    ) -> None:
+        self.items = items
+        self.fn_ids = fn_ids
+        self.fn_id = fn_id
+        self.star = star
+        self.options = options
+        self.sink = sink
+        self.keys = keys
+        self.timeouts = timeouts
+        self.retries = retries
+        self.observer = observer
+        self.has_timeouts = options.timeout is not None or (
+            timeouts is not None and any(t is not None for t in timeouts)
+        )
+        self.n = len(items)
+        self.closed = closed
+        self.cursor = 0
+        self.requeued: deque[Sequence[int]] = deque()
+        self.backing_off: set[int] = set()
+        self.extra_attempts: dict[int, int] = {}
+        self.sink_claims: bool = getattr(sink, "claims", False)
+        self.n_final = 0
+        self.cancelled = False
+        self.done_event = threading.Event()
+        self._work_seconds = 0.0
+        self._work_items = 0
+
+    # -- what each position is ------------------------------------------------------------
+    def key_of(self, pos: int) -> Any:
+        if self.keys is None:
+            return pos
+        key = self.keys[pos]
+        return pos if key is None else key
+
+    def timeout_of(self, pos: int) -> float | None:
+        if self.timeouts is not None and self.timeouts[pos] is not None:
+            return self.timeouts[pos]
+        return self.options.timeout
+
+    def retries_of(self, pos: int) -> int:
+        if self.retries is not None and self.retries[pos] is not None:
+            return self.retries[pos]  # type: ignore[return-value]
+        return self.options.retries
+
+    def attempts_of(self, pos: int) -> int:
+        return 1 + self.extra_attempts.get(pos, 0)
+
+    # -- growing (imap) -------------------------------------------------------------------
+    def extend(self, new_items: list[Any], close: bool) -> None:
+        items = self.items
+        assert isinstance(items, dict)
+        for item in new_items:
+            items[self.n] = item
+            self.n += 1
+        self.closed = self.closed or close
+
+    # -- handing out work -----------------------------------------------------------------
+    def has_ready(self) -> bool:
+        return not self.cancelled and (bool(self.requeued) or self.cursor < self.n)
+
+    def take(self, workers: int) -> Sequence[int]:
+        """The next positions to dispatch together: requeued ones first, else a new chunk."""
+        if self.requeued:
+            return self.requeued.popleft()
+        remaining = self.n - self.cursor
+        size = min(self.chunk_size(workers, remaining), remaining)
+        start = self.cursor
+        self.cursor += size
+        return range(start, start + size)
+
+    def chunk_size(self, workers: int, remaining: int) -> int:
+        """Guided self-scheduling: a quarter of the per-worker share of what remains, bounded
+        by measured task duration so chunks are neither too long to balance nor too short to
+        amortise the round trip. Tasks with a timeout run one by one."""
+        if self.options.chunksize != "auto":
+            return self.options.chunksize
+        if self.has_timeouts:
+            return 1
+        size = math.ceil(remaining / (4 * workers))
+        if self._work_items:
+            mean = self._work_seconds / self._work_items
+            if mean > 0:
+                ceiling = max(1, int(CHUNK_TARGET_SECONDS / mean))
+                floor = max(1, int(CHUNK_FLOOR_SECONDS / mean))
+                size = max(min(size, ceiling), floor)
+            else:
+                size = remaining
+        return max(1, size)
+
+    def payload(self, positions: Sequence[int]) -> list[Any]:
+        items = self.items
+        if isinstance(positions, range) and isinstance(items, list):
+            return items[positions.start : positions.stop]
+        return [items[p] for p in positions]
+
+    def learn_duration(self, result: Result) -> None:
+        if result.finished:
+            self._work_seconds += result.finished[-1] - result.started
+            self._work_items += len(result.finished)
+
+    # -- finishing ------------------------------------------------------------------------
+    def requeue(self, positions: Sequence[int]) -> None:
+        if not self.cancelled and positions:
+            self.requeued.append(positions)
+
+    def attempts_snapshot(self, positions: Sequence[int]) -> dict[int, int] | None:
+        if not self.extra_attempts:
+            return None
+        extra = self.extra_attempts
+        return {p: 1 + extra[p] for p in positions if p in extra} or None
+
+    def count_failed_attempt(self, pos: int) -> None:
+        self.extra_attempts[pos] = self.extra_attempts.get(pos, 0) + 1
+
+    def finish_ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
+        self.n_final += len(positions)
+        self.sink.ok(positions, values, record)
+        self._forget(positions)
+        if self.observer is not None:
+            self.observer.advance(len(positions), 0)
+
+    def finish_failed(self, pos: int, outcome: Outcome) -> None:
+        self.n_final += 1
+        self.sink.failed(pos, outcome)
+        self._forget((pos,))
+        if self.observer is not None:
+            self.observer.advance(0, 1)
+
+    def _forget(self, positions: Sequence[int]) -> None:
+        if isinstance(self.items, dict):
+            for p in positions:
+                self.items.pop(p, None)
+
+    def unfinished_waiting(self) -> list[int]:
+        """Positions not running and not final: never dispatched, or requeued."""
+        waiting = [p for chunk in self.requeued for p in chunk]
+        self.requeued.clear()
+        waiting.extend(range(self.cursor, self.n))
+        self.cursor = self.n
+        return waiting
+
+    @property
+    def done(self) -> bool:
+        return self.closed and self.n_final >= self.n
+
+
+def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int) -> Outcome:
+    result = record.result
+    finished = result.finished[offset]
+    started = result.started if offset == 0 else result.finished[offset - 1]
+    attempts = record.attempts.get(pos, 1) if record.attempts else 1
+    n = len(result.finished)
+    return Outcome(
+        key=batch.key_of(pos),
+        status=Status.OK,
+        value=value,
+        attempts=attempts,
+        worker=record.slot,
+        pid=record.pid,
+        started=started,
+        finished=finished,
+        cpu_seconds=result.cpu / n if n else 0.0,
+        max_rss=result.max_rss,
+    )
+
+
+class CollectSink:
+    """Keeps every value in position order, and what is needed to build Outcomes on demand.
+
+    Building 20,000 Outcome objects costs more than running 20,000 trivial tasks, so
+    ``map`` reads ``values`` directly and the Report builds Outcomes only when asked.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.values: list[Any] = [None] * n
+        self.records: list[OkRecord] = []
+        self.failures: dict[int, Outcome] = {}
+
+    def claim(self, pos: int) -> bool:
+        return True
+
+    def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
+        if isinstance(positions, range) and len(values) == len(positions):
+            self.values[positions.start : positions.stop] = values
+        else:
+            for pos, value in zip(positions, values):
+                self.values[pos] = value
+        self.records.append(record)
+
+    def failed(self, pos: int, outcome: Outcome) -> None:
+        self.failures[pos] = outcome
+        self.values[pos] = result_of(outcome)
+
+    def close(self) -> None:
+        pass
+
+    def outcomes(self, batch: Batch) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * batch.n
+        for record in self.records:
+            offsets = record.offsets or range(len(record.positions))
+            for pos, offset in zip(record.positions, offsets):
+                outcomes[pos] = ok_outcome(batch, pos, self.values[pos], record, offset)
+        for pos, outcome in self.failures.items():
+            outcomes[pos] = outcome
+        missing = [i for i, o in enumerate(outcomes) if o is None]
+        for pos in missing:
+            outcomes[pos] = Outcome(key=batch.key_of(pos), status=Status.CANCELLED)
+        return outcomes  # type: ignore[return-value]
+
+    def report(self, batch: Batch, wall: float, workers: int) -> Report:
+        return Report(self.outcomes(batch), wall_seconds=wall, workers=workers)
+
+
+class StreamSink:
+    """Hands each finished position to the caller's iterator through a queue; keeps nothing."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[int, Any, Outcome | None] | None] = (
+            queue.SimpleQueue()
+        )
+
+    def claim(self, pos: int) -> bool:
+        return True
+
+    def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
+        put = self.queue.put
+        for pos, value in zip(positions, values):
+            put((pos, value, None))
+
+    def failed(self, pos: int, outcome: Outcome) -> None:
+        self.queue.put((pos, None, outcome))
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+
+class FutureSink:
+    """Completes one standard Future (``Pool.submit`` and ``Executor``)."""
+
+    claims = True
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+
+    def claim(self, pos: int) -> bool:
+        return self.future.set_running_or_notify_cancel()
+
+    def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
+        self.future.set_result(values[0])
+
+    def failed(self, pos: int, outcome: Outcome) -> None:
+        if self.future.cancelled():
+            return
+        if not self.future.running():
+            if not self.future.set_running_or_notify_cancel():
+                return
+        self.future.set_exception(outcome.error)
+
+    def close(self) -> None:
+        pass

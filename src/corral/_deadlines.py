@@ -1,0 +1,51 @@
+"""A heap of timed actions (timeouts, retry back-off), on a clock the owner passes in.
+
+Owned by the engine thread alone. Cancelling is lazy: a cancelled entry stays in the heap and
+is skipped when it comes due, which keeps ``cancel`` O(1).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(order=True)
+class Deadline:
+    when: float
+    seq: int
+    action: Any = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Deadlines:
+    def __init__(self) -> None:
+        self._heap: list[Deadline] = []
+        self._seq = itertools.count()
+
+    def add(self, when: float, action: Any) -> Deadline:
+        entry = Deadline(when, next(self._seq), action)
+        heapq.heappush(self._heap, entry)
+        return entry
+
+    def next_time(self) -> float | None:
+        while self._heap and self._heap[0].cancelled:
+            heapq.heappop(self._heap)
+        return self._heap[0].when if self._heap else None
+
+    def pop_due(self, now: float) -> list[Any]:
+        """Actions whose time has come, earliest first."""
+        due = []
+        while self._heap and self._heap[0].when <= now:
+            entry = heapq.heappop(self._heap)
+            if not entry.cancelled:
+                due.append(entry.action)
+        return due
+
+    def __len__(self) -> int:
+        return sum(1 for e in self._heap if not e.cancelled)

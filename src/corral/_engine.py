@@ -1,0 +1,580 @@
+"""The coordinator: decides what runs where, and turns what comes back into outcomes.
+
+    caller threads              engine thread (this module)                 backend
+    ──────────────              ───────────────────────────                 ───────
+    submit(batch) ──► inbox (deque) + wakeup pipe byte
+    cancel(batch) ──►      │
+                           ▼
+                     _run_inbox ─► _dispatch: idle slot k ◄─ batch.take() (FIFO over batches)
+                           │          record slot k → InFlight, then send ─────► worker k
+                           ▼
+                     backend.wait(timeout = next deadline) ◄── message / died ── worker k
+                           │
+                           ├─ Result      → outcomes to the batch's sink, recycle worker if due
+                           ├─ died        → item running at death: WorkerCrashed; rest requeued
+                           └─ deadlines   → timeout: kill worker, TaskTimeout; retry back-off ends
+    batch.done_event ◄─────┘ (set when every position of the batch is final)
+
+Ownership. The engine thread is the only writer of slots, batches, deadlines and the backend.
+Caller threads talk to it only through ``_post`` (inbox + one byte on the wakeup pipe) and
+read a batch's sink only after its ``done_event`` is set. With the serial backend there is no
+thread: the caller drives ``step`` itself until its batch is done.
+
+Invariant: a slot's ``InFlight`` is recorded before its Call is sent, so a death or a timeout
+is always attributed to the Call the worker really had (no acknowledgement race).
+
+A worker slot's life::
+
+    IDLE ──send──► BUSY ──Result──► IDLE
+      ▲              │ died / killed (timeout, cancel)
+      └─ restart ◄───┘           BUSY/IDLE ──recycle (max tasks, memory)──► retire, restart
+
+A position's life is drawn in ``_batch``. Attempts that fail are retried (after back-off) while
+``attempts <= retries`` and the error matches ``retry_on``; a position's final outcome is given
+exactly once, in ``_finish_failed`` or ``Batch.finish_ok``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _codec
+from ._backends import Backend
+from ._batch import Batch, OkRecord
+from ._deadlines import Deadline, Deadlines
+from ._errors import (
+    ExceptionWithTraceback,
+    RemoteTraceback,
+    SerializationError,
+    TaskCancelled,
+    TaskTimeout,
+    WorkerCrashed,
+    WorkerStartError,
+)
+from ._functions import FunctionTable
+from ._messages import Call, InitFailed, Result
+from ._options import PoolOptions
+from ._outcome import Outcome, Status
+
+log = logging.getLogger("corral")
+
+MAX_BACKOFF = 60.0
+START_FAILURE_LIMIT = 3
+"""Workers in a row that die before running anything before the pool gives up on them."""
+
+
+@dataclass
+class InFlight:
+    call_id: int
+    batch: Batch
+    positions: Sequence[int]
+    started: float
+    deadline: Deadline | None = None
+
+
+@dataclass
+class Slot:
+    pid: int | None = None
+    call: InFlight | None = None
+    alive: bool = False
+    tasks_done: int = 0
+    fn_ids: set[int] = field(default_factory=set)
+    drop: list[int] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self, backend: Backend, functions: FunctionTable, options: PoolOptions, wakeup: int
+    ) -> None:
+        self.backend = backend
+        self.functions = functions
+        self.options = options
+        self.in_process: bool = getattr(backend, "in_process", False)
+        self.slots = [Slot() for _ in range(backend.slots)]
+        self._batches: deque[Batch] = deque()
+        self._inbox: deque[Callable[[], None]] = deque()
+        self._wakeup = wakeup
+        self._deadlines = Deadlines()
+        self._call_ids = itertools.count()
+        self._start_failures = 0
+        self.broken: BaseException | None = None
+        self.fatal: BaseException | None = None
+        self._closing = False
+        self.closed = threading.Event()
+
+    # -- caller side (any thread) ---------------------------------------------------------
+    def post(self, action: Callable[[], None], wake: Callable[[], None]) -> None:
+        self._inbox.append(action)
+        wake()
+
+    # -- engine thread ----------------------------------------------------------------------
+    def start_workers(self) -> None:
+        for slot in range(len(self.slots)):
+            self._start(slot)
+
+    def loop(self) -> None:
+        """The engine thread's body: step until closed and idle."""
+        try:
+            while not (self._closing and not self._batches):
+                self.step()
+        except BaseException as exc:  # a bug in corral: fail every waiter, loudly
+            log.exception("corral engine thread failed")
+            self.fatal = exc
+            for batch in list(self._batches):
+                batch.sink.close()
+                batch.done_event.set()
+        finally:
+            self.backend.close(timeout=self.options.kill_grace + 2.0)
+            self.closed.set()
+
+    def step(self) -> None:
+        self._run_inbox()
+        self._dispatch()
+        events = self.backend.wait(self._wait_timeout())
+        for kind, slot, data in events:
+            if kind == "message":
+                self._on_message(slot, data)
+            elif kind == "died":
+                self._on_died(slot, *data)
+        self._run_inbox()
+        for action in self._deadlines.pop_due(time.monotonic()):
+            action()
+
+    def _wait_timeout(self) -> float | None:
+        if self._inbox:
+            return 0.0
+        when = self._deadlines.next_time()
+        if when is None:
+            if self.in_process and not any(s.call for s in self.slots):
+                return 0.0
+            return None
+        return max(0.0, when - time.monotonic())
+
+    def _run_inbox(self) -> None:
+        while self._inbox:
+            self._inbox.popleft()()
+
+    # -- accepting and cancelling -----------------------------------------------------------
+    def accept(self, batch: Batch) -> None:
+        if self.broken is not None:
+            self._fail_all(batch, self.broken)
+            return
+        self._batches.append(batch)
+        self._complete_if_done(batch)
+
+    def extend(self, batch: Batch, items: list[Any], close: bool) -> None:
+        batch.extend(items, close)
+        self._complete_if_done(batch)
+
+    def cancel(self, batch: Batch) -> None:
+        """Cancel what has not finished: waiting positions now, running ones by killing their
+        workers (SIGTERM, SIGKILL after the grace period). Their outcome: ``cancelled``."""
+        if batch.done:
+            return
+        batch.cancelled = True
+        for pos in batch.unfinished_waiting():
+            self._finish_cancelled(batch, pos, None)
+        for slot_id, slot in enumerate(self.slots):
+            flight = slot.call
+            if flight is not None and flight.batch is batch:
+                self._abandon(slot_id)
+                for pos in flight.positions:
+                    self._finish_cancelled(batch, pos, slot_id)
+                self._restart(slot_id)
+        for pos in list(batch.backing_off):
+            self._finish_cancelled(batch, pos, None)
+        self._complete_if_done(batch)
+
+    def close(self, cancel: bool) -> None:
+        self._closing = True
+        if cancel:
+            for batch in list(self._batches):
+                self.cancel(batch)
+
+    # -- dispatching ------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        if self.broken is not None or not self._batches:
+            return
+        for slot_id, slot in enumerate(self.slots):
+            if slot.call is not None or not slot.alive:
+                continue
+            while slot.call is None:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                positions = batch.take(len(self.slots))
+                if batch.sink_claims and not batch.sink.claim(positions[0]):
+                    self._finish_cancelled(batch, positions[0], None)
+                    self._complete_if_done(batch)
+                    continue
+                self._send(slot_id, batch, positions)
+
+    def _next_batch(self) -> Batch | None:
+        for batch in self._batches:
+            if batch.has_ready():
+                return batch
+        return None
+
+    def _send(self, slot_id: int, batch: Batch, positions: Sequence[int]) -> None:
+        slot = self.slots[slot_id]
+        items = batch.payload(positions)
+        needed = {batch.fn_id} if not batch.star else {item[0] for item in items}
+        timeouts = [batch.timeout_of(p) for p in positions] if batch.has_timeouts else None
+        call = Call(next(self._call_ids), {}, batch.fn_id, items, batch.star, slot.drop, timeouts)
+        payload: Any = call
+        if not self.in_process:
+            call.fns = {f: self.functions.blob(f) for f in needed - slot.fn_ids}
+            encoded = self._encode(batch, call, positions)
+            if encoded is None:
+                return
+            payload, positions = encoded
+            slot.fn_ids |= needed
+        slot.drop = []
+        self.backend.reset_stamp(slot_id)
+        flight = InFlight(call.call_id, batch, positions, time.time())
+        slot.call = flight
+        if batch.has_timeouts and not self.in_process:
+            self._arm_timeout(slot_id, flight, time.monotonic())
+        self.backend.send(slot_id, payload)
+
+    def _encode(
+        self, batch: Batch, call: Call, positions: Sequence[int]
+    ) -> tuple[bytes, Sequence[int]] | None:
+        """Pickle the Call; items whose arguments do not pickle fail alone, the rest go."""
+        try:
+            return _codec.dumps(call), positions
+        except Exception:
+            pass
+        bad = _codec.unpicklable(call.items)
+        for offset, error in bad.items():
+            error.key = batch.key_of(positions[offset])  # type: ignore[attr-defined]
+            self._finish_failed(batch, positions[offset], Status.FAILED, error, None, None)
+        keep = [i for i in range(len(positions)) if i not in bad]
+        positions = [positions[i] for i in keep]
+        call.items = [call.items[i] for i in keep]
+        if call.timeouts is not None:
+            call.timeouts = [call.timeouts[i] for i in keep]
+        self._complete_if_done(batch)
+        if not positions:
+            return None
+        try:
+            return _codec.dumps(call), positions
+        except Exception as exc:  # the function's bytes or the whole Call: fail them all
+            for pos in positions:
+                error = SerializationError(f"cannot pickle the call for task {batch.key_of(pos)!r}: {exc}")
+                self._finish_failed(batch, pos, Status.FAILED, error, None, None)
+            self._complete_if_done(batch)
+            return None
+
+    # -- results ----------------------------------------------------------------------------
+    def _on_message(self, slot_id: int, data: Any) -> None:
+        slot = self.slots[slot_id]
+        try:
+            message = _codec.loads(data) if isinstance(data, bytes) else data
+        except Exception as exc:
+            flight, slot.call = slot.call, None
+            if flight is not None:
+                self._fail_flight(flight, slot_id, SerializationError(f"cannot unpickle result: {exc}"))
+            return
+        if isinstance(message, InitFailed):
+            self._on_init_failed(slot_id, message.error)
+        elif isinstance(message, Result):
+            self._on_result(slot_id, message)
+
+    def _on_result(self, slot_id: int, result: Result) -> None:
+        slot = self.slots[slot_id]
+        flight = slot.call
+        if flight is None or flight.call_id != result.call_id:
+            return  # answer to a call that was abandoned (cancelled) before the kill landed
+        slot.call = None
+        if flight.deadline is not None:
+            flight.deadline.cancel()
+        self._start_failures = 0
+        batch, positions = flight.batch, flight.positions
+        slot.tasks_done += len(positions)
+        batch.learn_duration(result)
+        errors = result.errors
+        attempts = batch.attempts_snapshot(positions)
+        if not errors:
+            batch.finish_ok(positions, result.values, OkRecord(positions, None, result, slot_id, slot.pid, attempts))
+        else:
+            self._split_result(slot_id, batch, positions, result, errors, attempts)
+        self._complete_if_done(batch)
+        self._maybe_recycle(slot_id, result.rss)
+
+    def _split_result(
+        self,
+        slot_id: int,
+        batch: Batch,
+        positions: Sequence[int],
+        result: Result,
+        errors: dict[int, Any],
+        attempts: dict[int, int] | None,
+    ) -> None:
+        ok_pos, ok_off, ok_val = [], [], []
+        for offset, pos in enumerate(positions):
+            if offset not in errors:
+                ok_pos.append(pos)
+                ok_off.append(offset)
+                ok_val.append(result.values[offset])
+                continue
+            error, tb = _unwrap(errors[offset])
+            status = Status.FAILED
+            if self.in_process and isinstance(error, TaskTimeout):
+                status = Status.TIMEOUT
+                error = TaskTimeout(batch.key_of(pos), error.timeout, pid=os.getpid())
+            started = result.started if offset == 0 else result.finished[offset - 1]
+            times = (started, result.finished[offset])
+            self._attempt_failed(batch, pos, status, error, slot_id, times, tb)
+        if ok_pos:
+            batch.finish_ok(ok_pos, ok_val, OkRecord(ok_pos, ok_off, result, slot_id, self.slots[slot_id].pid, attempts))
+
+    def _maybe_recycle(self, slot_id: int, rss: int) -> None:
+        opts, slot = self.options, self.slots[slot_id]
+        too_many = opts.max_tasks_per_worker is not None and slot.tasks_done >= opts.max_tasks_per_worker
+        too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
+        if (too_many or too_big) and not self.in_process:
+            self.backend.retire(slot_id)
+            self._restart(slot_id)
+
+    # -- failures -------------------------------------------------------------------------------
+    def _attempt_failed(
+        self,
+        batch: Batch,
+        pos: int,
+        status: Status,
+        error: BaseException,
+        slot_id: int | None,
+        times: tuple[float | None, float | None],
+        tb: str | None = None,
+    ) -> None:
+        attempts = batch.attempts_of(pos)
+        retry = (
+            not batch.cancelled
+            and attempts <= batch.retries_of(pos)
+            and isinstance(error, batch.options.retry_on)
+        )
+        if not retry:
+            self._finish_failed(batch, pos, status, error, slot_id, times, tb)
+            return
+        batch.count_failed_attempt(pos)
+        delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        if delay <= 0:
+            batch.requeue([pos])
+            return
+        batch.backing_off.add(pos)
+
+        def retry_now() -> None:
+            if pos in batch.backing_off:
+                batch.backing_off.discard(pos)
+                batch.requeue([pos])
+
+        self._deadlines.add(time.monotonic() + delay, retry_now)
+
+    def _finish_failed(
+        self,
+        batch: Batch,
+        pos: int,
+        status: Status,
+        error: BaseException,
+        slot_id: int | None,
+        times: tuple[float | None, float | None] | None,
+        tb: str | None = None,
+    ) -> None:
+        started, finished = times or (None, None)
+        slot = self.slots[slot_id] if slot_id is not None else None
+        # A position that never started its current attempt (cancelled while waiting, or
+        # failed before dispatch) has made one attempt fewer than attempts_of counts.
+        attempts = batch.attempts_of(pos) - (0 if slot is not None else 1)
+        outcome = Outcome(
+            key=batch.key_of(pos),
+            status=status,
+            error=error,
+            attempts=attempts,
+            worker=(-1 if self.in_process else slot_id) if slot is not None else None,
+            pid=slot.pid if slot is not None else None,
+            started=started,
+            finished=finished,
+            traceback=tb,
+        )
+        batch.finish_failed(pos, outcome)
+
+    def _finish_cancelled(self, batch: Batch, pos: int, slot_id: int | None) -> None:
+        batch.backing_off.discard(pos)
+        error = TaskCancelled(f"task {batch.key_of(pos)!r} was cancelled", key=batch.key_of(pos))
+        self._finish_failed(batch, pos, Status.CANCELLED, error, slot_id, None)
+
+    def _fail_flight(self, flight: InFlight, slot_id: int, error: BaseException) -> None:
+        for pos in flight.positions:
+            self._finish_failed(flight.batch, pos, Status.FAILED, error, slot_id, None)
+        self._complete_if_done(flight.batch)
+
+    def _fail_all(self, batch: Batch, error: BaseException) -> None:
+        batch.cancelled = True
+        for pos in batch.unfinished_waiting() + list(batch.backing_off):
+            batch.backing_off.discard(pos)
+            self._finish_failed(batch, pos, Status.FAILED, error, None, None)
+        self._complete_if_done(batch)
+
+    # -- worker deaths and timeouts -------------------------------------------------------------
+    def _on_died(self, slot_id: int, exitcode: int | None, index: int) -> None:
+        slot = self.slots[slot_id]
+        slot.alive = False
+        flight, slot.call = slot.call, None
+        pid = slot.pid
+        if flight is not None and flight.deadline is not None:
+            flight.deadline.cancel()
+        never_ran = slot.tasks_done == 0 and (flight is None or index < 0)
+        if never_ran:
+            self._start_failures += 1
+        if flight is not None:
+            batch = flight.batch
+            if index < 0:
+                batch.requeue(flight.positions)
+            else:
+                error = WorkerCrashed(batch.key_of(flight.positions[index]), pid=pid, exitcode=exitcode)
+                self._lose(slot_id, flight, index, Status.CRASHED, error)
+        if self._start_failures >= START_FAILURE_LIMIT:
+            how = f"exit code {exitcode}" if exitcode is None or exitcode >= 0 else f"signal {-exitcode}"
+            self._break(WorkerStartError(
+                f"{self._start_failures} worker processes in a row died before running a task "
+                f"(last: pid {pid}, {how})"
+            ))
+            return
+        self._restart(slot_id)
+
+    def _lose(self, slot_id: int, flight: InFlight, index: int, status: Status, error: BaseException) -> None:
+        """The worker of ``flight`` is gone while running item ``index``: that item's attempt
+        ends with ``error``; items before it (their results died with the worker) and after it
+        (never started) go back to the queue without counting an attempt."""
+        batch, positions = flight.batch, flight.positions
+        if index > 0:
+            batch.requeue(positions[:index])
+        if index + 1 < len(positions):
+            batch.requeue(positions[index + 1 :])
+        started = flight.started if index == 0 else None
+        self._attempt_failed(batch, positions[index], status, error, slot_id, (started, time.time()))
+        self._complete_if_done(batch)
+
+    def _arm_timeout(self, slot_id: int, flight: InFlight, when_from: float) -> None:
+        limit = flight.batch.timeout_of(flight.positions[0]) or 1.0
+        flight.deadline = self._deadlines.add(when_from + limit, lambda: self._check_timeout(slot_id, flight))
+
+    def _check_timeout(self, slot_id: int, flight: InFlight) -> None:
+        if self.slots[slot_id].call is not flight:
+            return
+        index, started = self.backend.running_item(slot_id)
+        now = time.monotonic()
+        if index < 0:  # not started yet (a fresh worker still starting): give it the full time
+            self._arm_timeout(slot_id, flight, now)
+            return
+        pos = flight.positions[index]
+        limit = flight.batch.timeout_of(pos)
+        if limit is None or now < started + limit:
+            when = started + limit if limit is not None else now + 1.0
+            flight.deadline = self._deadlines.add(when, lambda: self._check_timeout(slot_id, flight))
+            return
+        pid = self.slots[slot_id].pid
+        self._abandon(slot_id)
+        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid)
+        self._lose(slot_id, flight, index, Status.TIMEOUT, error)
+        self._restart(slot_id)
+
+    def _abandon(self, slot_id: int) -> None:
+        """Kill the slot's worker and forget its Call (the caller settles the positions)."""
+        slot = self.slots[slot_id]
+        if slot.call is not None and slot.call.deadline is not None:
+            slot.call.deadline.cancel()
+        slot.call = None
+        slot.alive = False
+        self.backend.kill(slot_id)
+
+    def _on_init_failed(self, slot_id: int, error: Any) -> None:
+        exc, tb = _unwrap(error)
+        self._break(WorkerStartError(f"worker initializer failed: {type(exc).__name__}: {exc}\n{tb or ''}"))
+
+    # -- worker (re)starts ----------------------------------------------------------------------
+    def _start(self, slot_id: int) -> None:
+        slot = self.slots[slot_id]
+        slot.pid = self.backend.start_worker(slot_id)
+        slot.alive = True
+        slot.tasks_done = 0
+        slot.fn_ids = set()
+        slot.drop = []
+
+    def _restart(self, slot_id: int) -> None:
+        if self._closing and not self._batches or self.broken is not None:
+            return
+        try:
+            self._start(slot_id)
+        except Exception as exc:
+            log.warning("corral: could not start a worker for slot %d: %s", slot_id, exc)
+            self._start_failures += 1
+            if self._start_failures >= START_FAILURE_LIMIT or not any(s.alive for s in self.slots):
+                self._break(WorkerStartError(f"could not start worker processes: {exc}"))
+
+    def _break(self, error: WorkerStartError) -> None:
+        """Workers cannot be started: fail every unfinished task with ``error``."""
+        self.broken = error
+        for slot_id, slot in enumerate(self.slots):
+            flight = slot.call
+            if flight is not None:
+                self._abandon(slot_id)
+                flight.batch.requeue(flight.positions)
+            elif slot.alive:
+                self.backend.retire(slot_id)
+                slot.alive = False
+        for batch in list(self._batches):
+            self._fail_all(batch, error)
+
+    # -- completion -----------------------------------------------------------------------------
+    def _complete_if_done(self, batch: Batch) -> None:
+        if not batch.done or batch.done_event.is_set():
+            return
+        with contextlib.suppress(ValueError):
+            self._batches.remove(batch)
+        for fn_id in batch.fn_ids:
+            if self.functions.release(fn_id):
+                for slot in self.slots:
+                    if fn_id in slot.fn_ids:
+                        slot.fn_ids.discard(fn_id)
+                        slot.drop.append(fn_id)
+        batch.sink.close()
+        batch.done_event.set()
+
+    # -- read from other threads ----------------------------------------------------------------
+    def running_now(self, batch: Batch) -> list[tuple[Any, float]]:
+        """``(key, seconds running)`` of each item of ``batch`` running now, for progress.
+
+        Called from the progress renderer's thread: it reads one attribute per slot (an
+        InFlight is never mutated after dispatch except its deadline) and the shared stamps.
+        """
+        running = []
+        now = time.monotonic()
+        for slot_id, slot in enumerate(self.slots):
+            flight = slot.call
+            if flight is None or flight.batch is not batch:
+                continue
+            index, started = self.backend.running_item(slot_id)
+            if 0 <= index < len(flight.positions):
+                running.append((batch.key_of(flight.positions[index]), now - started))
+            else:
+                running.append((batch.key_of(flight.positions[0]), time.time() - flight.started))
+        return running
+
+
+def _unwrap(error: Any) -> tuple[BaseException, str | None]:
+    """An exception from a Result and its worker traceback text."""
+    if isinstance(error, ExceptionWithTraceback):
+        return error.exc, error.tb
+    cause = getattr(error, "__cause__", None)
+    return error, (cause.tb if isinstance(cause, RemoteTraceback) else None)

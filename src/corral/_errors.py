@@ -1,0 +1,203 @@
+"""Every public exception of corral, and how remote exceptions travel.
+
+The hierarchy::
+
+    CorralError
+     ├── ConfigError (also ValueError)        bad options or tasks, raised before any work starts
+     ├── SerializationError (also TypeError)  a function, argument or result that cannot be pickled
+     ├── TaskError                            why one task failed, when the task itself did not raise
+     │    ├── TaskTimeout (also TimeoutError) the task ran past its timeout and its worker was killed
+     │    ├── WorkerCrashed                   the worker died while running the task
+     │    ├── WorkerStartError                a worker could not be started (initializer failed)
+     │    └── TaskCancelled                   the run was interrupted before the task finished
+     ├── RemoteError                          a worker exception that could not be sent back as itself
+     └── BatchError                           raised after a batch in which some task failed
+
+An exception raised by user code in a worker reaches the caller as itself (same type, same
+args) with the worker's formatted traceback attached as ``__cause__`` (a ``RemoteTraceback``),
+the way ``concurrent.futures`` does it. Each task gets its own exception object: one instance is
+never shared between two failures (cpython#101267 shows why: tracebacks pile up).
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._outcome import Report
+
+
+class CorralError(Exception):
+    """Base class of every error corral raises itself."""
+
+
+class ConfigError(CorralError, ValueError):
+    """Invalid options or tasks; raised at the boundary, before any work starts."""
+
+
+class SerializationError(CorralError, TypeError):
+    """A function, argument or result could not be pickled (cloudpickle) or unpickled."""
+
+
+class TaskError(CorralError):
+    """A task failed for a reason other than an exception raised by the task itself."""
+
+    def __init__(self, message: str, *, key: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_task_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_task_error(cls: type[TaskError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
+class TaskTimeout(TaskError, TimeoutError):
+    """The task ran longer than its timeout; its worker's process group was killed."""
+
+    def __init__(self, key: Any, timeout: float, *, pid: int | None = None) -> None:
+        where = f" in worker pid {pid}" if pid else ""
+        super().__init__(f"task {key!r} timed out after {timeout:g} s{where}", key=key)
+        self.timeout = timeout
+        self.pid = pid
+
+
+class WorkerCrashed(TaskError):
+    """The worker process died while it ran the task.
+
+    ``exitcode`` is the process's exit status (negative for a signal, as in
+    ``multiprocessing``), ``signal`` the signal's name (``"SIGKILL"``) or None.
+    """
+
+    def __init__(self, key: Any, *, pid: int | None, exitcode: int | None) -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = _signal_name(exitcode)
+        super().__init__(f"task {key!r}: {describe_exit(pid, exitcode)}", key=key)
+
+
+class WorkerStartError(TaskError):
+    """Workers could not be started (for example, the initializer raised)."""
+
+
+class TaskCancelled(TaskError):
+    """The task did not finish because the run was cancelled or interrupted."""
+
+
+class RemoteError(CorralError):
+    """Stands in for a worker exception that could not be pickled back.
+
+    Keeps the original type's qualified name, its message and the worker's traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+
+class BatchError(CorralError):
+    """Some tasks of a batch failed. Every task still ran; ``report`` holds them all."""
+
+    def __init__(self, report: Report) -> None:
+        failures = report.failures
+        lines = [f"{len(failures)} of {len(report.outcomes)} tasks failed:"]
+        for outcome in failures[:10]:
+            lines.append(f"  {outcome.key!r}: {outcome.status.value}: {_one_line(outcome.error)}")
+        if len(failures) > 10:
+            lines.append(f"  ... and {len(failures) - 10} more (see .report)")
+        super().__init__("\n".join(lines))
+        self.report = report
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BatchError, (self.report,))
+
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised in a worker, set as its ``__cause__``."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def _one_line(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = f"{type(error).__name__}: {error}"
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+def _signal_name(exitcode: int | None) -> str | None:
+    if exitcode is None or exitcode >= 0:
+        return None
+    import signal
+
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+_SIGNAL_HINTS = {
+    "SIGKILL": "killed (by a timeout, the OOM killer, or another process)",
+    "SIGSEGV": "segmentation fault, usually in a C extension",
+    "SIGABRT": "aborted, usually by a failed assertion in C code",
+    "SIGBUS": "bus error, often a truncated memory-mapped file",
+    "SIGTERM": "terminated by another process",
+}
+
+
+def describe_exit(pid: int | None, exitcode: int | None) -> str:
+    """A human sentence for a dead worker: pid, exit code or signal, and the likely cause."""
+    who = f"worker (pid {pid})" if pid else "worker"
+    name = _signal_name(exitcode)
+    if name is not None:
+        hint = _SIGNAL_HINTS.get(name)
+        return f"{who} died from {name}" + (f": {hint}" if hint else "")
+    if exitcode is None:
+        return f"{who} vanished"
+    return f"{who} exited with code {exitcode}"
+
+
+class ExceptionWithTraceback:
+    """Pickles an exception together with its formatted traceback, for the trip home.
+
+    On unpickling, the exception is rebuilt and the traceback attached as ``__cause__``.
+    An exception that cannot be pickled travels as a ``RemoteError`` instead.
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        self.tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_exception, (self.exc, self.tb))
+
+    def fallback(self) -> ExceptionWithTraceback:
+        """The same failure as a RemoteError, for exceptions that do not pickle."""
+        exc = self.exc
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return _Prebuilt(RemoteError(name, str(exc), self.tb), self.tb)
+
+
+class _Prebuilt(ExceptionWithTraceback):
+    def __init__(self, exc: BaseException, tb: str) -> None:
+        self.exc = exc
+        self.tb = tb
+
+
+def _rebuild_exception(exc: BaseException, tb: str) -> BaseException:
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+    return exc

@@ -1,0 +1,181 @@
+"""Options, validated once at the boundary, before any work starts.
+
+``PoolOptions`` shape the workers (how many, how started, when recycled); ``RunOptions`` shape
+one batch (timeouts, retries, error policy, chunking, progress). ``corral.map`` and
+``corral.run`` take both; ``Pool(...)`` takes both and ``Pool.map``/``run`` override the run
+options per call. Options are frozen: a new option set means a new object.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+from ._errors import ConfigError
+from ._platform import cpu_count
+
+Backend = Literal["process", "serial"]
+ErrorPolicy = Literal["raise", "return"]
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    workers: int | Literal["auto"] = "auto"
+    start_method: str | None = None
+    backend: Backend = "process"
+    max_tasks_per_worker: int | None = None
+    max_worker_memory: int | None = None
+    kill_grace: float = 1.0
+
+    def __post_init__(self) -> None:
+        w = self.workers
+        if w != "auto" and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ConfigError(f"workers must be a positive integer or 'auto', not {w!r}")
+        if self.start_method is not None and self.start_method not in START_METHODS:
+            raise ConfigError(
+                f"start_method must be one of {', '.join(START_METHODS)} or None, "
+                f"not {self.start_method!r}"
+            )
+        if self.backend not in ("process", "serial"):
+            raise ConfigError(f"backend must be 'process' or 'serial', not {self.backend!r}")
+        _check_positive_int("max_tasks_per_worker", self.max_tasks_per_worker)
+        if self.max_worker_memory is not None:
+            object.__setattr__(
+                self, "max_worker_memory", parse_size(self.max_worker_memory, "max_worker_memory")
+            )
+        _check_positive_number("kill_grace", self.kill_grace, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    timeout: float | None = None
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    backoff: float = 0.1
+    errors: ErrorPolicy = "raise"
+    chunksize: int | Literal["auto"] = "auto"
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive_number("timeout", self.timeout)
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"retries must be a non-negative integer, not {self.retries!r}")
+        retry_on = self.retry_on
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in retry_on
+        ):
+            raise ConfigError(f"retry_on must be exception types, not {self.retry_on!r}")
+        object.__setattr__(self, "retry_on", retry_on)
+        _check_positive_number("backoff", self.backoff, allow_zero=True)
+        if self.errors not in ("raise", "return"):
+            raise ConfigError(f"errors must be 'raise' or 'return', not {self.errors!r}")
+        cs = self.chunksize
+        if cs != "auto" and (isinstance(cs, bool) or not isinstance(cs, int) or cs < 1):
+            raise ConfigError(f"chunksize must be a positive integer or 'auto', not {cs!r}")
+        if self.progress not in (None, True, False):
+            raise ConfigError(f"progress must be True, False or None, not {self.progress!r}")
+
+
+POOL_FIELDS = frozenset(f.name for f in fields(PoolOptions))
+RUN_FIELDS = frozenset(f.name for f in fields(RunOptions))
+
+
+def split_options(
+    options: Mapping[str, Any], *, allowed_extra: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keyword options into pool and run options; an unknown name is a ConfigError."""
+    unknown = set(options) - POOL_FIELDS - RUN_FIELDS - allowed_extra
+    if unknown:
+        known = ", ".join(sorted(POOL_FIELDS | RUN_FIELDS))
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}; known options: {known}")
+    pool = {k: v for k, v in options.items() if k in POOL_FIELDS}
+    run = {k: v for k, v in options.items() if k in RUN_FIELDS}
+    return pool, run
+
+
+def with_run_overrides(base: RunOptions, overrides: Mapping[str, Any]) -> RunOptions:
+    _, run = split_options(overrides)
+    if set(overrides) - RUN_FIELDS:
+        bad = ", ".join(sorted(set(overrides) - RUN_FIELDS))
+        raise ConfigError(f"option(s) {bad} belong to the Pool and cannot change per call")
+    return replace(base, **run) if run else base
+
+
+def resolve_workers(workers: int | Literal["auto"], n_tasks: int | None = None) -> int:
+    """The number of worker processes to start.
+
+    ``"auto"`` means the CPUs this process may use (affinity and cgroup aware), or
+    ``CORRAL_WORKERS`` when set; never more than the number of tasks when that is known.
+    """
+    if workers == "auto":
+        env = os.environ.get("CORRAL_WORKERS")
+        count = _env_workers(env) if env else cpu_count()
+    else:
+        count = workers
+    if n_tasks is not None:
+        count = min(count, max(1, n_tasks))
+    return count
+
+
+def _env_workers(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"CORRAL_WORKERS must be a positive integer, not {value!r}") from None
+    if count < 1:
+        raise ConfigError(f"CORRAL_WORKERS must be a positive integer, not {value!r}")
+    return count
+
+
+def serial_forced() -> bool:
+    """``CORRAL_WORKERS=1`` runs everything in-process, for debugging with pdb."""
+    return os.environ.get("CORRAL_WORKERS", "").strip() == "1"
+
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}  # fmt: skip
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: int | float | str, what: str = "size") -> int:
+    """Bytes from ``6_000_000``, ``"6GiB"``, ``"512 MB"`` (decimal and binary units)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a size like 6GiB or a number of bytes, not {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        match = _SIZE.match(str(value))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ConfigError(f"{what} must be a size like 6GiB or 512MB, not {value!r}")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = number * _UNITS[unit]
+    if not math.isfinite(size) or size <= 0:
+        raise ConfigError(f"{what} must be positive, not {value!r}")
+    return int(size)
+
+
+def _check_positive_number(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+    if bad or value < 0 or (value == 0 and not allow_zero):
+        need = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{name} must be a {need} number of seconds or None, not {value!r}")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer or None, not {value!r}")

@@ -1,0 +1,140 @@
+"""The records a finished task leaves behind: ``Status``, ``Outcome``, ``Failure``, ``Report``.
+
+These are plain data. The engine builds one ``Outcome`` per task when the task reaches a final
+state; every later consumer (the ``Report``, progress, the summary table, and later the journal
+and telemetry exports) reads Outcomes and nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """How a task ended. Compares equal to its string value (``outcome.status == "ok"``)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one task.
+
+    Attributes:
+        key: the task's key (its input position for ``map``).
+        status: how it ended.
+        value: the return value when ``status == "ok"``, else None.
+        error: the exception when it did not succeed (its own type for a task that raised,
+            ``TaskTimeout``, ``WorkerCrashed``, ...), else None.
+        attempts: how many times it was started (1 + retries used).
+        worker: index of the worker slot that ran the last attempt (-1 in-process, None if never run).
+        pid: process id that ran the last attempt.
+        started, finished: wall-clock times (``time.time()``) of the last attempt.
+        cpu_seconds: CPU time of the last attempt (for tasks run in a chunk, the chunk's CPU
+            time divided evenly).
+        max_rss: the worker's peak resident memory in bytes, as seen right after the attempt.
+        traceback: the worker-side traceback text for a task that raised.
+    """
+
+    key: Any
+    status: Status
+    value: Any = None
+    error: BaseException | None = None
+    attempts: int = 0
+    worker: int | None = None
+    pid: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    cpu_seconds: float | None = None
+    max_rss: int | None = None
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Stands in a result list for a task that did not succeed (``errors="return"``)."""
+
+    key: Any
+    status: Status
+    error: BaseException | None
+
+    def __bool__(self) -> bool:
+        return False
+
+    @property
+    def reason(self) -> str:
+        if self.error is None:
+            return self.status.value
+        return f"{type(self.error).__name__}: {self.error}"
+
+    def __repr__(self) -> str:
+        return f"Failure(key={self.key!r}, status={self.status.value!r}, reason={self.reason!r})"
+
+
+def result_of(outcome: Outcome) -> Any:
+    """The value for a result list: the value, or a ``Failure`` for a task that did not succeed."""
+    if outcome.status is Status.OK:
+        return outcome.value
+    return Failure(outcome.key, outcome.status, outcome.error)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a batch produced, in task order."""
+
+    outcomes: Sequence[Outcome]
+    wall_seconds: float = 0.0
+    workers: int = 0
+    _results: list[Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def results(self) -> list[Any]:
+        """Values in task order, with a ``Failure`` where a task did not succeed."""
+        if self._results is not None:
+            return self._results
+        return [result_of(o) for o in self.outcomes]
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status is not Status.OK]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status is Status.OK for o in self.outcomes)
+
+    def counts(self) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        for outcome in self.outcomes:
+            counts[outcome.status] += 1
+        return counts
+
+    def summary(self) -> str:
+        """A human-readable table: counts by status, timing, and each failure with its reason."""
+        from ._summary import render_summary
+
+        return render_summary(self)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{s.value}={n}" for s, n in self.counts().items() if n)
+        return f"<Report {len(self.outcomes)} tasks: {counts or 'empty'}; {self.wall_seconds:.2f} s>"

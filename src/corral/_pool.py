@@ -1,0 +1,388 @@
+"""``Pool``: the lifetime of one engine and its workers, and the verbs that feed it.
+
+A Pool owns an engine (``_engine``), its backend and, for worker processes, the engine thread.
+It turns ``map``/``imap``/``run``/``submit`` calls into batches, waits for them on the caller's
+thread, and handles Ctrl-C there. With the serial backend there is no engine thread: the
+caller's thread drives the engine until its batch is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+from . import _codec, _lifecycle
+from ._backends.process import ProcessBackend
+from ._backends.serial import SerialBackend
+from ._batch import Batch, CollectSink, FutureSink, StreamSink
+from ._engine import Engine
+from ._errors import BatchError, ConfigError, CorralError
+from ._functions import FunctionTable
+from ._options import (
+    PoolOptions,
+    RunOptions,
+    resolve_workers,
+    serial_forced,
+    split_options,
+    with_run_overrides,
+)
+from ._outcome import Report, Status, result_of
+from ._platform import cpu_count, default_start_method
+from ._progress import make_observer
+from ._task import Task
+
+INTERRUPT_WAIT = 10.0
+"""After Ctrl-C, how long to wait for running tasks to be stopped before giving up on them."""
+
+
+class Pool:
+    """Warm worker processes, reused across ``map``, ``imap``, ``run`` and ``submit`` calls.
+
+    Example::
+
+        with corral.Pool(workers=4, timeout=60) as pool:
+            first = pool.map(simulate, sweep_a)
+            second = pool.map(simulate, sweep_b)   # same workers, no start-up cost
+
+    Keyword options are those of ``corral.map``; those about a batch (``timeout``, ``retries``,
+    ``errors``, ...) are defaults that each call may override.
+    """
+
+    def __init__(
+        self,
+        workers: int | str = "auto",
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        _n_tasks: int | None = None,
+        _allow_serial_workers: bool = True,
+        **options: Any,
+    ) -> None:
+        pool_kw, run_kw = split_options(options)
+        self.options = PoolOptions(workers=workers, **pool_kw)  # type: ignore[arg-type]
+        self.run_options = RunOptions(**run_kw)
+        if initializer is not None and not callable(initializer):
+            raise ConfigError(f"initializer must be callable, not {initializer!r}")
+        self.workers = resolve_workers(self.options.workers, _n_tasks)
+        serial = (
+            self.options.backend == "serial"
+            or serial_forced()
+            or (self.workers == 1 and _allow_serial_workers)
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        os.set_blocking(self._wakeup_r, False)
+        self._initializer = (initializer, tuple(initargs)) if initializer is not None else None
+        if serial:
+            self._start_serial()
+        else:
+            self._start_processes()
+        _lifecycle.register(self)
+
+    # -- start-up -------------------------------------------------------------------------
+    def _start_serial(self) -> None:
+        self.functions = FunctionTable(pickle=False)
+        self.engine = Engine(
+            SerialBackend(self.functions.function), self.functions, self.options, self._wakeup_r
+        )
+        self.serial = True
+        self.workers = 1
+        if self._initializer is not None:
+            fn, args = self._initializer
+            fn(*args)
+        self.engine.start_workers()
+
+    def _start_processes(self) -> None:
+        init_blob = _codec.dumps(self._initializer) if self._initializer is not None else None
+        backend = ProcessBackend(
+            self.workers,
+            start_method=self.options.start_method or default_start_method(),
+            threads=max(1, cpu_count() // self.workers),
+            initializer=init_blob,
+            kill_grace=self.options.kill_grace,
+            wakeup=self._wakeup_r,
+        )
+        self.functions = FunctionTable(pickle=True)
+        self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
+        self.serial = False
+        try:
+            self.engine.start_workers()
+        except Exception as exc:
+            backend.close(timeout=1.0)
+            warnings.warn(
+                f"corral: worker processes could not be started ({exc}); running serially",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self._start_serial()
+            return
+        self._thread = threading.Thread(target=self.engine.loop, name="corral-engine", daemon=True)
+        self._thread.start()
+
+    # -- talking to the engine --------------------------------------------------------------
+    def _post(self, action: Callable[[], None]) -> None:
+        if self.serial:
+            action()
+        else:
+            self.engine.post(action, self._wake)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wakeup_w, b"x")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CorralError("this Pool is closed")
+        if self.engine.fatal is not None:
+            raise CorralError(f"the corral engine failed: {self.engine.fatal!r}")
+
+    def _wait(self, batch: Batch) -> None:
+        """Block until ``batch`` is done; on Ctrl-C cancel it and re-raise with the report."""
+        if self.serial:
+            while not batch.done_event.is_set():
+                self.engine.step()
+        else:
+            batch.done_event.wait()
+        if self.engine.fatal is not None:
+            raise CorralError(f"the corral engine failed: {self.engine.fatal!r}") from self.engine.fatal
+
+    def _interrupted(self, batch: Batch) -> None:
+        self._post(lambda: self.engine.cancel(batch))
+        if self.serial:
+            return
+        deadline = time.monotonic() + INTERRUPT_WAIT
+        while not batch.done_event.is_set() and time.monotonic() < deadline:
+            try:
+                batch.done_event.wait(deadline - time.monotonic())
+            except KeyboardInterrupt:  # a second Ctrl-C: we are already stopping
+                continue
+
+    # -- batches ----------------------------------------------------------------------------
+    def _batch_for_map(
+        self, fn: Callable[..., Any], items: list[Any], options: RunOptions, sink: Any, closed: bool = True
+    ) -> Batch:
+        if not callable(fn):
+            raise ConfigError(f"fn must be callable, not {fn!r}")
+        fn_id = self.functions.acquire(fn)
+        return Batch(
+            items,
+            fn_ids=frozenset((fn_id,)),
+            fn_id=fn_id,
+            star=False,
+            options=options,
+            sink=sink,
+            closed=closed,
+        )
+
+    def _batch_for_tasks(self, tasks: list[Task], options: RunOptions, sink: Any) -> Batch:
+        fn_ids = []
+        try:
+            for task in tasks:
+                fn_ids.append(self.functions.acquire(task.fn))
+        except BaseException:
+            for fn_id in fn_ids:
+                self.functions.release(fn_id)
+            raise
+        items = [(fn_id, task.args, task._kwargs) for fn_id, task in zip(fn_ids, tasks)]
+        return Batch(
+            items,
+            fn_ids=frozenset(fn_ids),
+            fn_id=-1,
+            star=True,
+            options=options,
+            sink=sink,
+            keys=[t.key for t in tasks],
+            timeouts=[t.timeout for t in tasks],
+            retries=[t.retries for t in tasks],
+        )
+
+    def _run_batch(self, batch: Batch, sink: CollectSink, options: RunOptions, total: int) -> float:
+        """Run a batch to completion; its wall time. On Ctrl-C, cancel it and re-raise the
+        KeyboardInterrupt with the partial Report as ``.report``."""
+        self._check_open()
+        started = time.time()
+        with make_observer(options.progress, total, lambda: self.engine.running_now(batch)) as observer:
+            batch.observer = observer
+            self._post(lambda: self.engine.accept(batch))
+            try:
+                self._wait(batch)
+            except KeyboardInterrupt as interrupt:
+                self._interrupted(batch)
+                interrupt.report = sink.report(batch, time.time() - started, self.workers)  # type: ignore[attr-defined]
+                raise
+        return time.time() - started
+
+    def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], **options: Any) -> list[Any]:
+        """``[fn(x) for x in iterable]``, in parallel, in input order. See ``corral.map``."""
+        self._check_open()
+        run_options = with_run_overrides(self.run_options, options)
+        items = list(iterable)
+        sink = CollectSink(len(items))
+        batch = self._batch_for_map(fn, items, run_options, sink)
+        wall = self._run_batch(batch, sink, run_options, len(items))
+        if sink.failures and run_options.errors == "raise":
+            raise BatchError(sink.report(batch, wall, self.workers))
+        return sink.values
+
+    def run(self, tasks: Iterable[Task], **options: Any) -> Report:
+        """Run ``corral.Task`` objects; a Report of every outcome, in task order."""
+        self._check_open()
+        run_options = with_run_overrides(self.run_options, options)
+        task_list = _check_tasks(tasks)
+        sink = CollectSink(len(task_list))
+        batch = self._batch_for_tasks(task_list, run_options, sink)
+        wall = self._run_batch(batch, sink, run_options, len(task_list))
+        report = sink.report(batch, wall, self.workers)
+        if not report.ok and run_options.errors == "raise":
+            raise BatchError(report)
+        return report
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Schedule ``fn(*args, **kwargs)``; a standard ``concurrent.futures.Future``."""
+        self._check_open()
+        future: Future[Any] = Future()
+        task = Task(fn, args, kwargs)
+        batch = self._batch_for_tasks([task], self.run_options, FutureSink(future))
+        self._post(lambda: self.engine.accept(batch))
+        if self.serial:
+            self._wait(batch)
+        return future
+
+    def imap(
+        self, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered: bool = True, **options: Any
+    ) -> Iterator[Any]:
+        """Results as they are ready, consuming ``iterable`` lazily. See ``corral.imap``."""
+        self._check_open()
+        run_options = with_run_overrides(self.run_options, options)
+        sink = StreamSink()
+        batch = self._batch_for_map(fn, {}, run_options, sink, closed=False)  # type: ignore[arg-type]
+        return _stream(self, batch, sink, iter(iterable), ordered, run_options)
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def close(self, *, cancel: bool = False, wait: bool = True) -> None:
+        """Stop the workers after the submitted work is done (or cancelled, with ``cancel``)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _lifecycle.unregister(self)
+        if self.serial:
+            if cancel:
+                for batch in list(self.engine._batches):
+                    self.engine.cancel(batch)
+            self.engine.close(cancel=cancel)
+            self.engine.backend.close(timeout=0)
+        else:
+            self._post(lambda: self.engine.close(cancel=cancel))
+            if wait and self._thread is not None:
+                self._thread.join()
+        if wait or self.serial:
+            for fd in (self._wakeup_r, self._wakeup_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def terminate(self) -> None:
+        """Cancel everything and stop the workers now."""
+        self.close(cancel=True)
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(cancel=exc_type is not None)
+
+    def __repr__(self) -> str:
+        kind = "serial" if self.serial else f"{self.workers} workers"
+        return f"<corral.Pool {kind}{' closed' if self._closed else ''}>"
+
+
+def _check_tasks(tasks: Iterable[Task]) -> list[Task]:
+    task_list = list(tasks)
+    seen: set[Any] = set()
+    for i, task in enumerate(task_list):
+        if not isinstance(task, Task):
+            raise ConfigError(f"run() takes corral.Task objects; item {i} is {task!r}")
+        if task.key is not None:
+            try:
+                duplicate = task.key in seen
+                seen.add(task.key)
+            except TypeError:
+                raise ConfigError(f"task key {task.key!r} is not hashable") from None
+            if duplicate:
+                raise ConfigError(f"duplicate task key {task.key!r}")
+    return task_list
+
+
+def _stream(
+    pool: Pool,
+    batch: Batch,
+    sink: StreamSink,
+    source: Iterator[Any],
+    ordered: bool,
+    options: RunOptions,
+) -> Iterator[Any]:
+    """The iterator behind ``imap``: keeps at most ``window`` tasks submitted but not yet
+    yielded, so an endless generator streams in bounded memory."""
+    chunk = options.chunksize if options.chunksize != "auto" else 64
+    window = max(256, 4 * pool.workers * chunk)
+    submitted = yielded = 0
+    exhausted = False
+    pending: dict[int, Any] = {}
+    next_pos = 0
+
+    def feed(limit: int) -> None:
+        nonlocal submitted, exhausted
+        items = []
+        while not exhausted and submitted + len(items) - yielded < limit:
+            try:
+                items.append(next(source))
+            except StopIteration:
+                exhausted = True
+        submitted += len(items)
+        done = exhausted
+        pool._post(lambda: pool.engine.extend(batch, items, done))
+
+    def receive() -> tuple[int, Any, Any] | None:
+        if pool.serial:
+            while sink.queue.empty():
+                if batch.done_event.is_set():
+                    return None
+                pool.engine.step()
+        return sink.queue.get()
+
+    pool._post(lambda: pool.engine.accept(batch))
+    try:
+        feed(window)
+        while True:
+            entry = receive()
+            if entry is None:
+                break
+            pos, value, outcome = entry
+            if outcome is not None:
+                if outcome.status is not Status.OK and options.errors == "raise":
+                    raise outcome.error  # type: ignore[misc]
+                value = result_of(outcome)
+            if not ordered:
+                yielded += 1
+                yield value
+            else:
+                pending[pos] = value
+                while next_pos in pending:
+                    yielded += 1
+                    yield pending.pop(next_pos)
+                    next_pos += 1
+            if not exhausted and submitted - yielded < window // 2:
+                feed(window)
+    finally:
+        if not batch.done_event.is_set():
+            pool._post(lambda: pool.engine.cancel(batch))
+            if not pool.serial:
+                batch.done_event.wait(INTERRUPT_WAIT)

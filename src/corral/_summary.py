@@ -1,0 +1,75 @@
+"""``Report.summary()``: the human-readable table of a finished batch."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from ._outcome import Status
+
+if TYPE_CHECKING:
+    from ._outcome import Report
+
+FAILURES_SHOWN = 20
+STATUS_STYLE = {
+    Status.OK: "green",
+    Status.FAILED: "red",
+    Status.TIMEOUT: "yellow",
+    Status.CRASHED: "magenta",
+    Status.CANCELLED: "dim",
+    Status.SKIPPED: "dim",
+}
+
+
+def render_summary(report: Report, *, width: int = 100) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    console.print(_totals(report))
+    failures = report.failures
+    if failures:
+        console.print(_failures(report))
+    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+
+def _totals(report: Report) -> Table:
+    outcomes = report.outcomes
+    table = Table(title=f"corral: {len(outcomes)} tasks in {report.wall_seconds:.2f} s "
+                  f"on {report.workers} worker{'s' if report.workers != 1 else ''}")
+    table.add_column("status")
+    table.add_column("tasks", justify="right")
+    table.add_column("share", justify="right")
+    for status, count in report.counts().items():
+        if count:
+            share = f"{100 * count / len(outcomes):.1f}%"
+            table.add_row(f"[{STATUS_STYLE[status]}]{status.value}", str(count), share)
+    durations = [o.duration for o in outcomes if o.duration is not None]
+    cpu = sum(o.cpu_seconds or 0.0 for o in outcomes)
+    if durations:
+        table.caption = (
+            f"task time: mean {sum(durations) / len(durations):.3g} s, max {max(durations):.3g} s; "
+            f"CPU {cpu:.3g} s"
+        )
+    return table
+
+
+def _failures(report: Report) -> Table:
+    table = Table(title="failures")
+    table.add_column("task")
+    table.add_column("status")
+    table.add_column("attempts", justify="right")
+    table.add_column("reason", overflow="fold")
+    failures = report.failures
+    for outcome in failures[:FAILURES_SHOWN]:
+        error = outcome.error
+        reason = f"{type(error).__name__}: {error}" if error is not None else ""
+        table.add_row(
+            repr(outcome.key),
+            f"[{STATUS_STYLE[outcome.status]}]{outcome.status.value}",
+            str(outcome.attempts),
+            reason.splitlines()[0] if reason else "",
+        )
+    if len(failures) > FAILURES_SHOWN:
+        table.caption = f"... and {len(failures) - FAILURES_SHOWN} more (report.failures)"
+    return table

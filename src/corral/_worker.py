@@ -1,0 +1,152 @@
+"""The worker process: receive a Call, run it, send the Result back, until told to stop.
+
+    coordinator process                          worker process k (this module)
+    ───────────────────                          ──────────────────────────────
+    conn (duplex pipe)  ══ Call / STOP ════════► main thread: recv → execute → send
+                        ◄═ Result / InitFailed ═
+    lifeline writer     ── (never written) ────► lifeline thread: blocks on read;
+                                                 EOF = coordinator gone → SIGKILL own group
+    stamp (2 shared doubles) ◄────────────────── main thread writes [item index, start time]
+                                                 before each item of a Call
+
+The worker leads its own process group, so the coordinator can kill it together with any
+subprocess a task started, and a terminal's Ctrl-C (sent to the foreground group) reaches only
+the coordinator, which decides what stops. SIGINT is ignored here for the same reason.
+
+Orphan protection: the coordinator holds the only write end of the lifeline pipe. When the
+coordinator dies for any reason (even SIGKILL), the kernel closes it, the lifeline thread's read
+returns EOF, and the worker kills its whole group. The parent-death signal of Linux would not
+do: under forkserver the worker's parent is the fork server, not the coordinator.
+
+The stamp lets the coordinator tell, without a message per item, which item of a chunk was
+running when the worker died or overran its timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from . import _codec
+from ._errors import ExceptionWithTraceback
+from ._execute import execute
+from ._messages import STOP, Call, InitFailed, Result
+from ._platform import become_group_leader, kill_own_group, limit_native_threads
+
+
+class Stamp:
+    """Writes ``[index, monotonic start]`` of the running item into shared memory."""
+
+    def __init__(self, shared: Any) -> None:
+        self._shared = shared
+
+    def begin(self, index: int) -> None:
+        self._shared[1] = time.monotonic()
+        self._shared[0] = index
+
+    def end(self) -> None:
+        self._shared[0] = -1.0
+
+
+def main(
+    conn: Connection,
+    lifeline: Connection,
+    stamp: Any,
+    threads: int,
+    initializer: bytes | None,
+    close_fds: list[int] | tuple[int, ...] = (),
+) -> None:
+    """Entry point of a worker process (the target given to ``multiprocessing``)."""
+    for fd in close_fds:  # the coordinator's pipe ends, inherited under fork
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    become_group_leader()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.enable()
+    _watch_lifeline(lifeline)
+    limit_native_threads(threads)
+    if initializer is not None and not _initialize(conn, initializer):
+        return
+    functions: dict[int, Callable[..., Any]] = {}
+    watch = Stamp(stamp)
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if data == STOP:
+            return
+        call: Call = _codec.loads(data)
+        for fn_id in call.drop:
+            functions.pop(fn_id, None)
+        for fn_id, blob in call.fns.items():
+            functions[fn_id] = _codec.loads(blob)
+        result = execute(call, functions.__getitem__, watch)
+        conn.send_bytes(encode_result(result))
+        del call, result
+
+
+def _watch_lifeline(lifeline: Connection) -> None:
+    def watch() -> None:
+        try:
+            lifeline.recv_bytes()
+        except (EOFError, OSError):
+            pass
+        kill_own_group()
+
+    threading.Thread(target=watch, name="corral-lifeline", daemon=True).start()
+
+
+def _initialize(conn: Connection, initializer: bytes) -> bool:
+    try:
+        fn, args = _codec.loads(initializer)
+        fn(*args)
+    except BaseException as exc:
+        conn.send_bytes(_codec.dumps(InitFailed(_picklable_error(exc))))
+        return False
+    return True
+
+
+def encode_result(result: Result) -> bytes:
+    """Pickle a Result; values or exceptions that do not pickle fail only their own item."""
+    if result.errors:
+        for i, wrapped in result.errors.items():
+            result.errors[i] = _picklable_error(wrapped.exc, wrapped)
+    try:
+        return _codec.dumps(result)
+    except Exception:
+        pass
+    errors = result.errors or {}
+    for i, value in enumerate(result.values):
+        if i in errors:
+            continue
+        bad = _codec.unpicklable([value])
+        if bad:
+            result.values[i] = None
+            errors[i] = ExceptionWithTraceback(bad[0])
+            errors[i].tb = f"{bad[0]} (the task's return value)\n"
+    result.errors = errors
+    return _codec.dumps(result)
+
+
+def _picklable_error(
+    exc: BaseException, wrapped: ExceptionWithTraceback | None = None
+) -> ExceptionWithTraceback:
+    wrapped = wrapped or ExceptionWithTraceback(exc)
+    try:
+        _codec.loads(_codec.dumps(wrapped))
+    except Exception:
+        return wrapped.fallback()
+    return wrapped
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("corral._worker is started by corral, not run directly")
