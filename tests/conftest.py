@@ -1,0 +1,74 @@
+"""Shared test set-up: the leak guard that every test runs under.
+
+No test may leave a process behind. After each test, every descendant of the test process
+(workers, and anything tasks started) must be gone within a generous bound; the only
+exceptions are multiprocessing's long-lived helpers (the fork server and the resource
+tracker), which belong to the test process, not to a Pool. Their own children are checked.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
+import os
+import sys
+import time
+
+import psutil
+import pytest
+
+LEAK_WAIT = 10.0
+
+faulthandler.enable()
+
+
+def _helpers() -> set[int]:
+    pids = set()
+    fs = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if fs is not None and getattr(fs, "_forkserver_pid", None):
+        pids.add(fs._forkserver_pid)
+    rt = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
+    if rt is not None and getattr(rt, "_pid", None):
+        pids.add(rt._pid)
+    return pids
+
+
+def leftover_processes() -> list[psutil.Process]:
+    helpers = _helpers()
+    me = psutil.Process()
+    left = []
+    for child in me.children(recursive=True):
+        try:
+            if child.pid in helpers or child.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        left.append(child)
+    return left
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    yield
+    deadline = time.monotonic() + LEAK_WAIT
+    left = leftover_processes()
+    while left and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=0.2)
+        left = leftover_processes()
+    if left:
+        described = []
+        for p in left:
+            try:
+                described.append(f"pid {p.pid}: {' '.join(p.cmdline())[:120]}")
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if described:
+            pytest.fail("processes left behind by the test:\n  " + "\n  ".join(described))
+
+
+def pytest_configure(config):
+    # Tests that need a real dependency fail under CI instead of skipping.
+    config.ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
