@@ -13,6 +13,8 @@ Everything in underscore modules is internal and may change.
 
 from __future__ import annotations
 
+import contextlib
+
 from ._api import imap, map, run
 from ._errors import (
     BatchError,
@@ -63,8 +65,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("corral._"):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = "corral"
-        except (AttributeError, TypeError):
-            pass
 del _name, _obj

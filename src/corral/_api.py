@@ -16,7 +16,7 @@ from ._pool import Pool
 from ._task import Task
 
 
-def map(  # noqa: A001 - the public name mirrors builtins.map on purpose
+def map(
     fn: Callable[[Any], Any],
     iterable: Iterable[Any],
     *,

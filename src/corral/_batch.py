@@ -273,7 +273,7 @@ class CollectSink:
         if isinstance(positions, range) and len(values) == len(positions):
             self.values[positions.start : positions.stop] = values
         else:
-            for pos, value in zip(positions, values):
+            for pos, value in zip(positions, values, strict=False):
                 self.values[pos] = value
         self.records.append(record)
 
@@ -288,7 +288,7 @@ class CollectSink:
         outcomes: list[Outcome | None] = [None] * batch.n
         for record in self.records:
             offsets = record.offsets or range(len(record.positions))
-            for pos, offset in zip(record.positions, offsets):
+            for pos, offset in zip(record.positions, offsets, strict=False):
                 outcomes[pos] = ok_outcome(batch, pos, self.values[pos], record, offset)
         for pos, outcome in self.failures.items():
             outcomes[pos] = outcome
@@ -305,16 +305,14 @@ class StreamSink:
     """Hands each finished position to the caller's iterator through a queue; keeps nothing."""
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[int, Any, Outcome | None] | None] = (
-            queue.SimpleQueue()
-        )
+        self.queue: queue.SimpleQueue[tuple[int, Any, Outcome | None] | None] = queue.SimpleQueue()
 
     def claim(self, pos: int) -> bool:
         return True
 
     def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
         put = self.queue.put
-        for pos, value in zip(positions, values):
+        for pos, value in zip(positions, values, strict=False):
             put((pos, value, None))
 
     def failed(self, pos: int, outcome: Outcome) -> None:
@@ -341,9 +339,8 @@ class FutureSink:
     def failed(self, pos: int, outcome: Outcome) -> None:
         if self.future.cancelled():
             return
-        if not self.future.running():
-            if not self.future.set_running_or_notify_cancel():
-                return
+        if not self.future.running() and not self.future.set_running_or_notify_cancel():
+            return
         self.future.set_exception(outcome.error)
 
     def close(self) -> None:

@@ -270,7 +270,9 @@ class Engine:
             return _codec.dumps(call), positions
         except Exception as exc:  # the function's bytes or the whole Call: fail them all
             for pos in positions:
-                error = SerializationError(f"cannot pickle the call for task {batch.key_of(pos)!r}: {exc}")
+                error = SerializationError(
+                    f"cannot pickle the call for task {batch.key_of(pos)!r}: {exc}"
+                )
                 self._finish_failed(batch, pos, Status.FAILED, error, None, None)
             self._complete_if_done(batch)
             return None
@@ -283,7 +285,9 @@ class Engine:
         except Exception as exc:
             flight, slot.call = slot.call, None
             if flight is not None:
-                self._fail_flight(flight, slot_id, SerializationError(f"cannot unpickle result: {exc}"))
+                self._fail_flight(
+                    flight, slot_id, SerializationError(f"cannot unpickle result: {exc}")
+                )
             return
         if isinstance(message, InitFailed):
             self._on_init_failed(slot_id, message.error)
@@ -305,7 +309,11 @@ class Engine:
         errors = result.errors
         attempts = batch.attempts_snapshot(positions)
         if not errors:
-            batch.finish_ok(positions, result.values, OkRecord(positions, None, result, slot_id, slot.pid, attempts))
+            batch.finish_ok(
+                positions,
+                result.values,
+                OkRecord(positions, None, result, slot_id, slot.pid, attempts),
+            )
         else:
             self._split_result(slot_id, batch, positions, result, errors, attempts)
         self._complete_if_done(batch)
@@ -336,11 +344,17 @@ class Engine:
             times = (started, result.finished[offset])
             self._attempt_failed(batch, pos, status, error, slot_id, times, tb)
         if ok_pos:
-            batch.finish_ok(ok_pos, ok_val, OkRecord(ok_pos, ok_off, result, slot_id, self.slots[slot_id].pid, attempts))
+            batch.finish_ok(
+                ok_pos,
+                ok_val,
+                OkRecord(ok_pos, ok_off, result, slot_id, self.slots[slot_id].pid, attempts),
+            )
 
     def _maybe_recycle(self, slot_id: int, rss: int) -> None:
         opts, slot = self.options, self.slots[slot_id]
-        too_many = opts.max_tasks_per_worker is not None and slot.tasks_done >= opts.max_tasks_per_worker
+        too_many = (
+            opts.max_tasks_per_worker is not None and slot.tasks_done >= opts.max_tasks_per_worker
+        )
         too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
         if (too_many or too_big) and not self.in_process:
             self.backend.retire(slot_id)
@@ -441,18 +455,28 @@ class Engine:
             if index < 0:
                 batch.requeue(flight.positions)
             else:
-                error = WorkerCrashed(batch.key_of(flight.positions[index]), pid=pid, exitcode=exitcode)
+                error = WorkerCrashed(
+                    batch.key_of(flight.positions[index]), pid=pid, exitcode=exitcode
+                )
                 self._lose(slot_id, flight, index, Status.CRASHED, error)
         if self._start_failures >= START_FAILURE_LIMIT:
-            how = f"exit code {exitcode}" if exitcode is None or exitcode >= 0 else f"signal {-exitcode}"
-            self._break(WorkerStartError(
-                f"{self._start_failures} worker processes in a row died before running a task "
-                f"(last: pid {pid}, {how})"
-            ))
+            how = (
+                f"exit code {exitcode}"
+                if exitcode is None or exitcode >= 0
+                else f"signal {-exitcode}"
+            )
+            self._break(
+                WorkerStartError(
+                    f"{self._start_failures} worker processes in a row died before running a task "
+                    f"(last: pid {pid}, {how})"
+                )
+            )
             return
         self._restart(slot_id)
 
-    def _lose(self, slot_id: int, flight: InFlight, index: int, status: Status, error: BaseException) -> None:
+    def _lose(
+        self, slot_id: int, flight: InFlight, index: int, status: Status, error: BaseException
+    ) -> None:
         """The worker of ``flight`` is gone while running item ``index``: that item's attempt
         ends with ``error``; items before it (their results died with the worker) and after it
         (never started) go back to the queue without counting an attempt."""
@@ -462,12 +486,16 @@ class Engine:
         if index + 1 < len(positions):
             batch.requeue(positions[index + 1 :])
         started = flight.started if index == 0 else None
-        self._attempt_failed(batch, positions[index], status, error, slot_id, (started, time.time()))
+        self._attempt_failed(
+            batch, positions[index], status, error, slot_id, (started, time.time())
+        )
         self._complete_if_done(batch)
 
     def _arm_timeout(self, slot_id: int, flight: InFlight, when_from: float) -> None:
         limit = flight.batch.timeout_of(flight.positions[0]) or 1.0
-        flight.deadline = self._deadlines.add(when_from + limit, lambda: self._check_timeout(slot_id, flight))
+        flight.deadline = self._deadlines.add(
+            when_from + limit, lambda: self._check_timeout(slot_id, flight)
+        )
 
     def _check_timeout(self, slot_id: int, flight: InFlight) -> None:
         if self.slots[slot_id].call is not flight:
@@ -481,7 +509,9 @@ class Engine:
         limit = flight.batch.timeout_of(pos)
         if limit is None or now < started + limit:
             when = started + limit if limit is not None else now + 1.0
-            flight.deadline = self._deadlines.add(when, lambda: self._check_timeout(slot_id, flight))
+            flight.deadline = self._deadlines.add(
+                when, lambda: self._check_timeout(slot_id, flight)
+            )
             return
         pid = self.slots[slot_id].pid
         self._abandon(slot_id)
@@ -500,7 +530,9 @@ class Engine:
 
     def _on_init_failed(self, slot_id: int, error: Any) -> None:
         exc, tb = _unwrap(error)
-        self._break(WorkerStartError(f"worker initializer failed: {type(exc).__name__}: {exc}\n{tb or ''}"))
+        self._break(
+            WorkerStartError(f"worker initializer failed: {type(exc).__name__}: {exc}\n{tb or ''}")
+        )
 
     # -- worker (re)starts ----------------------------------------------------------------------
     def _start(self, slot_id: int) -> None:
@@ -512,7 +544,7 @@ class Engine:
         slot.drop = []
 
     def _restart(self, slot_id: int) -> None:
-        if self._closing and not self._batches or self.broken is not None:
+        if (self._closing and not self._batches) or self.broken is not None:
             return
         try:
             self._start(slot_id)

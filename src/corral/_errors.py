@@ -3,14 +3,14 @@
 The hierarchy::
 
     CorralError
-     ├── ConfigError (also ValueError)        bad options or tasks, raised before any work starts
-     ├── SerializationError (also TypeError)  a function, argument or result that cannot be pickled
-     ├── TaskError                            why one task failed, when the task itself did not raise
-     │    ├── TaskTimeout (also TimeoutError) the task ran past its timeout and its worker was killed
+     ├── ConfigError (also ValueError)        bad options or tasks, raised before work starts
+     ├── SerializationError (also TypeError)  a function, argument or result that won't pickle
+     ├── TaskError                            why a task failed when it did not raise itself
+     │    ├── TaskTimeout (also TimeoutError) past its timeout; its worker was killed
      │    ├── WorkerCrashed                   the worker died while running the task
      │    ├── WorkerStartError                a worker could not be started (initializer failed)
      │    └── TaskCancelled                   the run was interrupted before the task finished
-     ├── RemoteError                          a worker exception that could not be sent back as itself
+     ├── RemoteError                          a worker exception that could not travel as itself
      └── BatchError                           raised after a batch in which some task failed
 
 An exception raised by user code in a worker reaches the caller as itself (same type, same

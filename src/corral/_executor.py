@@ -56,7 +56,7 @@ class Executor(futures.Executor):
             self._pending.add(future)
             return future
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., Any],
         *iterables: Iterable[Any],
@@ -68,7 +68,7 @@ class Executor(futures.Executor):
             raise ValueError("chunksize must be >= 1.")
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout, **kwargs)
-        chunks = _chunks(zip(*iterables), chunksize)
+        chunks = _chunks(zip(*iterables, strict=False), chunksize)
         results = super().map(partial(_run_chunk, fn), chunks, timeout=timeout, **kwargs)
         return itertools.chain.from_iterable(results)
 

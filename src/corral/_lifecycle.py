@@ -34,4 +34,6 @@ def _close_all() -> None:
         try:
             pool.close(cancel=True)
         except Exception:
-            logging.getLogger("corral").warning("corral: closing %r at exit failed", pool, exc_info=True)
+            logging.getLogger("corral").warning(
+                "corral: closing %r at exit failed", pool, exc_info=True
+            )

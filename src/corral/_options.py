@@ -65,7 +65,7 @@ class RunOptions:
         _check_positive_number("timeout", self.timeout)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ConfigError(f"retries must be a non-negative integer, not {self.retries!r}")
-        retry_on = self.retry_on
+        retry_on: Any = self.retry_on
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
         if not isinstance(retry_on, tuple) or not all(

@@ -38,7 +38,7 @@ class Outcome:
         error: the exception when it did not succeed (its own type for a task that raised,
             ``TaskTimeout``, ``WorkerCrashed``, ...), else None.
         attempts: how many times it was started (1 + retries used).
-        worker: index of the worker slot that ran the last attempt (-1 in-process, None if never run).
+        worker: the worker slot that ran the last attempt (-1 in-process, None if never run).
         pid: process id that ran the last attempt.
         started, finished: wall-clock times (``time.time()``) of the last attempt.
         cpu_seconds: CPU time of the last attempt (for tasks run in a chunk, the chunk's CPU
@@ -137,4 +137,6 @@ class Report:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{s.value}={n}" for s, n in self.counts().items() if n)
-        return f"<Report {len(self.outcomes)} tasks: {counts or 'empty'}; {self.wall_seconds:.2f} s>"
+        return (
+            f"<Report {len(self.outcomes)} tasks: {counts or 'empty'}; {self.wall_seconds:.2f} s>"
+        )

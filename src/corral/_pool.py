@@ -152,7 +152,9 @@ class Pool:
         else:
             batch.done_event.wait()
         if self.engine.fatal is not None:
-            raise CorralError(f"the corral engine failed: {self.engine.fatal!r}") from self.engine.fatal
+            raise CorralError(
+                f"the corral engine failed: {self.engine.fatal!r}"
+            ) from self.engine.fatal
 
     def _interrupted(self, batch: Batch) -> None:
         self._post(lambda: self.engine.cancel(batch))
@@ -167,7 +169,12 @@ class Pool:
 
     # -- batches ----------------------------------------------------------------------------
     def _batch_for_map(
-        self, fn: Callable[..., Any], items: list[Any], options: RunOptions, sink: Any, closed: bool = True
+        self,
+        fn: Callable[..., Any],
+        items: list[Any],
+        options: RunOptions,
+        sink: Any,
+        closed: bool = True,
     ) -> Batch:
         if not callable(fn):
             raise ConfigError(f"fn must be callable, not {fn!r}")
@@ -191,7 +198,9 @@ class Pool:
             for fn_id in fn_ids:
                 self.functions.release(fn_id)
             raise
-        items = [(fn_id, task.args, task._kwargs) for fn_id, task in zip(fn_ids, tasks)]
+        items = [
+            (fn_id, task.args, task._kwargs) for fn_id, task in zip(fn_ids, tasks, strict=False)
+        ]
         return Batch(
             items,
             fn_ids=frozenset(fn_ids),
@@ -209,7 +218,9 @@ class Pool:
         KeyboardInterrupt with the partial Report as ``.report``."""
         self._check_open()
         started = time.time()
-        with make_observer(options.progress, total, lambda: self.engine.running_now(batch)) as observer:
+        with make_observer(
+            options.progress, total, lambda: self.engine.running_now(batch)
+        ) as observer:
             batch.observer = observer
             self._post(lambda: self.engine.accept(batch))
             try:
@@ -257,7 +268,12 @@ class Pool:
         return future
 
     def imap(
-        self, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered: bool = True, **options: Any
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        *,
+        ordered: bool = True,
+        **options: Any,
     ) -> Iterator[Any]:
         """Results as they are ready, consuming ``iterable`` lazily. See ``corral.imap``."""
         self._check_open()
@@ -340,7 +356,7 @@ def _stream(
 
     def feed(limit: int) -> None:
         nonlocal submitted, exhausted
-        items = []
+        items: list[Any] = []
         while not exhausted and submitted + len(items) - yielded < limit:
             try:
                 items.append(next(source))
@@ -368,7 +384,8 @@ def _stream(
             pos, value, outcome = entry
             if outcome is not None:
                 if outcome.status is not Status.OK and options.errors == "raise":
-                    raise outcome.error  # type: ignore[misc]
+                    assert outcome.error is not None
+                    raise outcome.error
                 value = result_of(outcome)
             if not ordered:
                 yielded += 1

@@ -35,8 +35,12 @@ def render_summary(report: Report, *, width: int = 100) -> str:
 
 def _totals(report: Report) -> Table:
     outcomes = report.outcomes
-    table = Table(title=f"corral: {len(outcomes)} tasks in {report.wall_seconds:.2f} s "
-                  f"on {report.workers} worker{'s' if report.workers != 1 else ''}")
+    plural = "s" if report.workers != 1 else ""
+    table = Table(
+        title=f"corral: {len(outcomes)} tasks in {report.wall_seconds:.2f} s "
+        f"on {report.workers} worker{plural}",
+        min_width=72,
+    )
     table.add_column("status")
     table.add_column("tasks", justify="right")
     table.add_column("share", justify="right")
@@ -55,7 +59,7 @@ def _totals(report: Report) -> Table:
 
 
 def _failures(report: Report) -> Table:
-    table = Table(title="failures")
+    table = Table(title="failures", min_width=72)
     table.add_column("task")
     table.add_column("status")
     table.add_column("attempts", justify="right")

@@ -35,8 +35,9 @@ class Task:
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise ConfigError(f"Task fn must be callable, not {self.fn!r}")
-        if not isinstance(self.args, tuple):
-            object.__setattr__(self, "args", tuple(self.args))
+        args: Any = self.args
+        if not isinstance(args, tuple):
+            object.__setattr__(self, "args", tuple(args))
         object.__setattr__(self, "_kwargs", dict(self.kwargs or {}))
         _check_positive_number("timeout", self.timeout)
         r = self.retries

@@ -96,10 +96,8 @@ def main(
 
 def _watch_lifeline(lifeline: Connection) -> None:
     def watch() -> None:
-        try:
+        with contextlib.suppress(EOFError, OSError):
             lifeline.recv_bytes()
-        except (EOFError, OSError):
-            pass
         kill_own_group()
 
     threading.Thread(target=watch, name="corral-lifeline", daemon=True).start()

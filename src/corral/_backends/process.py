@@ -63,7 +63,7 @@ class ProcessBackend:
         wakeup: int,
     ) -> None:
         self.slots = slots
-        self._ctx = multiprocessing.get_context(start_method)
+        self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # The fork server then imports corral once; each worker forks with it loaded.
             self._ctx.set_forkserver_preload(["corral._worker"])
@@ -93,7 +93,8 @@ class ProcessBackend:
             child_conn.close()
             lifeline_r.close()
         self._workers[slot] = _Worker(process, parent_conn, lifeline_w, stamp)
-        return process.pid
+        pid: int | None = process.pid
+        return pid
 
     def _inherited_fds(self, *own: Connection) -> list[int]:
         """Under fork, the child inherits the coordinator's ends of every pipe; it must close

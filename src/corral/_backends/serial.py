@@ -32,7 +32,9 @@ class _AlarmWatch:
 
     def __init__(self, timeouts: list[float | None] | None) -> None:
         self._timeouts = timeouts
-        self._enabled = timeouts is not None and threading.current_thread() is threading.main_thread()
+        self._enabled = (
+            timeouts is not None and threading.current_thread() is threading.main_thread()
+        )
         self._previous: Any = None
 
     def begin(self, index: int) -> None:
@@ -81,7 +83,9 @@ class SerialBackend:
             if timeout:
                 self._idle.wait(timeout)  # nothing to run until a retry's back-off ends
             return []
-        result = execute(call, self._resolve, _AlarmWatch(call.timeouts), reraise=(KeyboardInterrupt,))
+        result = execute(
+            call, self._resolve, _AlarmWatch(call.timeouts), reraise=(KeyboardInterrupt,)
+        )
         return [("message", 0, result)]
 
     def running_item(self, slot: int) -> tuple[int, float]:
