@@ -36,8 +36,9 @@ CHUNK_TARGET_SECONDS = 0.1
 """Longest a chunk should take once task durations are known: short enough to balance the
 last tasks across workers, long enough that the pipe round trip (~100 µs) stays negligible."""
 
-CHUNK_FLOOR_SECONDS = 0.005
-"""Shortest worthwhile chunk: below this the round trip costs more than the tasks."""
+CHUNK_FLOOR_SECONDS = 0.0005
+"""Shortest worthwhile chunk, a few round trips' worth: below it the pipe costs more than
+the tasks, so the tail of a batch is not split further."""
 
 
 @dataclass(slots=True)
@@ -169,12 +170,14 @@ class Batch:
         size = math.ceil(remaining / (4 * workers))
         if self._work_items:
             mean = self._work_seconds / self._work_items
-            if mean > 0:
-                ceiling = max(1, int(CHUNK_TARGET_SECONDS / mean))
-                floor = max(1, int(CHUNK_FLOOR_SECONDS / mean))
-                size = max(min(size, ceiling), floor)
-            else:
-                size = remaining
+            ceiling = max(1, int(CHUNK_TARGET_SECONDS / mean)) if mean > 0 else remaining
+            floor = max(1, int(CHUNK_FLOOR_SECONDS / mean)) if mean > 0 else remaining
+            size = max(min(size, ceiling), floor)
+        # Never more than a fair share, or one worker could be left with all that remains,
+        # but not split below the floor either.
+        size = min(size, math.ceil(remaining / workers))
+        if self._work_items:
+            size = max(size, min(floor, remaining))
         return max(1, size)
 
     def payload(self, positions: Sequence[int]) -> list[Any]:
@@ -183,10 +186,18 @@ class Batch:
             return items[positions.start : positions.stop]
         return [items[p] for p in positions]
 
+    def mean_duration(self) -> float | None:
+        """Mean seconds per task measured so far (or assumed from earlier batches)."""
+        return self._work_seconds / self._work_items if self._work_items else None
+
+    def assume_duration(self, mean: float | None) -> None:
+        """Start from what earlier batches of the same function measured."""
+        if mean is not None:
+            self._work_seconds, self._work_items = mean, 1
+
     def learn_duration(self, result: Result) -> None:
-        if result.finished:
-            self._work_seconds += result.finished[-1] - result.started
-            self._work_items += len(result.finished)
+        self._work_seconds += result.ended - result.started
+        self._work_items += len(result.values)
 
     # -- finishing ------------------------------------------------------------------------
     def requeue(self, positions: Sequence[int]) -> None:
@@ -234,12 +245,20 @@ class Batch:
         return self.closed and self.n_final >= self.n
 
 
+def item_times(result: Result, offset: int) -> tuple[float, float]:
+    """When item ``offset`` of a Result started and finished (interpolated for long chunks)."""
+    if result.finished is None:
+        step = (result.ended - result.started) / max(1, len(result.values))
+        return result.started + offset * step, result.started + (offset + 1) * step
+    started = result.started if offset == 0 else result.finished[offset - 1]
+    return started, result.finished[offset]
+
+
 def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int) -> Outcome:
     result = record.result
-    finished = result.finished[offset]
-    started = result.started if offset == 0 else result.finished[offset - 1]
+    started, finished = item_times(result, offset)
     attempts = record.attempts.get(pos, 1) if record.attempts else 1
-    n = len(result.finished)
+    n = len(result.values)
     return Outcome(
         key=batch.key_of(pos),
         status=Status.OK,

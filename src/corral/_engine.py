@@ -49,7 +49,7 @@ from typing import Any
 
 from . import _codec
 from ._backends import Backend
-from ._batch import Batch, OkRecord
+from ._batch import Batch, OkRecord, item_times
 from ._deadlines import Deadline, Deadlines
 from ._errors import (
     ExceptionWithTraceback,
@@ -71,6 +71,12 @@ MAX_BACKOFF = 60.0
 START_FAILURE_LIMIT = 3
 """Workers in a row that die before running anything before the pool gives up on them."""
 
+PREFETCH_SECONDS = 0.05
+"""A worker is sent its next Call before it answers the current one when the current one is
+expected to take less than this. Short Calls then flow without a gap even when the
+coordinator waits for a CPU (all cores busy with workers); longer ones are not prefetched,
+so that a task never waits behind another while some worker is idle."""
+
 
 @dataclass
 class InFlight:
@@ -78,17 +84,27 @@ class InFlight:
     batch: Batch
     positions: Sequence[int]
     started: float
+    expected: float | None = None
     deadline: Deadline | None = None
 
 
 @dataclass
 class Slot:
+    """The engine's handle on one worker. ``calls`` are the Calls sent and not yet answered,
+    oldest (running) first; a second one is queued in the worker's pipe ahead of time when
+    calls are short, so the worker never waits for a coordinator that the OS has not yet
+    scheduled (see ``PREFETCH_SECONDS``)."""
+
     pid: int | None = None
-    call: InFlight | None = None
+    calls: deque[InFlight] = field(default_factory=deque)
     alive: bool = False
     tasks_done: int = 0
     fn_ids: set[int] = field(default_factory=set)
     drop: list[int] = field(default_factory=list)
+
+    @property
+    def call(self) -> InFlight | None:
+        return self.calls[0] if self.calls else None
 
 
 class Engine:
@@ -184,11 +200,13 @@ class Engine:
         for pos in batch.unfinished_waiting():
             self._finish_cancelled(batch, pos, None)
         for slot_id, slot in enumerate(self.slots):
-            flight = slot.call
-            if flight is not None and flight.batch is batch:
-                self._abandon(slot_id)
-                for pos in flight.positions:
-                    self._finish_cancelled(batch, pos, slot_id)
+            if any(flight.batch is batch for flight in slot.calls):
+                for flight in self._abandon(slot_id):
+                    if flight.batch is batch:
+                        for pos in flight.positions:
+                            self._finish_cancelled(batch, pos, slot_id)
+                    else:
+                        flight.batch.requeue(flight.positions)
                 self._restart(slot_id)
         for pos in list(batch.backing_off):
             self._finish_cancelled(batch, pos, None)
@@ -202,27 +220,42 @@ class Engine:
 
     # -- dispatching ------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        """Give every idle worker a Call, then queue a second one behind short running ones."""
         if self.broken is not None or not self._batches:
             return
-        for slot_id, slot in enumerate(self.slots):
-            if slot.call is not None or not slot.alive:
-                continue
-            while slot.call is None:
-                batch = self._next_batch()
-                if batch is None:
-                    return
-                positions = batch.take(len(self.slots))
-                if batch.sink_claims and not batch.sink.claim(positions[0]):
-                    self._finish_cancelled(batch, positions[0], None)
-                    self._complete_if_done(batch)
+        for prefetch in (False, True):
+            for slot_id, slot in enumerate(self.slots):
+                if not slot.alive or len(slot.calls) != int(prefetch):
                     continue
-                self._send(slot_id, batch, positions)
+                if prefetch and not self._short(slot.calls[0]):
+                    continue
+                if not self._fill(slot_id, prefetch):
+                    return
 
-    def _next_batch(self) -> Batch | None:
+    def _fill(self, slot_id: int, prefetch: bool) -> bool:
+        """Send one Call to the slot; False when there is nothing (suitable) left to send."""
+        depth = len(self.slots[slot_id].calls)
+        while len(self.slots[slot_id].calls) == depth:
+            batch = self._next_batch(prefetch)
+            if batch is None:
+                return False
+            positions = batch.take(len(self.slots))
+            if batch.sink_claims and not batch.sink.claim(positions[0]):
+                self._finish_cancelled(batch, positions[0], None)
+                self._complete_if_done(batch)
+                continue
+            self._send(slot_id, batch, positions)
+        return True
+
+    def _next_batch(self, prefetch: bool) -> Batch | None:
         for batch in self._batches:
             if batch.has_ready():
-                return batch
+                return None if prefetch and batch.has_timeouts else batch
         return None
+
+    @staticmethod
+    def _short(flight: InFlight) -> bool:
+        return flight.expected is not None and flight.expected < PREFETCH_SECONDS
 
     def _send(self, slot_id: int, batch: Batch, positions: Sequence[int]) -> None:
         slot = self.slots[slot_id]
@@ -239,10 +272,11 @@ class Engine:
             payload, positions = encoded
             slot.fn_ids |= needed
         slot.drop = []
-        self.backend.reset_stamp(slot_id)
-        flight = InFlight(call.call_id, batch, positions, time.time())
-        slot.call = flight
-        if batch.has_timeouts and not self.in_process:
+        mean = batch.mean_duration()
+        expected = mean * len(positions) if mean is not None else None
+        flight = InFlight(call.call_id, batch, positions, time.time(), expected)
+        slot.calls.append(flight)
+        if batch.has_timeouts and not self.in_process and len(slot.calls) == 1:
             self._arm_timeout(slot_id, flight, time.monotonic())
         self.backend.send(slot_id, payload)
 
@@ -283,7 +317,7 @@ class Engine:
         try:
             message = _codec.loads(data) if isinstance(data, bytes) else data
         except Exception as exc:
-            flight, slot.call = slot.call, None
+            flight = slot.calls.popleft() if slot.calls else None
             if flight is not None:
                 self._fail_flight(
                     flight, slot_id, SerializationError(f"cannot unpickle result: {exc}")
@@ -299,13 +333,15 @@ class Engine:
         flight = slot.call
         if flight is None or flight.call_id != result.call_id:
             return  # answer to a call that was abandoned (cancelled) before the kill landed
-        slot.call = None
+        slot.calls.popleft()
         if flight.deadline is not None:
             flight.deadline.cancel()
         self._start_failures = 0
         batch, positions = flight.batch, flight.positions
         slot.tasks_done += len(positions)
         batch.learn_duration(result)
+        if not batch.star:
+            self.functions.learn(batch.fn_id, result.ended - result.started, len(result.values))
         errors = result.errors
         attempts = batch.attempts_snapshot(positions)
         if not errors:
@@ -340,8 +376,7 @@ class Engine:
             if self.in_process and isinstance(error, TaskTimeout):
                 status = Status.TIMEOUT
                 error = TaskTimeout(batch.key_of(pos), error.timeout, pid=os.getpid())
-            started = result.started if offset == 0 else result.finished[offset - 1]
-            times = (started, result.finished[offset])
+            times = item_times(result, offset)
             self._attempt_failed(batch, pos, status, error, slot_id, times, tb)
         if ok_pos:
             batch.finish_ok(
@@ -440,11 +475,17 @@ class Engine:
         self._complete_if_done(batch)
 
     # -- worker deaths and timeouts -------------------------------------------------------------
-    def _on_died(self, slot_id: int, exitcode: int | None, index: int) -> None:
+    def _on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
         slot = self.slots[slot_id]
         slot.alive = False
-        flight, slot.call = slot.call, None
+        flights = list(slot.calls)
+        slot.calls.clear()
+        flight = flights[0] if flights else None
+        for queued in flights[1:]:
+            queued.batch.requeue(queued.positions)
         pid = slot.pid
+        if flight is not None and flight.call_id != call_id:
+            index = -1  # the worker died before it started this Call
         if flight is not None and flight.deadline is not None:
             flight.deadline.cancel()
         never_ran = slot.tasks_done == 0 and (flight is None or index < 0)
@@ -500,9 +541,11 @@ class Engine:
     def _check_timeout(self, slot_id: int, flight: InFlight) -> None:
         if self.slots[slot_id].call is not flight:
             return
-        index, started = self.backend.running_item(slot_id)
+        call_id, index, started = self.backend.running_item(slot_id)
         now = time.monotonic()
-        if index < 0:  # not started yet (a fresh worker still starting): give it the full time
+        if (
+            index < 0 or call_id != flight.call_id
+        ):  # not started yet (a fresh worker still starting): give it the full time
             self._arm_timeout(slot_id, flight, now)
             return
         pos = flight.positions[index]
@@ -514,19 +557,24 @@ class Engine:
             )
             return
         pid = self.slots[slot_id].pid
-        self._abandon(slot_id)
+        for queued in self._abandon(slot_id)[1:]:
+            queued.batch.requeue(queued.positions)
         error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid)
         self._lose(slot_id, flight, index, Status.TIMEOUT, error)
         self._restart(slot_id)
 
-    def _abandon(self, slot_id: int) -> None:
-        """Kill the slot's worker and forget its Call (the caller settles the positions)."""
+    def _abandon(self, slot_id: int) -> list[InFlight]:
+        """Kill the slot's worker and forget its Calls, which are returned, oldest first:
+        the caller settles their positions."""
         slot = self.slots[slot_id]
-        if slot.call is not None and slot.call.deadline is not None:
-            slot.call.deadline.cancel()
-        slot.call = None
+        flights = list(slot.calls)
+        slot.calls.clear()
+        for flight in flights:
+            if flight.deadline is not None:
+                flight.deadline.cancel()
         slot.alive = False
         self.backend.kill(slot_id)
+        return flights
 
     def _on_init_failed(self, slot_id: int, error: Any) -> None:
         exc, tb = _unwrap(error)
@@ -558,10 +606,9 @@ class Engine:
         """Workers cannot be started: fail every unfinished task with ``error``."""
         self.broken = error
         for slot_id, slot in enumerate(self.slots):
-            flight = slot.call
-            if flight is not None:
-                self._abandon(slot_id)
-                flight.batch.requeue(flight.positions)
+            if slot.calls:
+                for flight in self._abandon(slot_id):
+                    flight.batch.requeue(flight.positions)
             elif slot.alive:
                 self.backend.retire(slot_id)
                 slot.alive = False
@@ -575,11 +622,11 @@ class Engine:
         with contextlib.suppress(ValueError):
             self._batches.remove(batch)
         for fn_id in batch.fn_ids:
-            if self.functions.release(fn_id):
+            for gone in self.functions.release(fn_id):
                 for slot in self.slots:
-                    if fn_id in slot.fn_ids:
-                        slot.fn_ids.discard(fn_id)
-                        slot.drop.append(fn_id)
+                    if gone in slot.fn_ids:
+                        slot.fn_ids.discard(gone)
+                        slot.drop.append(gone)
         batch.sink.close()
         batch.done_event.set()
 
@@ -596,8 +643,8 @@ class Engine:
             flight = slot.call
             if flight is None or flight.batch is not batch:
                 continue
-            index, started = self.backend.running_item(slot_id)
-            if 0 <= index < len(flight.positions):
+            call_id, index, started = self.backend.running_item(slot_id)
+            if call_id == flight.call_id and 0 <= index < len(flight.positions):
                 running.append((batch.key_of(flight.positions[index]), now - started))
             else:
                 running.append((batch.key_of(flight.positions[0]), time.time() - flight.started))

@@ -11,6 +11,7 @@ from pickling the lambda 20,000 times.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,14 +43,17 @@ class Result:
 
     ``values[i]`` is item i's return value unless ``errors`` has an entry for i.
     ``finished[i]`` is the wall-clock time item i ended; item i started when item i-1 ended
-    (item 0 at ``started``). ``cpu`` is the CPU time of the whole Call.
+    (item 0 at ``started``). For long chunks of short tasks ``finished`` is None and item
+    times are interpolated between ``started`` and ``ended``. ``cpu`` is the CPU time of the
+    whole Call.
     """
 
     call_id: int
     values: list[Any]
     errors: dict[int, ExceptionWithTraceback] | None
     started: float
-    finished: list[float]
+    ended: float
+    finished: array[float] | None
     cpu: float
     max_rss: int
     rss: int

@@ -179,7 +179,7 @@ class Pool:
         if not callable(fn):
             raise ConfigError(f"fn must be callable, not {fn!r}")
         fn_id = self.functions.acquire(fn)
-        return Batch(
+        batch = Batch(
             items,
             fn_ids=frozenset((fn_id,)),
             fn_id=fn_id,
@@ -188,6 +188,8 @@ class Pool:
             sink=sink,
             closed=closed,
         )
+        batch.assume_duration(self.functions.mean_seconds(fn_id))
+        return batch
 
     def _batch_for_tasks(self, tasks: list[Task], options: RunOptions, sink: Any) -> Batch:
         fn_ids = []

@@ -6,8 +6,8 @@
                         ◄═ Result / InitFailed ═
     lifeline writer     ── (never written) ────► lifeline thread: blocks on read;
                                                  EOF = coordinator gone → SIGKILL own group
-    stamp (2 shared doubles) ◄────────────────── main thread writes [item index, start time]
-                                                 before each item of a Call
+    stamp (3 shared doubles) ◄────────────────── main thread writes [item index, start time,
+                                                 call id] as it works through a Call
 
 The worker leads its own process group, so the coordinator can kill it together with any
 subprocess a task started, and a terminal's Ctrl-C (sent to the foreground group) reaches only
@@ -43,10 +43,14 @@ from ._platform import become_group_leader, kill_own_group, limit_native_threads
 
 
 class Stamp:
-    """Writes ``[index, monotonic start]`` of the running item into shared memory."""
+    """Writes ``[index, monotonic start, call id]`` of the running item into shared memory."""
 
     def __init__(self, shared: Any) -> None:
-        self._shared = shared
+        self._shared = memoryview(shared).cast("B").cast("d")
+
+    def start(self, call_id: int) -> None:
+        self._shared[0] = -1.0
+        self._shared[2] = call_id
 
     def begin(self, index: int) -> None:
         self._shared[1] = time.monotonic()
@@ -54,6 +58,10 @@ class Stamp:
 
     def end(self) -> None:
         self._shared[0] = -1.0
+
+    def index_buffer(self) -> Any:
+        self._shared[1] = time.monotonic()  # the chunk's start, for progress displays
+        return self._shared
 
 
 def main(

@@ -4,7 +4,9 @@ The engine talks to a backend through this small interface and owns all decision
 only starts, feeds, watches and kills. Events come back from ``wait``:
 
     ("result", slot, payload)   a worker answered the Call it was given
-    ("died", slot, exitcode)    the slot's current worker is gone (exitcode < 0: signal)
+    ("died", slot, (exitcode, call_id, index))
+                                the slot's current worker is gone (exitcode < 0: signal);
+                                it was running item ``index`` of Call ``call_id`` (index -1: none)
     ("init_failed", slot, err)  the slot's worker initializer raised
 """
 
@@ -26,11 +28,9 @@ class Backend(Protocol):
 
     def wait(self, timeout: float | None) -> list[Event]: ...
 
-    def running_item(self, slot: int) -> tuple[int, float]:
-        """``(index, monotonic start)`` of the slot's running item; index -1 if none."""
+    def running_item(self, slot: int) -> tuple[int, int, float]:
+        """``(call_id, index, monotonic start)`` of the slot's running item; index -1 if none."""
         ...
-
-    def reset_stamp(self, slot: int) -> None: ...
 
     def kill(self, slot: int) -> None:
         """Stop the slot's worker now: SIGTERM to its group, SIGKILL after the grace period."""

@@ -6,7 +6,7 @@
     wait() ◄═══════════ conn k ════════════════════════════ Result / InitFailed
     wait() ◄─────────── sentinel k (fd, readable at exit) ── process exit
     lifeline k (write end, never written) ─────────────────► EOF if the coordinator dies
-    running_item(k) ◄── stamp k (2 shared doubles) ───────── [item index, start time]
+    running_item(k) ◄── stamp k (3 shared doubles) ───────── [item index, start, call id]
 
 Only the engine thread calls into this object. A worker that is killed (timeout, cancel) or
 retired (recycling) leaves its slot at once and waits in the graveyard, where ``wait`` reaps
@@ -39,7 +39,7 @@ class _Worker:
     process: Any  # multiprocessing.process.BaseProcess
     conn: Connection
     lifeline: Connection
-    stamp: Any  # ctypes array of 2 doubles in shared memory
+    stamp: Any  # ctypes array of 3 doubles in shared memory: index, start, call id
 
 
 @dataclass
@@ -79,8 +79,8 @@ class ProcessBackend:
     def start_worker(self, slot: int) -> int | None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         lifeline_r, lifeline_w = self._ctx.Pipe(duplex=False)
-        stamp = self._ctx.RawArray("d", 2)
-        stamp[0] = -1.0
+        stamp = self._ctx.RawArray("d", 3)
+        stamp[0] = stamp[2] = -1.0
         process = self._ctx.Process(
             target=_worker.main,
             args=(child_conn, lifeline_r, stamp, self._threads, self._initializer),
@@ -117,16 +117,12 @@ class ProcessBackend:
         with contextlib.suppress(OSError):
             worker.conn.send_bytes(payload)
 
-    def running_item(self, slot: int) -> tuple[int, float]:
+    def running_item(self, slot: int) -> tuple[int, int, float]:
         worker = self._workers[slot]
         if worker is None:
-            return -1, 0.0
-        return int(worker.stamp[0]), float(worker.stamp[1])
-
-    def reset_stamp(self, slot: int) -> None:
-        worker = self._workers[slot]
-        if worker is not None:
-            worker.stamp[0] = -1.0
+            return -1, -1, 0.0
+        stamp = worker.stamp
+        return int(stamp[2]), int(stamp[0]), float(stamp[1])
 
     def pid(self, slot: int) -> int | None:
         worker = self._workers[slot]
@@ -156,10 +152,10 @@ class ProcessBackend:
             self._read(slot, events)  # what it sent before dying comes first
             worker = self._workers[slot]
             if worker is not None:
-                index = int(worker.stamp[0])
+                index, call_id = int(worker.stamp[0]), int(worker.stamp[2])
                 self._workers[slot] = None
                 exitcode = self._reap(worker)
-                events.append(("died", slot, (exitcode, index)))
+                events.append(("died", slot, (exitcode, call_id, index)))
         self._tend_graveyard()
         return events
 

@@ -51,6 +51,12 @@ class _AlarmWatch:
         self._previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, limit)
 
+    def index_buffer(self) -> Any:
+        return None
+
+    def start(self, call_id: int) -> None:
+        pass
+
     def end(self) -> None:
         if self._previous is None:
             return
@@ -88,11 +94,8 @@ class SerialBackend:
         )
         return [("message", 0, result)]
 
-    def running_item(self, slot: int) -> tuple[int, float]:
-        return -1, 0.0
-
-    def reset_stamp(self, slot: int) -> None:
-        pass
+    def running_item(self, slot: int) -> tuple[int, int, float]:
+        return -1, -1, 0.0
 
     def kill(self, slot: int) -> None:
         self._pending = None
