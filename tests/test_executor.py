@@ -468,7 +468,7 @@ def test_shutdown_without_wait_stops_the_workers_once_the_running_task_ends(tmp_
     assert wait_gone() == []
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(30)
 def test_shutdown_wait_with_cancel_futures_returns_once_the_running_task_ends(tmp_path):
     ex = corral.Executor(max_workers=1)
     blocked = ex.submit(block, str(tmp_path))
