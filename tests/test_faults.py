@@ -21,6 +21,8 @@ import pytest
 import corral
 from corral._errors import RemoteTraceback
 
+pytestmark = pytest.mark.timeout(60)  # a batch that never finishes fails here, not after 300 s
+
 START_METHODS = ["fork", "forkserver", "spawn"]
 BAD = 3
 

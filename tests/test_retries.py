@@ -17,6 +17,8 @@ import pytest
 
 import corral
 
+pytestmark = pytest.mark.timeout(60)  # a batch that never finishes fails here, not after 300 s
+
 BACKOFF = 0.01
 
 

@@ -21,7 +21,7 @@ import pytest
 
 import corral
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 START_METHODS = ["fork", "forkserver", "spawn"]
 BAD = 3
