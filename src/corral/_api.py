@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._errors import ConfigError
-from ._options import RunOptions, split_options
+from ._options import PoolOptions, RunOptions, split_options
 from ._outcome import Report
 from ._pool import Pool
 from ._task import Task
@@ -48,8 +48,7 @@ def map(
         timeout=timeout, retries=retries, errors=errors, chunksize=chunksize,
         start_method=start_method, backend=backend, progress=progress, **options,
     )  # fmt: skip
-    split_options(opts)
-    RunOptions(**{k: v for k, v in opts.items() if k in _RUN})
+    _validate(workers, opts)
     items = list(iterable)
     with Pool(workers, _n_tasks=len(items), **opts) as pool:
         return pool.map(fn, items)
@@ -72,10 +71,11 @@ def imap(
     """
     if not callable(fn):
         raise ConfigError(f"fn must be callable, not {fn!r}")
-    split_options(options)
-    pool = Pool(workers, **options)
+    _validate(workers, options)
 
     def generate() -> Iterator[Any]:
+        # The Pool starts at the first next(): an iterator never iterated starts nothing.
+        pool = Pool(workers, **options)
         try:
             yield from pool.imap(fn, iterable, ordered=ordered)
         except BaseException:
@@ -93,10 +93,14 @@ def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -
     With ``errors="raise"`` (default) a ``BatchError`` is raised after the batch if any task
     failed; its ``.report`` is the Report.
     """
-    split_options(options)
+    _validate(workers, options)
     task_list = list(tasks)
     with Pool(workers, _n_tasks=len(task_list), **options) as pool:
         return pool.run(task_list)
 
 
-_RUN = frozenset(RunOptions.__dataclass_fields__)
+def _validate(workers: Any, options: dict[str, Any]) -> None:
+    """Every option checked before the input is read or a process started."""
+    pool_kw, run_kw = split_options(options)
+    PoolOptions(workers=workers, **pool_kw)
+    RunOptions(**run_kw)

@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ._errors import CorralError
 from ._messages import Result
 from ._options import RunOptions
 from ._outcome import Outcome, Report, Status, result_of
@@ -363,4 +364,6 @@ class FutureSink:
         self.future.set_exception(outcome.error)
 
     def close(self) -> None:
-        pass
+        if not self.future.done():  # only when the engine itself failed
+            error = CorralError("the corral engine stopped before this task ran")
+            self.future.set_exception(error)

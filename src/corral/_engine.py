@@ -166,7 +166,7 @@ class Engine:
             action()
 
     def _wait_timeout(self) -> float | None:
-        if self._inbox:
+        if self._inbox or (self._closing and not self._batches):
             return 0.0
         when = self._deadlines.next_time()
         if when is None:
@@ -197,6 +197,7 @@ class Engine:
         if batch.done:
             return
         batch.cancelled = True
+        batch.closed = True  # an imap's input is not read any further
         for pos in batch.unfinished_waiting():
             self._finish_cancelled(batch, pos, None)
         for slot_id, slot in enumerate(self.slots):
@@ -223,11 +224,11 @@ class Engine:
         """Give every idle worker a Call, then queue a second one behind short running ones."""
         if self.broken is not None or not self._batches:
             return
-        for prefetch in (False, True):
+        for prefetch in (False, True) if not self.in_process else (False,):
             for slot_id, slot in enumerate(self.slots):
                 if not slot.alive or len(slot.calls) != int(prefetch):
                     continue
-                if prefetch and not self._short(slot.calls[0]):
+                if prefetch and not (self._short(slot.calls[0]) and self._keeps(slot)):
                     continue
                 if not self._fill(slot_id, prefetch):
                     return
@@ -252,6 +253,15 @@ class Engine:
             if batch.has_ready():
                 return None if prefetch and batch.has_timeouts else batch
         return None
+
+    def _worker_index(self, slot_id: int) -> int:
+        """What an Outcome says ran the task: the slot, or -1 for the calling process."""
+        return -1 if self.in_process else slot_id
+
+    def _keeps(self, slot: Slot) -> bool:
+        """Whether the slot's worker will still be there after its running Call."""
+        limit = self.options.max_tasks_per_worker
+        return limit is None or slot.tasks_done + len(slot.calls[0].positions) < limit
 
     @staticmethod
     def _short(flight: InFlight) -> bool:
@@ -318,10 +328,19 @@ class Engine:
             message = _codec.loads(data) if isinstance(data, bytes) else data
         except Exception as exc:
             flight = slot.calls.popleft() if slot.calls else None
-            if flight is not None:
-                self._fail_flight(
-                    flight, slot_id, SerializationError(f"cannot unpickle result: {exc}")
-                )
+            if flight is None:
+                return
+            if flight.deadline is not None:
+                flight.deadline.cancel()
+            if len(flight.positions) > 1:
+                # Which item's value is at fault is unknowable from one broken stream: run
+                # them one by one (like the items of a crashed chunk, without counting an
+                # attempt), so that only the culprit fails.
+                for pos in flight.positions:
+                    flight.batch.requeue([pos])
+                return
+            error = SerializationError(f"cannot unpickle the result of task: {exc}")
+            self._fail_flight(flight, slot_id, error)
             return
         if isinstance(message, InitFailed):
             self._on_init_failed(slot_id, message.error)
@@ -348,7 +367,7 @@ class Engine:
             batch.finish_ok(
                 positions,
                 result.values,
-                OkRecord(positions, None, result, slot_id, slot.pid, attempts),
+                OkRecord(positions, None, result, self._worker_index(slot_id), slot.pid, attempts),
             )
         else:
             self._split_result(slot_id, batch, positions, result, errors, attempts)
@@ -382,7 +401,14 @@ class Engine:
             batch.finish_ok(
                 ok_pos,
                 ok_val,
-                OkRecord(ok_pos, ok_off, result, slot_id, self.slots[slot_id].pid, attempts),
+                OkRecord(
+                    ok_pos,
+                    ok_off,
+                    result,
+                    self._worker_index(slot_id),
+                    self.slots[slot_id].pid,
+                    attempts,
+                ),
             )
 
     def _maybe_recycle(self, slot_id: int, rss: int) -> None:
@@ -391,9 +417,16 @@ class Engine:
             opts.max_tasks_per_worker is not None and slot.tasks_done >= opts.max_tasks_per_worker
         )
         too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
-        if (too_many or too_big) and not self.in_process:
+        if not (too_many or too_big) or self.in_process:
+            return
+        if slot.calls:
+            # A Call was already queued behind the one that just ended: the old worker would
+            # run it and nobody would read the answer. Take it back and stop the worker now.
+            for flight in self._abandon(slot_id):
+                flight.batch.requeue(flight.positions)
+        else:
             self.backend.retire(slot_id)
-            self._restart(slot_id)
+        self._restart(slot_id)
 
     # -- failures -------------------------------------------------------------------------------
     def _attempt_failed(
@@ -449,7 +482,7 @@ class Engine:
             status=status,
             error=error,
             attempts=attempts,
-            worker=(-1 if self.in_process else slot_id) if slot is not None else None,
+            worker=self._worker_index(slot_id) if slot_id is not None else None,
             pid=slot.pid if slot is not None else None,
             started=started,
             finished=finished,

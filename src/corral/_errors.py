@@ -102,6 +102,9 @@ class RemoteError(CorralError):
         self.message = message
         self.remote_traceback = remote_traceback
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteError, (self.type_name, self.message, self.remote_traceback))
+
 
 class BatchError(CorralError):
     """Some tasks of a batch failed. Every task still ran; ``report`` holds them all."""

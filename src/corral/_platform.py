@@ -91,6 +91,17 @@ def signal_tree(pid: int, sig: int) -> None:
         pass
 
 
+def set_parent_death_signal(sig: int) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+
+
 def kill_group(pgid: int, sig: int) -> None:
     """Signal a whole process group by id; quiet if it is already gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

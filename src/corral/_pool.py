@@ -32,7 +32,7 @@ from ._options import (
     split_options,
     with_run_overrides,
 )
-from ._outcome import Report, Status, result_of
+from ._outcome import Outcome, Report, result_of
 from ._platform import cpu_count, default_start_method
 from ._progress import make_observer
 from ._task import Task
@@ -353,7 +353,7 @@ def _stream(
     window = max(256, 4 * pool.workers * chunk)
     submitted = yielded = 0
     exhausted = False
-    pending: dict[int, Any] = {}
+    pending: dict[int, tuple[Any, Outcome | None]] = {}
     next_pos = 0
 
     def feed(limit: int) -> None:
@@ -384,20 +384,16 @@ def _stream(
             if entry is None:
                 break
             pos, value, outcome = entry
-            if outcome is not None:
-                if outcome.status is not Status.OK and options.errors == "raise":
-                    assert outcome.error is not None
-                    raise outcome.error
-                value = result_of(outcome)
             if not ordered:
                 yielded += 1
-                yield value
-            else:
-                pending[pos] = value
-                while next_pos in pending:
-                    yielded += 1
-                    yield pending.pop(next_pos)
-                    next_pos += 1
+                yield _value_or_raise(value, outcome, options)
+                continue
+            pending[pos] = (value, outcome)
+            while next_pos in pending:
+                value, outcome = pending.pop(next_pos)
+                yielded += 1
+                next_pos += 1
+                yield _value_or_raise(value, outcome, options)
             if not exhausted and submitted - yielded < window // 2:
                 feed(window)
     finally:
@@ -405,3 +401,12 @@ def _stream(
             pool._post(lambda: pool.engine.cancel(batch))
             if not pool.serial:
                 batch.done_event.wait(INTERRUPT_WAIT)
+
+
+def _value_or_raise(value: Any, outcome: Outcome | None, options: RunOptions) -> Any:
+    """What ``imap`` yields for one task: its value, its Failure, or (errors="raise") its error."""
+    if outcome is None:
+        return value
+    if options.errors == "raise" and outcome.error is not None:
+        raise outcome.error
+    return result_of(outcome)

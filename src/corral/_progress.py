@@ -12,20 +12,10 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:  # rich is imported only when a display is shown: workers never load it
+    from rich.console import Console, RenderableType
 
 log = logging.getLogger("corral")
 
@@ -37,6 +27,17 @@ class ProgressView:
     def __init__(
         self, total: int, running: Callable[[], list[tuple[Any, float]]], console: Console
     ) -> None:
+        from rich.live import Live
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.failed = 0
         self._running = running
         self._progress = Progress(
@@ -60,6 +61,9 @@ class ProgressView:
         self._progress.advance(self._task, n_ok + n_failed)
 
     def __rich__(self) -> RenderableType:
+        from rich.console import Group
+        from rich.table import Table
+
         parts: list[RenderableType] = [self._progress]
         try:
             running = sorted(self._running(), key=lambda kv: -kv[1])
@@ -102,6 +106,8 @@ def make_observer(
     if not progress_enabled(progress):
         yield None
         return
+    from rich.console import Console
+
     view = ProgressView(total, running, Console(stderr=True))
     with view:
         yield view

@@ -4,8 +4,9 @@
     ───────────────────                          ──────────────────────────────
     conn (duplex pipe)  ══ Call / STOP ════════► main thread: recv → execute → send
                         ◄═ Result / InitFailed ═
-    lifeline writer     ── (never written) ────► lifeline thread: blocks on read;
-                                                 EOF = coordinator gone → SIGKILL own group
+    lifeline writer     ── (never written) ────► watchdog process (forked by the worker):
+                                                 blocks on read; EOF = coordinator gone →
+                                                 SIGKILL the worker's whole group
     stamp (3 shared doubles) ◄────────────────── main thread writes [item index, start time,
                                                  call id] as it works through a Call
 
@@ -14,8 +15,8 @@ subprocess a task started, and a terminal's Ctrl-C (sent to the foreground group
 the coordinator, which decides what stops. SIGINT is ignored here for the same reason.
 
 Orphan protection: the coordinator holds the only write end of the lifeline pipe. When the
-coordinator dies for any reason (even SIGKILL), the kernel closes it, the lifeline thread's read
-returns EOF, and the worker kills its whole group. The parent-death signal of Linux would not
+coordinator dies for any reason (even SIGKILL), the kernel closes it, the watchdog's read
+returns EOF, and it kills the worker's whole group. The parent-death signal of Linux would not
 do: under forkserver the worker's parent is the fork server, not the coordinator.
 
 The stamp lets the coordinator tell, without a message per item, which item of a chunk was
@@ -27,9 +28,9 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import pickle
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -39,7 +40,12 @@ from . import _codec
 from ._errors import ExceptionWithTraceback
 from ._execute import execute
 from ._messages import STOP, Call, InitFailed, Result
-from ._platform import become_group_leader, kill_own_group, limit_native_threads
+from ._platform import (
+    become_group_leader,
+    kill_own_group,
+    limit_native_threads,
+    set_parent_death_signal,
+)
 
 
 class Stamp:
@@ -103,12 +109,32 @@ def main(
 
 
 def _watch_lifeline(lifeline: Connection) -> None:
-    def watch() -> None:
-        with contextlib.suppress(EOFError, OSError):
-            lifeline.recv_bytes()
-        kill_own_group()
+    """Fork the watchdog: a tiny process in the worker's group that blocks on the lifeline
+    and kills the group when it reports EOF.
 
-    threading.Thread(target=watch, name="corral-lifeline", daemon=True).start()
+    A thread would not do: it needs the GIL to act, and a task stuck in C code that holds the
+    GIL would keep the worker alive after its coordinator is gone. The watchdog dies with the
+    worker (parent-death signal on Linux) and is killed with its group otherwise.
+    """
+    worker = os.getpid()
+    fd = lifeline.fileno()
+    if os.fork() == 0:  # the watchdog; single-threaded, runs no user code
+        try:
+            set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != worker:  # the worker died before the signal was armed
+                os._exit(0)
+            while True:
+                try:
+                    if not os.read(fd, 1):
+                        break
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+            kill_own_group()
+        finally:
+            os._exit(0)
+    lifeline.close()
 
 
 def _initialize(conn: Connection, initializer: bytes) -> bool:
@@ -126,6 +152,10 @@ def encode_result(result: Result) -> bytes:
     if result.errors:
         for i, wrapped in result.errors.items():
             result.errors[i] = _picklable_error(wrapped.exc, wrapped)
+    try:  # plain pickle is 3x faster; cloudpickle for values that need it (lambdas, ...)
+        return pickle.dumps(result, _codec.PROTOCOL)
+    except Exception:
+        pass
     try:
         return _codec.dumps(result)
     except Exception:
