@@ -17,6 +17,7 @@ import time
 
 import psutil
 import pytest
+from _procs import live_workers
 
 import corral
 from corral._errors import RemoteTraceback
@@ -166,19 +167,6 @@ def _helpers():
     return pids
 
 
-def live_descendants():
-    """Pids of this process's live descendants, multiprocessing's helpers left out."""
-    helpers = _helpers()
-    pids = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.pid not in helpers and child.status() != psutil.STATUS_ZOMBIE:
-                pids.add(child.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return pids
-
-
 def alive(pid):
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -324,8 +312,8 @@ def test_crashed_worker_is_replaced_and_the_pool_keeps_its_size():
         tasks = [corral.Task(exit_on_bad, (x,)) for x in range(6)]
         report = pool.run(tasks, chunksize=1, errors="return")
         dead = report.outcomes[BAD].error.pid
-        wait_until(lambda: len(live_descendants()) == 2, "two live workers after the crash")
-        assert dead not in live_descendants()
+        wait_until(lambda: len(live_workers()) == 2, "two live workers after the crash")
+        assert dead not in live_workers()
         assert pool.map(square, range(20), chunksize=1) == [x * x for x in range(20)]
 
 

@@ -370,9 +370,10 @@ def test_run_accepts_tasks_with_different_functions():
 
 def test_ok_outcome_fields():
     before = time.time()
-    report = corral.run([corral.Task(getpid, key="me")], workers=2)
+    # Two tasks, so that they run in worker processes (a single task runs in-process).
+    report = corral.run([corral.Task(getpid, key="me"), corral.Task(getpid)], workers=2)
     after = time.time()
-    (outcome,) = report.outcomes
+    outcome = report.outcomes[0]
     assert isinstance(outcome, corral.Outcome)
     assert outcome.key == "me"
     assert outcome.status is corral.Status.OK

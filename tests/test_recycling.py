@@ -6,13 +6,11 @@ module state starting over. Retired workers exit; none accumulate.
 from __future__ import annotations
 
 import collections
-import multiprocessing.forkserver
-import multiprocessing.resource_tracker
 import os
 import time
 
-import psutil
 import pytest
+from _procs import live_workers
 
 import corral
 
@@ -47,24 +45,6 @@ def remember(x):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def live_workers():
-    helpers = set()
-    fs = getattr(multiprocessing.forkserver, "_forkserver", None)
-    if fs is not None and getattr(fs, "_forkserver_pid", None):
-        helpers.add(fs._forkserver_pid)
-    rt = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
-    if rt is not None and getattr(rt, "_pid", None):
-        helpers.add(rt._pid)
-    pids = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.pid not in helpers and child.status() != psutil.STATUS_ZOMBIE:
-                pids.add(child.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return pids
-
-
 def wait_until(predicate, what, timeout=30.0):
     deadline = time.monotonic() + timeout
     while not predicate():

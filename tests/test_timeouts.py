@@ -8,8 +8,6 @@ synchronise, they wait for marker files and for pids to disappear.
 
 from __future__ import annotations
 
-import multiprocessing.forkserver
-import multiprocessing.resource_tracker
 import os
 import signal
 import subprocess
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _procs import live_workers
 
 import corral
 
@@ -109,24 +108,6 @@ def marked_pids(marker_dir, prefix):
     return {
         int(p.name.split("-")[1]) for p in Path(marker_dir).glob(f"{prefix}-*") if "." not in p.name
     }
-
-
-def live_workers():
-    helpers = set()
-    fs = getattr(multiprocessing.forkserver, "_forkserver", None)
-    if fs is not None and getattr(fs, "_forkserver_pid", None):
-        helpers.add(fs._forkserver_pid)
-    rt = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
-    if rt is not None and getattr(rt, "_pid", None):
-        helpers.add(rt._pid)
-    pids = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.pid not in helpers and child.status() != psutil.STATUS_ZOMBIE:
-                pids.add(child.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return pids
 
 
 def only_bad_failed(results, n, bad=(BAD,)):

@@ -108,14 +108,6 @@ def kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def kill_own_group() -> None:
-    """SIGKILL this process's group (this process and what it started). Does not return."""
-    with contextlib.suppress(OSError):
-        if os.getpgid(0) == os.getpid():
-            os.killpg(0, signal.SIGKILL)
-    os._exit(1)
-
-
 def default_start_method() -> str:
     """forkserver on Linux (fork is unsafe with threads; spawn is slow); spawn elsewhere."""
     return "forkserver" if sys.platform.startswith("linux") else "spawn"

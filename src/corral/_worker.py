@@ -42,7 +42,7 @@ from ._execute import execute
 from ._messages import STOP, Call, InitFailed, Result
 from ._platform import (
     become_group_leader,
-    kill_own_group,
+    kill_group,
     limit_native_threads,
     set_parent_death_signal,
 )
@@ -131,7 +131,12 @@ def _watch_lifeline(lifeline: Connection) -> None:
                     continue
                 except OSError:
                     break
-            kill_own_group()
+            # The worker leads the group (it called become_group_leader before forking us);
+            # if it could not, kill it alone rather than whatever group it shares.
+            if os.getpgid(0) == worker:
+                kill_group(worker, signal.SIGKILL)
+            else:
+                os.kill(worker, signal.SIGKILL)
         finally:
             os._exit(0)
     lifeline.close()
