@@ -10,7 +10,6 @@ import contextlib
 import math
 import os
 import resource
-import signal
 import sys
 from pathlib import Path
 
