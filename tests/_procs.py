@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
+import time
+from pathlib import Path
 
 import psutil
 
@@ -32,3 +34,31 @@ def live_workers() -> set[int]:
         except psutil.NoSuchProcess:
             pass
     return {pid for pid, parent in live.items() if parent not in live}
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has finished: only its exit status is left)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until(predicate, what, timeout=30.0, proc=None):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true; fail after ``timeout`` s, or when ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(
+                f"the script exited early ({proc.returncode}): {proc.stderr.read()}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
+        time.sleep(0.02)  # polling interval, not synchronisation
+
+
+def marked(marker_dir, prefix):  # type: ignore[no-untyped-def]
+    """Pids that tasks wrote as marker files named ``PREFIX-PID`` in ``marker_dir``."""
+    return {
+        int(p.name.split("-")[1]) for p in Path(marker_dir).glob(f"{prefix}-*") if "." not in p.name
+    }

@@ -9,33 +9,21 @@ tracker), which belong to the test process, not to a Pool. Their own children ar
 from __future__ import annotations
 
 import faulthandler
-import multiprocessing.forkserver
-import multiprocessing.resource_tracker
 import os
 import sys
 import time
 
 import psutil
 import pytest
+from _procs import multiprocessing_helpers
 
 LEAK_WAIT = 10.0
 
 faulthandler.enable()
 
 
-def _helpers() -> set[int]:
-    pids = set()
-    fs = getattr(multiprocessing.forkserver, "_forkserver", None)
-    if fs is not None and getattr(fs, "_forkserver_pid", None):
-        pids.add(fs._forkserver_pid)
-    rt = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
-    if rt is not None and getattr(rt, "_pid", None):
-        pids.add(rt._pid)
-    return pids
-
-
 def leftover_processes() -> list[psutil.Process]:
-    helpers = _helpers()
+    helpers = multiprocessing_helpers()
     me = psutil.Process()
     left = []
     for child in me.children(recursive=True):

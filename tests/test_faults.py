@@ -8,16 +8,13 @@ alone with ``workers=1`` (that would run it in the test process).
 from __future__ import annotations
 
 import ctypes
-import multiprocessing.forkserver
-import multiprocessing.resource_tracker
 import os
 import signal
 import threading
 import time
 
-import psutil
 import pytest
-from _procs import live_workers
+from _procs import alive, live_workers, wait_until
 
 import corral
 from corral._errors import RemoteTraceback
@@ -156,32 +153,6 @@ EXPECTED_STATUS = {
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _helpers():
-    pids = set()
-    fs = getattr(multiprocessing.forkserver, "_forkserver", None)
-    if fs is not None and getattr(fs, "_forkserver_pid", None):
-        pids.add(fs._forkserver_pid)
-    rt = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
-    if rt is not None and getattr(rt, "_pid", None):
-        pids.add(rt._pid)
-    return pids
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        time.sleep(0.02)  # polling interval, not synchronisation
-
-
 def run_each(fn, n, chunksize=1, **options):
     """``fn(x)`` for x in range(n) as Tasks on two workers; the Report, failures returned."""
     tasks = [corral.Task(fn, (x,)) for x in range(n)]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _procs import alive, marked, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -39,29 +40,6 @@ class Interrupted:
     started: set[int]  # every process the script had started when it was interrupted
     workers: set[int]
     grandchildren: set[int]
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate, what, timeout=30.0, proc=None):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(
-                f"the script exited early ({proc.returncode}): {proc.stderr.read()}"
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        time.sleep(0.02)  # polling interval, not synchronisation
-
-
-def marked(marker_dir, prefix):
-    return {int(p.name.split("-")[1]) for p in marker_dir.glob(f"{prefix}-*") if "." not in p.name}
 
 
 def kill_all(pids):

@@ -11,8 +11,6 @@ process, so the autouse leak guard cannot see them: these tests look them up by 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing.forkserver
-import multiprocessing.resource_tracker
 import os
 import signal
 import subprocess
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _procs import alive, marked, multiprocessing_helpers, wait_until
 
 import corral
 
@@ -33,29 +32,6 @@ GONE_WAIT = 10.0
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate, what, timeout=30.0, proc=None):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(
-                f"the script exited early ({proc.returncode}): {proc.stderr.read()}"
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        time.sleep(0.02)  # polling interval, not synchronisation
-
-
-def marked(marker_dir, prefix):
-    return {int(p.name.split("-")[1]) for p in marker_dir.glob(f"{prefix}-*") if "." not in p.name}
-
-
 def still_alive_after(pids, seconds):
     """The pids among ``pids`` still alive (not zombies) once ``seconds`` have passed."""
     deadline = time.monotonic() + seconds
@@ -143,17 +119,6 @@ def test_worker_stuck_in_c_code_holding_the_gil_exits_when_the_coordinator_is_ki
 
 
 # -- after a batch with crashes and timeouts, nothing is left --------------------------------------
-def _helpers():
-    pids = set()
-    fs = getattr(multiprocessing.forkserver, "_forkserver", None)
-    if fs is not None and getattr(fs, "_forkserver_pid", None):
-        pids.add(fs._forkserver_pid)
-    rt = getattr(multiprocessing.resource_tracker, "_resource_tracker", None)
-    if rt is not None and getattr(rt, "_pid", None):
-        pids.add(rt._pid)
-    return pids
-
-
 def mixed_task(x, marker_dir):
     """Item 1 crashes, item 2 hangs with a subprocess, item 3 raises, the rest return."""
     markers = Path(marker_dir)
@@ -192,5 +157,5 @@ def test_no_process_is_left_after_a_batch_with_crashes_and_timeouts(tmp_path):
     assert len(marked(tmp_path, "grandchild")) == 1
     left = still_alive_after(recorded, GONE_WAIT)
     assert not left, f"left behind by the batch: {describe(left)}"
-    mine = {p.pid for p in psutil.Process().children(recursive=True)} - _helpers()
+    mine = {p.pid for p in psutil.Process().children(recursive=True)} - multiprocessing_helpers()
     assert not {p for p in mine if alive(p)}, describe(mine)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import collections
 import os
-import time
 
 import pytest
-from _procs import live_workers
+from _procs import live_workers, wait_until
 
 import corral
 
@@ -45,14 +44,6 @@ def remember(x):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def wait_until(predicate, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        time.sleep(0.02)  # polling interval, not synchronisation
-
-
 # -- max_tasks_per_worker -------------------------------------------------------------------------
 def test_max_tasks_per_worker_gives_at_least_n_over_limit_distinct_pids():
     pids = corral.map(pid_of, range(10), workers=2, chunksize=1, max_tasks_per_worker=2)

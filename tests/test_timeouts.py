@@ -14,9 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from _procs import live_workers
+from _procs import alive, live_workers, wait_until
 
 import corral
 
@@ -85,21 +84,6 @@ def _touch(path):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        time.sleep(0.02)  # polling interval, not synchronisation
-
-
 def wait_gone(pids, what, timeout=10.0):
     wait_until(lambda: not any(alive(p) for p in pids), f"{what} {sorted(pids)} to exit", timeout)
 
