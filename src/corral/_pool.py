@@ -293,9 +293,6 @@ class Pool:
             self._closed = True
         _lifecycle.unregister(self)
         if self.serial:
-            if cancel:
-                for batch in list(self.engine._batches):
-                    self.engine.cancel(batch)
             self.engine.close(cancel=cancel)
             self.engine.backend.close(timeout=0)
         else:
