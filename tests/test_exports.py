@@ -25,9 +25,10 @@ def public_names():
     """Names a user could reach as ``corral.X``: not private, not a submodule, not a
     ``from __future__`` feature."""
     names = set()
-    for name, value in vars(corral).items():
+    for name in dir(corral):  # loads the lazily imported names too
         if name.startswith("_"):
             continue
+        value = getattr(corral, name)
         if isinstance(value, types.ModuleType | __future__._Feature):
             continue
         names.add(name)

@@ -9,32 +9,62 @@ The public names, and nothing else::
     corral.Executor(...)              a concurrent.futures.Executor
 
 Everything in underscore modules is internal and may change.
+
+The names are loaded on first use (PEP 562): a worker process imports ``corral._worker``,
+which imports this package, and must not pay for the coordinator's modules (the engine,
+the pools, rich) at every start.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib as _importlib
+import typing as _typing
 
-from ._api import imap, map, run
-from ._errors import (
-    BatchError,
-    ConfigError,
-    CorralError,
-    RemoteError,
-    SerializationError,
-    TaskCancelled,
-    TaskError,
-    TaskTimeout,
-    WorkerCrashed,
-    WorkerStartError,
-)
-from ._executor import Executor
-from ._outcome import Failure, Outcome, Report, Status
-from ._platform import cpu_count
-from ._pool import Pool
-from ._task import Task
+if _typing.TYPE_CHECKING:
+    from ._api import imap, map, run
+    from ._errors import (
+        BatchError,
+        ConfigError,
+        CorralError,
+        RemoteError,
+        SerializationError,
+        TaskCancelled,
+        TaskError,
+        TaskTimeout,
+        WorkerCrashed,
+        WorkerStartError,
+    )
+    from ._executor import Executor
+    from ._outcome import Failure, Outcome, Report, Status
+    from ._platform import cpu_count
+    from ._pool import Pool
+    from ._task import Task
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "BatchError": "_errors",
+    "ConfigError": "_errors",
+    "CorralError": "_errors",
+    "Executor": "_executor",
+    "Failure": "_outcome",
+    "Outcome": "_outcome",
+    "Pool": "_pool",
+    "RemoteError": "_errors",
+    "Report": "_outcome",
+    "SerializationError": "_errors",
+    "Status": "_outcome",
+    "Task": "_task",
+    "TaskCancelled": "_errors",
+    "TaskError": "_errors",
+    "TaskTimeout": "_errors",
+    "WorkerCrashed": "_errors",
+    "WorkerStartError": "_errors",
+    "cpu_count": "_platform",
+    "imap": "_api",
+    "map": "_api",
+    "run": "_api",
+}
 
 __all__ = [
     "BatchError",
@@ -60,11 +90,15 @@ __all__ = [
     "run",
 ]
 
-# Public objects say they live in ``corral``: stable reprs, and pickles (in journals and
-# error reports) that survive moving code between internal modules.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("corral._"):
-        with contextlib.suppress(AttributeError, TypeError):
-            _obj.__module__ = "corral"
-del _name, _obj
+
+def __getattr__(name: str) -> _typing.Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"corral.{home}"), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -13,9 +13,11 @@ from ._errors import ConfigError
 from ._options import PoolOptions, RunOptions, split_options
 from ._outcome import Report
 from ._pool import Pool
+from ._public import public
 from ._task import Task
 
 
+@public
 def map(
     fn: Callable[[Any], Any],
     iterable: Iterable[Any],
@@ -54,6 +56,7 @@ def map(
         return pool.map(fn, items)
 
 
+@public
 def imap(
     fn: Callable[[Any], Any],
     iterable: Iterable[Any],
@@ -87,6 +90,7 @@ def imap(
     return generate()
 
 
+@public
 def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -> Report:
     """Run ``corral.Task`` objects and return a ``corral.Report`` (outcomes in task order).
 

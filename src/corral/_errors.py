@@ -24,22 +24,28 @@ from __future__ import annotations
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from ._public import public
+
 if TYPE_CHECKING:
     from ._outcome import Report
 
 
+@public
 class CorralError(Exception):
     """Base class of every error corral raises itself."""
 
 
+@public
 class ConfigError(CorralError, ValueError):
     """Invalid options or tasks; raised at the boundary, before any work starts."""
 
 
+@public
 class SerializationError(CorralError, TypeError):
     """A function, argument or result could not be pickled (cloudpickle) or unpickled."""
 
 
+@public
 class TaskError(CorralError):
     """A task failed for a reason other than an exception raised by the task itself."""
 
@@ -58,6 +64,7 @@ def _rebuild_task_error(cls: type[TaskError], args: tuple[Any, ...], state: dict
     return error
 
 
+@public
 class TaskTimeout(TaskError, TimeoutError):
     """The task ran longer than its timeout; its worker's process group was killed."""
 
@@ -68,6 +75,7 @@ class TaskTimeout(TaskError, TimeoutError):
         self.pid = pid
 
 
+@public
 class WorkerCrashed(TaskError):
     """The worker process died while it ran the task.
 
@@ -82,14 +90,17 @@ class WorkerCrashed(TaskError):
         super().__init__(f"task {key!r}: {describe_exit(pid, exitcode)}", key=key)
 
 
+@public
 class WorkerStartError(TaskError):
     """Workers could not be started (for example, the initializer raised)."""
 
 
+@public
 class TaskCancelled(TaskError):
     """The task did not finish because the run was cancelled or interrupted."""
 
 
+@public
 class RemoteError(CorralError):
     """Stands in for a worker exception that could not be pickled back.
 
@@ -106,6 +117,7 @@ class RemoteError(CorralError):
         return (RemoteError, (self.type_name, self.message, self.remote_traceback))
 
 
+@public
 class BatchError(CorralError):
     """Some tasks of a batch failed. Every task still ran; ``report`` holds them all."""
 

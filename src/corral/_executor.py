@@ -17,8 +17,10 @@ from functools import partial
 from typing import Any
 
 from ._pool import Pool
+from ._public import public
 
 
+@public
 class Executor(futures.Executor):
     def __init__(
         self,

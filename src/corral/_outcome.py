@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._public import public
 
+
+@public
 class Status(str, enum.Enum):
     """How a task ended. Compares equal to its string value (``outcome.status == "ok"``)."""
 
@@ -27,6 +30,7 @@ class Status(str, enum.Enum):
         return self.value
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to one task.
@@ -71,6 +75,7 @@ class Outcome:
         return self.finished - self.started
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class Failure:
     """Stands in a result list for a task that did not succeed (``errors="return"``)."""
@@ -99,6 +104,7 @@ def result_of(outcome: Outcome) -> Any:
     return Failure(outcome.key, outcome.status, outcome.error)
 
 
+@public
 @dataclass(frozen=True)
 class Report:
     """Everything a batch produced, in task order."""

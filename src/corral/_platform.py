@@ -13,9 +13,12 @@ import resource
 import sys
 from pathlib import Path
 
+from ._public import public
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+@public
 def cpu_count() -> int:
     """CPUs this process may really use: affinity mask, then cgroup CPU quota; at least 1.
 

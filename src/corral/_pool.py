@@ -35,12 +35,14 @@ from ._options import (
 from ._outcome import Outcome, Report, result_of
 from ._platform import cpu_count, default_start_method
 from ._progress import make_observer
+from ._public import public
 from ._task import Task
 
 INTERRUPT_WAIT = 10.0
 """After Ctrl-C, how long to wait for running tasks to be stopped before giving up on them."""
 
 
+@public
 class Pool:
     """Warm worker processes, reused across ``map``, ``imap``, ``run`` and ``submit`` calls.
 

@@ -8,8 +8,10 @@ from typing import Any
 
 from ._errors import ConfigError
 from ._options import _check_positive_number
+from ._public import public
 
 
+@public
 @dataclass(frozen=True, eq=False)
 class Task:
     """One call: ``fn(*args, **kwargs)``.
