@@ -194,7 +194,8 @@ S1_SLOW = {"cf-cs1", "loky-cs1"}
 
 
 LIBRARY: dict[str, tuple[str, ...]] = {
-    "corral": ("corral",),
+    # corral loads its public names lazily (PEP 562): import what a Pool uses.
+    "corral": ("corral", "corral._api", "corral._pool"),
     "mp": ("multiprocessing.pool",),
     "cf": ("concurrent.futures.process",),
     "joblib": ("joblib", "joblib.externals.loky"),
