@@ -233,12 +233,20 @@ class Batch:
             for p in positions:
                 self.items.pop(p, None)
 
-    def unfinished_waiting(self) -> list[int]:
-        """Positions not running and not final: never dispatched, or requeued."""
+    def stop(self) -> list[int]:
+        """Take no more work, and no more input (an imap's iterator is not read further).
+
+        Returns the positions that are neither running nor final: never dispatched,
+        requeued, or waiting out a retry back-off. The caller gives each its final outcome.
+        """
+        self.cancelled = True
+        self.closed = True
         waiting = [p for chunk in self.requeued for p in chunk]
         self.requeued.clear()
         waiting.extend(range(self.cursor, self.n))
         self.cursor = self.n
+        waiting.extend(sorted(self.backing_off))
+        self.backing_off.clear()
         return waiting
 
     @property

@@ -46,6 +46,3 @@ class Deadlines:
             if not entry.cancelled:
                 due.append(entry.action)
         return due
-
-    def __len__(self) -> int:
-        return sum(1 for e in self._heap if not e.cancelled)

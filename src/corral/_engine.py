@@ -196,9 +196,7 @@ class Engine:
         workers (SIGTERM, SIGKILL after the grace period). Their outcome: ``cancelled``."""
         if batch.done:
             return
-        batch.cancelled = True
-        batch.closed = True  # an imap's input is not read any further
-        for pos in batch.unfinished_waiting():
+        for pos in batch.stop():
             self._finish_cancelled(batch, pos, None)
         for slot_id, slot in enumerate(self.slots):
             if any(flight.batch is batch for flight in slot.calls):
@@ -209,8 +207,6 @@ class Engine:
                     else:
                         flight.batch.requeue(flight.positions)
                 self._restart(slot_id)
-        for pos in list(batch.backing_off):
-            self._finish_cancelled(batch, pos, None)
         self._complete_if_done(batch)
 
     def close(self, cancel: bool) -> None:
@@ -491,7 +487,6 @@ class Engine:
         batch.finish_failed(pos, outcome)
 
     def _finish_cancelled(self, batch: Batch, pos: int, slot_id: int | None) -> None:
-        batch.backing_off.discard(pos)
         error = TaskCancelled(f"task {batch.key_of(pos)!r} was cancelled", key=batch.key_of(pos))
         self._finish_failed(batch, pos, Status.CANCELLED, error, slot_id, None)
 
@@ -501,9 +496,7 @@ class Engine:
         self._complete_if_done(flight.batch)
 
     def _fail_all(self, batch: Batch, error: BaseException) -> None:
-        batch.cancelled = True
-        for pos in batch.unfinished_waiting() + list(batch.backing_off):
-            batch.backing_off.discard(pos)
+        for pos in batch.stop():
             self._finish_failed(batch, pos, Status.FAILED, error, None, None)
         self._complete_if_done(batch)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ._public import public
@@ -112,13 +112,10 @@ class Report:
     outcomes: Sequence[Outcome]
     wall_seconds: float = 0.0
     workers: int = 0
-    _results: list[Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def results(self) -> list[Any]:
         """Values in task order, with a ``Failure`` where a task did not succeed."""
-        if self._results is not None:
-            return self._results
         return [result_of(o) for o in self.outcomes]
 
     @property

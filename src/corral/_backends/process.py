@@ -124,10 +124,6 @@ class ProcessBackend:
         stamp = worker.stamp
         return int(stamp[2]), int(stamp[0]), float(stamp[1])
 
-    def pid(self, slot: int) -> int | None:
-        worker = self._workers[slot]
-        return worker.process.pid if worker is not None else None
-
     def wait(self, timeout: float | None) -> list[Event]:
         watched: dict[Any, tuple[str, int]] = {self._wakeup: ("wakeup", -1)}
         for slot, w in enumerate(self._workers):

@@ -77,9 +77,6 @@ class SerialBackend:
     def start_worker(self, slot: int) -> int | None:
         return os.getpid()
 
-    def pid(self, slot: int) -> int | None:
-        return os.getpid()
-
     def send(self, slot: int, payload: Any) -> None:
         self._pending = payload
 
