@@ -50,11 +50,14 @@ def execute(
     watch: ItemWatch,
     *,
     reraise: tuple[type[BaseException], ...] = (),
+    measure_rss: bool = False,
 ) -> Result:
     """Run every item of ``call`` in order; exceptions become ``Result.errors`` entries.
 
     ``reraise`` names exception types that must escape (the serial backend lets
     KeyboardInterrupt through so that Ctrl-C stops the caller; a worker ignores SIGINT).
+    ``measure_rss`` reads the current resident size for ``max_worker_memory`` (a file read
+    per Call, skipped when no limit is set); ``Result.rss`` is 0 otherwise.
     """
     started = time.time()
     cpu0 = time.process_time()
@@ -74,7 +77,7 @@ def execute(
         finished=finished,
         cpu=time.process_time() - cpu0,
         max_rss=max_rss_bytes(),
-        rss=rss_bytes(),
+        rss=rss_bytes() if measure_rss else 0,
     )
 
 

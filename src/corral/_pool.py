@@ -109,6 +109,7 @@ class Pool:
             start_method=self.options.start_method or default_start_method(),
             threads=max(1, cpu_count() // self.workers),
             initializer=init_blob,
+            measure_rss=self.options.max_worker_memory is not None,
             kill_grace=self.options.kill_grace,
             wakeup=self._wakeup_r,
         )

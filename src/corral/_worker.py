@@ -76,6 +76,7 @@ def main(
     stamp: Any,
     threads: int,
     initializer: bytes | None,
+    measure_rss: bool = False,
     close_fds: list[int] | tuple[int, ...] = (),
 ) -> None:
     """Entry point of a worker process (the target given to ``multiprocessing``)."""
@@ -103,7 +104,7 @@ def main(
             functions.pop(fn_id, None)
         for fn_id, blob in call.fns.items():
             functions[fn_id] = _codec.loads(blob)
-        result = execute(call, functions.__getitem__, watch)
+        result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss)
         conn.send_bytes(encode_result(result))
         del call, result
 

@@ -61,6 +61,7 @@ class ProcessBackend:
         initializer: bytes | None,
         kill_grace: float,
         wakeup: int,
+        measure_rss: bool = False,
     ) -> None:
         self.slots = slots
         self._ctx: Any = multiprocessing.get_context(start_method)
@@ -69,6 +70,7 @@ class ProcessBackend:
             self._ctx.set_forkserver_preload(["corral._worker"])
         self._fork = start_method == "fork"
         self._threads = threads
+        self._measure_rss = measure_rss
         self._initializer = initializer
         self._grace = kill_grace
         self._wakeup = wakeup
@@ -83,7 +85,14 @@ class ProcessBackend:
         stamp[0] = stamp[2] = -1.0
         process = self._ctx.Process(
             target=_worker.main,
-            args=(child_conn, lifeline_r, stamp, self._threads, self._initializer),
+            args=(
+                child_conn,
+                lifeline_r,
+                stamp,
+                self._threads,
+                self._initializer,
+                self._measure_rss,
+            ),
             kwargs={"close_fds": self._inherited_fds(parent_conn, lifeline_w)},
             name=f"corral-worker-{slot}",
         )
