@@ -15,9 +15,9 @@ import corral
 
 EXPECTED = {
     "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "Outcome", "Pool",
-    "RemoteError", "Report", "SerializationError", "Status", "Task", "TaskCancelled",
+    "RemoteError", "Report", "SerializationError", "Shared", "Status", "Task", "TaskCancelled",
     "TaskError", "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count", "imap",
-    "map", "run",
+    "map", "run", "share",
 }  # fmt: skip
 
 

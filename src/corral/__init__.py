@@ -7,6 +7,7 @@ The public names, and nothing else::
     corral.run([corral.Task(...)])    -> corral.Report
     corral.Pool(...)                  warm workers reused across calls
     corral.Executor(...)              a concurrent.futures.Executor
+    corral.share(data)                -> corral.Shared, read-only zero-copy data for tasks
 
 Everything in underscore modules is internal and may change.
 
@@ -38,6 +39,7 @@ if _typing.TYPE_CHECKING:
     from ._outcome import Failure, Outcome, Report, Status
     from ._platform import cpu_count
     from ._pool import Pool
+    from ._share import Shared, share
     from ._task import Task
 
 __version__ = "0.1.0"
@@ -53,6 +55,7 @@ _HOMES = {
     "RemoteError": "_errors",
     "Report": "_outcome",
     "SerializationError": "_errors",
+    "Shared": "_share",
     "Status": "_outcome",
     "Task": "_task",
     "TaskCancelled": "_errors",
@@ -64,6 +67,7 @@ _HOMES = {
     "imap": "_api",
     "map": "_api",
     "run": "_api",
+    "share": "_share",
 }
 
 __all__ = [
@@ -77,6 +81,7 @@ __all__ = [
     "RemoteError",
     "Report",
     "SerializationError",
+    "Shared",
     "Status",
     "Task",
     "TaskCancelled",
@@ -88,6 +93,7 @@ __all__ = [
     "imap",
     "map",
     "run",
+    "share",
 ]
 
 

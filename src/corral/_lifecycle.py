@@ -1,14 +1,19 @@
-"""The process-wide hooks corral needs, and nothing else: stop live pools at interpreter exit.
+"""The process-wide hooks corral needs, and nothing else: stop live pools at interpreter exit,
+and keep shared data (``_share``) in step with the pools that carry it.
 
 A Pool that was never closed (a script that forgot ``with``) would otherwise leave worker
 processes behind and make ``multiprocessing``'s own exit handler wait on them. The registry is
 weak: it never keeps a Pool alive.
+
+Every Pool start sweeps the shared-memory segments of dead coordinators (``_shm.sweep``), and
+every Pool close releases the shares that only it carried (``_share.pool_closed``).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import weakref
 from typing import Any
 
@@ -23,10 +28,25 @@ def register(pool: Any) -> None:
         atexit.register(_close_all)
         _registered = True
     _live.add(pool)
+    from . import _shm
+
+    _shm.sweep()
 
 
 def unregister(pool: Any) -> None:
     _live.discard(pool)
+
+
+def live() -> list[Any]:
+    """The Pools open now."""
+    return list(_live)
+
+
+def closed(pool: Any) -> None:
+    """``pool`` has closed and its workers are done: release the shares only it carried."""
+    share = sys.modules.get("corral._share")  # not imported: no share exists in this process
+    if share is not None:
+        share.pool_closed(pool)
 
 
 def _close_all() -> None:

@@ -306,6 +306,7 @@ class Pool:
             for fd in (self._wakeup_r, self._wakeup_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            _lifecycle.closed(self)  # after the workers are done with what it shared
 
     def terminate(self) -> None:
         """Cancel everything and stop the workers now."""

@@ -1,0 +1,328 @@
+"""``corral.share``: large read-only data for tasks, copied once into shared memory.
+
+    coordinator (the owner)                            worker process (any number)
+    ───────────────────────                            ───────────────────────────
+    share(obj): lay out (_layout), check space,
+      create + fill a segment (_shm), unmap it
+      ──► a Shared handle: path, size (~200 bytes)
+    the handle, pickled inside task arguments ═══════► unpickled: a Shared handle again
+      (each pickling here notes the open Pools)        handle.value: attach the segment once
+                                                         per process (read-only mapping),
+                                                         rebuild zero-copy views, cache them
+    Pool.close ──► pool_closed(pool): unlink the       never unlinks; its mapping (and the
+      segments of handles only that pool carried       memory) goes when its views do
+    release() / end of with / handle collected /
+      interpreter exit ──► unlink
+    next Pool or share() in any process ──► sweep segments whose owner died (SIGKILL)
+
+Ownership rule. The process that called ``share`` owns the segment and is the only one that
+unlinks it. It is released by the first of: ``handle.release()``; the end of
+``with corral.share(x) as h:``; the close of the Pools it was sent through (a handle that was
+never used in a ``with`` block is released when every Pool that was open while it was sent to
+workers has closed, so ``corral.map(f, [(h, x) ...])`` releases it on return, error or
+Ctrl-C); the handle being garbage collected; the interpreter exiting. A ``with`` block pins the
+handle: Pools then leave it alone, so one share can serve several runs. Workers never unlink,
+so a worker crash cannot lose or leak a segment.
+
+State: ``_owned`` (segments this process created) and ``_attached`` (views this process has
+built) are per-process registries, like ``_lifecycle``'s live pools: one attachment per
+process is the point of the cache. Both are guarded by ``_lock``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _layout, _lifecycle, _shm
+from ._errors import ConfigError, CorralError
+from ._public import public
+
+
+@dataclass
+class _Owned:
+    """A segment this process created, and what keeps it alive."""
+
+    segment: _shm.Segment
+    pid: int
+    pinned: bool = False
+    released: bool = False
+    carriers: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    writable: mmap.mmap | None = None
+
+
+_lock = threading.RLock()
+_owned: dict[str, _Owned] = {}
+_attached: dict[str, Any] = {}
+"""Segment path -> the value rebuilt from it in this process."""
+_attaches = 0
+"""How many times this process mapped a segment (tests check that a worker maps it once)."""
+
+
+@public
+class Shared:
+    """A handle on data in shared memory, made by ``corral.share``.
+
+    Pass it in task arguments (it pickles to a few hundred bytes); read the data with
+    ``handle.value`` in the task. ``value`` is a read-only, zero-copy view, built once per
+    process and cached: the first task in each worker maps the segment, later tasks get the
+    same object. Writing to it raises.
+
+    Example::
+
+        with corral.share(features) as table:          # a DataFrame, copied once
+            scores = corral.map(evaluate, [(table, spec) for spec in specs])
+
+        def evaluate(args):
+            table, spec = args
+            df = table.value                           # no copy, read-only
+            ...
+    """
+
+    __slots__ = ("__weakref__", "_segment", "_summary")
+
+    def __init__(self, segment: _shm.Segment, summary: str) -> None:
+        self._segment = segment
+        self._summary = summary
+
+    @classmethod
+    def empty(
+        cls,
+        shape: int | tuple[int, ...],
+        dtype: Any = "float64",
+        *,
+        backing: str = "shm",
+        dir: str | os.PathLike[str] | None = None,
+    ) -> Shared:
+        """A new zero-filled numpy array in shared memory, to fill in place before use:
+        unlike ``share(array)``, the data never exists twice.
+
+        Example::
+
+            h = corral.Shared.empty((n, 3))
+            h.writable()[:] = load_rows()               # fill it here, then send h to tasks
+        """
+        import numpy as np
+
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        dt = np.dtype(dtype)
+        if dt.hasobject:
+            raise ConfigError(f"Shared.empty needs a plain dtype, not {dt}")
+        plan = _layout.plan_empty(dims, dt)
+        handle, _ = _create(plan, f"ndarray {dt} {dims}", backing, dir, keep_writable=True)
+        return handle
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def value(self) -> Any:
+        """The shared object: read-only, zero-copy views of the segment, cached per process."""
+        with _lock:
+            cached = _attached.get(self._segment.path, _MISSING)
+            if cached is not _MISSING:
+                return cached
+            record = _owned.get(self._segment.name)
+            if record is not None and record.released and record.pid == os.getpid():
+                raise CorralError(f"{self!r} was released; it cannot be read any more")
+            return _attach(self._segment)
+
+    def writable(self) -> Any:
+        """A writable array over the segment made by ``Shared.empty``, in the process that
+        made it: fill the data in place, then hand the handle to tasks."""
+        record = _own_record(self, "write to")
+        if record.writable is None:
+            raise CorralError("writable() is for handles made by corral.Shared.empty")
+        return _layout.read(memoryview(record.writable))
+
+    @property
+    def nbytes(self) -> int:
+        """The segment's size: the data, plus a header and alignment."""
+        return self._segment.size
+
+    @property
+    def name(self) -> str:
+        return self._segment.name
+
+    @property
+    def path(self) -> str:
+        return self._segment.path
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def release(self) -> None:
+        """Unlink the segment now (in the process that created it; idempotent).
+
+        Views already handed out stay valid until they are dropped; new ``value`` reads, and
+        tasks that have not read it yet, fail with ``CorralError``."""
+        _own_record(self, "release")
+        _release(self._segment.name)
+
+    def __enter__(self) -> Shared:
+        record = _own_record(self, "pin")
+        record.pinned = True  # Pools that carry it leave it to the with block
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    # -- travel -----------------------------------------------------------------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        record = _owned.get(self._segment.name)
+        if record is not None and record.pid == os.getpid():
+            if record.released:
+                raise CorralError(
+                    f"{self!r} was released (by release(), its with block, or the close of "
+                    "the Pool that carried it); use `with corral.share(x) as h:` to keep one "
+                    "share across several runs"
+                )
+            # Every Pool open now may carry it; it lives until all of them have closed.
+            record.carriers.update(_lifecycle.live())
+        return (_rebuild_handle, (self._segment.path, self._segment.size, self._summary))
+
+    def __repr__(self) -> str:
+        return f"<corral.Shared {self._segment.name} {self._summary}, {_human(self.nbytes)}>"
+
+
+_MISSING = object()
+
+
+def _rebuild_handle(path: str, size: int, summary: str) -> Shared:
+    return Shared(_shm.Segment(path, size), summary)
+
+
+@public
+def share(
+    obj: Any,
+    *,
+    backing: str = "shm",
+    dir: str | os.PathLike[str] | None = None,
+) -> Shared:
+    """Copy ``obj`` once into shared memory; a small handle that tasks read it through.
+
+    ``obj`` is a numpy array, a pandas DataFrame or Series (numeric, bool, datetime,
+    timedelta, categorical, nullable and string columns; strings need pyarrow), ``bytes``, or
+    a dict, list or tuple of these. In a task, ``handle.value`` is a read-only zero-copy view
+    (a ``memoryview`` for bytes), mapped once per worker process.
+
+    ``backing="shm"`` (default) puts it in ``/dev/shm``; ``backing="file", dir=...`` in a
+    memory-mapped file, for data larger than ``/dev/shm``. Free space is checked, and the
+    space reserved, before anything is copied: a share that does not fit raises
+    ``corral.ConfigError``.
+
+    Lifetime: see ``corral.Shared``; in short, ``with corral.share(x) as h:`` keeps it for the
+    block; otherwise it is released when the Pools (or the ``corral.map``/``run`` call) it was
+    sent through close, by ``h.release()``, or at exit.
+    """
+    if isinstance(obj, Shared):
+        return obj
+    plan = _layout.plan(obj)
+    handle, _ = _create(plan, _layout.describe(obj), backing, dir, keep_writable=False)
+    return handle
+
+
+def _create(
+    plan: _layout.Plan,
+    summary: str,
+    backing: str,
+    dir: str | os.PathLike[str] | None,
+    *,
+    keep_writable: bool,
+) -> tuple[Shared, _Owned]:
+    folder = _shm.backing_dir(backing, dir)
+    _shm.sweep(tuple({*_shm.default_folders(), folder}))
+    segment, mapping = _shm.create(folder, plan.size)
+    record = _Owned(segment, os.getpid())
+    with _lock:
+        _owned[segment.name] = record  # from here on, exit handlers unlink it
+    try:
+        _layout.write(plan, memoryview(mapping))
+    except BaseException:
+        _release(segment.name)
+        raise
+    if keep_writable:
+        record.writable = mapping
+    else:
+        mapping.close()  # readers, this process included, map it read-only
+    handle = Shared(segment, summary)
+    weakref.finalize(handle, _release, segment.name)
+    return handle, record
+
+
+def _own_record(handle: Shared, what: str) -> _Owned:
+    record = _owned.get(handle.name)
+    if record is None or record.pid != os.getpid():
+        raise CorralError(f"only the process that created {handle!r} can {what} it")
+    return record
+
+
+def _attach(segment: _shm.Segment) -> Any:
+    global _attaches
+    _prune()
+    try:
+        mapping = _shm.attach(segment)
+    except FileNotFoundError as exc:
+        raise CorralError(str(exc)) from None
+    _attaches += 1
+    value = _layout.read(memoryview(mapping))
+    _attached[segment.path] = value
+    return value
+
+
+def _prune() -> None:
+    """Forget the views of segments that were unlinked, so that a long-lived worker does not
+    keep their memory mapped (it is freed when the task's own references go too)."""
+    for path in [p for p in _attached if not _still_there(p)]:
+        del _attached[path]
+
+
+def _still_there(path: str) -> bool:
+    record = _owned.get(os.path.basename(path))
+    if record is not None and record.pid == os.getpid():
+        return not record.released
+    return os.path.exists(path)
+
+
+def _release(name: str) -> None:
+    """Unlink a segment this process owns (no-op for another process's, or twice)."""
+    with _lock:
+        record = _owned.get(name)
+        if record is None or record.released or record.pid != os.getpid():
+            return
+        record.released = True
+        record.writable = None  # unmapped when the last array over it goes
+        _attached.pop(record.segment.path, None)
+        _shm.unlink(record.segment)
+
+
+def pool_closed(pool: Any) -> None:
+    """A Pool has closed: release what it was the last open carrier of (unless pinned)."""
+    with _lock:
+        done = []
+        for name, record in _owned.items():
+            if record.released or pool not in record.carriers:
+                continue
+            record.carriers.discard(pool)
+            if not record.carriers and not record.pinned:
+                done.append(name)
+    for name in done:
+        _release(name)
+
+
+def release_all() -> None:
+    """Unlink every segment this process owns (interpreter exit)."""
+    for name in list(_owned):
+        _release(name)
+
+
+def attach_count() -> int:
+    return _attaches
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)  # pragma: no cover
