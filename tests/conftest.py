@@ -1,14 +1,17 @@
-"""Shared test set-up: the leak guard that every test runs under.
+"""Shared test set-up: the leak guards that every test runs under.
 
 No test may leave a process behind. After each test, every descendant of the test process
 (workers, and anything tasks started) must be gone within a generous bound; the only
 exceptions are multiprocessing's long-lived helpers (the fork server and the resource
 tracker), which belong to the test process, not to a Pool. Their own children are checked.
+
+No test may leave a corral shared-memory segment behind either (``corral.share``).
 """
 
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import sys
 import time
@@ -16,6 +19,8 @@ import time
 import psutil
 import pytest
 from _procs import multiprocessing_helpers
+
+from corral import _shm
 
 LEAK_WAIT = 10.0
 
@@ -54,6 +59,25 @@ def no_leftover_processes():
                 pass
         if described:
             pytest.fail("processes left behind by the test:\n  " + "\n  ".join(described))
+
+
+def leftover_segments() -> list[str]:
+    """corral segments in /dev/shm owned by this test process or one of its descendants.
+
+    Other people's test runs share this machine's /dev/shm: their segments are not ours."""
+    pids = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    return _shm.owned_by(pids)
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_segments():
+    yield
+    gc.collect()  # a handle that the test dropped is released when collected
+    left = leftover_segments()
+    if left:
+        for name in left:
+            _shm.unlink(_shm.Segment(os.path.join(_shm.SHM_DIR, name), 0))
+        pytest.fail("shared-memory segments left behind by the test:\n  " + "\n  ".join(left))
 
 
 def pytest_configure(config):

@@ -220,7 +220,9 @@ class _Planner:
             return ("cat", codes, self.index(arr.categories, where), dtype.ordered)
         if isinstance(dtype, pd.DatetimeTZDtype):
             return ("tz", self.array(np.asarray(arr.asi8), where), dtype)
-        if isinstance(arr, pd.arrays.IntegerArray | pd.arrays.FloatingArray | pd.arrays.BooleanArray):
+        if isinstance(
+            arr, pd.arrays.IntegerArray | pd.arrays.FloatingArray | pd.arrays.BooleanArray
+        ):
             data, mask = np.asarray(arr._data), np.asarray(arr._mask)  # no public accessor
             return ("masked", type(arr).__name__, self.array(data, where), self.array(mask, where))
         if isinstance(dtype, pd.StringDtype | pd.ArrowDtype):
@@ -311,9 +313,7 @@ def _series(node: Node, data: memoryview) -> Any:
     import pandas as pd
 
     _, values, index, name = node
-    return pd.Series(
-        _rebuild(values, data), index=_rebuild(index, data), name=name, copy=False
-    )
+    return pd.Series(_rebuild(values, data), index=_rebuild(index, data), name=name, copy=False)
 
 
 def _frame(node: Node, data: memoryview) -> Any:

@@ -1,0 +1,448 @@
+"""``corral.share``: data copied once into shared memory, read by tasks as read-only zero-copy
+views, attached once per worker, and never left behind in /dev/shm.
+
+Every test runs under conftest's leak guards: no process and no corral segment owned by the
+test process or its descendants may outlive a test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from _procs import alive, marked, wait_until
+
+import corral
+from corral import _share, _shm
+
+SCRIPT = Path(__file__).parent / "scripts" / "share_batch.py"
+EXIT_WAIT = 30.0
+
+
+# -- what tasks do with a handle (module level: workers import them by reference) ------------
+
+
+def read_value(handle: corral.Shared) -> object:
+    return handle.value
+
+
+def read_item(args: tuple[corral.Shared, str]) -> object:
+    handle, key = args
+    return handle.value[key]
+
+
+def attach_info(args: tuple[corral.Shared, int]) -> tuple[int, int, int]:
+    handle, _ = args
+    return os.getpid(), id(handle.value), _share.attach_count()
+
+
+def try_writes(handle: corral.Shared) -> dict[str, str]:
+    """Attempt every kind of write on the shared views; the error type of each (or 'wrote')."""
+    value = handle.value
+    attempts = {
+        "array": lambda: value["array"].__setitem__(0, 99.0),
+        "array flag": lambda: setattr(value["array"].flags, "writeable", True),
+        "frame iloc": lambda: value["frame"].iloc.__setitem__((0, 0), 99.0),
+        "frame values": lambda: value["frame"]["x"].to_numpy().__setitem__(0, 99.0),
+        "bytes": lambda: value["bytes"].__setitem__(0, 1),
+    }
+    out = {}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            out[what] = "wrote"
+        except Exception as exc:
+            out[what] = type(exc).__name__
+    return out
+
+
+def fail_on(args: tuple[corral.Shared, int]) -> float:
+    handle, x = args
+    if x == 2:
+        raise ValueError("task 2 fails")
+    return float(handle.value[x])
+
+
+def crash_on(args: tuple[corral.Shared, int]) -> float:
+    handle, x = args
+    if x == 2:
+        os._exit(3)
+    return float(handle.value[x])
+
+
+def cached_segments(args: tuple[corral.Shared, int]) -> tuple[int, int]:
+    handle, _ = args
+    handle.value  # noqa: B018 - attaches
+    return os.getpid(), len(_share._attached)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def gone(handle: corral.Shared) -> bool:
+    return not os.path.exists(handle.path)
+
+
+def every_kind_frame() -> pd.DataFrame:
+    n = 50
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "float": rng.random(n),
+            "int": np.arange(n, dtype=np.int32),
+            "bool": np.arange(n) % 3 == 0,
+            "when": pd.date_range("2024-01-01", periods=n, freq="h"),
+            "when_tz": pd.date_range("2024-01-01", periods=n, freq="h", tz="Europe/Paris"),
+            "delta": pd.to_timedelta(np.arange(n), unit="s"),
+            "category": pd.Categorical(rng.choice(["low", "mid", "high"], n)),
+            "nullable": pd.array([None if i % 7 == 0 else i for i in range(n)], dtype="Int64"),
+            "text": pd.Series([None if i % 5 == 0 else f"s{i}" for i in range(n)], dtype="str"),
+            "objects": pd.Series([f"o{i}" for i in range(n)], dtype=object),
+        },
+        index=pd.Index([f"row{i}" for i in range(n)], name="key"),
+    )
+
+
+def assert_same_frame(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    # Object columns of strings come back as pandas' string dtype: values are compared.
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_index_type=False)
+    for column in want.columns:
+        if want[column].dtype != object:
+            assert got[column].dtype == want[column].dtype, column
+
+
+ARRAYS = {
+    "float64": np.linspace(0, 1, 1000),
+    "int8": np.arange(-100, 100, dtype=np.int8),
+    "bool": np.arange(30) % 2 == 0,
+    "2d": np.arange(60, dtype=np.float32).reshape(6, 10),
+    "fortran": np.asfortranarray(np.arange(60.0).reshape(6, 10)),
+    "strided": np.arange(100.0)[::3],
+    "datetime": np.arange("2024-01-01", "2024-02-01", dtype="datetime64[D]"),
+    "structured": np.array([(1, 2.0), (3, 4.0)], dtype=[("a", "i4"), ("b", "f8")]),
+    "empty": np.zeros((0, 3)),
+}
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def test_numpy_arrays_read_in_workers_equal_the_originals():
+    with corral.share(ARRAYS) as handle:
+        got = corral.map(read_item, [(handle, k) for k in ARRAYS], workers=2, chunksize=1)
+    for (name, want), value in zip(ARRAYS.items(), got, strict=True):
+        assert value.dtype == want.dtype, name
+        np.testing.assert_array_equal(value, want, err_msg=name)
+
+
+def test_dataframe_of_every_column_kind_reads_equal_in_workers():
+    frame = every_kind_frame()
+    with corral.share(frame) as handle:
+        (got,) = corral.map(read_value, [handle], workers=2)
+    assert_same_frame(got, frame)
+    assert str(got["objects"].dtype) in ("str", "string")
+
+
+def test_homogeneous_frame_series_bytes_and_containers_read_equal_in_workers():
+    frame = pd.DataFrame(np.arange(40.0).reshape(10, 4), columns=list("abcd"))
+    data = {
+        "frame": frame,
+        "series": pd.Series(np.arange(5), index=[10, 20, 30, 40, 50], name="s"),
+        "bytes": b"\x00\x01binary",
+        "nested": [np.arange(3), (b"xy", {"deep": np.ones(2)})],
+        "scalars": (1, 2.5, "label", None, True),
+    }
+    with corral.share(data) as handle:
+        got = dict(
+            zip(data, corral.map(read_item, [(handle, k) for k in data], workers=2), strict=True)
+        )
+    pd.testing.assert_frame_equal(got["frame"], frame)
+    pd.testing.assert_series_equal(got["series"], data["series"])
+    assert got["bytes"] == data["bytes"]
+    np.testing.assert_array_equal(got["nested"][0], np.arange(3))
+    assert got["nested"][1][0] == b"xy"
+    np.testing.assert_array_equal(got["nested"][1][1]["deep"], np.ones(2))
+    assert got["scalars"] == data["scalars"]
+
+
+def test_string_columns_need_pyarrow_only_when_present():
+    frame = pd.DataFrame({"x": np.arange(3.0), "cat": pd.Categorical(["a", "b", "a"])})
+    with corral.share(frame) as handle:
+        (got,) = corral.map(read_value, [handle], workers=2)
+    pd.testing.assert_frame_equal(got, frame)
+
+
+# -- read-only, zero-copy, attached once --------------------------------------------------
+
+
+def test_views_in_workers_are_read_only():
+    frame = pd.DataFrame({"x": np.arange(5.0), "y": np.arange(5)})
+    data = {"array": np.arange(10.0), "frame": frame, "bytes": b"abc"}
+    with corral.share(data) as handle:
+        (attempts,) = corral.map(try_writes, [handle], workers=2)
+        assert handle.value["array"][0] == 0.0  # nothing changed in the segment
+        assert handle.value["frame"]["x"].iloc[0] == 0.0
+    assert attempts == {
+        "array": "ValueError",
+        "array flag": "ValueError",
+        "frame iloc": "ValueError",
+        "frame values": "ValueError",
+        "bytes": "TypeError",
+    }
+
+
+def test_value_is_a_view_of_the_segment_not_a_copy():
+    frame = every_kind_frame()[["float", "int", "when", "category", "nullable"]]
+    with corral.share({"a": np.arange(100.0), "f": frame}) as handle:
+        value = handle.value
+        assert not value["a"].flags.owndata and not value["a"].flags.writeable
+        for column in ("float", "int", "when"):
+            assert not value["f"][column].to_numpy().flags.writeable, column
+        assert not value["f"]["category"].cat.codes.to_numpy().flags.writeable
+        del value
+
+
+def test_each_worker_attaches_once_and_reuses_the_value():
+    with corral.share(np.arange(1000.0)) as handle:
+        got = corral.map(attach_info, [(handle, i) for i in range(20)], workers=2, chunksize=1)
+    by_worker: dict[int, set[tuple[int, int]]] = {}
+    for pid, ident, attaches in got:
+        by_worker.setdefault(pid, set()).add((ident, attaches))
+    for pid, seen in by_worker.items():
+        assert seen == {next(iter(seen))}, f"worker {pid} attached more than once: {seen}"
+        assert next(iter(seen))[1] == 1
+
+
+def test_handle_pickles_to_a_few_hundred_bytes():
+    with corral.share(np.zeros(1_000_000)) as handle:
+        assert len(pickle.dumps(handle)) < 400
+        assert len(cloudpickle.dumps(handle)) < 400
+        again = pickle.loads(pickle.dumps(handle))
+        assert again.path == handle.path
+        np.testing.assert_array_equal(again.value, np.zeros(1_000_000))
+
+
+def test_a_worker_forgets_segments_that_were_released():
+    with corral.Pool(workers=2) as pool:
+        with corral.share(np.arange(10.0)) as first:
+            pool.map(cached_segments, [(first, i) for i in range(4)], chunksize=1)
+        with corral.share(np.arange(20.0)) as second:
+            got = pool.map(cached_segments, [(second, i) for i in range(4)], chunksize=1)
+    assert {count for _, count in got} == {1}
+
+
+def test_serial_backend_reads_the_same_views_in_process():
+    with corral.share(np.arange(10.0)) as handle:
+        (got,) = corral.map(read_value, [handle], workers=1)
+        assert not got.flags.writeable
+        np.testing.assert_array_equal(got, np.arange(10.0))
+        del got
+
+
+def test_shared_empty_is_filled_in_place_and_read_in_workers():
+    with corral.Shared.empty((100, 2), "int64") as handle:
+        handle.writable()[:] = np.arange(200).reshape(100, 2)
+        (got,) = corral.map(read_value, [handle], workers=2)
+    np.testing.assert_array_equal(got, np.arange(200).reshape(100, 2))
+
+
+# -- lifetime --------------------------------------------------------------------------------
+
+
+def test_released_when_the_map_that_carried_it_returns():
+    handle = corral.share(np.arange(100.0))
+    assert not gone(handle)
+    assert corral.map(fail_on, [(handle, i) for i in (0, 1, 3)], workers=2) == [0.0, 1.0, 3.0]
+    assert gone(handle)
+
+
+def test_a_released_handle_fails_its_tasks_with_a_clear_error():
+    handle = corral.share(np.arange(100.0))
+    corral.map(fail_on, [(handle, 0)] * 2, workers=2)
+    with pytest.raises(corral.BatchError) as info:
+        corral.map(fail_on, [(handle, 0)] * 2, workers=2)
+    assert "was released" in str(info.value.report.failures[0].error)
+    with pytest.raises(corral.CorralError, match="was released"):
+        handle.value  # noqa: B018
+
+
+def test_a_pinned_handle_serves_several_runs_then_goes_with_its_block():
+    with corral.share(np.arange(100.0)) as handle:
+        for _ in range(2):
+            assert corral.map(fail_on, [(handle, 1)] * 2, workers=2) == [1.0, 1.0]
+        assert not gone(handle)
+    assert gone(handle)
+
+
+def test_a_pool_releases_what_it_carried_when_it_closes():
+    handle = corral.share(np.arange(100.0))
+    with corral.Pool(workers=2) as pool:
+        assert pool.map(fail_on, [(handle, 1)] * 2) == [1.0, 1.0]
+        assert pool.map(fail_on, [(handle, 3)] * 2) == [3.0, 3.0]
+        assert not gone(handle)
+    assert gone(handle)
+
+
+def test_released_after_a_task_fails():
+    handle = corral.share(np.arange(100.0))
+    with pytest.raises(corral.BatchError):
+        corral.map(fail_on, [(handle, i) for i in range(4)], workers=2)
+    assert gone(handle)
+
+
+def test_released_after_a_worker_crash():
+    handle = corral.share(np.arange(100.0))
+    got = corral.map(crash_on, [(handle, i) for i in range(4)], workers=2, errors="return")
+    assert isinstance(got[2], corral.Failure)
+    assert got[:2] == [0.0, 1.0] and got[3] == 3.0
+    assert gone(handle)
+
+
+def test_release_is_explicit_and_idempotent():
+    handle = corral.share(b"x" * 1000)
+    handle.release()
+    handle.release()
+    assert gone(handle)
+
+
+def test_a_dropped_handle_is_released():
+    path = corral.share(np.arange(10.0)).path
+    assert not os.path.exists(path)  # the handle was collected at once
+
+
+def test_only_the_owner_can_release_or_pin():
+    with corral.share(np.arange(10.0)) as handle:
+        copy = pickle.loads(pickle.dumps(handle))
+        copy.release()  # the owner process: the same segment
+        assert gone(handle)
+
+
+def test_file_backing_puts_the_segment_in_dir(tmp_path):
+    with corral.share(np.arange(1000.0), backing="file", dir=tmp_path) as handle:
+        assert Path(handle.path).parent == tmp_path
+        assert corral.map(fail_on, [(handle, 5)], workers=2) == [5.0]
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- errors before any copy ------------------------------------------------------------------
+
+
+def test_a_share_that_does_not_fit_fails_before_any_copy(tmp_path, monkeypatch):
+    real = os.statvfs
+
+    class Full:
+        def __init__(self, path: str) -> None:
+            st = real(path)
+            self.f_frsize = st.f_frsize
+            self.f_bavail = 10  # ten blocks free
+
+    monkeypatch.setattr(_shm.os, "statvfs", Full)
+    with pytest.raises(corral.ConfigError, match="not enough space"):
+        corral.share(np.zeros(100_000), backing="file", dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        np.array([object(), 1], dtype=object),
+        {1, 2},
+        pd.DataFrame({"mixed": pd.Series([1, "a"], dtype=object)}),
+        pd.DataFrame({"period": pd.period_range("2024", periods=3, freq="D")}),
+    ],
+    ids=["object-array", "set", "mixed-object-column", "period-column"],
+)
+def test_what_cannot_be_shared_is_a_config_error(obj):
+    with pytest.raises(corral.ConfigError, match=r"corral\.share cannot share"):
+        corral.share(obj)
+
+
+def test_bad_backing_is_a_config_error(tmp_path):
+    with pytest.raises(corral.ConfigError, match="backing"):
+        corral.share(b"x", backing="disk")
+    with pytest.raises(corral.ConfigError, match="not a folder"):
+        corral.share(b"x", backing="file", dir=tmp_path / "missing")
+
+
+# -- the sweep, Ctrl-C and SIGKILL -----------------------------------------------------------
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sweep_removes_segments_of_dead_owners_only(tmp_path):
+    dead = tmp_path / f"corral-{dead_pid()}-0-abc"
+    reused = tmp_path / f"corral-{os.getpid()}-1-abc"  # our pid, another start time
+    mine = tmp_path / _shm.new_name()
+    other = tmp_path / "corral-notes.txt"
+    for path in (dead, reused, mine, other):
+        path.write_bytes(b"x")
+    removed = _shm.sweep((str(tmp_path),))
+    assert sorted(removed) == sorted([str(dead), str(reused)])
+    assert mine.exists() and other.exists()
+
+
+def start_script(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(tmp_path), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError(f"the script printed nothing: {proc.stderr.read()}")  # type: ignore[union-attr]
+    path = json.loads(line)["path"]
+    wait_until(lambda: len(marked(tmp_path, "running")) >= 2, "2 running tasks", proc=proc)
+    return proc, path
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["map", "with"])
+def test_ctrl_c_leaves_no_segment(tmp_path, mode):
+    proc, path = start_script(tmp_path, mode)
+    try:
+        assert os.path.exists(path)
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=EXIT_WAIT)
+        assert "KeyboardInterrupt" in stderr
+        assert not os.path.exists(path)
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_coordinators_segment_is_swept_by_the_next_start(tmp_path):
+    proc, path = start_script(tmp_path, "map")
+    workers = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=EXIT_WAIT)
+        wait_until(lambda: not any(alive(pid) for pid in workers), "its workers to go")
+        assert os.path.exists(path)  # nothing could run in a SIGKILLed process
+        with corral.Pool(workers=2):  # the next corral start
+            assert not os.path.exists(path)
+    finally:
+        stop(proc)
