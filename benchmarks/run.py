@@ -31,6 +31,7 @@ if str(HERE) not in sys.path:  # the helper modules next to this file
     sys.path.insert(0, str(HERE))
 
 import bench_report  # noqa: E402
+import bench_s3  # noqa: E402
 from bench_contenders import BASELINE, REGISTRY, Contender  # noqa: E402
 from bench_tasks import calibrate_burn  # noqa: E402
 
@@ -38,14 +39,23 @@ RAW = HERE / "raw"
 SRC = HERE.parent / "src" / "corral"
 RESULT_MARK = "@@BENCH-RESULT "
 REP_TIMEOUT = 120.0
-SCENARIOS = ("S1", "S2", "S4")
+SCENARIOS = ("S1", "S2", "S3", "S4")
+DEFAULT_SCENARIOS = ("S1", "S2", "S4")
+"""S3 (1 GiB shared array, about 10 minutes) runs when asked: --scenarios S3."""
 SLOW_REPS = 3
 QUIET_SAMPLE = 0.25
 QUIET_BUSY = 30.0
 """Before each repetition: % of the 2 CPUs busy with other work above which it waits."""
 
-FULL = {"S1": {"n": 20_000}, "S2": {"tasks": 100, "target_s": 0.040}, "S4": {}}
-QUICK = {"S1": {"n": 5_000}, "S2": {"tasks": 30, "target_s": 0.020}, "S4": {}}
+FULL = {
+    "S1": {"n": 20_000}, "S2": {"tasks": 100, "target_s": 0.040}, "S3": {"nbytes": 1 << 30},
+    "S4": {},
+}  # fmt: skip
+QUICK = {
+    "S1": {"n": 5_000}, "S2": {"tasks": 30, "target_s": 0.020}, "S3": {"nbytes": 64 << 20},
+    "S4": {},
+}  # fmt: skip
+bench_report.RENDER["S3"] = bench_s3.render_s3
 
 
 # -- one repetition (child process) ------------------------------------------------------------
@@ -273,8 +283,8 @@ def latest_raw(scenario: str) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
-                    help="comma-separated subset of S1,S2,S4 (default: all)")
+    ap.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                    help="comma-separated subset of S1,S2,S3,S4 (default: S1,S2,S4)")
     ap.add_argument("--reps", type=int, default=None,
                     help=f"repetitions per contender (default 5, {SLOW_REPS} for slow ones; "
                     "--quick: 2)")
