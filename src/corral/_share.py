@@ -99,7 +99,8 @@ class Shared:
         dir: str | os.PathLike[str] | None = None,
     ) -> Shared:
         """A new zero-filled numpy array in shared memory, to fill in place before use:
-        unlike ``share(array)``, the data never exists twice.
+        unlike ``share(array)``, the data never exists twice. The handle is pinned, as in a
+        ``with`` block: Pools that carry it do not release it (its data exists nowhere else).
 
         Example::
 
@@ -113,7 +114,9 @@ class Shared:
         if dt.hasobject:
             raise ConfigError(f"Shared.empty needs a plain dtype, not {dt}")
         plan = _layout.plan_empty(dims, dt)
-        handle, _ = _create(plan, f"ndarray {dt} {dims}", backing, dir, keep_writable=True)
+        handle, record = _create(plan, f"ndarray {dt} {dims}", backing, dir, keep_writable=True)
+        # Pinned: its data exists nowhere else, so the close of a Pool must not drop it.
+        record.pinned = True
         return handle
 
     # -- reading --------------------------------------------------------------------------
