@@ -257,6 +257,19 @@ def test_shared_empty_is_filled_in_place_and_read_in_workers():
     np.testing.assert_array_equal(got, np.arange(200).reshape(100, 2))
 
 
+def test_shared_empty_is_pinned_so_pools_do_not_release_it():
+    handle = corral.Shared.empty(10)
+    assert corral.map(fail_on, [(handle, 1)], workers=2) == [0.0]
+    assert not gone(handle)
+    handle.release()
+    assert gone(handle)
+
+
+def test_writable_is_only_for_shared_empty():
+    with corral.share(np.arange(3.0)) as handle, pytest.raises(corral.CorralError):
+        handle.writable()
+
+
 # -- lifetime --------------------------------------------------------------------------------
 
 

@@ -181,7 +181,9 @@ class Shared:
                     "share across several runs"
                 )
             # Every Pool open now may carry it; it lives until all of them have closed.
-            record.carriers.update(_lifecycle.live())
+            # (Pickled on an engine thread while another thread may close a Pool: locked.)
+            with _lock:
+                record.carriers.update(_lifecycle.live())
         return (_rebuild_handle, (self._segment.path, self._segment.size, self._summary))
 
     def __repr__(self) -> str:
