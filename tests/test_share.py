@@ -8,6 +8,7 @@ test process or its descendants may outlive a test.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -364,6 +365,30 @@ def test_a_share_that_does_not_fit_fails_before_any_copy(tmp_path, monkeypatch):
     with pytest.raises(corral.ConfigError, match="not enough space"):
         corral.share(np.zeros(100_000), backing="file", dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_filesystem_at_reservation_is_a_config_error(tmp_path, monkeypatch):
+    def no_space(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_shm.os, "posix_fallocate", no_space, raising=False)
+    with pytest.raises(corral.ConfigError, match="not enough space"):
+        corral.share(np.zeros(1000), backing="file", dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_string_columns_without_pyarrow_are_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
+    frame = pd.DataFrame({"name": pd.Series(["a", "b"], dtype=object), "x": [1.0, 2.0]})
+    with pytest.raises(corral.ConfigError, match="need pyarrow"):
+        corral.share(frame)
+
+
+def test_a_date_range_index_keeps_its_frequency():
+    series = pd.Series(np.arange(5.0), index=pd.date_range("2024-01-01", periods=5, tz="UTC"))
+    with corral.share(series) as handle:
+        (got,) = corral.map(read_value, [handle], workers=2)
+    pd.testing.assert_series_equal(got, series)
 
 
 @pytest.mark.parametrize(

@@ -269,7 +269,8 @@ class _Planner:
             return ("range", index.start, index.stop, index.step, index.name)
         if not isinstance(index, pd.MultiIndex):
             try:
-                return ("index", self.column(pd.Series(index, copy=False), where), index.name)
+                values = self.column(pd.Series(index, copy=False), where)
+                return ("index", values, index.name, getattr(index, "freq", None))
             except ConfigError:
                 pass
         return ("obj", index)  # small or exotic: pickled into the header, copied per process
@@ -391,8 +392,11 @@ def _range(node: Node, data: memoryview) -> Any:
 def _index(node: Node, data: memoryview) -> Any:
     import pandas as pd
 
-    _, values, name = node
-    return pd.Index(_rebuild(values, data), name=name, copy=False)
+    _, values, name, freq = node
+    index = pd.Index(_rebuild(values, data), name=name, copy=False)
+    if freq is not None:  # a date_range's frequency (validated against the values, not copied)
+        index = type(index)(index, freq=freq)
+    return index
 
 
 _PANDAS: dict[str, Callable[[Node, memoryview], Any]] = {
