@@ -16,8 +16,8 @@ import corral
 EXPECTED = {
     "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "Outcome", "Pool",
     "RemoteError", "Report", "SerializationError", "Status", "Task", "TaskCancelled",
-    "TaskError", "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count", "imap",
-    "map", "run",
+    "TaskError", "TaskSkipped", "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count",
+    "imap", "map", "run",
 }  # fmt: skip
 
 
