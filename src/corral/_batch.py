@@ -45,6 +45,11 @@ CHUNK_FLOOR_SECONDS = 0.0005
 """Shortest worthwhile chunk, a few round trips' worth: below it the pipe costs more than
 the tasks, so the tail of a batch is not split further."""
 
+SCHEDULED_CHUNK_SECONDS = 0.005
+"""Longest a Call of scheduled tasks may take. The tasks of one Call hold their locks and
+resources until the whole Call returns, so only tasks far shorter than a round trip's worth
+of coordinator work are grouped (one by one otherwise)."""
+
 
 @dataclass(slots=True)
 class OkRecord:
@@ -176,8 +181,7 @@ class Batch:
         """The next positions to dispatch together: requeued ones first, else a new chunk;
         with a scheduler, the one task it picks, or none when nothing ready fits now."""
         if self.scheduler is not None:
-            pos = self.scheduler.pick()
-            return () if pos is None else (pos,)
+            return self._pick(workers)
         if self.requeued:
             return self.requeued.popleft()
         remaining = self.n - self.cursor
@@ -185,6 +189,26 @@ class Batch:
         start = self.cursor
         self.cursor += size
         return range(start, start + size)
+
+    def _pick(self, workers: int) -> Sequence[int]:
+        """Scheduled tasks: one, or for very short tasks several that fit together."""
+        picked: list[int] = []
+        limit = self._scheduled_chunk(workers)
+        while len(picked) < limit:
+            pos = self.scheduler.pick()  # type: ignore[union-attr]
+            if pos is None:
+                break
+            picked.append(pos)
+        return picked
+
+    def _scheduled_chunk(self, workers: int) -> int:
+        mean = self.mean_duration()
+        if self.has_timeouts or mean is None or mean * 2 > SCHEDULED_CHUNK_SECONDS:
+            return 1
+        size = self.chunk_size(workers, self.n - self.n_final)
+        if mean > 0:
+            size = min(size, int(SCHEDULED_CHUNK_SECONDS / mean))
+        return max(1, size)
 
     def chunk_size(self, workers: int, remaining: int) -> int:
         """Guided self-scheduling: a quarter of the per-worker share of what remains, bounded

@@ -109,6 +109,7 @@ class TaskSkipped(TaskError):
         self.dependency = dependency
 
 
+@public
 class RemoteError(CorralError):
     """Stands in for a worker exception that could not be pickled back.
 

@@ -106,7 +106,7 @@ class Scheduler:
         self._lock_gates: dict[str, Gate] = {}
         self._use_gates: dict[str, dict[float, Gate]] = {}
         self._memory_gates: dict[int, Gate] = {}
-        self._dirty: dict[Gate, None] = {}  # gates that may be open and have waiters
+        self._dirty: dict[Gate, None] = {}  # gates to look at: they may have opened
         self._pending: dict[int, Gate] = {}
         self._limit = starvation_limit
         self._started = 0
@@ -132,6 +132,8 @@ class Scheduler:
             gate = self._pending.pop(pos, None)
             if gate is not None:
                 gate.pending = None
+                if gate.waiters:
+                    self._dirty[gate] = None  # still open? its next waiter may follow
             blocker = self._blocker(pos)
             if blocker is None:
                 self._acquire(pos)
@@ -277,19 +279,24 @@ class Scheduler:
             self._blocked_fifo.append((self._started, pos))
 
     def _pump(self) -> None:
-        """Send the best waiter of each gate that opened back to the ready heap."""
+        """Send the best waiter of each gate that opened back to the ready heap.
+
+        Each gate in ``_dirty`` is looked at once and leaves it: a closed one is re-added by
+        the next release that concerns it (or the end of its reservation), one whose waiter
+        went back to the heap when ``pick`` pops that waiter. So a pump costs the gates that
+        changed, not every gate with waiters."""
         dirty = self._dirty
-        for gate in list(dirty):
-            if not gate.waiters or not self._is_open(gate):
-                del dirty[gate]  # a later release (or the end of a reservation) re-adds it
+        while dirty:
+            gate = next(iter(dirty))
+            del dirty[gate]
+            if gate.pending is not None or not gate.waiters or not self._is_open(gate):
                 continue
-            if gate.pending is None:
-                order = heapq.heappop(gate.waiters)
-                pos = order[2]
-                gate.pending = pos
-                self._pending[pos] = gate
-                self._state[pos] = READY
-                heapq.heappush(self._ready, order)
+            order = heapq.heappop(gate.waiters)
+            pos = order[2]
+            gate.pending = pos
+            self._pending[pos] = gate
+            self._state[pos] = READY
+            heapq.heappush(self._ready, order)
 
     def _is_open(self, gate: Gate) -> bool:
         kind = gate.kind
