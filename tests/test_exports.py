@@ -16,8 +16,8 @@ import corral
 EXPECTED = {
     "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "Outcome", "Pool",
     "RemoteError", "Report", "SerializationError", "Shared", "Status", "Task", "TaskCancelled",
-    "TaskError", "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count", "imap",
-    "map", "run", "share",
+    "TaskError", "TaskSkipped", "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count",
+    "imap", "map", "run", "share",
 }  # fmt: skip
 
 

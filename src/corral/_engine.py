@@ -233,10 +233,10 @@ class Engine:
         """Send one Call to the slot; False when there is nothing (suitable) left to send."""
         depth = len(self.slots[slot_id].calls)
         while len(self.slots[slot_id].calls) == depth:
-            batch = self._next_batch(prefetch)
-            if batch is None:
+            work = self._next_work(prefetch)
+            if work is None:
                 return False
-            positions = batch.take(len(self.slots))
+            batch, positions = work
             if batch.sink_claims and not batch.sink.claim(positions[0]):
                 self._finish_cancelled(batch, positions[0], None)
                 self._complete_if_done(batch)
@@ -244,10 +244,18 @@ class Engine:
             self._send(slot_id, batch, positions)
         return True
 
-    def _next_batch(self, prefetch: bool) -> Batch | None:
+    def _next_work(self, prefetch: bool) -> tuple[Batch, Sequence[int]] | None:
+        """Positions to send next, from the oldest batch that has something that may start
+        now; a batch whose ready tasks are all blocked (locks, resources) does not hold back
+        the ones after it."""
         for batch in self._batches:
-            if batch.has_ready():
-                return None if prefetch and batch.has_timeouts else batch
+            if not batch.has_ready():
+                continue
+            if prefetch and not batch.prefetchable:
+                return None
+            positions = batch.take(len(self.slots))
+            if positions:
+                return batch, positions
         return None
 
     def _worker_index(self, slot_id: int) -> int:
@@ -449,7 +457,7 @@ class Engine:
         if delay <= 0:
             batch.requeue([pos])
             return
-        batch.backing_off.add(pos)
+        batch.back_off(pos)
 
         def retry_now() -> None:
             if pos in batch.backing_off:
@@ -483,6 +491,7 @@ class Engine:
             started=started,
             finished=finished,
             traceback=tb,
+            group=batch.group_of(pos),
         )
         batch.finish_failed(pos, outcome)
 

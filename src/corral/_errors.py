@@ -101,6 +101,15 @@ class TaskCancelled(TaskError):
 
 
 @public
+class TaskSkipped(TaskError):
+    """A task did not run because a task it depends on (``after=``) did not succeed."""
+
+    def __init__(self, message: str, *, key: Any = None, dependency: Any = None) -> None:
+        super().__init__(message, key=key)
+        self.dependency = dependency
+
+
+@public
 class RemoteError(CorralError):
     """Stands in for a worker exception that could not be pickled back.
 
