@@ -308,6 +308,23 @@ def test_a_pool_releases_what_it_carried_when_it_closes():
     assert gone(handle)
 
 
+def pick(handle: corral.Shared, x: int) -> float:
+    return float(handle.value[x])
+
+
+def test_run_imap_and_executor_release_what_they_carried():
+    first = corral.share(np.arange(10.0))
+    report = corral.run([corral.Task(pick, kwargs={"handle": first, "x": 3})], workers=2)
+    assert report.results == [3.0] and gone(first)
+    second = corral.share(np.arange(10.0))
+    assert list(corral.imap(fail_on, [(second, 4), (second, 5)], workers=2)) == [4.0, 5.0]
+    assert gone(second)
+    third = corral.share(np.arange(10.0))
+    with corral.Executor(max_workers=2) as executor:
+        assert executor.submit(pick, third, 6).result(timeout=60) == 6.0
+    assert gone(third)
+
+
 def test_released_after_a_task_fails():
     handle = corral.share(np.arange(100.0))
     with pytest.raises(corral.BatchError):

@@ -17,10 +17,11 @@
 
 Ownership rule. The process that called ``share`` owns the segment and is the only one that
 unlinks it. It is released by the first of: ``handle.release()``; the end of
-``with corral.share(x) as h:``; the close of the Pools it was sent through (a handle that was
-never used in a ``with`` block is released when every Pool that was open while it was sent to
-workers has closed, so ``corral.map(f, [(h, x) ...])`` releases it on return, error or
-Ctrl-C); the handle being garbage collected; the interpreter exiting. A ``with`` block pins the
+``with corral.share(x) as h:``; the close of the Pools that used it (a handle that was never
+used in a ``with`` block is released when every Pool that was open while it was sent to
+workers, or read here, has closed, so ``corral.map(f, [(h, x) ...])`` releases it on return,
+error or Ctrl-C, with worker processes or serially); the handle being garbage collected; the
+interpreter exiting. A ``with`` block pins the
 handle: Pools then leave it alone, so one share can serve several runs. Workers never unlink,
 so a worker crash cannot lose or leak a segment.
 
@@ -124,12 +125,16 @@ class Shared:
     def value(self) -> Any:
         """The shared object: read-only, zero-copy views of the segment, cached per process."""
         with _lock:
+            record = _owned.get(self._segment.name)
+            if record is not None and record.pid == os.getpid():
+                if record.released:
+                    raise CorralError(f"{self!r} was released; it cannot be read any more")
+                # Read here by a serial-backend task, it is used by the open Pools just as
+                # if it had been sent to workers.
+                record.carriers.update(_lifecycle.live())
             cached = _attached.get(self._segment.path, _MISSING)
             if cached is not _MISSING:
                 return cached
-            record = _owned.get(self._segment.name)
-            if record is not None and record.released and record.pid == os.getpid():
-                raise CorralError(f"{self!r} was released; it cannot be read any more")
             return _attach(self._segment)
 
     def writable(self) -> Any:
