@@ -14,10 +14,10 @@ import pytest
 import corral
 
 EXPECTED = {
-    "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "Outcome", "Pool",
-    "RemoteError", "Report", "SerializationError", "Status", "Task", "TaskCancelled",
-    "TaskError", "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count", "imap",
-    "map", "run",
+    "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "FixtureError",
+    "Outcome", "Pool", "RemoteError", "Report", "SerializationError", "Service", "ServiceError",
+    "Status", "Task", "TaskCancelled", "TaskError", "TaskTimeout", "WorkerCrashed",
+    "WorkerStartError", "cpu_count", "fixture", "free_port", "imap", "map", "run",
 }  # fmt: skip
 
 
@@ -102,12 +102,13 @@ def test_error_hierarchy():
     assert issubclass(corral.ConfigError, ValueError)
     assert issubclass(corral.SerializationError, corral.CorralError)
     assert issubclass(corral.SerializationError, TypeError)
-    for name in ("TaskTimeout", "WorkerCrashed", "WorkerStartError", "TaskCancelled"):
+    for name in ("TaskTimeout", "WorkerCrashed", "WorkerStartError", "TaskCancelled", "FixtureError"):
         assert issubclass(getattr(corral, name), corral.TaskError)
     assert issubclass(corral.TaskTimeout, TimeoutError)
     assert issubclass(corral.TaskError, corral.CorralError)
     assert issubclass(corral.RemoteError, corral.CorralError)
     assert issubclass(corral.BatchError, corral.CorralError)
+    assert issubclass(corral.ServiceError, corral.CorralError)
 
 
 def test_status_is_a_str_enum():
@@ -143,3 +144,20 @@ def test_remote_error_pickles_round_trip():
     assert (again.type_name, again.message, again.remote_traceback) == (
         "pkg.Weird", "message", "traceback text",
     )  # fmt: skip
+
+
+def test_fixture_error_pickles_round_trip():
+    error = corral.FixtureError(
+        "set-up failed", fixture="omc", key=3, cause=ValueError("x"), attempt="1-a-1"
+    )
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is corral.FixtureError
+    assert (again.fixture, again.key, again.attempt) == ("omc", 3, "1-a-1")
+    assert type(again.cause) is ValueError and str(again) == "set-up failed"
+
+
+def test_service_error_pickles_round_trip():
+    error = corral.ServiceError("no", argv=("a",), attempts=("1",), output=("line",))
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is corral.ServiceError
+    assert (again.argv, again.attempts, again.output, str(again)) == (("a",), ("1",), ("line",), "no")

@@ -7,6 +7,9 @@ The public names, and nothing else::
     corral.run([corral.Task(...)])    -> corral.Report
     corral.Pool(...)                  warm workers reused across calls
     corral.Executor(...)              a concurrent.futures.Executor
+    @corral.fixture                   per-worker state given to tasks by parameter name
+    corral.Service(argv, ...)         an external program on a free port, never left behind
+    corral.free_port()                a port no other corral process will be given
 
 Everything in underscore modules is internal and may change.
 
@@ -26,8 +29,10 @@ if _typing.TYPE_CHECKING:
         BatchError,
         ConfigError,
         CorralError,
+        FixtureError,
         RemoteError,
         SerializationError,
+        ServiceError,
         TaskCancelled,
         TaskError,
         TaskTimeout,
@@ -35,9 +40,12 @@ if _typing.TYPE_CHECKING:
         WorkerStartError,
     )
     from ._executor import Executor
+    from ._fixtures import fixture
     from ._outcome import Failure, Outcome, Report, Status
     from ._platform import cpu_count
     from ._pool import Pool
+    from ._ports import free_port
+    from ._services import Service
     from ._task import Task
 
 __version__ = "0.1.0"
@@ -48,11 +56,14 @@ _HOMES = {
     "CorralError": "_errors",
     "Executor": "_executor",
     "Failure": "_outcome",
+    "FixtureError": "_errors",
     "Outcome": "_outcome",
     "Pool": "_pool",
     "RemoteError": "_errors",
     "Report": "_outcome",
     "SerializationError": "_errors",
+    "Service": "_services",
+    "ServiceError": "_errors",
     "Status": "_outcome",
     "Task": "_task",
     "TaskCancelled": "_errors",
@@ -61,6 +72,8 @@ _HOMES = {
     "WorkerCrashed": "_errors",
     "WorkerStartError": "_errors",
     "cpu_count": "_platform",
+    "fixture": "_fixtures",
+    "free_port": "_ports",
     "imap": "_api",
     "map": "_api",
     "run": "_api",
@@ -72,11 +85,14 @@ __all__ = [
     "CorralError",
     "Executor",
     "Failure",
+    "FixtureError",
     "Outcome",
     "Pool",
     "RemoteError",
     "Report",
     "SerializationError",
+    "Service",
+    "ServiceError",
     "Status",
     "Task",
     "TaskCancelled",
@@ -85,6 +101,8 @@ __all__ = [
     "WorkerCrashed",
     "WorkerStartError",
     "cpu_count",
+    "fixture",
+    "free_port",
     "imap",
     "map",
     "run",

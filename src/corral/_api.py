@@ -50,7 +50,7 @@ def map(
         timeout=timeout, retries=retries, errors=errors, chunksize=chunksize,
         start_method=start_method, backend=backend, progress=progress, **options,
     )  # fmt: skip
-    _validate(workers, opts)
+    _validate(workers, opts).fixtures.check(fn)  # issue 4: before any worker starts
     items = list(iterable)
     with Pool(workers, _n_tasks=len(items), **opts) as pool:
         return pool.map(fn, items)
@@ -74,7 +74,7 @@ def imap(
     """
     if not callable(fn):
         raise ConfigError(f"fn must be callable, not {fn!r}")
-    _validate(workers, options)
+    _validate(workers, options).fixtures.check(fn)  # issue 4: before any worker starts
 
     def generate() -> Iterator[Any]:
         # The Pool starts at the first next(): an iterator never iterated starts nothing.
@@ -103,8 +103,9 @@ def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -
         return pool.run(task_list)
 
 
-def _validate(workers: Any, options: dict[str, Any]) -> None:
+def _validate(workers: Any, options: dict[str, Any]) -> PoolOptions:
     """Every option checked before the input is read or a process started."""
     pool_kw, run_kw = split_options(options)
-    PoolOptions(workers=workers, **pool_kw)
+    pool_options = PoolOptions(workers=workers, **pool_kw)
     RunOptions(**run_kw)
+    return pool_options

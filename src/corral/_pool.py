@@ -22,7 +22,8 @@ from ._backends.process import ProcessBackend
 from ._backends.serial import SerialBackend
 from ._batch import Batch, CollectSink, FutureSink, StreamSink
 from ._engine import Engine
-from ._errors import BatchError, ConfigError, CorralError
+from ._errors import BatchError, ConfigError, CorralError, SerializationError
+from ._fixture_cache import FixtureCache
 from ._functions import FunctionTable
 from ._options import (
     PoolOptions,
@@ -92,9 +93,8 @@ class Pool:
     # -- start-up -------------------------------------------------------------------------
     def _start_serial(self) -> None:
         self.functions = FunctionTable(pickle=False)
-        self.engine = Engine(
-            SerialBackend(self.functions.function), self.functions, self.options, self._wakeup_r
-        )
+        backend = SerialBackend(self.functions.function, _serial_fixtures(self.options))
+        self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
         self.serial = True
         self.workers = 1
         if self._initializer is not None:
@@ -112,6 +112,7 @@ class Pool:
             measure_rss=self.options.max_worker_memory is not None,
             kill_grace=self.options.kill_grace,
             wakeup=self._wakeup_r,
+            fixtures=_worker_fixtures(self.options),
         )
         self.functions = FunctionTable(pickle=True)
         self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
@@ -181,6 +182,7 @@ class Pool:
     ) -> Batch:
         if not callable(fn):
             raise ConfigError(f"fn must be callable, not {fn!r}")
+        self.options.fixtures.check(fn)  # issue 4: a parameter nobody fills fails here
         fn_id = self.functions.acquire(fn)
         batch = Batch(
             items,
@@ -196,6 +198,8 @@ class Pool:
 
     def _batch_for_tasks(self, tasks: list[Task], options: RunOptions, sink: Any) -> Batch:
         fn_ids = []
+        for task in tasks:  # issue 4: a parameter nobody fills fails here, before any work
+            self.options.fixtures.check(task.fn, task._kwargs)
         try:
             for task in tasks:
                 fn_ids.append(self.functions.acquire(task.fn))
@@ -320,6 +324,23 @@ class Pool:
     def __repr__(self) -> str:
         kind = "serial" if self.serial else f"{self.workers} workers"
         return f"<corral.Pool {kind}{' closed' if self._closed else ''}>"
+
+
+def _worker_fixtures(options: PoolOptions) -> bytes | None:
+    """The pool's fixtures for its worker processes (issue 4), pickled once, or None."""
+    if not options.fixtures:
+        return None
+    try:
+        return _codec.dumps((options.fixtures, options.fixture_failures))
+    except Exception as exc:
+        raise SerializationError(f"the fixtures cannot be pickled for the workers: {exc}") from exc
+
+
+def _serial_fixtures(options: PoolOptions) -> FixtureCache | None:
+    """The fixture cache of a serial pool (issue 4): set up in this process, or None."""
+    if not options.fixtures:
+        return None
+    return FixtureCache(options.fixtures, options.fixture_failures)
 
 
 def _check_tasks(tasks: Iterable[Task]) -> list[Task]:
