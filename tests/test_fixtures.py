@@ -125,8 +125,8 @@ def test_fixture_requests_another_by_parameter_name(tmp_path):
     base = tracked(tmp_path, "other")
     top = tracked(tmp_path, "resource", scope="task", requests=("other",))
     results = corral.map(use_two, range(4), workers=2, chunksize=1, fixtures=[top, base])
-    for x, resource, other in results:
-        name, pid, deps = resource
+    for _, resource, other in results:
+        name, _, deps = resource
         assert name == "resource" and deps == {"other": other}
     assert all(n == 1 for n in notes(tmp_path, "setup.other").values())
     assert sum(notes(tmp_path, "setup.resource").values()) == 4
@@ -252,7 +252,8 @@ def test_a_fixture_that_keeps_failing_stops_being_tried(tmp_path, chunksize):
 
 def test_tasks_that_do_not_need_a_broken_fixture_still_run(tmp_path):
     broken = tracked(tmp_path, fail=True)
-    tasks = [corral.Task(use, (x,)) for x in range(10)] + [corral.Task(abs, (-x,)) for x in range(5)]
+    tasks = [corral.Task(use, (x,)) for x in range(10)]
+    tasks += [corral.Task(abs, (-x,)) for x in range(5)]
     report = corral.run(
         tasks, workers=2, chunksize=1, errors="return", fixture_failures=2, fixtures=[broken]
     )
@@ -309,7 +310,7 @@ def needs_missing(x, *, solver):
 
 def test_keyword_only_parameter_nobody_provides_is_an_error_naming_it(tmp_path):
     fx = tracked(tmp_path)
-    with pytest.raises(corral.ConfigError, match="'solver'.*resource"):
+    with pytest.raises(corral.ConfigError, match=r"'solver'.*resource"):
         corral.map(needs_missing, range(3), workers=2, fixtures=[fx])
     with pytest.raises(corral.ConfigError, match="'solver'"):
         corral.run([corral.Task(needs_missing, (1,))], workers=2)
@@ -362,7 +363,7 @@ def test_fixtures_must_be_decorated_and_uniquely_named(tmp_path):
     def plain():
         return 1
 
-    with pytest.raises(corral.ConfigError, match="@corral.fixture"):
+    with pytest.raises(corral.ConfigError, match=r"@corral\.fixture"):
         corral.map(abs, [1], fixtures=[plain])
     with pytest.raises(corral.ConfigError, match="two fixtures"):
         corral.map(abs, [1], fixtures=[tracked(tmp_path), tracked(tmp_path)])
