@@ -225,8 +225,7 @@ class Service:
                 except _Failed as failure:
                     port = reservation.port if reservation is not None else None
                     failures.append(f"attempt {attempt} (port {port}): {failure}")
-                    tail = self.output  # before _discard forgets the run
-                    self._discard(reservation)
+                    tail = self._discard(reservation)
                     if port is not None:
                         avoid.add(port)
                         start = port + 1 if start is not None else None
@@ -330,14 +329,18 @@ class Service:
             self._log.close()
         self._log = None
 
-    def _discard(self, reservation: Reservation | None) -> None:
-        """Stop a failed attempt's program and free its port (the next attempt avoids it)."""
+    def _discard(self, reservation: Reservation | None) -> list[str]:
+        """Stop a failed attempt's program and free its port (the next attempt avoids it);
+        the program's last output lines, complete once its output pipe is drained."""
         run, self._run = self._run, None
+        tail: list[str] = []
         if run is not None:
             self._terminate(run)
+            tail = list(run.tail)
         if reservation is not None:
             reservation.release()
         self.port = self.token = self.pid = None
+        return tail
 
     def _terminate(self, run: _Run) -> None:
         group = run.proc.pid
