@@ -34,7 +34,7 @@ SCRIPT = Path(__file__).parent / "scripts" / "service_batch.py"
 GONE_WAIT = 10.0
 
 
-# -- clients -------------------------------------------------------------------------------------
+# -- clients ---------------------------------------------------------------------------------------
 class Sim:
     """A REQ client of one simserver; every request carries ``token``."""
 
@@ -171,7 +171,7 @@ def test_program_that_keeps_exiting_raises_service_error_with_its_output():
 
 def test_program_never_ready_is_stopped_and_retried():
     service = corral.Service(["sleep", "1000"], startup_timeout=0.3, retries=1, grace=0.5)
-    with pytest.raises(corral.ServiceError, match="not ready after 0.3 s"):
+    with pytest.raises(corral.ServiceError, match=r"not ready after 0\.3 s"):
         service.start()
     assert not service.running
 
@@ -268,20 +268,46 @@ def test_bad_arguments_are_config_errors():
         corral.Service("redis-server --port {port}")
 
 
-# -- ports across processes --------------------------------------------------------------------------
+# -- ports across processes ------------------------------------------------------------------------
 HOLD_PORT = "import sys, corral; print(corral.free_port(), flush=True); sys.stdin.read()"
 
 
 def test_free_port_never_gives_two_processes_the_same_port():
+    command = [sys.executable, "-c", HOLD_PORT]
     procs = [
-        subprocess.Popen([sys.executable, "-c", HOLD_PORT], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for _ in range(8)
     ]
     try:
         ports = [int(p.stdout.readline()) for p in procs]
         ports.append(corral.free_port())
         assert len(set(ports)) == len(ports)
+    finally:
+        for p in procs:
+            p.stdin.close()
+            p.wait(timeout=30)
+
+
+RESERVE_FROM = (
+    "import sys; from corral._ports import reserve; sys.stdin.readline(); "
+    "print(reserve(start=int(sys.argv[1])).port, flush=True); sys.stdin.read()"
+)
+
+
+def test_processes_asking_for_the_same_start_port_at_once_get_different_ports():
+    start = corral.free_port() + 1  # any port; ports taken from it upward are skipped
+    command = [sys.executable, "-c", RESERVE_FROM, str(start)]
+    procs = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    try:
+        for p in procs:  # all started: let them race for the same ports
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        ports = [int(p.stdout.readline()) for p in procs]
+        assert len(set(ports)) == len(ports)
+        assert all(port >= start for port in ports)
     finally:
         for p in procs:
             p.stdin.close()
@@ -309,7 +335,7 @@ def test_a_port_reserved_by_another_process_is_not_given(tmp_path):
         child.wait(timeout=30)
 
 
-# -- one server per worker -----------------------------------------------------------------------------
+# -- one server per worker -------------------------------------------------------------------------
 def redis_fixture(server):
     @corral.fixture
     def redis():
@@ -419,7 +445,7 @@ def test_server_dies_with_a_worker_killed_by_a_timeout(tmp_path, zmq):
         assert not gone_within(pids), "the server outlived its timed-out worker"
 
 
-# -- the coordinator is SIGKILLed ---------------------------------------------------------------------
+# -- the coordinator is SIGKILLed ------------------------------------------------------------------
 def test_servers_die_when_the_coordinator_is_killed(tmp_path, zmq):
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip

@@ -21,8 +21,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the client module, here and in the worker processes
 
-import corral  # noqa: E402
 from client import SimClient  # noqa: E402
+
+import corral  # noqa: E402
 
 SERVER = HERE / "simserver.py"
 FIELDS = ["case", "zeta", "omega", "force", "x_end", "v_end", "peak", "energy_end"]
@@ -32,9 +33,11 @@ FIELDS = ["case", "zeta", "omega", "force", "x_end", "v_end", "peak", "energy_en
 def simulator():
     argv = [sys.executable, str(SERVER), "--interactive=zmq", "--interactivePort={port}",
             "-z={token}"]  # fmt: skip
-    with corral.Service(argv, ready="tcp", port=10000) as service:
-        with SimClient(service.host, service.port, service.token) as client:
-            yield client
+    with (
+        corral.Service(argv, ready="tcp", port=10000) as service,
+        SimClient(service.host, service.port, service.token) as client,
+    ):
+        yield client
 
 
 def simulate(case: dict[str, Any], *, simulator: SimClient) -> dict[str, Any]:
