@@ -148,6 +148,16 @@ def test_the_tasks_own_keyword_arguments_win_over_a_fixture(tmp_path):
     assert report.results[1][1] == report.outcomes[1].pid
 
 
+def test_the_tasks_own_arguments_win_after_the_fixture_was_given_to_others(tmp_path):
+    tasks = [
+        corral.Task(use, (1,)),
+        corral.Task(use, (2,), {"resource": ("mine", -1, {})}),
+        corral.Task(use, (3,)),
+    ]
+    report = corral.run(tasks, backend="serial", fixtures=[tracked(tmp_path)])
+    assert [r[1] for r in report.results] == [os.getpid(), -1, os.getpid()]
+
+
 def test_imap_and_executor_inject_fixtures(tmp_path):
     fx = tracked(tmp_path)
     assert [r[0] for r in corral.imap(use, range(5), workers=2, fixtures=[fx])] == list(range(5))
