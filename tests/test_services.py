@@ -156,6 +156,23 @@ def test_service_ready_by_a_callable(zmq):
         assert calls and set(calls) == {service.port}
 
 
+def test_a_ready_callable_that_raises_means_not_ready_yet(zmq):
+    calls = []
+
+    def answers(service):
+        calls.append(service.port)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("not listening yet")
+        return True
+
+    with corral.Service(sim_argv(), ready=answers):
+        assert len(calls) == 3
+    never = corral.Service(["sleep", "1000"], port=None, ready=lambda s: 1 / 0,
+                           startup_timeout=0.2, retries=0)  # fmt: skip
+    with pytest.raises(corral.ServiceError, match="last check: ZeroDivisionError"):
+        never.start()
+
+
 def test_program_that_keeps_exiting_raises_service_error_with_its_output():
     service = corral.Service(["sh", "-c", "echo cannot bind port {port} >&2; exit 3"], retries=2)
     with pytest.raises(corral.ServiceError) as info:

@@ -117,8 +117,9 @@ class Service:
     values of ``env``, which are added to this process's environment. ``ready`` says when the
     program can be used: ``"tcp"`` (it accepts connections on its port), a regular expression
     awaited on its output (stdout and stderr), or a callable given this Service and returning
-    True once ready. ``port="auto"`` lets the OS choose, an int is the first candidate (the
-    next ones are tried upward), None means the program needs no port.
+    True once ready (an exception it raises means "not yet"). ``port="auto"`` lets the OS
+    choose, an int is the first candidate (the next ones are tried upward), None means the
+    program needs no port.
 
     A start that fails (the program exits early, e.g. address in use, or is not ready within
     ``startup_timeout`` seconds) is retried on another port up to ``retries`` times, then
@@ -180,6 +181,7 @@ class Service:
         self._run: _Run | None = None
         self._reservation: Reservation | None = None
         self._keeper: subprocess.Popen[bytes] | None = None
+        self._check_error: Exception | None = None  # the ready callable's last exception
 
     # -- public surface ---------------------------------------------------------------------
     @property
@@ -211,33 +213,46 @@ class Service:
         """Start the program and wait until it is ready; ServiceError after ``retries``."""
         if self._run is not None:
             raise ServiceError(f"{self.argv[0]} is already started", argv=self.argv)
+        try:
+            self._open_log()
+            self._keeper = _start_keeper(self.grace)
+            failed = self._start_on_some_port()
+        except BaseException:
+            self.stop()
+            raise
+        if failed is None:
+            return self
+        self.stop()
+        failures, tail = failed
+        raise ServiceError(_failure_message(self.argv, failures, tail), argv=self.argv,
+                           attempts=tuple(failures), output=tuple(tail))  # fmt: skip
+
+    def _start_on_some_port(self) -> tuple[list[str], list[str]] | None:
+        """Attempts on successive ports until one is ready (it is then ``self._run``): None,
+        or when all failed, why each did and the last one's output lines."""
         failures: list[str] = []
         tail: list[str] = []
         avoid: set[int] = set()
         start = self._start_port
-        try:
-            self._open_log()
-            self._keeper = _start_keeper(self.grace)
-            for attempt in range(1, self.retries + 2):
-                reservation = self._reserve(start, avoid)
-                try:
-                    self._attempt(reservation)
-                except _Failed as failure:
-                    port = reservation.port if reservation is not None else None
-                    failures.append(f"attempt {attempt} (port {port}): {failure}")
-                    tail = self._discard(reservation)
-                    if port is not None:
-                        avoid.add(port)
-                        start = port + 1 if start is not None else None
-                    continue
-                self._reservation = reservation
-                return self
-        except BaseException:
-            self.stop()
-            raise
-        self.stop()
-        raise ServiceError(_failure_message(self.argv, failures, tail), argv=self.argv,
-                           attempts=tuple(failures), output=tuple(tail))  # fmt: skip
+        for attempt in range(1, self.retries + 2):
+            reservation = self._reserve(start, avoid)
+            try:
+                self._attempt(reservation)
+            except _Failed as failure:
+                port = reservation.port if reservation is not None else None
+                failures.append(f"attempt {attempt} (port {port}): {failure}")
+                tail = self._discard(reservation)
+                if port is not None:
+                    avoid.add(port)
+                    start = port + 1 if start is not None else None
+                continue
+            except BaseException:  # the caller stops the program; the port is ours to free
+                if reservation is not None:
+                    reservation.release()
+                raise
+            self._reservation = reservation
+            return None
+        return failures, tail
 
     def _reserve(self, start: int | None, avoid: set[int]) -> Reservation | None:
         if not self._needs_port:
@@ -281,6 +296,7 @@ class Service:
     def _await_ready(self) -> None:
         run = self._run
         assert run is not None
+        self._check_error = None
         deadline = time.monotonic() + self.startup_timeout
         while True:
             code = run.proc.poll()
@@ -289,7 +305,9 @@ class Service:
             if self._is_ready(run):
                 return
             if time.monotonic() > deadline:
-                raise _Failed(f"not ready after {self.startup_timeout:g} s")
+                last = self._check_error
+                why = f" (last check: {type(last).__name__}: {last})" if last is not None else ""
+                raise _Failed(f"not ready after {self.startup_timeout:g} s{why}")
             if run.pattern is not None:
                 run.matched.wait(POLL)
             else:
@@ -300,7 +318,11 @@ class Service:
         if isinstance(ready, re.Pattern):
             return run.matched.is_set()
         if callable(ready):
-            return bool(ready(self))
+            try:
+                return bool(ready(self))
+            except Exception as exc:  # "connection refused" while it starts: not ready yet
+                self._check_error = exc
+                return False
         assert self.port is not None
         return _accepts(self.host, self.port) and _listens(run.proc.pid, self.port)
 
