@@ -430,6 +430,22 @@ def test_one_zmq_server_per_worker_all_asking_for_the_same_default_port(zmq):
     assert not gone_within({server_pid for _, server_pid in servers}, 0)
 
 
+def test_a_service_that_cannot_start_fails_its_tasks_with_the_service_error(tmp_path):
+    @corral.fixture
+    def sim():
+        argv = ["sh", "-c", "echo licence server unreachable; exit 2"]
+        with corral.Service(argv, retries=1) as service:
+            yield service
+
+    report = corral.run([corral.Task(sim_task, (i,)) for i in range(4)], workers=2,
+                        errors="return", fixtures=[sim])  # fmt: skip
+    for outcome in report.outcomes:
+        assert isinstance(outcome.error, corral.FixtureError)
+        assert isinstance(outcome.error.cause, corral.ServiceError)
+        assert "licence server unreachable" in outcome.error.cause.output
+        assert len(outcome.error.cause.attempts) == 2
+
+
 def server_pid(*, sim):
     return sim.pid
 
@@ -463,9 +479,11 @@ def test_server_dies_with_a_worker_killed_by_a_timeout(tmp_path, zmq):
 
 
 # -- the coordinator is SIGKILLed ------------------------------------------------------------------
-def test_servers_die_when_the_coordinator_is_killed(tmp_path, zmq):
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
+def test_servers_die_when_the_coordinator_is_killed(tmp_path, zmq, start_method):
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path), start_method],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
     started: set[int] = set()
     services: set[int] = set()
     try:

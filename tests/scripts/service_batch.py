@@ -1,6 +1,6 @@
 """A coordinator for the test to SIGKILL: its workers' servers must not outlive it.
 
-    python service_batch.py MARKER_DIR
+    python service_batch.py MARKER_DIR START_METHOD
 
 A Pool of 2 workers, each with a ZeroMQ simulation server (a ``corral.Service`` started by a
 worker fixture); both tasks hang. Markers in MARKER_DIR: ``service-<pid>`` once a server is
@@ -45,9 +45,9 @@ def task(x: int, marker_dir: str, *, server: int) -> int:
 
 
 def main() -> None:
-    markers = Path(sys.argv[1])
+    markers, start_method = Path(sys.argv[1]), sys.argv[2]
     fn = functools.partial(task, marker_dir=str(markers))
-    with corral.Pool(2, fixtures=[server_fixture(markers)]) as pool:
+    with corral.Pool(2, start_method=start_method, fixtures=[server_fixture(markers)]) as pool:
         pool.map(fn, range(2), chunksize=1)
 
 
