@@ -16,8 +16,9 @@ import corral
 EXPECTED = {
     "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "FixtureError",
     "Outcome", "Pool", "RemoteError", "Report", "SerializationError", "Service", "ServiceError",
-    "Status", "Task", "TaskCancelled", "TaskError", "TaskTimeout", "WorkerCrashed",
-    "WorkerStartError", "cpu_count", "fixture", "free_port", "imap", "map", "run",
+    "Status", "Task", "TaskCancelled", "TaskError", "TaskSkipped", "TaskTimeout",
+    "WorkerCrashed", "WorkerStartError", "cpu_count", "fixture", "free_port", "imap", "map",
+    "run",
 }  # fmt: skip
 
 

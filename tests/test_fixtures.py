@@ -395,3 +395,14 @@ def test_fixture_name_can_be_given():
 
     assert corral.map(use, [1], backend="serial", fixtures=[make_it])[0][1] == 0
     assert repr(make_it) == "<corral fixture 'resource' (worker scope)>"
+
+
+# -- with scheduled tasks (locks) ----------------------------------------------------------------
+def test_fixtures_with_locked_tasks_and_a_broken_fixture_releases_its_locks(tmp_path):
+    broken = tracked(tmp_path, "other", fail=True)
+    tasks = [corral.Task(use_two, (x,), locks=["shared"]) for x in range(6)]
+    tasks += [corral.Task(use, (x,), locks=["shared"]) for x in range(6)]
+    report = corral.run(tasks, workers=2, errors="return", fixture_failures=2,
+                        fixtures=[tracked(tmp_path), broken])  # fmt: skip
+    assert all(isinstance(o.error, corral.FixtureError) for o in report.outcomes[:6])
+    assert [o.value[0] for o in report.outcomes[6:]] == list(range(6))

@@ -141,6 +141,12 @@ def test_ctrl_c_during_run_reports_every_task_by_key(tmp_path):
     assert result.caught["statuses"] == EXPECTED_STATUSES
 
 
+def test_ctrl_c_cancels_scheduled_tasks_and_their_dependants(tmp_path):
+    result = interrupt(tmp_path, "scheduled")
+    assert result.caught["keys"] == [f"t{x}" for x in range(N)] + ["agg"]
+    assert result.caught["statuses"] == [*EXPECTED_STATUSES, "cancelled"]
+
+
 def test_ctrl_c_exits_promptly(tmp_path):
     started = time.monotonic()
     result = interrupt(tmp_path, "map")

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._errors import ConfigError
+from ._needs import check_item_specs, needs_for_items, plan, pop_item_specs
 from ._options import PoolOptions, RunOptions, split_options
 from ._outcome import Report
-from ._pool import Pool
+from ._pool import Pool, _check_tasks, plan_tasks
 from ._public import public
 from ._task import Task
 
@@ -39,21 +40,30 @@ def map(
     holding every outcome; with ``errors="return"`` failed items are ``corral.Failure``
     objects in the returned list.
 
+    Per-item scheduling (see ``corral.Task``): ``locks=``, ``uses=``, ``memory=``, ``after=``
+    (input positions), ``cost=``, ``priority=`` and ``group=``, each a callable of the item or
+    a constant; with ``resources=`` and ``memory_budget=`` for the run.
+
     Example::
 
         import corral
         squares = corral.map(lambda x: x * x, range(1000), timeout=30, retries=1)
+        means = corral.map(reduce_file, files, locks=lambda f: [f], memory="2GiB")
     """
     if not callable(fn):
         raise ConfigError(f"fn must be callable, not {fn!r}")
+    specs = pop_item_specs(options)
+    check_item_specs(specs)
     opts = dict(
         timeout=timeout, retries=retries, errors=errors, chunksize=chunksize,
         start_method=start_method, backend=backend, progress=progress, **options,
     )  # fmt: skip
-    _validate(workers, opts).fixtures.check(fn)  # issue 4: before any worker starts
+    run_options = _validate(workers, opts, fn)
     items = list(iterable)
+    needs, groups = needs_for_items(specs, items)
+    checked = plan(range(len(items)), needs, run_options)
     with Pool(workers, _n_tasks=len(items), **opts) as pool:
-        return pool.map(fn, items)
+        return pool._map(fn, items, pool.run_options, checked, groups)
 
 
 @public
@@ -74,7 +84,12 @@ def imap(
     """
     if not callable(fn):
         raise ConfigError(f"fn must be callable, not {fn!r}")
-    _validate(workers, options).fixtures.check(fn)  # issue 4: before any worker starts
+    if pop_item_specs(options):
+        raise ConfigError(
+            "imap does not take locks=, uses=, memory=, after=, cost=, priority= or group=: "
+            "use map or run, which see the whole batch"
+        )
+    _validate(workers, options, fn)
 
     def generate() -> Iterator[Any]:
         # The Pool starts at the first next(): an iterator never iterated starts nothing.
@@ -95,17 +110,24 @@ def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -
     """Run ``corral.Task`` objects and return a ``corral.Report`` (outcomes in task order).
 
     With ``errors="raise"`` (default) a ``BatchError`` is raised after the batch if any task
-    failed; its ``.report`` is the Report.
+    failed; its ``.report`` is the Report. Tasks may declare locks, counted resources (with
+    capacities in ``resources=``), memory (against ``memory_budget=``), dependencies and
+    cost hints; the whole batch is checked before any worker starts.
     """
-    _validate(workers, options)
-    task_list = list(tasks)
+    run_options = _validate(workers, options)
+    task_list = _check_tasks(tasks)
+    checked = plan_tasks(task_list, run_options)
     with Pool(workers, _n_tasks=len(task_list), **options) as pool:
-        return pool.run(task_list)
+        return pool._run_tasks(task_list, pool.run_options, checked)
 
 
-def _validate(workers: Any, options: dict[str, Any]) -> PoolOptions:
-    """Every option checked before the input is read or a process started."""
+def _validate(
+    workers: Any, options: dict[str, Any], fn: Callable[..., Any] | None = None
+) -> RunOptions:
+    """Every option checked before the input is read or a process started; with ``fn``, also
+    that every keyword-only parameter of it has a value (issue 4: fixtures)."""
     pool_kw, run_kw = split_options(options)
     pool_options = PoolOptions(workers=workers, **pool_kw)
-    RunOptions(**run_kw)
-    return pool_options
+    if fn is not None:
+        pool_options.fixtures.check(fn)
+    return RunOptions(**run_kw)

@@ -9,7 +9,10 @@ Where finished results go is the batch's ``Sink``:
     FutureSink   submit: one concurrent.futures.Future
 
 Owned by the engine thread (the only writer once submitted). The caller's thread only waits on
-``done_event`` and reads the sink after it is set. Positions move:
+``done_event`` and reads the sink after it is set. A batch whose tasks declare locks,
+resources, memory, dependencies or cost has a ``Scheduler`` (``_scheduler``): it then hands
+out one position at a time, the one the scheduler picks, and tells the scheduler how each
+ended. Otherwise positions move:
 
     new (cursor) ──take──► running ──► final (ok / failed / timeout / crashed / cancelled)
                              │  ▲
@@ -28,10 +31,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._errors import CorralError
+from ._errors import CorralError, TaskSkipped
 from ._messages import Result
 from ._options import RunOptions
 from ._outcome import Outcome, Report, Status, result_of
+from ._scheduler import Scheduler
 
 CHUNK_TARGET_SECONDS = 0.1
 """Longest a chunk should take once task durations are known: short enough to balance the
@@ -40,6 +44,11 @@ last tasks across workers, long enough that the pipe round trip (~100 µs) stays
 CHUNK_FLOOR_SECONDS = 0.0005
 """Shortest worthwhile chunk, a few round trips' worth: below it the pipe costs more than
 the tasks, so the tail of a batch is not split further."""
+
+SCHEDULED_CHUNK_SECONDS = 0.005
+"""Longest a Call of scheduled tasks may take. The tasks of one Call hold their locks and
+resources until the whole Call returns, so only tasks far shorter than a round trip's worth
+of coordinator work are grouped (one by one otherwise)."""
 
 
 @dataclass(slots=True)
@@ -70,9 +79,10 @@ class Sink(Protocol):
 
 class Observer(Protocol):
     """Told as a batch's tasks reach their final state (progress). Called on the engine thread;
-    must be quick and must not raise."""
+    must be quick and must not raise. ``groups``: each finished task's group, when the batch
+    has groups."""
 
-    def advance(self, n_ok: int, n_failed: int) -> None: ...
+    def advance(self, n_ok: int, n_failed: int, groups: list[str | None] | None) -> None: ...
 
 
 class Batch:
@@ -90,6 +100,8 @@ class Batch:
         retries: Sequence[int | None] | None = None,
         closed: bool = True,
         observer: Observer | None = None,
+        scheduler: Scheduler | None = None,
+        groups: Sequence[str | None] | None = None,
     ) -> None:
         self.items = items
         self.fn_ids = fn_ids
@@ -101,12 +113,14 @@ class Batch:
         self.timeouts = timeouts
         self.retries = retries
         self.observer = observer
+        self.scheduler = scheduler
+        self.groups = groups
         self.has_timeouts = options.timeout is not None or (
             timeouts is not None and any(t is not None for t in timeouts)
         )
         self.n = len(items)
         self.closed = closed
-        self.cursor = 0
+        self.cursor = self.n if scheduler is not None else 0  # the scheduler hands out positions
         self.requeued: deque[Sequence[int]] = deque()
         self.backing_off: set[int] = set()
         self.extra_attempts: dict[int, int] = {}
@@ -134,6 +148,9 @@ class Batch:
             return self.retries[pos]  # type: ignore[return-value]
         return self.options.retries
 
+    def group_of(self, pos: int) -> str | None:
+        return self.groups[pos] if self.groups is not None else None
+
     def attempts_of(self, pos: int) -> int:
         return 1 + self.extra_attempts.get(pos, 0)
 
@@ -148,10 +165,23 @@ class Batch:
 
     # -- handing out work -----------------------------------------------------------------
     def has_ready(self) -> bool:
-        return not self.cancelled and (bool(self.requeued) or self.cursor < self.n)
+        if self.cancelled:
+            return False
+        if self.scheduler is not None:
+            return self.scheduler.has_work()
+        return bool(self.requeued) or self.cursor < self.n
+
+    @property
+    def prefetchable(self) -> bool:
+        """Whether a Call may wait in a worker's pipe behind another: not when timeouts run
+        from dispatch, nor when the scheduler must know what truly runs (locks, resources)."""
+        return not self.has_timeouts and self.scheduler is None
 
     def take(self, workers: int) -> Sequence[int]:
-        """The next positions to dispatch together: requeued ones first, else a new chunk."""
+        """The next positions to dispatch together: requeued ones first, else a new chunk;
+        with a scheduler, the one task it picks, or none when nothing ready fits now."""
+        if self.scheduler is not None:
+            return self._pick(workers)
         if self.requeued:
             return self.requeued.popleft()
         remaining = self.n - self.cursor
@@ -159,6 +189,26 @@ class Batch:
         start = self.cursor
         self.cursor += size
         return range(start, start + size)
+
+    def _pick(self, workers: int) -> Sequence[int]:
+        """Scheduled tasks: one, or for very short tasks several that fit together."""
+        picked: list[int] = []
+        limit = self._scheduled_chunk(workers)
+        while len(picked) < limit:
+            pos = self.scheduler.pick()  # type: ignore[union-attr]
+            if pos is None:
+                break
+            picked.append(pos)
+        return picked
+
+    def _scheduled_chunk(self, workers: int) -> int:
+        mean = self.mean_duration()
+        if self.has_timeouts or mean is None or mean * 2 > SCHEDULED_CHUNK_SECONDS:
+            return 1
+        size = self.chunk_size(workers, self.n - self.n_final)
+        if mean > 0:
+            size = min(size, int(SCHEDULED_CHUNK_SECONDS / mean))
+        return max(1, size)
 
     def chunk_size(self, workers: int, remaining: int) -> int:
         """Guided self-scheduling: a quarter of the per-worker share of what remains, bounded
@@ -202,8 +252,19 @@ class Batch:
 
     # -- finishing ------------------------------------------------------------------------
     def requeue(self, positions: Sequence[int]) -> None:
-        if not self.cancelled and positions:
+        if self.cancelled or not positions:
+            return
+        if self.scheduler is not None:
+            for pos in positions:
+                self.scheduler.requeue(pos)
+        else:
             self.requeued.append(positions)
+
+    def back_off(self, pos: int) -> None:
+        """A failed attempt waits out its retry delay (the engine requeues it after)."""
+        self.backing_off.add(pos)
+        if self.scheduler is not None:
+            self.scheduler.back_off(pos)
 
     def attempts_snapshot(self, positions: Sequence[int]) -> dict[int, int] | None:
         if not self.extra_attempts:
@@ -218,15 +279,44 @@ class Batch:
         self.n_final += len(positions)
         self.sink.ok(positions, values, record)
         self._forget(positions)
+        if self.scheduler is not None:
+            for pos in positions:
+                self.scheduler.finished(pos, True)
         if self.observer is not None:
-            self.observer.advance(len(positions), 0)
+            self.observer.advance(len(positions), 0, self._groups_of(positions))
 
     def finish_failed(self, pos: int, outcome: Outcome) -> None:
         self.n_final += 1
         self.sink.failed(pos, outcome)
         self._forget((pos,))
         if self.observer is not None:
-            self.observer.advance(0, 1)
+            self.observer.advance(0, 1, self._groups_of((pos,)))
+        if self.scheduler is not None:
+            for skipped, because in self.scheduler.finished(pos, False):
+                self._skip(skipped, because, outcome if because == pos else None)
+
+    def _skip(self, pos: int, because: int, failed: Outcome | None) -> None:
+        """``pos`` can never run: its dependency ``because`` failed (or was skipped)."""
+        dep = self.key_of(because)
+        how = f"failed ({failed.status.value})" if failed is not None else "was skipped"
+        error = TaskSkipped(
+            f"task {self.key_of(pos)!r} skipped: its dependency {dep!r} {how}",
+            key=self.key_of(pos),
+            dependency=dep,
+        )
+        outcome = Outcome(
+            key=self.key_of(pos), status=Status.SKIPPED, error=error, group=self.group_of(pos)
+        )
+        self.n_final += 1
+        self.sink.failed(pos, outcome)
+        self._forget((pos,))
+        if self.observer is not None:
+            self.observer.advance(0, 1, self._groups_of((pos,)))
+
+    def _groups_of(self, positions: Sequence[int]) -> list[str | None] | None:
+        if self.groups is None:
+            return None
+        return [self.groups[p] for p in positions]
 
     def _forget(self, positions: Sequence[int]) -> None:
         if isinstance(self.items, dict):
@@ -245,6 +335,8 @@ class Batch:
         self.requeued.clear()
         waiting.extend(range(self.cursor, self.n))
         self.cursor = self.n
+        if self.scheduler is not None:
+            waiting.extend(self.scheduler.stop())
         waiting.extend(sorted(self.backing_off))
         self.backing_off.clear()
         return waiting
@@ -279,6 +371,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         finished=finished,
         cpu_seconds=result.cpu / n if n else 0.0,
         max_rss=result.max_rss,
+        group=batch.group_of(pos),
     )
 
 
@@ -322,7 +415,9 @@ class CollectSink:
             outcomes[pos] = outcome
         missing = [i for i, o in enumerate(outcomes) if o is None]
         for pos in missing:
-            outcomes[pos] = Outcome(key=batch.key_of(pos), status=Status.CANCELLED)
+            outcomes[pos] = Outcome(
+                key=batch.key_of(pos), status=Status.CANCELLED, group=batch.group_of(pos)
+            )
         return outcomes  # type: ignore[return-value]
 
     def report(self, batch: Batch, wall: float, workers: int) -> Report:

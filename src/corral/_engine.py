@@ -238,10 +238,11 @@ class Engine:
         """Send one Call to the slot; False when there is nothing (suitable) left to send."""
         depth = len(self.slots[slot_id].calls)
         while len(self.slots[slot_id].calls) == depth:
-            batch = self._next_batch(prefetch)
-            if batch is None:
+            work = self._next_work(prefetch)
+            if work is None:
                 return False
-            positions = self._skip_broken_fixtures(batch, batch.take(len(self.slots)))
+            batch, positions = work
+            positions = self._skip_broken_fixtures(batch, positions)
             if not positions:
                 continue
             if batch.sink_claims and not batch.sink.claim(positions[0]):
@@ -262,10 +263,18 @@ class Engine:
         self._complete_if_done(batch)
         return [p for p in positions if p not in blocked]
 
-    def _next_batch(self, prefetch: bool) -> Batch | None:
+    def _next_work(self, prefetch: bool) -> tuple[Batch, Sequence[int]] | None:
+        """Positions to send next, from the oldest batch that has something that may start
+        now; a batch whose ready tasks are all blocked (locks, resources) does not hold back
+        the ones after it."""
         for batch in self._batches:
-            if batch.has_ready():
-                return None if prefetch and batch.has_timeouts else batch
+            if not batch.has_ready():
+                continue
+            if prefetch and not batch.prefetchable:
+                return None
+            positions = batch.take(len(self.slots))
+            if positions:
+                return batch, positions
         return None
 
     def _worker_index(self, slot_id: int) -> int:
@@ -468,7 +477,7 @@ class Engine:
         if delay <= 0:
             batch.requeue([pos])
             return
-        batch.backing_off.add(pos)
+        batch.back_off(pos)
 
         def retry_now() -> None:
             if pos in batch.backing_off:
@@ -502,6 +511,7 @@ class Engine:
             started=started,
             finished=finished,
             traceback=tb,
+            group=batch.group_of(pos),
         )
         batch.finish_failed(pos, outcome)
 

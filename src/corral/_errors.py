@@ -10,6 +10,7 @@ The hierarchy::
      │    ├── WorkerCrashed                   the worker died while running the task
      │    ├── WorkerStartError                a worker could not be started (initializer failed)
      │    ├── TaskCancelled                   the run was interrupted before the task finished
+     │    ├── TaskSkipped                     a task it depends on (after=) did not succeed
      │    └── FixtureError                    a fixture the task needs could not be set up
      ├── ServiceError                         an external program (corral.Service) did not start
      ├── RemoteError                          a worker exception that could not travel as itself
@@ -100,6 +101,15 @@ class WorkerStartError(TaskError):
 @public
 class TaskCancelled(TaskError):
     """The task did not finish because the run was cancelled or interrupted."""
+
+
+@public
+class TaskSkipped(TaskError):
+    """A task did not run because a task it depends on (``after=``) did not succeed."""
+
+    def __init__(self, message: str, *, key: Any = None, dependency: Any = None) -> None:
+        super().__init__(message, key=key)
+        self.dependency = dependency
 
 
 @public

@@ -67,9 +67,16 @@ class RunOptions:
     errors: ErrorPolicy = "raise"
     chunksize: int | Literal["auto"] = "auto"
     progress: bool | None = None
+    resources: Mapping[str, float] | None = None
+    memory_budget: int | str = "auto"
 
     def __post_init__(self) -> None:
         _check_positive_number("timeout", self.timeout)
+        object.__setattr__(self, "resources", _check_resources(self.resources))
+        if self.memory_budget != "auto":
+            object.__setattr__(
+                self, "memory_budget", parse_size(self.memory_budget, "memory_budget")
+            )
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ConfigError(f"retries must be a non-negative integer, not {self.retries!r}")
         retry_on: Any = self.retry_on
@@ -179,6 +186,23 @@ def _check_positive_number(name: str, value: Any, *, allow_zero: bool = False) -
     if bad or value < 0 or (value == 0 and not allow_zero):
         need = "non-negative" if allow_zero else "positive"
         raise ConfigError(f"{name} must be a {need} number of seconds or None, not {value!r}")
+
+
+def _check_resources(value: Any) -> dict[str, float] | None:
+    """``resources={"orcaflex": 4, "gpu": 1}``: capacities of counted resources."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"resources must be a mapping of name to capacity, not {value!r}")
+    checked = {}
+    for name, capacity in value.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"resource names must be non-empty strings, not {name!r}")
+        bad = isinstance(capacity, bool) or not isinstance(capacity, (int, float))
+        if bad or not math.isfinite(capacity) or capacity <= 0:
+            raise ConfigError(f"resources[{name!r}] must be a positive number, not {capacity!r}")
+        checked[name] = float(capacity)
+    return checked
 
 
 def _check_positive_int(name: str, value: Any) -> None:

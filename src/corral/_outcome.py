@@ -49,6 +49,7 @@ class Outcome:
             time divided evenly).
         max_rss: the worker's peak resident memory in bytes, as seen right after the attempt.
         traceback: the worker-side traceback text for a task that raised.
+        group: the task's group label, if it has one.
     """
 
     key: Any
@@ -63,6 +64,7 @@ class Outcome:
     cpu_seconds: float | None = None
     max_rss: int | None = None
     traceback: str | None = None
+    group: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -131,6 +133,17 @@ class Report:
         for outcome in self.outcomes:
             counts[outcome.status] += 1
         return counts
+
+    def by_group(self) -> dict[str | None, dict[Status, int]]:
+        """Counts by status for each group (``None`` for tasks without one), groups in the
+        order they first appear."""
+        groups: dict[str | None, dict[Status, int]] = {}
+        for outcome in self.outcomes:
+            counts = groups.get(outcome.group)
+            if counts is None:
+                counts = groups[outcome.group] = dict.fromkeys(Status, 0)
+            counts[outcome.status] += 1
+        return groups
 
     def summary(self) -> str:
         """A human-readable table: counts by status, timing, and each failure with its reason."""

@@ -25,6 +25,7 @@ from ._engine import Engine
 from ._errors import BatchError, ConfigError, CorralError, SerializationError
 from ._fixture_cache import FixtureCache
 from ._functions import FunctionTable
+from ._needs import Plan, needs_for_items, plan, pop_item_specs
 from ._options import (
     PoolOptions,
     RunOptions,
@@ -37,6 +38,7 @@ from ._outcome import Outcome, Report, result_of
 from ._platform import cpu_count, default_start_method
 from ._progress import make_observer
 from ._public import public
+from ._scheduler import Scheduler
 from ._task import Task
 
 INTERRUPT_WAIT = 10.0
@@ -179,6 +181,8 @@ class Pool:
         options: RunOptions,
         sink: Any,
         closed: bool = True,
+        plan: Plan | None = None,
+        groups: list[str | None] | None = None,
     ) -> Batch:
         if not callable(fn):
             raise ConfigError(f"fn must be callable, not {fn!r}")
@@ -192,11 +196,15 @@ class Pool:
             options=options,
             sink=sink,
             closed=closed,
+            scheduler=Scheduler(plan) if plan is not None else None,
+            groups=groups,
         )
         batch.assume_duration(self.functions.mean_seconds(fn_id))
         return batch
 
-    def _batch_for_tasks(self, tasks: list[Task], options: RunOptions, sink: Any) -> Batch:
+    def _batch_for_tasks(
+        self, tasks: list[Task], options: RunOptions, sink: Any, plan: Plan | None = None
+    ) -> Batch:
         fn_ids = []
         for task in tasks:  # issue 4: a parameter nobody fills fails here, before any work
             self.options.fixtures.check(task.fn, task._kwargs)
@@ -210,6 +218,7 @@ class Pool:
         items = [
             (fn_id, task.args, task._kwargs) for fn_id, task in zip(fn_ids, tasks, strict=False)
         ]
+        groups = [t.group for t in tasks]
         return Batch(
             items,
             fn_ids=frozenset(fn_ids),
@@ -220,6 +229,8 @@ class Pool:
             keys=[t.key for t in tasks],
             timeouts=[t.timeout for t in tasks],
             retries=[t.retries for t in tasks],
+            scheduler=Scheduler(plan) if plan is not None else None,
+            groups=groups if any(g is not None for g in groups) else None,
         )
 
     def _run_batch(self, batch: Batch, sink: CollectSink, options: RunOptions, total: int) -> float:
@@ -228,7 +239,7 @@ class Pool:
         self._check_open()
         started = time.time()
         with make_observer(
-            options.progress, total, lambda: self.engine.running_now(batch)
+            options.progress, total, lambda: self.engine.running_now(batch), batch.groups
         ) as observer:
             batch.observer = observer
             self._post(lambda: self.engine.accept(batch))
@@ -243,10 +254,26 @@ class Pool:
     def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], **options: Any) -> list[Any]:
         """``[fn(x) for x in iterable]``, in parallel, in input order. See ``corral.map``."""
         self._check_open()
+        specs = pop_item_specs(options)
         run_options = with_run_overrides(self.run_options, options)
         items = list(iterable)
+        needs, groups = needs_for_items(specs, items)
+        return self._map(
+            fn, items, run_options, plan(range(len(items)), needs, run_options), groups
+        )
+
+    def _map(
+        self,
+        fn: Callable[[Any], Any],
+        items: list[Any],
+        run_options: RunOptions,
+        plan: Plan | None,
+        groups: list[str | None] | None,
+    ) -> list[Any]:
+        """``map`` once its input is read and checked."""
+        self._check_open()
         sink = CollectSink(len(items))
-        batch = self._batch_for_map(fn, items, run_options, sink)
+        batch = self._batch_for_map(fn, items, run_options, sink, plan=plan, groups=groups)
         wall = self._run_batch(batch, sink, run_options, len(items))
         if sink.failures and run_options.errors == "raise":
             raise BatchError(sink.report(batch, wall, self.workers))
@@ -257,8 +284,15 @@ class Pool:
         self._check_open()
         run_options = with_run_overrides(self.run_options, options)
         task_list = _check_tasks(tasks)
+        return self._run_tasks(task_list, run_options, plan_tasks(task_list, run_options))
+
+    def _run_tasks(
+        self, task_list: list[Task], run_options: RunOptions, plan: Plan | None
+    ) -> Report:
+        """``run`` once its tasks are checked."""
+        self._check_open()
         sink = CollectSink(len(task_list))
-        batch = self._batch_for_tasks(task_list, run_options, sink)
+        batch = self._batch_for_tasks(task_list, run_options, sink, plan)
         wall = self._run_batch(batch, sink, run_options, len(task_list))
         report = sink.report(batch, wall, self.workers)
         if not report.ok and run_options.errors == "raise":
@@ -286,6 +320,11 @@ class Pool:
     ) -> Iterator[Any]:
         """Results as they are ready, consuming ``iterable`` lazily. See ``corral.imap``."""
         self._check_open()
+        if pop_item_specs(options):
+            raise ConfigError(
+                "imap does not take locks=, uses=, memory=, after=, cost=, priority= or group=: "
+                "use map or run, which see the whole batch"
+            )
         run_options = with_run_overrides(self.run_options, options)
         sink = StreamSink()
         batch = self._batch_for_map(fn, {}, run_options, sink, closed=False)  # type: ignore[arg-type]
@@ -341,6 +380,12 @@ def _serial_fixtures(options: PoolOptions) -> FixtureCache | None:
     if not options.fixtures:
         return None
     return FixtureCache(options.fixtures, options.fixture_failures)
+
+
+def plan_tasks(tasks: list[Task], options: RunOptions) -> Plan | None:
+    """The checked scheduling plan of ``tasks`` (None when none declares a need)."""
+    keys = [pos if t.key is None else t.key for pos, t in enumerate(tasks)]
+    return plan(keys, [t._needs for t in tasks], options)
 
 
 def _check_tasks(tasks: Iterable[Task]) -> list[Task]:

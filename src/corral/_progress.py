@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # rich is imported only when a display is shown: workers never load it
@@ -22,10 +23,17 @@ log = logging.getLogger("corral")
 RUNNING_SHOWN = 8
 """How many running tasks the display lists (the longest-running first)."""
 
+GROUPS_SHOWN = 12
+"""Groups with a bar of their own; a batch with more groups shows only the total."""
+
 
 class ProgressView:
     def __init__(
-        self, total: int, running: Callable[[], list[tuple[Any, float]]], console: Console
+        self,
+        total: int,
+        running: Callable[[], list[tuple[Any, float]]],
+        console: Console,
+        groups: Sequence[str | None] | None = None,
     ) -> None:
         from rich.live import Live
         from rich.progress import (
@@ -41,7 +49,7 @@ class ProgressView:
         self.failed = 0
         self._running = running
         self._progress = Progress(
-            TextColumn("[bold]corral"),
+            TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TaskProgressColumn(),
@@ -51,14 +59,34 @@ class ProgressView:
             TimeRemainingColumn(),
             console=console,
         )
-        self._task = self._progress.add_task("tasks", total=total, failed="")
+        self._task = self._progress.add_task("[bold]corral", total=total, failed="")
+        self._group_failed: dict[str, int] = {}
+        self._groups: dict[str, Any] = {}
+        totals = Counter(g for g in groups or () if g is not None)
+        if 1 < len(totals) <= GROUPS_SHOWN:
+            for group, count in totals.items():
+                self._groups[group] = self._progress.add_task(
+                    f"  {_short(group)}", total=count, failed=""
+                )
         self._live = Live(self, console=console, refresh_per_second=8, transient=False)
 
-    def advance(self, n_ok: int, n_failed: int) -> None:
+    def advance(self, n_ok: int, n_failed: int, groups: list[str | None] | None = None) -> None:
         if n_failed:
             self.failed += n_failed
             self._progress.update(self._task, failed=f"[red]{self.failed} failed")
         self._progress.advance(self._task, n_ok + n_failed)
+        if groups and self._groups:
+            self._advance_groups(groups, failed=n_failed > 0)
+
+    def _advance_groups(self, groups: list[str | None], failed: bool) -> None:
+        for group, count in Counter(g for g in groups if g is not None).items():
+            task = self._groups.get(group)
+            if task is None:
+                continue
+            if failed:
+                n = self._group_failed[group] = self._group_failed.get(group, 0) + count
+                self._progress.update(task, failed=f"[red]{n} failed")
+            self._progress.advance(task, count)
 
     def __rich__(self) -> RenderableType:
         from rich.console import Group
@@ -101,13 +129,16 @@ def progress_enabled(progress: bool | None) -> bool:
 
 @contextlib.contextmanager
 def make_observer(
-    progress: bool | None, total: int, running: Callable[[], list[tuple[Any, float]]]
+    progress: bool | None,
+    total: int,
+    running: Callable[[], list[tuple[Any, float]]],
+    groups: Sequence[str | None] | None = None,
 ) -> Iterator[ProgressView | None]:
     if not progress_enabled(progress):
         yield None
         return
     from rich.console import Console
 
-    view = ProgressView(total, running, Console(stderr=True))
+    view = ProgressView(total, running, Console(stderr=True), groups)
     with view:
         yield view

@@ -27,6 +27,9 @@ STATUS_STYLE = {
 def render_summary(report: Report, *, width: int = 100) -> str:
     console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
     console.print(_totals(report))
+    groups = report.by_group()
+    if any(g is not None for g in groups):
+        console.print(_groups(groups))
     failures = report.failures
     if failures:
         console.print(_failures(report))
@@ -55,6 +58,19 @@ def _totals(report: Report) -> Table:
             f"task time: mean {sum(durations) / len(durations):.3g} s, max {max(durations):.3g} s; "
             f"CPU {cpu:.3g} s"
         )
+    return table
+
+
+def _groups(groups: dict[str | None, dict[Status, int]]) -> Table:
+    table = Table(title="by group", min_width=72)
+    table.add_column("group")
+    for status in Status:
+        if any(counts[status] for counts in groups.values()):
+            table.add_column(status.value, justify="right")
+    table.add_column("tasks", justify="right")
+    for group, counts in groups.items():
+        shown = [str(counts[s]) for s in Status if any(c[s] for c in groups.values())]
+        table.add_row("(none)" if group is None else group, *shown, str(sum(counts.values())))
     return table
 
 

@@ -1,4 +1,4 @@
-"""``Task``: one call the user wants made, with its own key, timeout and retry count."""
+"""``Task``: one call the user wants made, with its own key, limits, needs and hints."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ConfigError
+from ._needs import Needs, make_needs, norm_group
 from ._options import _check_positive_number
 from ._public import public
 
@@ -19,10 +20,19 @@ class Task:
     Args:
         fn: the function to call in a worker.
         args, kwargs: its arguments.
-        key: a name for the task in reports and errors (default: its position in the batch).
+        key: a name for the task in reports, errors and ``after=`` (default: its position).
         timeout: seconds before the task's worker is killed; overrides the run's timeout.
         retries: retries after a failure; overrides the run's retries.
         group: a label for grouping in progress and reports.
+        locks: names of exclusive locks: no two tasks sharing a name run at the same time.
+        uses: amounts of counted resources, e.g. ``{"orcaflex": 1}``; capacities are the
+            run's ``resources=``.
+        memory: estimated peak memory (bytes or ``"6GiB"``), counted against the run's
+            ``memory_budget``.
+        after: keys of tasks that must succeed before this one starts; if one fails, this
+            task is skipped.
+        cost: estimated seconds; among ready tasks, higher cost (with what waits on it) first.
+        priority: among ready tasks, higher first; overrides cost.
     """
 
     fn: Callable[..., Any]
@@ -32,7 +42,14 @@ class Task:
     timeout: float | None = None
     retries: int | None = None
     group: str | None = None
+    locks: Any = ()
+    uses: Mapping[str, float] | None = None
+    memory: int | str | None = None
+    after: Any = ()
+    cost: float | None = None
+    priority: int = 0
     _kwargs: dict[str, Any] = field(init=False, repr=False)
+    _needs: Needs = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
@@ -45,3 +62,10 @@ class Task:
         r = self.retries
         if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
             raise ConfigError(f"Task retries must be a non-negative integer, not {r!r}")
+        norm_group(self.group)
+        needs = make_needs(self.locks, self.uses, self.memory, self.after, self.cost, self.priority)
+        object.__setattr__(self, "_needs", needs)
+        object.__setattr__(self, "locks", needs.locks)
+        object.__setattr__(self, "after", needs.after)
+        if needs.memory:
+            object.__setattr__(self, "memory", needs.memory)

@@ -2,7 +2,8 @@
 
     python interrupt_batch.py MARKER_DIR MODE
 
-MODE: ``map`` (corral.map on 2 workers), ``run`` (corral.run of keyed Tasks), ``stubborn``
+MODE: ``map`` (corral.map on 2 workers), ``run`` (corral.run of keyed Tasks), ``scheduled``
+(keyed Tasks with locks and a last task ``agg`` that depends on all of them), ``stubborn``
 (like map, but running tasks ignore SIGTERM), ``serial`` (workers=1: tasks run in this
 process).
 
@@ -59,6 +60,11 @@ def main() -> None:
         if mode == "run":
             tasks = [corral.Task(fn, (x,), key=f"t{x}") for x in range(N)]
             corral.run(tasks, workers=workers, chunksize=1, kill_grace=0.5)
+        elif mode == "scheduled":
+            keys = [f"t{x}" for x in range(N)]
+            tasks = [corral.Task(fn, (x,), key=k, locks=[f"f{x % 3}"]) for x, k in enumerate(keys)]
+            tasks.append(corral.Task(fn, (0,), key="agg", after=keys))
+            corral.run(tasks, workers=workers, kill_grace=0.5)
         else:
             corral.map(fn, range(N), workers=workers, chunksize=1, kill_grace=0.5)
     except KeyboardInterrupt as exc:
