@@ -331,6 +331,30 @@ def test_keyword_only_parameter_nobody_provides_is_an_error_naming_it(tmp_path):
     assert not notes(tmp_path, "setup.resource")
 
 
+def positional_resource(x, resource):
+    return x
+
+
+def test_a_positional_parameter_named_like_a_fixture_is_an_error_saying_to_use_a_star(tmp_path):
+    with pytest.raises(corral.ConfigError, match=r"put it after a \*"):
+        corral.map(positional_resource, [1], workers=2, fixtures=[tracked(tmp_path)])
+    given = corral.Task(positional_resource, (1, "mine"))  # passed by the task itself: fine
+    assert corral.run([given], workers=2, fixtures=[tracked(tmp_path)]).results == [1]
+
+
+@corral.fixture(name="resource")
+def module_level_resource():
+    yield ("module", os.getpid(), {})
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
+def test_a_module_level_fixture_reaches_workers_under_every_start_method(start_method):
+    results = corral.map(use, range(4), workers=2, start_method=start_method,
+                         fixtures=[module_level_resource])  # fmt: skip
+    assert [r[0] for r in results] == [0, 1, 2, 3]
+    assert all(r[1] == r[2] for r in results)
+
+
 def test_a_task_argument_can_supply_a_keyword_only_parameter():
     report = corral.run([corral.Task(needs_missing, (1,), {"solver": None})], workers=2)
     assert report.results == [1]

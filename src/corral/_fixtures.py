@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from ._errors import ConfigError, FixtureError
 from ._public import public
@@ -163,13 +163,21 @@ class FixtureSet:
     # -- task functions -------------------------------------------------------------------
     def injectable(self, fn: Callable[..., Any]) -> tuple[str, ...]:
         """The keyword-only parameters of ``fn`` that a fixture of this set fills."""
-        return tuple(name for name, _ in keyword_only(fn) if name in self._by_name)
+        return tuple(name for name, _ in parameters(fn).keyword if name in self._by_name)
 
-    def check(self, fn: Callable[..., Any], supplied: Iterable[str] = ()) -> None:
+    def check(self, fn: Callable[..., Any], supplied: Iterable[str] = (), n_args: int = 1) -> None:
         """Raise ConfigError, naming the parameter, when ``fn`` has a keyword-only parameter
         without a default that neither ``supplied`` (the task's own keyword arguments) nor a
-        fixture provides: the call would fail in every worker."""
-        for name, has_default in keyword_only(fn):
+        fixture provides, or a positional parameter beyond its ``n_args`` positional arguments
+        named like a fixture (fixtures fill keyword-only parameters): every call would fail."""
+        params = parameters(fn)
+        for name, has_default in params.positional[n_args:]:
+            if not has_default and name in self._by_name and name not in supplied:
+                raise ConfigError(
+                    f"{_name_of(fn)}() receives fixture {name!r} only as a keyword-only "
+                    f"parameter: put it after a *, as in def {_name_of(fn)}(..., *, {name})"
+                )
+        for name, has_default in params.keyword:
             if has_default or name in self._by_name or name in supplied:
                 continue
             given = (
@@ -309,28 +317,43 @@ class FixtureGuard:
 
 
 # -- signatures ---------------------------------------------------------------------------------
+class Parameters(NamedTuple):
+    """``(name, has_default)`` of a function's positional and keyword-only parameters."""
+
+    positional: tuple[tuple[str, bool], ...]
+    keyword: tuple[tuple[str, bool], ...]
+
+
+NO_PARAMETERS = Parameters((), ())
+
+
 @functools.lru_cache(maxsize=256)
-def _keyword_only_cached(fn: Callable[..., Any]) -> tuple[tuple[str, bool], ...]:
-    return _keyword_only(fn)
+def _parameters_cached(fn: Callable[..., Any]) -> Parameters:
+    return _parameters(fn)
 
 
-def keyword_only(fn: Callable[..., Any]) -> tuple[tuple[str, bool], ...]:
-    """``(name, has_default)`` of each keyword-only parameter of ``fn`` (memoised: ``run``
-    checks every Task, and 20,000 Tasks usually share one function)."""
+def parameters(fn: Callable[..., Any]) -> Parameters:
+    """The parameters of ``fn`` that matter for injection (memoised: ``run`` checks every
+    Task, and 20,000 Tasks usually share one function)."""
     try:
-        return _keyword_only_cached(fn)
+        return _parameters_cached(fn)
     except TypeError:  # unhashable callable
-        return _keyword_only(fn)
+        return _parameters(fn)
 
 
-def _keyword_only(fn: Callable[..., Any]) -> tuple[tuple[str, bool], ...]:
+def _parameters(fn: Callable[..., Any]) -> Parameters:
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):  # builtins without a signature: nothing to inject
-        return ()
-    return tuple(
-        (p.name, p.default is not p.empty) for p in params if p.kind is p.KEYWORD_ONLY
-    )
+        return NO_PARAMETERS
+    positional: list[tuple[str, bool]] = []
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            break
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            positional.append((p.name, p.default is not p.empty))
+    keyword = [(p.name, p.default is not p.empty) for p in params if p.kind is p.KEYWORD_ONLY]
+    return Parameters(tuple(positional), tuple(keyword))
 
 
 def _fixture_requests(fn: Callable[..., Any], name: str) -> dict[str, bool]:

@@ -207,7 +207,7 @@ class Pool:
     ) -> Batch:
         fn_ids = []
         for task in tasks:  # issue 4: a parameter nobody fills fails here, before any work
-            self.options.fixtures.check(task.fn, task._kwargs)
+            self.options.fixtures.check(task.fn, task._kwargs, len(task.args))
         try:
             for task in tasks:
                 fn_ids.append(self.functions.acquire(task.fn))
