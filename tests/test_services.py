@@ -276,6 +276,14 @@ def test_log_receives_the_programs_output(tmp_path):
     assert f"hello {token}" in log.read_text()
 
 
+def test_env_and_cwd_are_given_to_the_program_with_substitutions(tmp_path):
+    argv = ["sh", "-c", 'echo "in $(pwd) with $SERVICE_PORT/$SERVICE_TOKEN"; sleep 1000']
+    env = {"SERVICE_PORT": "{port}", "SERVICE_TOKEN": "{token}"}
+    with corral.Service(argv, ready="with", env=env, cwd=tmp_path) as service:
+        line = service.output[0]
+    assert line == f"in {tmp_path} with {service.port}/{service.token}"
+
+
 def test_bad_arguments_are_config_errors():
     for kwargs in ({"port": 0}, {"port": "any"}, {"retries": -1}, {"startup_timeout": 0},
                    {"ready": 3}, {"ready": "tcp", "port": None}, {"ready": "("}):  # fmt: skip
@@ -283,6 +291,8 @@ def test_bad_arguments_are_config_errors():
             corral.Service(["x"], **kwargs)
     with pytest.raises(corral.ConfigError):
         corral.Service("redis-server --port {port}")
+    with pytest.raises(corral.ConfigError, match="port=None"):
+        corral.Service(["server", "--port={port}"], port=None, ready="up")
 
 
 # -- ports across processes ------------------------------------------------------------------------

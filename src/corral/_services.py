@@ -163,6 +163,8 @@ class Service:
         self._ready = _check_ready(ready, port)
         self._start_port = _check_port(port)
         self._needs_port = port is not None
+        if not self._needs_port and any("{port}" in a for a in self.argv):
+            raise ConfigError("argv contains {port} but port=None")
         _check_number("startup_timeout", startup_timeout)
         _check_number("grace", grace, allow_zero=True)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
