@@ -236,8 +236,10 @@ def test_longest_tasks_first_shortens_the_makespan():
     tasks = [Task(sleep_then, (0.1, i), key=i, cost=0.1) for i in range(6)]
     tasks.append(Task(sleep_then, (0.6, "long"), key="long", cost=0.6))
     report = corral.run(tasks, workers=2)
-    first = min(report.outcomes, key=lambda o: o.started)
-    assert first.key == "long"
+    # Each worker gets one of the first two tasks dispatched; which worker is up first is
+    # luck, so "long" is one of the first two to start, never later.
+    first_two = sorted(report.outcomes, key=lambda o: o.started)[:2]
+    assert "long" in [o.key for o in first_two]
 
 
 # -- releases, however a task ends -----------------------------------------------------------------
