@@ -271,7 +271,6 @@ class Pool:
         groups: list[str | None] | None,
     ) -> list[Any]:
         """``map`` once its input is read and checked."""
-        self._check_open()
         sink = CollectSink(len(items))
         batch = self._batch_for_map(fn, items, run_options, sink, plan=plan, groups=groups)
         wall = self._run_batch(batch, sink, run_options, len(items))
@@ -290,7 +289,6 @@ class Pool:
         self, task_list: list[Task], run_options: RunOptions, plan: Plan | None
     ) -> Report:
         """``run`` once its tasks are checked."""
-        self._check_open()
         sink = CollectSink(len(task_list))
         batch = self._batch_for_tasks(task_list, run_options, sink, plan)
         wall = self._run_batch(batch, sink, run_options, len(task_list))
