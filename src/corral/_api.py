@@ -125,7 +125,7 @@ def _validate(
     workers: Any, options: dict[str, Any], fn: Callable[..., Any] | None = None
 ) -> RunOptions:
     """Every option checked before the input is read or a process started; with ``fn``, also
-    that every keyword-only parameter of it has a value (issue 4: fixtures)."""
+    that every keyword-only parameter of it has a value (a fixture or a default)."""
     pool_kw, run_kw = split_options(options)
     pool_options = PoolOptions(workers=workers, **pool_kw)
     if fn is not None:

@@ -123,7 +123,7 @@ class Engine:
         self._deadlines = Deadlines()
         self._call_ids = itertools.count()
         self._start_failures = 0
-        # issue 4: counts failed fixture set-ups; past the limit, tasks needing one are failed
+        # counts failed fixture set-ups; past the limit, tasks needing one are failed
         self._fixture_guard = FixtureGuard(
             options.fixtures, options.fixture_failures, functions.function
         )
@@ -253,7 +253,7 @@ class Engine:
         return True
 
     def _skip_broken_fixtures(self, batch: Batch, positions: Sequence[int]) -> Sequence[int]:
-        """issue 4: fail, instead of dispatching, the positions that need a fixture whose
+        """Fail, instead of dispatching, the positions that need a fixture whose
         set-up failed ``fixture_failures`` times; the rest of ``positions`` go on."""
         blocked = self._fixture_guard.blocked(batch, positions)
         if not blocked:
@@ -462,7 +462,7 @@ class Engine:
         times: tuple[float | None, float | None],
         tb: str | None = None,
     ) -> None:
-        self._fixture_guard.observe(error)  # issue 4: count failed fixture set-ups
+        self._fixture_guard.observe(error)  # count failed fixture set-ups
         attempts = batch.attempts_of(pos)
         retry = (
             not batch.cancelled

@@ -85,9 +85,7 @@ class FixtureCache:
         # Attempt ids must differ across workers and worker generations (pids are reused).
         self._tag = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._attempt_ids = itertools.count(1)
-        self._bound: OrderedDict[int, tuple[Callable[..., Any], Callable[..., Any]]] = (
-            OrderedDict()
-        )
+        self._bound: OrderedDict[int, tuple[Callable[..., Any], Callable[..., Any]]] = OrderedDict()
         self._fixed: list[Bound] = []  # Bounds holding worker fixture values, cleared at close
 
     # -- binding task functions -----------------------------------------------------------

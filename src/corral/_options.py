@@ -32,7 +32,7 @@ class PoolOptions:
     max_tasks_per_worker: int | None = None
     max_worker_memory: int | None = None
     kill_grace: float = 1.0
-    # issue 4 (fixtures): the Pool's fixtures, checked into a FixtureSet here, and how many
+    # the Pool's fixtures, checked into a FixtureSet here, and how many
     # failed set-ups of one fixture stop the tasks that need it (None: never). See _fixtures.
     fixtures: Any = ()
     fixture_failures: int | None = 3
@@ -54,8 +54,8 @@ class PoolOptions:
                 self, "max_worker_memory", parse_size(self.max_worker_memory, "max_worker_memory")
             )
         _check_positive_number("kill_grace", self.kill_grace, allow_zero=True)
-        object.__setattr__(self, "fixtures", as_fixture_set(self.fixtures))  # issue 4
-        _check_positive_int("fixture_failures", self.fixture_failures)  # issue 4
+        object.__setattr__(self, "fixtures", as_fixture_set(self.fixtures))
+        _check_positive_int("fixture_failures", self.fixture_failures)
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ class Pool:
     ) -> Batch:
         if not callable(fn):
             raise ConfigError(f"fn must be callable, not {fn!r}")
-        self.options.fixtures.check(fn)  # issue 4: a parameter nobody fills fails here
+        self.options.fixtures.check(fn)  # a parameter nobody fills fails here
         fn_id = self.functions.acquire(fn)
         batch = Batch(
             items,
@@ -206,7 +206,7 @@ class Pool:
         self, tasks: list[Task], options: RunOptions, sink: Any, plan: Plan | None = None
     ) -> Batch:
         fn_ids = []
-        for task in tasks:  # issue 4: a parameter nobody fills fails here, before any work
+        for task in tasks:  # a parameter nobody fills fails here, before any work
             self.options.fixtures.check(task.fn, task._kwargs, len(task.args))
         try:
             for task in tasks:
@@ -364,7 +364,7 @@ class Pool:
 
 
 def _worker_fixtures(options: PoolOptions) -> bytes | None:
-    """The pool's fixtures for its worker processes (issue 4), pickled once, or None."""
+    """The pool's fixtures for its worker processes, pickled once, or None."""
     if not options.fixtures:
         return None
     try:
@@ -374,7 +374,7 @@ def _worker_fixtures(options: PoolOptions) -> bytes | None:
 
 
 def _serial_fixtures(options: PoolOptions) -> FixtureCache | None:
-    """The fixture cache of a serial pool (issue 4): set up in this process, or None."""
+    """The fixture cache of a serial pool: set up in this process, or None."""
     if not options.fixtures:
         return None
     return FixtureCache(options.fixtures, options.fixture_failures)

@@ -19,7 +19,7 @@ coordinator dies for any reason (even SIGKILL), the kernel closes it, the watchd
 returns EOF, and it kills the worker's whole group. The parent-death signal of Linux would not
 do: under forkserver the worker's parent is the fork server, not the coordinator.
 
-Fixtures (issue 4): a pool with fixtures sends them pickled at start-up; the worker binds each
+Fixtures: a pool with fixtures sends them pickled at start-up; the worker binds each
 task function to the fixtures it asks for and, when its loop ends normally (STOP: retired or
 pool closed; EOF), tears them down. A killed worker tears nothing down: a ``corral.Service``
 started by a fixture runs in a process group of its own, which the watchdog's group kill does

@@ -65,7 +65,7 @@ class ProcessBackend:
         fixtures: bytes | None = None,
     ) -> None:
         self.slots = slots
-        self._fixtures = fixtures  # issue 4: pickled (FixtureSet, fixture_failures), or None
+        self._fixtures = fixtures  # pickled (FixtureSet, fixture_failures), or None
         self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # The fork server then imports corral once; each worker forks with it loaded.
@@ -198,7 +198,7 @@ class ProcessBackend:
         self._graveyard.append(_Dying(worker, time.monotonic() + RETIRE_GRACE))
 
     def close(self, timeout: float) -> None:
-        if self._fixtures is not None:  # issue 4: retiring workers tear their fixtures down
+        if self._fixtures is not None:  # retiring workers tear their fixtures down
             timeout = max(timeout, RETIRE_GRACE)
         for slot in range(self.slots):
             self.retire(slot)

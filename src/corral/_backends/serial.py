@@ -77,7 +77,7 @@ class SerialBackend:
     def __init__(
         self, resolve: Callable[[int], Callable[..., Any]], fixtures: FixtureCache | None = None
     ) -> None:
-        # issue 4: with fixtures, functions are bound to them here and torn down in close()
+        # with fixtures, functions are bound to them here and torn down in close()
         self._fixtures = fixtures
         self._resolve = fixtures.resolver(resolve) if fixtures is not None else resolve
         self._pending: Call | None = None
