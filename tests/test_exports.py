@@ -14,10 +14,11 @@ import pytest
 import corral
 
 EXPECTED = {
-    "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "Outcome", "Pool",
-    "RemoteError", "Report", "SerializationError", "Shared", "Status", "Task", "TaskCancelled",
-    "TaskError", "TaskSkipped", "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count",
-    "imap", "map", "run", "share",
+    "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "FixtureError",
+    "Outcome", "Pool", "RemoteError", "Report", "SerializationError", "Service", "ServiceError",
+    "Shared", "Status", "Task", "TaskCancelled", "TaskError", "TaskSkipped", "TaskTimeout",
+    "WorkerCrashed", "WorkerStartError", "cpu_count", "fixture", "free_port", "imap", "map",
+    "run", "share",
 }  # fmt: skip
 
 
@@ -104,10 +105,13 @@ def test_error_hierarchy():
     assert issubclass(corral.SerializationError, TypeError)
     for name in ("TaskTimeout", "WorkerCrashed", "WorkerStartError", "TaskCancelled"):
         assert issubclass(getattr(corral, name), corral.TaskError)
+    for name in ("FixtureError",):
+        assert issubclass(getattr(corral, name), corral.TaskError)
     assert issubclass(corral.TaskTimeout, TimeoutError)
     assert issubclass(corral.TaskError, corral.CorralError)
     assert issubclass(corral.RemoteError, corral.CorralError)
     assert issubclass(corral.BatchError, corral.CorralError)
+    assert issubclass(corral.ServiceError, corral.CorralError)
 
 
 def test_status_is_a_str_enum():
@@ -143,3 +147,21 @@ def test_remote_error_pickles_round_trip():
     assert (again.type_name, again.message, again.remote_traceback) == (
         "pkg.Weird", "message", "traceback text",
     )  # fmt: skip
+
+
+def test_fixture_error_pickles_round_trip():
+    error = corral.FixtureError(
+        "set-up failed", fixture="omc", key=3, cause=ValueError("x"), attempt="1-a-1"
+    )
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is corral.FixtureError
+    assert (again.fixture, again.key, again.attempt) == ("omc", 3, "1-a-1")
+    assert type(again.cause) is ValueError and str(again) == "set-up failed"
+
+
+def test_service_error_pickles_round_trip():
+    error = corral.ServiceError("no", argv=("a",), attempts=("1",), output=("line",))
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is corral.ServiceError
+    assert (again.argv, again.attempts, again.output) == (("a",), ("1",), ("line",))
+    assert str(again) == "no"

@@ -61,6 +61,17 @@ def record(log: str, name: str) -> str:
     return name
 
 
+def meet(folder: str, me: str, *others: str) -> str:
+    """Succeed only if ``others`` run at the same time: wait (generously) for their markers."""
+    Path(folder, me).touch()
+    deadline = time.monotonic() + 60
+    while not all(Path(folder, other).exists() for other in others):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{others} never all ran alongside {me}")
+        time.sleep(0.01)
+    return me
+
+
 def crash(code: int) -> None:
     os._exit(code)
 
@@ -91,7 +102,7 @@ def overlapping(report: corral.Report, a: object, b: object) -> bool:
     return oa.started < ob.finished and ob.started < oa.finished  # type: ignore[operator]
 
 
-def test_tasks_sharing_a_lock_never_overlap_and_others_run_in_parallel(tmp_path):
+def test_tasks_sharing_a_lock_never_overlap(tmp_path):
     tasks = [
         Task(claim, (str(tmp_path), [f"f{i % 2}"], {}, 0.2), key=f"t{i}", locks=[f"f{i % 2}"])
         for i in range(6)
@@ -102,8 +113,16 @@ def test_tasks_sharing_a_lock_never_overlap_and_others_run_in_parallel(tmp_path)
         for j in range(i + 1, 6):
             if i % 2 == j % 2:
                 assert not overlapping(report, f"t{i}", f"t{j}")
-    # Different files do run at once: some pair with different locks overlapped.
-    assert any(overlapping(report, f"t{i}", f"t{i + 1}") for i in range(5))
+
+
+def test_tasks_with_disjoint_locks_or_spare_capacity_run_at_the_same_time(tmp_path):
+    folder = str(tmp_path)
+    tasks = [
+        Task(meet, (folder, "a", "b"), locks="x", uses={"lic": 1}, memory=100),
+        Task(meet, (folder, "b", "a"), locks="y", uses={"lic": 1}, memory=100),
+    ]
+    report = corral.run(tasks, workers=2, resources=CAPACITY, memory_budget=200)
+    assert report.results == ["a", "b"]
 
 
 def test_map_takes_locks_from_a_callable(tmp_path):
@@ -124,7 +143,7 @@ def test_counted_resources_never_exceed_their_capacity(tmp_path):
     ]
     report = corral.run(tasks, workers=4, resources=CAPACITY)
     assert report.ok, report.summary()
-    assert max_concurrency(report) == 2
+    assert max_concurrency(report) <= 2
 
 
 def test_fractional_uses_add_up(tmp_path):
@@ -134,14 +153,18 @@ def test_fractional_uses_add_up(tmp_path):
     ]
     report = corral.run(tasks, workers=4, resources=CAPACITY)
     assert report.ok, report.summary()
-    assert max_concurrency(report) == 4
+    assert max_concurrency(report) <= 4
+    # Four halves fit in a capacity of 2: four tasks that each wait for all the others.
+    names = ["a", "b", "c", "d"]
+    meeting = [Task(meet, (str(tmp_path), me, *names), uses={"lic": 0.5}) for me in names]
+    assert corral.run(meeting, workers=4, resources=CAPACITY).ok
 
 
 def test_memory_estimates_never_exceed_the_budget(tmp_path):
     tasks = [Task(sleep_then, (0.15, i), key=i, memory="3GiB") for i in range(6)]
     report = corral.run(tasks, workers=4, memory_budget="7GiB")
     assert report.ok
-    assert max_concurrency(report) == 2
+    assert max_concurrency(report) <= 2
 
 
 def test_map_takes_memory_and_uses_as_constants():
@@ -236,8 +259,10 @@ def test_longest_tasks_first_shortens_the_makespan():
     tasks = [Task(sleep_then, (0.1, i), key=i, cost=0.1) for i in range(6)]
     tasks.append(Task(sleep_then, (0.6, "long"), key="long", cost=0.6))
     report = corral.run(tasks, workers=2)
-    first = min(report.outcomes, key=lambda o: o.started)
-    assert first.key == "long"
+    # Each worker gets one of the first two tasks dispatched; which worker is up first is
+    # luck, so "long" is one of the first two to start, never later.
+    first_two = sorted(report.outcomes, key=lambda o: o.started)[:2]
+    assert "long" in [o.key for o in first_two]
 
 
 # -- releases, however a task ends -----------------------------------------------------------------

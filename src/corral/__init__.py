@@ -7,6 +7,9 @@ The public names, and nothing else::
     corral.run([corral.Task(...)])    -> corral.Report
     corral.Pool(...)                  warm workers reused across calls
     corral.Executor(...)              a concurrent.futures.Executor
+    @corral.fixture                   per-worker state given to tasks by parameter name
+    corral.Service(argv, ...)         an external program on a free port, never left behind
+    corral.free_port()                a port no other corral process will be given
     corral.share(data)                -> corral.Shared, read-only zero-copy data for tasks
 
 Everything in underscore modules is internal and may change.
@@ -27,8 +30,10 @@ if _typing.TYPE_CHECKING:
         BatchError,
         ConfigError,
         CorralError,
+        FixtureError,
         RemoteError,
         SerializationError,
+        ServiceError,
         TaskCancelled,
         TaskError,
         TaskSkipped,
@@ -37,9 +42,12 @@ if _typing.TYPE_CHECKING:
         WorkerStartError,
     )
     from ._executor import Executor
+    from ._fixtures import fixture
     from ._outcome import Failure, Outcome, Report, Status
     from ._platform import cpu_count
     from ._pool import Pool
+    from ._ports import free_port
+    from ._services import Service
     from ._share import Shared, share
     from ._task import Task
 
@@ -51,11 +59,14 @@ _HOMES = {
     "CorralError": "_errors",
     "Executor": "_executor",
     "Failure": "_outcome",
+    "FixtureError": "_errors",
     "Outcome": "_outcome",
     "Pool": "_pool",
     "RemoteError": "_errors",
     "Report": "_outcome",
     "SerializationError": "_errors",
+    "Service": "_services",
+    "ServiceError": "_errors",
     "Shared": "_share",
     "Status": "_outcome",
     "Task": "_task",
@@ -66,6 +77,8 @@ _HOMES = {
     "WorkerCrashed": "_errors",
     "WorkerStartError": "_errors",
     "cpu_count": "_platform",
+    "fixture": "_fixtures",
+    "free_port": "_ports",
     "imap": "_api",
     "map": "_api",
     "run": "_api",
@@ -78,11 +91,14 @@ __all__ = [
     "CorralError",
     "Executor",
     "Failure",
+    "FixtureError",
     "Outcome",
     "Pool",
     "RemoteError",
     "Report",
     "SerializationError",
+    "Service",
+    "ServiceError",
     "Shared",
     "Status",
     "Task",
@@ -93,6 +109,8 @@ __all__ = [
     "WorkerCrashed",
     "WorkerStartError",
     "cpu_count",
+    "fixture",
+    "free_port",
     "imap",
     "map",
     "run",

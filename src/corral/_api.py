@@ -58,7 +58,7 @@ def map(
         timeout=timeout, retries=retries, errors=errors, chunksize=chunksize,
         start_method=start_method, backend=backend, progress=progress, **options,
     )  # fmt: skip
-    run_options = _validate(workers, opts)
+    run_options = _validate(workers, opts, fn)
     items = list(iterable)
     needs, groups = needs_for_items(specs, items)
     checked = plan(range(len(items)), needs, run_options)
@@ -89,7 +89,7 @@ def imap(
             "imap does not take locks=, uses=, memory=, after=, cost=, priority= or group=: "
             "use map or run, which see the whole batch"
         )
-    _validate(workers, options)
+    _validate(workers, options, fn)
 
     def generate() -> Iterator[Any]:
         # The Pool starts at the first next(): an iterator never iterated starts nothing.
@@ -121,8 +121,13 @@ def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -
         return pool._run_tasks(task_list, pool.run_options, checked)
 
 
-def _validate(workers: Any, options: dict[str, Any]) -> RunOptions:
-    """Every option checked before the input is read or a process started."""
+def _validate(
+    workers: Any, options: dict[str, Any], fn: Callable[..., Any] | None = None
+) -> RunOptions:
+    """Every option checked before the input is read or a process started; with ``fn``, also
+    that every keyword-only parameter of it has a value (a fixture or a default)."""
     pool_kw, run_kw = split_options(options)
-    PoolOptions(workers=workers, **pool_kw)
+    pool_options = PoolOptions(workers=workers, **pool_kw)
+    if fn is not None:
+        pool_options.fixtures.check(fn)
     return RunOptions(**run_kw)

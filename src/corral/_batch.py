@@ -10,8 +10,8 @@ Where finished results go is the batch's ``Sink``:
 
 Owned by the engine thread (the only writer once submitted). The caller's thread only waits on
 ``done_event`` and reads the sink after it is set. A batch whose tasks declare locks,
-resources, memory, dependencies or cost has a ``Scheduler`` (``_scheduler``): it then hands
-out one position at a time, the one the scheduler picks, and tells the scheduler how each
+resources, memory, dependencies or cost has a ``Scheduler`` (``_scheduler``): positions are
+then the ones it picks (one per Call, a few for very short tasks), and it is told how each
 ended. Otherwise positions move:
 
     new (cursor) ──take──► running ──► final (ok / failed / timeout / crashed / cancelled)
@@ -179,9 +179,9 @@ class Batch:
 
     def take(self, workers: int) -> Sequence[int]:
         """The next positions to dispatch together: requeued ones first, else a new chunk;
-        with a scheduler, the one task it picks, or none when nothing ready fits now."""
+        with a scheduler, what it picks, or nothing when no ready task fits now."""
         if self.scheduler is not None:
-            return self._pick(workers)
+            return self._pick(self.scheduler, workers)
         if self.requeued:
             return self.requeued.popleft()
         remaining = self.n - self.cursor
@@ -190,12 +190,12 @@ class Batch:
         self.cursor += size
         return range(start, start + size)
 
-    def _pick(self, workers: int) -> Sequence[int]:
+    def _pick(self, scheduler: Scheduler, workers: int) -> Sequence[int]:
         """Scheduled tasks: one, or for very short tasks several that fit together."""
         picked: list[int] = []
         limit = self._scheduled_chunk(workers)
         while len(picked) < limit:
-            pos = self.scheduler.pick()  # type: ignore[union-attr]
+            pos = scheduler.pick()
             if pos is None:
                 break
             picked.append(pos)
@@ -286,32 +286,31 @@ class Batch:
             self.observer.advance(len(positions), 0, self._groups_of(positions))
 
     def finish_failed(self, pos: int, outcome: Outcome) -> None:
+        self._record_failed(pos, outcome)
+        if self.scheduler is not None:
+            for skipped, because in self.scheduler.finished(pos, False):
+                self._record_failed(skipped, self._skipped(skipped, because, pos, outcome))
+
+    def _record_failed(self, pos: int, outcome: Outcome) -> None:
         self.n_final += 1
         self.sink.failed(pos, outcome)
         self._forget((pos,))
         if self.observer is not None:
             self.observer.advance(0, 1, self._groups_of((pos,)))
-        if self.scheduler is not None:
-            for skipped, because in self.scheduler.finished(pos, False):
-                self._skip(skipped, because, outcome if because == pos else None)
 
-    def _skip(self, pos: int, because: int, failed: Outcome | None) -> None:
-        """``pos`` can never run: its dependency ``because`` failed (or was skipped)."""
+    def _skipped(self, pos: int, because: int, failed_pos: int, failed: Outcome) -> Outcome:
+        """The outcome of ``pos``, which can never run: its dependency ``because`` failed
+        (it is ``failed_pos``) or was itself skipped."""
         dep = self.key_of(because)
-        how = f"failed ({failed.status.value})" if failed is not None else "was skipped"
+        how = f"failed ({failed.status.value})" if because == failed_pos else "was skipped"
         error = TaskSkipped(
             f"task {self.key_of(pos)!r} skipped: its dependency {dep!r} {how}",
             key=self.key_of(pos),
             dependency=dep,
         )
-        outcome = Outcome(
+        return Outcome(
             key=self.key_of(pos), status=Status.SKIPPED, error=error, group=self.group_of(pos)
         )
-        self.n_final += 1
-        self.sink.failed(pos, outcome)
-        self._forget((pos,))
-        if self.observer is not None:
-            self.observer.advance(0, 1, self._groups_of((pos,)))
 
     def _groups_of(self, positions: Sequence[int]) -> list[str | None] | None:
         if self.groups is None:

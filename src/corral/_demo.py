@@ -1,8 +1,9 @@
 """``corral demo``: a real batch that shows what corral does, in about five seconds.
 
-300 small Monte-Carlo simulations run on all CPUs with a live progress bar; one is given a
-bad parameter and raises, one hangs and is killed by its timeout; the rest finish, and the
-summary table shows all of it.
+300 small Monte-Carlo simulations in three groups of sample sizes run on all CPUs, the
+largest first (``cost``), with a live progress bar per group; one is given a bad parameter
+and raises, one hangs and is killed by its timeout; the rest finish, and the summary table
+shows all of it, by group too.
 """
 
 from __future__ import annotations
@@ -30,11 +31,23 @@ def estimate_pi(seed: int, samples: int) -> float:
     return 4.0 * inside / samples
 
 
+SAMPLES = (30_000, 60_000, 90_000)
+
+
 def demo(workers: int | str = "auto") -> Report:
-    tasks = [
-        Task(estimate_pi, (seed, -1 if seed == BAD else 60_000), key=f"sim-{seed:03d}", timeout=2.0)
-        for seed in range(N_TASKS)
-    ]
+    tasks = []
+    for seed in range(N_TASKS):
+        samples = SAMPLES[seed % len(SAMPLES)]
+        tasks.append(
+            Task(
+                estimate_pi,
+                (seed, -1 if seed == BAD else samples),
+                key=f"sim-{seed:03d}",
+                timeout=2.0,
+                group=f"{samples // 1000}k samples",
+                cost=samples / 1e6,
+            )
+        )
     report = run(tasks, workers=workers, errors="return", progress=True)
     estimates = [r for r in report.results if isinstance(r, float)]
     print(report.summary())

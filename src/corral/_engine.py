@@ -60,6 +60,7 @@ from ._errors import (
     WorkerCrashed,
     WorkerStartError,
 )
+from ._fixtures import FixtureGuard
 from ._functions import FunctionTable
 from ._messages import Call, InitFailed, Result
 from ._options import PoolOptions
@@ -122,6 +123,10 @@ class Engine:
         self._deadlines = Deadlines()
         self._call_ids = itertools.count()
         self._start_failures = 0
+        # counts failed fixture set-ups; past the limit, tasks needing one are failed
+        self._fixture_guard = FixtureGuard(
+            options.fixtures, options.fixture_failures, functions.function
+        )
         self.broken: BaseException | None = None
         self.fatal: BaseException | None = None
         self._closing = False
@@ -237,12 +242,26 @@ class Engine:
             if work is None:
                 return False
             batch, positions = work
+            positions = self._skip_broken_fixtures(batch, positions)
+            if not positions:
+                continue
             if batch.sink_claims and not batch.sink.claim(positions[0]):
                 self._finish_cancelled(batch, positions[0], None)
                 self._complete_if_done(batch)
                 continue
             self._send(slot_id, batch, positions)
         return True
+
+    def _skip_broken_fixtures(self, batch: Batch, positions: Sequence[int]) -> Sequence[int]:
+        """Fail, instead of dispatching, the positions that need a fixture whose
+        set-up failed ``fixture_failures`` times; the rest of ``positions`` go on."""
+        blocked = self._fixture_guard.blocked(batch, positions)
+        if not blocked:
+            return positions
+        for pos, error in blocked.items():
+            self._finish_failed(batch, pos, Status.FAILED, error, None, None)
+        self._complete_if_done(batch)
+        return [p for p in positions if p not in blocked]
 
     def _next_work(self, prefetch: bool) -> tuple[Batch, Sequence[int]] | None:
         """Positions to send next, from the oldest batch that has something that may start
@@ -443,6 +462,7 @@ class Engine:
         times: tuple[float | None, float | None],
         tb: str | None = None,
     ) -> None:
+        self._fixture_guard.observe(error)  # count failed fixture set-ups
         attempts = batch.attempts_of(pos)
         retry = (
             not batch.cancelled

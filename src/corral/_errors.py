@@ -9,7 +9,10 @@ The hierarchy::
      │    ├── TaskTimeout (also TimeoutError) past its timeout; its worker was killed
      │    ├── WorkerCrashed                   the worker died while running the task
      │    ├── WorkerStartError                a worker could not be started (initializer failed)
-     │    └── TaskCancelled                   the run was interrupted before the task finished
+     │    ├── TaskCancelled                   the run was interrupted before the task finished
+     │    ├── TaskSkipped                     a task it depends on (after=) did not succeed
+     │    └── FixtureError                    a fixture the task needs could not be set up
+     ├── ServiceError                         an external program (corral.Service) did not start
      ├── RemoteError                          a worker exception that could not travel as itself
      └── BatchError                           raised after a batch in which some task failed
 
@@ -107,6 +110,64 @@ class TaskSkipped(TaskError):
     def __init__(self, message: str, *, key: Any = None, dependency: Any = None) -> None:
         super().__init__(message, key=key)
         self.dependency = dependency
+
+
+@public
+class FixtureError(TaskError):
+    """A fixture the task asked for could not be set up (or torn down), so the task did not run.
+
+    ``fixture`` names it; ``cause`` is the exception its set-up raised (itself, or a
+    ``RemoteError`` when it could not be pickled back), also chained as ``__cause__`` with the
+    worker's traceback. ``attempt`` identifies the failed set-up (None when no set-up was
+    tried: the fixture had failed too often already); the pool counts distinct attempts to
+    stop dispatching tasks that need a fixture that keeps failing (``fixture_failures``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fixture: str,
+        key: Any = None,
+        cause: BaseException | None = None,
+        attempt: str | None = None,
+    ) -> None:
+        super().__init__(message, key=key)
+        self.fixture = fixture
+        self.cause = cause
+        self.attempt = attempt
+
+
+@public
+class ServiceError(CorralError):
+    """A ``corral.Service`` could not be started: every attempt failed.
+
+    ``attempts`` says why each attempt failed (exited early, not ready in time, ...),
+    ``output`` holds the program's last output lines from the last attempt.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: tuple[str, ...] = (),
+        attempts: tuple[str, ...] = (),
+        output: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.argv = argv
+        self.attempts = attempts
+        self.output = output
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_service_error, (self.args, self.__dict__))
+
+
+def _rebuild_service_error(args: tuple[Any, ...], state: dict[str, Any]) -> ServiceError:
+    error = ServiceError.__new__(ServiceError)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 @public

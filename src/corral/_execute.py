@@ -4,6 +4,11 @@ Runs in a worker process (``_worker``) or, for the serial backend, in the caller
 Every exception a task raises is caught here and turned into an entry of ``Result.errors``;
 nothing a task does can stop the loop over the Call's other items.
 
+Fixtures (``fixtures=``) are injected here too, without this module knowing: the functions
+that ``resolve`` returns are bound to the process's fixture cache (``_fixture_cache.Bound``),
+so a fixture's set-up runs inside the item that first needs it, and a set-up that raises is
+that item's error (a ``FixtureError``), like any exception of the task.
+
 Two loops share that contract. The general one tells an ``ItemWatch`` when each item starts
 and ends (the serial backend arms its alarm there; a worker timing a task with a timeout
 writes the start time for the coordinator). The fast one, for chunks of tasks without a

@@ -8,12 +8,12 @@ with one difference that is the point: a worker that dies fails only its own fut
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from functools import partial
 from typing import Any
 
 from ._pool import Pool
@@ -71,7 +71,7 @@ class Executor(futures.Executor):
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout, **kwargs)
         chunks = _chunks(zip(*iterables, strict=False), chunksize)
-        results = super().map(partial(_run_chunk, fn), chunks, timeout=timeout, **kwargs)
+        results = super().map(_ChunkRunner(fn), chunks, timeout=timeout, **kwargs)
         return itertools.chain.from_iterable(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -88,5 +88,26 @@ def _chunks(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[
         yield chunk
 
 
-def _run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
-    return [fn(*args) for args in chunk]
+class _ChunkRunner:
+    """Runs ``fn`` over a chunk of argument tuples in one task.
+
+    Its signature shows ``fn``'s keyword-only parameters, so that fixtures (``fixtures=``)
+    are checked and given to it as they would be to ``fn``, and passed on to every call.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        chunk = inspect.Parameter("chunk", inspect.Parameter.POSITIONAL_ONLY)
+        try:
+            params = inspect.signature(self.fn).parameters.values()
+        except (TypeError, ValueError):
+            return inspect.Signature([chunk])
+        keyword = [p for p in params if p.kind is p.KEYWORD_ONLY]
+        return inspect.Signature([chunk, *keyword])
+
+    def __call__(self, chunk: list[tuple[Any, ...]], **fixtures: Any) -> list[Any]:
+        fn = self.fn
+        return [fn(*args, **fixtures) for args in chunk]

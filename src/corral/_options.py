@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from ._errors import ConfigError
+from ._fixtures import as_fixture_set
 from ._platform import cpu_count
 
 Backend = Literal["process", "serial"]
@@ -31,6 +32,10 @@ class PoolOptions:
     max_tasks_per_worker: int | None = None
     max_worker_memory: int | None = None
     kill_grace: float = 1.0
+    # the Pool's fixtures, checked into a FixtureSet here, and how many
+    # failed set-ups of one fixture stop the tasks that need it (None: never). See _fixtures.
+    fixtures: Any = ()
+    fixture_failures: int | None = 3
 
     def __post_init__(self) -> None:
         w = self.workers
@@ -49,6 +54,8 @@ class PoolOptions:
                 self, "max_worker_memory", parse_size(self.max_worker_memory, "max_worker_memory")
             )
         _check_positive_number("kill_grace", self.kill_grace, allow_zero=True)
+        object.__setattr__(self, "fixtures", as_fixture_set(self.fixtures))
+        _check_positive_int("fixture_failures", self.fixture_failures)
 
 
 @dataclass(frozen=True)

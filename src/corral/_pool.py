@@ -22,7 +22,8 @@ from ._backends.process import ProcessBackend
 from ._backends.serial import SerialBackend
 from ._batch import Batch, CollectSink, FutureSink, StreamSink
 from ._engine import Engine
-from ._errors import BatchError, ConfigError, CorralError
+from ._errors import BatchError, ConfigError, CorralError, SerializationError
+from ._fixture_cache import FixtureCache
 from ._functions import FunctionTable
 from ._needs import Plan, needs_for_items, plan, pop_item_specs
 from ._options import (
@@ -94,9 +95,8 @@ class Pool:
     # -- start-up -------------------------------------------------------------------------
     def _start_serial(self) -> None:
         self.functions = FunctionTable(pickle=False)
-        self.engine = Engine(
-            SerialBackend(self.functions.function), self.functions, self.options, self._wakeup_r
-        )
+        backend = SerialBackend(self.functions.function, _serial_fixtures(self.options))
+        self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
         self.serial = True
         self.workers = 1
         if self._initializer is not None:
@@ -114,6 +114,7 @@ class Pool:
             measure_rss=self.options.max_worker_memory is not None,
             kill_grace=self.options.kill_grace,
             wakeup=self._wakeup_r,
+            fixtures=_worker_fixtures(self.options),
         )
         self.functions = FunctionTable(pickle=True)
         self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
@@ -185,6 +186,7 @@ class Pool:
     ) -> Batch:
         if not callable(fn):
             raise ConfigError(f"fn must be callable, not {fn!r}")
+        self.options.fixtures.check(fn)  # a parameter nobody fills fails here
         fn_id = self.functions.acquire(fn)
         batch = Batch(
             items,
@@ -204,6 +206,8 @@ class Pool:
         self, tasks: list[Task], options: RunOptions, sink: Any, plan: Plan | None = None
     ) -> Batch:
         fn_ids = []
+        for task in tasks:  # a parameter nobody fills fails here, before any work
+            self.options.fixtures.check(task.fn, task._kwargs, len(task.args))
         try:
             for task in tasks:
                 fn_ids.append(self.functions.acquire(task.fn))
@@ -267,7 +271,6 @@ class Pool:
         groups: list[str | None] | None,
     ) -> list[Any]:
         """``map`` once its input is read and checked."""
-        self._check_open()
         sink = CollectSink(len(items))
         batch = self._batch_for_map(fn, items, run_options, sink, plan=plan, groups=groups)
         wall = self._run_batch(batch, sink, run_options, len(items))
@@ -286,7 +289,6 @@ class Pool:
         self, task_list: list[Task], run_options: RunOptions, plan: Plan | None
     ) -> Report:
         """``run`` once its tasks are checked."""
-        self._check_open()
         sink = CollectSink(len(task_list))
         batch = self._batch_for_tasks(task_list, run_options, sink, plan)
         wall = self._run_batch(batch, sink, run_options, len(task_list))
@@ -360,6 +362,23 @@ class Pool:
     def __repr__(self) -> str:
         kind = "serial" if self.serial else f"{self.workers} workers"
         return f"<corral.Pool {kind}{' closed' if self._closed else ''}>"
+
+
+def _worker_fixtures(options: PoolOptions) -> bytes | None:
+    """The pool's fixtures for its worker processes, pickled once, or None."""
+    if not options.fixtures:
+        return None
+    try:
+        return _codec.dumps((options.fixtures, options.fixture_failures))
+    except Exception as exc:
+        raise SerializationError(f"the fixtures cannot be pickled for the workers: {exc}") from exc
+
+
+def _serial_fixtures(options: PoolOptions) -> FixtureCache | None:
+    """The fixture cache of a serial pool: set up in this process, or None."""
+    if not options.fixtures:
+        return None
+    return FixtureCache(options.fixtures, options.fixture_failures)
 
 
 def plan_tasks(tasks: list[Task], options: RunOptions) -> Plan | None:

@@ -19,6 +19,12 @@ coordinator dies for any reason (even SIGKILL), the kernel closes it, the watchd
 returns EOF, and it kills the worker's whole group. The parent-death signal of Linux would not
 do: under forkserver the worker's parent is the fork server, not the coordinator.
 
+Fixtures: a pool with fixtures sends them pickled at start-up; the worker binds each
+task function to the fixtures it asks for and, when its loop ends normally (STOP: retired or
+pool closed; EOF), tears them down. A killed worker tears nothing down: a ``corral.Service``
+started by a fixture runs in a process group of its own, which the watchdog's group kill does
+not reach; the Service's own keeper process stops it when this process dies (``_services``).
+
 The stamp lets the coordinator tell, without a message per item, which item of a chunk was
 running when the worker died or overran its timeout.
 """
@@ -34,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _codec
 from ._errors import ExceptionWithTraceback
@@ -46,6 +52,9 @@ from ._platform import (
     limit_native_threads,
     set_parent_death_signal,
 )
+
+if TYPE_CHECKING:
+    from ._fixture_cache import FixtureCache
 
 
 class Stamp:
@@ -78,8 +87,13 @@ def main(
     initializer: bytes | None,
     measure_rss: bool = False,
     close_fds: list[int] | tuple[int, ...] = (),
+    fixtures: bytes | None = None,
 ) -> None:
-    """Entry point of a worker process (the target given to ``multiprocessing``)."""
+    """Entry point of a worker process (the target given to ``multiprocessing``).
+
+    ``fixtures``: the pool's pickled fixtures, set up here on first need and torn down when
+    the loop ends (STOP or EOF); see ``_fixture_cache``.
+    """
     for fd in close_fds:  # the coordinator's pipe ends, inherited under fork
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -90,8 +104,21 @@ def main(
     limit_native_threads(threads)
     if initializer is not None and not _initialize(conn, initializer):
         return
+    cache = _fixture_cache(fixtures)
+    try:
+        _loop(conn, Stamp(stamp), measure_rss, cache.bind if cache is not None else _unbound)
+    finally:
+        if cache is not None:  # retired or closed: tear the worker's fixtures down
+            cache.close()
+
+
+def _loop(
+    conn: Connection,
+    watch: Stamp,
+    measure_rss: bool,
+    bind: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> None:
     functions: dict[int, Callable[..., Any]] = {}
-    watch = Stamp(stamp)
     while True:
         try:
             data = conn.recv_bytes()
@@ -103,10 +130,22 @@ def main(
         for fn_id in call.drop:
             functions.pop(fn_id, None)
         for fn_id, blob in call.fns.items():
-            functions[fn_id] = _codec.loads(blob)
+            functions[fn_id] = bind(_codec.loads(blob))  # with the fixtures it asks for
         result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss)
         conn.send_bytes(encode_result(result))
         del call, result
+
+
+def _unbound(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
+
+
+def _fixture_cache(fixtures: bytes | None) -> FixtureCache | None:
+    if fixtures is None:
+        return None
+    from ._fixture_cache import from_bytes  # only workers of pools with fixtures pay for it
+
+    return from_bytes(fixtures)
 
 
 def _watch_lifeline(lifeline: Connection) -> None:

@@ -62,8 +62,10 @@ class ProcessBackend:
         kill_grace: float,
         wakeup: int,
         measure_rss: bool = False,
+        fixtures: bytes | None = None,
     ) -> None:
         self.slots = slots
+        self._fixtures = fixtures  # pickled (FixtureSet, fixture_failures), or None
         self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # The fork server then imports corral once; each worker forks with it loaded.
@@ -93,7 +95,10 @@ class ProcessBackend:
                 self._initializer,
                 self._measure_rss,
             ),
-            kwargs={"close_fds": self._inherited_fds(parent_conn, lifeline_w)},
+            kwargs={
+                "close_fds": self._inherited_fds(parent_conn, lifeline_w),
+                "fixtures": self._fixtures,
+            },
             name=f"corral-worker-{slot}",
         )
         try:
@@ -193,6 +198,8 @@ class ProcessBackend:
         self._graveyard.append(_Dying(worker, time.monotonic() + RETIRE_GRACE))
 
     def close(self, timeout: float) -> None:
+        if self._fixtures is not None:  # retiring workers tear their fixtures down
+            timeout = max(timeout, RETIRE_GRACE)
         for slot in range(self.slots):
             self.retire(slot)
         deadline = time.monotonic() + timeout

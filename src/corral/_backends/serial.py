@@ -9,7 +9,9 @@ outcomes and errors are produced by the same engine code as with processes; what
   main thread (code stuck inside a C call is interrupted only when it returns); in other
   threads timeouts cannot be enforced in-process and are ignored;
 - a crash of the task (a segfault, ``os._exit``) ends the caller's process, as it would
-  without corral.
+  without corral;
+- fixtures are set up in the caller's process on first need and torn down by ``close``
+  (when the Pool closes, or at the end of ``corral.map``/``run``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import TaskTimeout
 from .._execute import execute
 from .._messages import Call
 from . import Event
+
+if TYPE_CHECKING:
+    from .._fixture_cache import FixtureCache
 
 
 class _AlarmWatch:
@@ -69,8 +74,12 @@ class SerialBackend:
     in_process = True
     slots = 1
 
-    def __init__(self, resolve: Callable[[int], Callable[..., Any]]) -> None:
-        self._resolve = resolve
+    def __init__(
+        self, resolve: Callable[[int], Callable[..., Any]], fixtures: FixtureCache | None = None
+    ) -> None:
+        # with fixtures, functions are bound to them here and torn down in close()
+        self._fixtures = fixtures
+        self._resolve = fixtures.resolver(resolve) if fixtures is not None else resolve
         self._pending: Call | None = None
         self._idle = threading.Event()
 
@@ -102,3 +111,6 @@ class SerialBackend:
 
     def close(self, timeout: float) -> None:
         self._pending = None
+        fixtures, self._fixtures = self._fixtures, None
+        if fixtures is not None:
+            fixtures.close()

@@ -1,0 +1,250 @@
+"""The fixtures of one worker process (or of the serial caller): set up on first need, kept,
+torn down at the end.
+
+    worker process k (or the caller's thread, serial)
+    ─────────────────────────────────────────────────
+    _worker loads a task function ─► FixtureCache.bind(fn) ─► Bound(fn, names)
+    _execute runs an item ─► Bound(item) ─► FixtureCache.call:
+        worker-scope fixture missing ─► set up, kept in ``_values`` until ``close``
+        task-scope fixture ─► set up, torn down when the item ends
+        fn(item, **fixtures)
+    _worker exits its loop (STOP: retired, pool closed) ─► FixtureCache.close(): teardown,
+        last set up first; serial: ``SerialBackend.close``
+
+Fixture code is user code: it runs only inside a task's call (through ``Bound``, called by
+``_execute``) and in ``close``. Nothing runs on a worker that is killed (timeout, cancel,
+crash, the coordinator's death): a ``corral.Service`` guards against that itself, with a
+keeper process (``_services``).
+
+A set-up that raises fails the task with a ``FixtureError`` and is tried again for the next
+task. After ``limit`` failures in a row of the same fixture in this process, the next tasks
+fail at once without a new attempt: a chunk of 500 tasks must not start a failing server 500
+times (the engine stops dispatching such tasks once it has seen ``limit`` failures too).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Generator
+from typing import Any
+
+from . import _codec
+from ._errors import FixtureError, RemoteError, TaskTimeout
+from ._fixtures import Fixture, FixtureSet
+
+log = logging.getLogger("corral")
+
+BOUND_CACHE = 64
+"""Serial mode binds functions on every resolve; the most recent bindings are kept."""
+
+
+class _TaskScope:
+    """The task-scoped fixtures of one running item, torn down when it ends."""
+
+    __slots__ = ("teardowns", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.teardowns: list[tuple[str, Generator[Any, None, None]]] = []
+
+
+class Bound:
+    """A task function with its fixtures: ``Bound(item)`` calls ``fn(item, **fixtures)``.
+
+    Once every fixture it needs is a worker fixture that is set up, the values are kept here
+    (``fixed``) and a call costs one dict unpacking (a chunk of 20,000 tiny tasks must stay
+    cheap); ``FixtureCache.close`` clears them.
+    """
+
+    __slots__ = ("cache", "fixed", "fn", "names")
+
+    def __init__(self, fn: Callable[..., Any], names: tuple[str, ...], cache: FixtureCache):
+        self.fn = fn
+        self.names = names
+        self.cache = cache
+        self.fixed: dict[str, Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fixed = self.fixed
+        if fixed is not None and not kwargs:
+            return self.fn(*args, **fixed)
+        return self.cache.call(self, args, kwargs)
+
+
+class FixtureCache:
+    def __init__(self, fixtures: FixtureSet, limit: int | None) -> None:
+        self._set = fixtures
+        self._limit = limit
+        self._values: dict[str, Any] = {}
+        self._teardowns: list[tuple[str, Generator[Any, None, None]]] = []
+        self._failures: dict[str, tuple[int, FixtureError]] = {}
+        # Attempt ids must differ across workers and worker generations (pids are reused).
+        self._tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._attempt_ids = itertools.count(1)
+        self._bound: OrderedDict[int, tuple[Callable[..., Any], Callable[..., Any]]] = OrderedDict()
+        self._fixed: list[Bound] = []  # Bounds holding worker fixture values, cleared at close
+
+    # -- binding task functions -----------------------------------------------------------
+    def bind(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` itself when it asks for no fixture, else a ``Bound`` that supplies them."""
+        names = self._set.injectable(fn)
+        return Bound(fn, names, self) if names else fn
+
+    def resolver(self, resolve: Callable[[int], Callable[..., Any]]) -> Callable[[int], Any]:
+        """Wrap a ``fn_id -> function`` lookup so that it returns bound functions (serial)."""
+
+        def bound(fn_id: int) -> Callable[..., Any]:
+            fn = resolve(fn_id)
+            hit = self._bound.get(fn_id)
+            if hit is not None and hit[0] is fn:
+                self._bound.move_to_end(fn_id)
+                return hit[1]
+            self._bound[fn_id] = (fn, self.bind(fn))
+            while len(self._bound) > BOUND_CACHE:
+                self._bound.popitem(last=False)
+            return self._bound[fn_id][1]
+
+        return bound
+
+    # -- one task -------------------------------------------------------------------------
+    def call(self, bound: Bound, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        scope = _TaskScope()
+        own = bool(kwargs)
+        try:
+            for name in bound.names:
+                if name not in kwargs:  # the task's own arguments win
+                    kwargs[name] = self._get(name, scope)
+            if not own and not scope.values:  # worker fixtures only: keep them on the Bound
+                bound.fixed = dict(kwargs)
+                self._fixed.append(bound)
+            result = bound.fn(*args, **kwargs)
+        except BaseException:
+            self._teardown_task(scope, raising=False)
+            raise
+        self._teardown_task(scope, raising=True)
+        return result
+
+    def _get(self, name: str, scope: _TaskScope) -> Any:
+        fx = self._set[name]
+        if fx.scope == "worker" and name in self._values:
+            return self._values[name]
+        if fx.scope == "task" and name in scope.values:
+            return scope.values[name]
+        self._refuse_if_failing(name)
+        deps = {dep: self._get(dep, scope) for dep in self._set.requested(name)}
+        try:
+            value, teardown = _set_up(fx, deps)
+        except (TaskTimeout, FixtureError):  # the serial alarm; a dependency's own failure
+            raise
+        except Exception as exc:
+            raise self._failed(name, exc) from exc
+        self._failures.pop(name, None)
+        if fx.scope == "worker":
+            self._values[name] = value
+            if teardown is not None:
+                self._teardowns.append((name, teardown))
+        else:
+            scope.values[name] = value
+            if teardown is not None:
+                scope.teardowns.append((name, teardown))
+        return value
+
+    def _failed(self, name: str, exc: Exception) -> FixtureError:
+        count = self._failures.get(name, (0, None))[0] + 1
+        error = FixtureError(
+            f"fixture {name!r} failed to set up: {type(exc).__name__}: {exc}",
+            fixture=name,
+            cause=_portable(exc),
+            attempt=f"{self._tag}-{next(self._attempt_ids)}",
+        )
+        self._failures[name] = (count, error)
+        return error
+
+    def _refuse_if_failing(self, name: str) -> None:
+        count, last = self._failures.get(name, (0, None))
+        if self._limit is None or last is None or count < self._limit:
+            return
+        error = FixtureError(
+            f"fixture {name!r} was not set up again: it failed {count} times in a row in this "
+            f"worker (fixture_failures={self._limit}); last error: {last.args[0]}",
+            fixture=name,
+            cause=last.cause,
+        )
+        raise error from last
+
+    def _teardown_task(self, scope: _TaskScope, *, raising: bool) -> None:
+        """Tear down the item's task fixtures, last first. A teardown that fails fails a task
+        that had succeeded (``raising``); when the task failed already, it is only logged."""
+        failure: FixtureError | None = None
+        for name, gen in reversed(scope.teardowns):
+            try:
+                _finish(gen, name)
+            except Exception as exc:
+                if not raising or failure is not None:
+                    log.warning("corral: teardown of fixture %r failed", name, exc_info=True)
+                    continue
+                failure = FixtureError(
+                    f"fixture {name!r} failed to tear down: {type(exc).__name__}: {exc}",
+                    fixture=name,
+                    cause=_portable(exc),
+                )
+                failure.__cause__ = exc
+        if failure is not None:
+            raise failure
+
+    # -- the end --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Tear down the worker fixtures, last set up first; failures are logged."""
+        teardowns, self._teardowns = self._teardowns, []
+        self._values.clear()
+        for bound in self._fixed:
+            bound.fixed = None
+        self._fixed.clear()
+        for name, gen in reversed(teardowns):
+            try:
+                _finish(gen, name)
+            except Exception:
+                log.warning("corral: teardown of fixture %r failed", name, exc_info=True)
+
+
+def _set_up(fx: Fixture, deps: dict[str, Any]) -> tuple[Any, Generator[Any, None, None] | None]:
+    if not fx.generator:
+        return fx.fn(**deps), None
+    gen = fx.fn(**deps)
+    try:
+        value = next(gen)
+    except StopIteration:
+        raise RuntimeError(f"fixture {fx.name!r} did not yield a value") from None
+    return value, gen
+
+
+def _finish(gen: Generator[Any, None, None], name: str) -> None:
+    try:
+        next(gen)
+    except StopIteration:
+        return
+    gen.close()
+    raise RuntimeError(f"fixture {name!r} yielded more than once")
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling back to the coordinator, else a RemoteError for it."""
+    try:
+        _codec.loads(_codec.dumps(exc))
+    except Exception:
+        import traceback
+
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return RemoteError(name, str(exc), tb)
+    return exc
+
+
+def from_bytes(blob: bytes) -> FixtureCache:
+    """The cache of a worker process, from what ``ProcessBackend`` sent: (FixtureSet, limit)."""
+    fixtures, limit = _codec.loads(blob)
+    return FixtureCache(fixtures, limit)

@@ -1,0 +1,378 @@
+"""Fixtures: what a task asks for by parameter name, and the checks made before work starts.
+
+    @corral.fixture                              def simulate(params, *, omc):
+    def omc():                                       return omc.simulate(params)
+        with corral.Service(argv) as service:
+            yield Client(service.port)           corral.map(simulate, sweep, fixtures=[omc])
+
+This module is definitions and bookkeeping only; it never calls a fixture. It is used on both
+sides of a worker's pipe:
+
+    caller's thread      ``FixtureSet`` (built by ``PoolOptions``) checks the fixtures (unknown
+                         requests, cycles, scopes) and each task function (``check``): a
+                         keyword-only parameter nobody supplies is a ``ConfigError`` before
+                         any task is dispatched
+    worker process       ``_fixture_cache`` unpickles the same ``FixtureSet`` and sets fixtures
+                         up on first need (``injectable`` says which parameters to fill)
+    engine thread        ``FixtureGuard`` counts the failed set-ups that ``FixtureError``s
+                         report and, past ``fixture_failures``, fails the tasks that need a
+                         broken fixture instead of dispatching them to fail again
+
+Injection follows pytest: a task function receives a fixture through a keyword-only parameter
+of the same name (``def f(x, *, omc)``); a fixture function receives other fixtures through
+its parameters. Arguments the task itself passes (``Task(fn, kwargs=...)``) win over fixtures.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
+
+from ._errors import ConfigError, FixtureError
+from ._public import public
+
+if TYPE_CHECKING:
+    from ._batch import Batch
+
+Scope = Literal["worker", "task"]
+SCOPES = ("worker", "task")
+
+
+class Fixture:
+    """A function marked with ``@corral.fixture``: its name, scope and the names it requests.
+
+    ``requests`` maps each parameter of the function to whether it has a default (a
+    parameter with a default is filled only when a fixture of that name is provided).
+    """
+
+    __slots__ = ("fn", "generator", "name", "requests", "scope")
+
+    def __init__(self, fn: Callable[..., Any], *, scope: str, name: str | None) -> None:
+        if not callable(fn):
+            raise ConfigError(f"@corral.fixture decorates a function, not {fn!r}")
+        if scope not in SCOPES:
+            raise ConfigError(f"fixture scope must be 'worker' or 'task', not {scope!r}")
+        self.fn = fn
+        self.scope: Scope = scope  # type: ignore[assignment]
+        self.name: str = name if name is not None else _name_of(fn)
+        if not self.name.isidentifier():
+            raise ConfigError(f"fixture name must be a Python identifier, not {self.name!r}")
+        self.generator = inspect.isgeneratorfunction(inspect.unwrap(fn))
+        self.requests = _fixture_requests(fn, self.name)
+
+    def __repr__(self) -> str:
+        return f"<corral fixture {self.name!r} ({self.scope} scope)>"
+
+
+@overload
+def fixture(fn: Callable[..., Any], /) -> Fixture: ...
+
+
+@overload
+def fixture(
+    fn: None = None, /, *, scope: Scope = "worker", name: str | None = None
+) -> Callable[[Callable[..., Any]], Fixture]: ...
+
+
+@public
+def fixture(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    scope: Scope = "worker",
+    name: str | None = None,
+) -> Fixture | Callable[[Callable[..., Any]], Fixture]:
+    """Mark a function as a fixture: a value that tasks receive by parameter name.
+
+    A generator function sets up before its ``yield``, gives tasks the yielded value, and
+    tears down after it; a plain function's return value is given and nothing is torn down.
+    ``scope="worker"`` (default): set up in a worker the first time one of its tasks needs it,
+    kept for the worker's later tasks (and later ``Pool.map``/``run`` calls), torn down when
+    the worker retires or the pool closes. ``scope="task"``: set up and torn down around each
+    task that needs it. ``name`` defaults to the function's name.
+
+    Example::
+
+        @corral.fixture
+        def db():
+            with corral.Service(["redis-server", "--port", "{port}"]) as service:
+                yield service
+
+        def work(key, *, db): ...
+        corral.map(work, keys, fixtures=[db])
+    """
+    if fn is None:
+        return functools.partial(Fixture, scope=scope, name=name)
+    return Fixture(fn, scope=scope, name=name)
+
+
+class FixtureSet:
+    """The fixtures of one Pool, checked together: unique names, every request provided,
+    no cycle, and no worker fixture that depends on a task fixture (it would outlive it)."""
+
+    def __init__(self, fixtures: Iterable[Any] | Fixture = ()) -> None:
+        items = [fixtures] if isinstance(fixtures, Fixture) else list(fixtures)
+        by_name: dict[str, Fixture] = {}
+        for item in items:
+            if not isinstance(item, Fixture):
+                what = getattr(item, "__qualname__", None) or repr(item)
+                raise ConfigError(
+                    f"fixtures takes functions decorated with @corral.fixture, not {what}"
+                )
+            if item.name in by_name:
+                raise ConfigError(f"two fixtures are named {item.name!r}")
+            by_name[item.name] = item
+        self._by_name = by_name
+        self._check_requests()
+        self._check_cycles()
+        self._check_scopes()
+
+    # -- what the set holds ---------------------------------------------------------------
+    def __bool__(self) -> bool:
+        return bool(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __iter__(self) -> Iterator[Fixture]:
+        return iter(self._by_name.values())
+
+    def __getitem__(self, name: str) -> Fixture:
+        return self._by_name[name]
+
+    def __repr__(self) -> str:
+        return f"FixtureSet({sorted(self._by_name)})"
+
+    def requested(self, name: str) -> list[str]:
+        """The provided fixtures that fixture ``name`` receives (its dependencies)."""
+        return [r for r in self._by_name[name].requests if r in self._by_name]
+
+    def closure(self, names: Iterable[str]) -> set[str]:
+        """``names`` and every fixture they depend on, directly or not."""
+        seen: set[str] = set()
+        todo = [n for n in names if n in self._by_name]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(self.requested(name))
+        return seen
+
+    # -- task functions -------------------------------------------------------------------
+    def injectable(self, fn: Callable[..., Any]) -> tuple[str, ...]:
+        """The keyword-only parameters of ``fn`` that a fixture of this set fills."""
+        return tuple(name for name, _ in parameters(fn).keyword if name in self._by_name)
+
+    def check(self, fn: Callable[..., Any], supplied: Iterable[str] = (), n_args: int = 1) -> None:
+        """Raise ConfigError, naming the parameter, when ``fn`` has a keyword-only parameter
+        without a default that neither ``supplied`` (the task's own keyword arguments) nor a
+        fixture provides, or a positional parameter beyond its ``n_args`` positional arguments
+        named like a fixture (fixtures fill keyword-only parameters): every call would fail."""
+        params = parameters(fn)
+        for name, has_default in params.positional[n_args:]:
+            if not has_default and name in self._by_name and name not in supplied:
+                raise ConfigError(
+                    f"{_name_of(fn)}() receives fixture {name!r} only as a keyword-only "
+                    f"parameter: put it after a *, as in def {_name_of(fn)}(..., *, {name})"
+                )
+        for name, has_default in params.keyword:
+            if has_default or name in self._by_name or name in supplied:
+                continue
+            given = (
+                f"the fixtures given are {', '.join(sorted(self._by_name))}"
+                if self._by_name
+                else "no fixtures were given (fixtures=[...])"
+            )
+            raise ConfigError(
+                f"{_name_of(fn)}() has a keyword-only parameter {name!r} without a default "
+                f"that neither the task's arguments nor a fixture provide; {given}"
+            )
+
+    # -- checks of the set itself ---------------------------------------------------------
+    def _check_requests(self) -> None:
+        for fx in self._by_name.values():
+            for name, has_default in fx.requests.items():
+                if not has_default and name not in self._by_name:
+                    raise ConfigError(
+                        f"fixture {fx.name!r} requests {name!r}, which no fixture given "
+                        f"provides (fixtures: {', '.join(sorted(self._by_name))})"
+                    )
+
+    def _check_cycles(self) -> None:
+        done: set[str] = set()
+
+        def visit(name: str, path: list[str]) -> None:
+            if name in path:
+                cycle = [*path[path.index(name) :], name]
+                raise ConfigError(f"fixtures request each other in a cycle: {' -> '.join(cycle)}")
+            if name in done:
+                return
+            for dep in self.requested(name):
+                visit(dep, [*path, name])
+            done.add(name)
+
+        for name in self._by_name:
+            visit(name, [])
+
+    def _check_scopes(self) -> None:
+        for fx in self._by_name.values():
+            if fx.scope != "worker":
+                continue
+            for dep in self.requested(fx.name):
+                if self._by_name[dep].scope == "task":
+                    raise ConfigError(
+                        f"worker-scoped fixture {fx.name!r} cannot request task-scoped "
+                        f"fixture {dep!r}: it would outlive it"
+                    )
+
+
+def as_fixture_set(fixtures: Any) -> FixtureSet:
+    """The ``fixtures=`` option as a checked ``FixtureSet`` (a list, one fixture, or None)."""
+    if isinstance(fixtures, FixtureSet):
+        return fixtures
+    if fixtures is None:
+        return FixtureSet()
+    if not isinstance(fixtures, (Fixture, list, tuple, set, frozenset)):
+        raise ConfigError(f"fixtures must be a list of @corral.fixture functions, not {fixtures!r}")
+    return FixtureSet(fixtures)
+
+
+class FixtureGuard:
+    """The engine's memory of failed set-ups: stops dispatching tasks whose fixture keeps
+    failing. Engine thread only.
+
+    Each ``FixtureError`` from a worker names its fixture and the set-up attempt it comes
+    from; tasks failed by the same attempt count once. After ``limit`` distinct failed
+    attempts the fixture is broken for the rest of the Pool's life, and every task that needs
+    it (directly or through another fixture) fails with a FixtureError when its turn comes.
+    """
+
+    def __init__(
+        self,
+        fixtures: FixtureSet,
+        limit: int | None,
+        function: Callable[[int], Callable[..., Any]],
+    ) -> None:
+        self._fixtures = fixtures
+        self._limit = limit
+        self._function = function
+        self._attempts: dict[str, set[str]] = {}
+        self._broken: dict[str, FixtureError] = {}
+        self._needs: dict[int, set[str]] = {}
+
+    def observe(self, error: BaseException) -> None:
+        if not isinstance(error, FixtureError) or error.attempt is None or self._limit is None:
+            return
+        if error.fixture in self._broken:
+            return
+        seen = self._attempts.setdefault(error.fixture, set())
+        seen.add(error.attempt)
+        if len(seen) >= self._limit:
+            self._broken[error.fixture] = error
+
+    def blocked(self, batch: Batch, positions: Sequence[int]) -> dict[int, FixtureError]:
+        """The positions that must not be dispatched, each with its own error."""
+        if not self._broken:
+            return {}
+        blocked: dict[int, FixtureError] = {}
+        for pos in positions:
+            if batch.star:
+                fn_id, _, kwargs = batch.payload([pos])[0]
+                broken = self._broken_for(fn_id, kwargs)
+            else:
+                broken = self._broken_for(batch.fn_id, ())
+            if broken is not None:
+                blocked[pos] = self._refusal(broken, batch.key_of(pos))
+        return blocked
+
+    def _broken_for(self, fn_id: int, supplied: Iterable[str]) -> str | None:
+        needs = self._needs.get(fn_id) if not supplied else None
+        if needs is None:
+            injected = self._fixtures.injectable(self._function(fn_id))
+            names = [n for n in injected if n not in supplied]
+            needs = self._fixtures.closure(names)
+            if not supplied:
+                self._needs[fn_id] = needs
+        for name in sorted(needs):
+            if name in self._broken:
+                return name
+        return None
+
+    def _refusal(self, name: str, key: Any) -> FixtureError:
+        last = self._broken[name]
+        cause = last.cause
+        reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(last)
+        error = FixtureError(
+            f"task {key!r} was not run: fixture {name!r} failed to set up "
+            f"{len(self._attempts[name])} times (fixture_failures={self._limit}); "
+            f"last error: {reason.splitlines()[0] if reason else ''}",
+            fixture=name,
+            key=key,
+            cause=cause,
+        )
+        error.__cause__ = last
+        return error
+
+
+# -- signatures ---------------------------------------------------------------------------------
+class Parameters(NamedTuple):
+    """``(name, has_default)`` of a function's positional and keyword-only parameters."""
+
+    positional: tuple[tuple[str, bool], ...]
+    keyword: tuple[tuple[str, bool], ...]
+
+
+NO_PARAMETERS = Parameters((), ())
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters_cached(fn: Callable[..., Any]) -> Parameters:
+    return _parameters(fn)
+
+
+def parameters(fn: Callable[..., Any]) -> Parameters:
+    """The parameters of ``fn`` that matter for injection (memoised: ``run`` checks every
+    Task, and 20,000 Tasks usually share one function)."""
+    try:
+        return _parameters_cached(fn)
+    except TypeError:  # unhashable callable
+        return _parameters(fn)
+
+
+def _parameters(fn: Callable[..., Any]) -> Parameters:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature: nothing to inject
+        return NO_PARAMETERS
+    positional: list[tuple[str, bool]] = []
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            break
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            positional.append((p.name, p.default is not p.empty))
+    keyword = [(p.name, p.default is not p.empty) for p in params if p.kind is p.KEYWORD_ONLY]
+    return Parameters(tuple(positional), tuple(keyword))
+
+
+def _fixture_requests(fn: Callable[..., Any], name: str) -> dict[str, bool]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    requests: dict[str, bool] = {}
+    for p in params:
+        if p.kind is p.POSITIONAL_ONLY:
+            raise ConfigError(
+                f"fixture {name!r}: parameter {p.name!r} is positional-only; fixtures receive "
+                "other fixtures by name"
+            )
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            requests[p.name] = p.default is not p.empty
+    return requests
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
+    return str(name) if name else repr(fn)

@@ -1,0 +1,500 @@
+"""``corral.Service``: an external program on a port of its own, ready before it is used, and
+never left running.
+
+    worker process (or the caller)       keeper process             the service
+    ──────────────────────────────       (own session)              (own session = own group)
+    start():
+      reserve a port (_ports: lock file + bind test)
+      keeper pipe, write end ──────────► reads "+pgid" / "-pgid"
+      Popen(argv with {port}, {token}) ───────────────────────────► program
+      "+pgid" ─────────────────────────►
+      reader thread ◄═══ stdout + stderr (one pipe) ═══════════════ output: tail, log, regex
+      wait until ready (tcp / regex / callable); else kill it, next port, up to ``retries``
+    stop(): SIGTERM to the group, SIGKILL after ``grace``; "-pgid"; close the pipe ─► keeper exits
+
+Who kills whom:
+
+- ``stop()`` (context exit, fixture teardown) stops the program's whole group.
+- The service does not share the worker's process group, so killing a worker (timeout,
+  cancel, recycling) or the worker's lifeline watchdog (the coordinator died) does not reach
+  it. The keeper does: it blocks reading a pipe whose only write end this process holds.
+  When this process dies, however it dies, the kernel closes that end; the keeper reads EOF,
+  sends SIGTERM to every group it was told about, and SIGKILL after ``grace``. The keeper
+  runs in a session of its own for the same reason: the signal that kills a worker's group
+  must not kill it first.
+- The keeper is told "-pgid" after a group is stopped, so it never signals a process group
+  id that the system may have reused.
+
+A program that puts itself in the background (daemonizes) cannot be supervised: run servers
+in the foreground (``redis-server --daemonize no``).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import psutil
+
+from ._errors import ConfigError, ServiceError
+from ._platform import kill_group
+from ._ports import Reservation, reserve
+from ._public import public
+
+TAIL_LINES = 50
+"""Output lines kept (for ``ServiceError`` and ``Service.output``)."""
+
+POLL = 0.05
+"""Seconds between readiness checks of a starting program (a port cannot be waited on)."""
+
+KEEPER = r"""
+import os, signal, sys, time
+grace = float(sys.argv[1])
+groups = set()
+while True:  # EOF: the process that started the services is gone, or is done with them
+    line = sys.stdin.buffer.readline()
+    if not line:
+        break
+    if line[:1] == b"+":
+        groups.add(int(line[1:]))
+    elif line[:1] == b"-":
+        groups.discard(int(line[1:]))
+def alive(group):
+    try:
+        os.killpg(group, 0)
+    except OSError:
+        return False
+    return True
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except OSError:
+        pass
+end = time.monotonic() + grace
+while time.monotonic() < end and any(alive(g) for g in groups):
+    time.sleep(0.05)
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class _Failed(Exception):
+    """One start attempt failed (the program exited, or was not ready in time)."""
+
+
+class _Run:
+    """One started program: its process, its output tail, and the thread reading it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], pattern: re.Pattern[str] | None) -> None:
+        self.proc = proc
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.pattern = pattern
+        self.matched = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+@public
+class Service:
+    """Start an external program for the duration of a ``with`` block (typically in a fixture).
+
+    ``argv`` may contain ``{port}`` (a free port, reserved against every other corral process
+    on the machine) and ``{token}`` (a fresh ``secrets.token_hex(16)`` per start); so may the
+    values of ``env``, which are added to this process's environment. ``ready`` says when the
+    program can be used: ``"tcp"`` (it accepts connections on its port), a regular expression
+    awaited on its output (stdout and stderr), or a callable given this Service and returning
+    True once ready (an exception it raises means "not yet"). ``port="auto"`` lets the OS
+    choose, an int is the first candidate (the next ones are tried upward), None means the
+    program needs no port.
+
+    A start that fails (the program exits early, e.g. address in use, or is not ready within
+    ``startup_timeout`` seconds) is retried on another port up to ``retries`` times, then
+    raises ``corral.ServiceError`` with the program's last output lines. ``log`` (a path or a
+    writable text file) receives all of its output.
+
+    The program runs in its own process group; ``stop()`` (or leaving the ``with`` block)
+    sends it SIGTERM, then SIGKILL after ``grace`` seconds. If the process that started it
+    dies instead (a worker killed by a timeout, a crash, the coordinator SIGKILLed), a keeper
+    process stops it within ``grace`` seconds.
+
+    Attributes once started: ``port``, ``token``, ``host``, ``address`` (``(host, port)``),
+    ``pid``.
+
+    Example::
+
+        @corral.fixture
+        def omc():
+            argv = ["omc", "--interactive=zmq", "--interactivePort={port}", "-z={token}"]
+            with corral.Service(argv, ready="tcp", port=10000) as service:
+                yield connect(service.port)
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        ready: Literal["tcp"] | str | re.Pattern[str] | Callable[[Service], bool] = "tcp",
+        port: Literal["auto"] | int | None = "auto",
+        host: str = "127.0.0.1",
+        startup_timeout: float = 30.0,
+        retries: int = 5,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        log: str | os.PathLike[str] | IO[str] | None = None,
+        grace: float = 3.0,
+    ) -> None:
+        if isinstance(argv, (str, bytes)) or not argv:
+            raise ConfigError(f"argv must be a non-empty list of arguments, not {argv!r}")
+        self.argv = tuple(os.fspath(a) for a in argv)
+        self._ready = _check_ready(ready, port)
+        self._start_port = _check_port(port)
+        self._needs_port = port is not None
+        if not self._needs_port and any("{port}" in a for a in self.argv):
+            raise ConfigError("argv contains {port} but port=None")
+        _check_number("startup_timeout", startup_timeout)
+        _check_number("grace", grace, allow_zero=True)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries must be a non-negative integer, not {retries!r}")
+        self.host = host
+        self.startup_timeout = float(startup_timeout)
+        self.retries = retries
+        self.grace = float(grace)
+        self._env = dict(env) if env is not None else {}
+        self._cwd = cwd
+        self._log_target = log
+        self._log: IO[str] | None = None
+        self.port: int | None = None
+        self.token: str | None = None
+        self.pid: int | None = None
+        self._run: _Run | None = None
+        self._reservation: Reservation | None = None
+        self._keeper: subprocess.Popen[bytes] | None = None
+        self._check_error: Exception | None = None  # the ready callable's last exception
+
+    # -- public surface ---------------------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int | None]:
+        """``(host, port)``, as ``socket.create_connection`` takes it."""
+        return (self.host, self.port)
+
+    @property
+    def running(self) -> bool:
+        return self._run is not None and self._run.proc.poll() is None
+
+    @property
+    def output(self) -> list[str]:
+        """The program's last output lines (stdout and stderr together)."""
+        return list(self._run.tail) if self._run is not None else []
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}, port {self.port}" if self.running else "not running"
+        return f"<corral.Service {self.argv[0]!r} ({state})>"
+
+    # -- starting ---------------------------------------------------------------------------
+    def start(self) -> Service:
+        """Start the program and wait until it is ready; ServiceError after ``retries``."""
+        if self._run is not None:
+            raise ServiceError(f"{self.argv[0]} is already started", argv=self.argv)
+        try:
+            self._open_log()
+            self._keeper = _start_keeper(self.grace)
+            failed = self._start_on_some_port()
+        except BaseException:
+            self.stop()
+            raise
+        if failed is None:
+            return self
+        self.stop()
+        failures, tail = failed
+        raise ServiceError(_failure_message(self.argv, failures, tail), argv=self.argv,
+                           attempts=tuple(failures), output=tuple(tail))  # fmt: skip
+
+    def _start_on_some_port(self) -> tuple[list[str], list[str]] | None:
+        """Attempts on successive ports until one is ready (it is then ``self._run``): None,
+        or when all failed, why each did and the last one's output lines."""
+        failures: list[str] = []
+        tail: list[str] = []
+        avoid: set[int] = set()
+        start = self._start_port
+        for attempt in range(1, self.retries + 2):
+            reservation = self._reserve(start, avoid)
+            try:
+                self._attempt(reservation)
+            except _Failed as failure:
+                port = reservation.port if reservation is not None else None
+                failures.append(f"attempt {attempt} (port {port}): {failure}")
+                tail = self._discard(reservation)
+                if port is not None:
+                    avoid.add(port)
+                    start = port + 1 if start is not None else None
+                continue
+            except BaseException:  # the caller stops the program; the port is ours to free
+                if reservation is not None:
+                    reservation.release()
+                raise
+            self._reservation = reservation
+            return None
+        return failures, tail
+
+    def _reserve(self, start: int | None, avoid: set[int]) -> Reservation | None:
+        if not self._needs_port:
+            return None
+        return reserve(self.host, start=start, avoid=frozenset(avoid))
+
+    def _attempt(self, reservation: Reservation | None) -> None:
+        self.port = reservation.port if reservation is not None else None
+        self.token = secrets.token_hex(16)
+        self._launch()
+        self._await_ready()
+
+    def _launch(self) -> None:
+        subst = {"{port}": str(self.port), "{token}": str(self.token)}
+        argv = [_substitute(a, subst) for a in self.argv]
+        env = {**os.environ, **{k: _substitute(v, subst) for k, v in self._env.items()}}
+        self._write_log(f"--- corral: starting {' '.join(argv)}")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own session, so its own process group
+                close_fds=True,
+                cwd=self._cwd,
+                env=env,
+            )
+        except OSError as exc:  # not found, not executable: another port will not help
+            raise ServiceError(f"cannot run {argv[0]}: {exc}", argv=self.argv) from exc
+        self._tell_keeper(f"+{proc.pid}")
+        pattern = self._ready if isinstance(self._ready, re.Pattern) else None
+        run = _Run(proc, pattern)
+        run.thread = threading.Thread(
+            target=self._read_output, args=(run,), name=f"corral-service-{proc.pid}", daemon=True
+        )
+        run.thread.start()
+        self._run = run
+        self.pid = proc.pid
+
+    def _await_ready(self) -> None:
+        run = self._run
+        assert run is not None
+        self._check_error = None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            code = run.proc.poll()
+            if code is not None:
+                raise _Failed(f"exited with code {code} before it was ready")
+            if self._is_ready(run):
+                return
+            if time.monotonic() > deadline:
+                last = self._check_error
+                why = f" (last check: {type(last).__name__}: {last})" if last is not None else ""
+                raise _Failed(f"not ready after {self.startup_timeout:g} s{why}")
+            if run.pattern is not None:
+                run.matched.wait(POLL)
+            else:
+                time.sleep(POLL)  # polling the program's port or the user's check
+
+    def _is_ready(self, run: _Run) -> bool:
+        ready = self._ready
+        if isinstance(ready, re.Pattern):
+            return run.matched.is_set()
+        if callable(ready):
+            try:
+                return bool(ready(self))
+            except Exception as exc:  # "connection refused" while it starts: not ready yet
+                self._check_error = exc
+                return False
+        assert self.port is not None
+        return _accepts(self.host, self.port) and _listens(run.proc.pid, self.port)
+
+    def _read_output(self, run: _Run) -> None:
+        stream = run.proc.stdout
+        assert stream is not None
+        with stream:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                run.tail.append(line)
+                self._write_log(line)
+                if run.pattern is not None and run.pattern.search(line):
+                    run.matched.set()
+
+    # -- stopping ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the program (SIGTERM to its group, SIGKILL after ``grace``) and the keeper."""
+        run, self._run = self._run, None
+        if run is not None:
+            self._terminate(run)
+        if self._reservation is not None:
+            self._reservation.release()
+            self._reservation = None
+        self._stop_keeper()
+        if self._log is not None and self._log is not self._log_target:
+            self._log.close()
+        self._log = None
+
+    def _discard(self, reservation: Reservation | None) -> list[str]:
+        """Stop a failed attempt's program and free its port (the next attempt avoids it);
+        the program's last output lines, complete once its output pipe is drained."""
+        run, self._run = self._run, None
+        tail: list[str] = []
+        if run is not None:
+            self._terminate(run)
+            tail = list(run.tail)
+        if reservation is not None:
+            reservation.release()
+        self.port = self.token = self.pid = None
+        return tail
+
+    def _terminate(self, run: _Run) -> None:
+        group = run.proc.pid
+        if run.proc.poll() is None:
+            kill_group(group, signal.SIGTERM)
+            try:
+                run.proc.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                kill_group(group, signal.SIGKILL)
+                run.proc.wait()
+        kill_group(group, signal.SIGKILL)  # what the program started, if it outlived it
+        self._tell_keeper(f"-{group}")
+        if run.thread is not None:
+            run.thread.join(timeout=5.0)  # EOF once every writer of the pipe is gone
+
+    # -- keeper and log -----------------------------------------------------------------------
+    def _tell_keeper(self, line: str) -> None:
+        keeper = self._keeper
+        if keeper is None or keeper.stdin is None:
+            return
+        with contextlib.suppress(OSError):
+            keeper.stdin.write(line.encode() + b"\n")
+            keeper.stdin.flush()
+
+    def _stop_keeper(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is None:
+            return
+        with contextlib.suppress(OSError):
+            if keeper.stdin is not None:
+                keeper.stdin.close()  # EOF with no group left: it exits at once
+        try:
+            keeper.wait(timeout=10.0)
+        except subprocess.TimeoutExpired:
+            keeper.kill()
+            keeper.wait()
+
+    def _open_log(self) -> None:
+        target = self._log_target
+        if target is None:
+            self._log = None
+        elif isinstance(target, (str, os.PathLike)):
+            # closed by stop(): the log outlives this method
+            self._log = Path(target).open("a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        else:
+            self._log = target
+
+    def _write_log(self, line: str) -> None:
+        if self._log is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._log.write(line + "\n")
+
+
+def _start_keeper(grace: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", KEEPER, repr(grace)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # out of the worker's group: it must outlive a group kill
+        close_fds=True,
+    )
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether the program (or a process it started) listens on ``port``: a connection that
+    succeeds may reach a foreign program that took the port first."""
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return True
+    except psutil.AccessDenied:
+        return True  # cannot tell: trust the connection
+    except psutil.NoSuchProcess:
+        return False
+    return False
+
+
+def _substitute(text: str, subst: dict[str, str]) -> str:
+    for key, value in subst.items():
+        text = text.replace(key, value)
+    return text
+
+
+def _failure_message(argv: tuple[str, ...], failures: list[str], tail: list[str]) -> str:
+    lines = [f"{argv[0]} did not start after {len(failures)} attempts:"]
+    lines += [f"  {f}" for f in failures]
+    if tail:
+        lines.append("its last output lines:")
+        lines += [f"  | {line}" for line in tail[-20:]]
+    else:
+        lines.append("it printed nothing")
+    return "\n".join(lines)
+
+
+def _check_ready(ready: Any, port: Any) -> Any:
+    if ready == "tcp":
+        if port is None:
+            raise ConfigError('ready="tcp" needs a port (port="auto" or a number)')
+        return "tcp"
+    if isinstance(ready, str):
+        try:
+            return re.compile(ready)
+        except re.error as exc:
+            raise ConfigError(f"ready is not a valid regular expression: {exc}") from exc
+    if isinstance(ready, re.Pattern) or callable(ready):
+        return ready
+    raise ConfigError(f'ready must be "tcp", a regular expression or a callable, not {ready!r}')
+
+
+def _check_port(port: Any) -> int | None:
+    """The first candidate port: None for "auto" (the OS chooses) or for no port at all."""
+    if port == "auto" or port is None:
+        return None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f'port must be "auto", None or a port number, not {port!r}')
+    return port
+
+
+def _check_number(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, (int, float))
+    if bad or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
