@@ -82,6 +82,11 @@ def crash_on(args: tuple[corral.Shared, int]) -> float:
     return float(handle.value[x])
 
 
+def value_and_segment(args: tuple[corral.Shared, int]) -> tuple[float, bool]:
+    handle, x = args
+    return float(handle.value[x]), os.path.exists(handle.path)
+
+
 def cached_segments(args: tuple[corral.Shared, int]) -> tuple[int, int]:
     handle, _ = args
     handle.value  # noqa: B018 - attaches
@@ -276,8 +281,8 @@ def test_writable_is_only_for_shared_empty():
 
 def test_released_when_the_map_that_carried_it_returns():
     handle = corral.share(np.arange(100.0))
-    assert not gone(handle)
-    assert corral.map(fail_on, [(handle, i) for i in (0, 1, 3)], workers=2) == [0.0, 1.0, 3.0]
+    got = corral.map(value_and_segment, [(handle, i) for i in (0, 1, 3)], workers=2)
+    assert got == [(0.0, True), (1.0, True), (3.0, True)]  # forkserver workers: a segment
     assert gone(handle)
 
 
@@ -366,6 +371,192 @@ def test_file_backing_puts_the_segment_in_dir(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# -- fork inheritance: no copy for workers forked after the share ----------------------------
+
+
+def inherited_read(args: tuple[corral.Shared, int]) -> tuple[float, bool, bool, int]:
+    """The item, whether the segment exists, whether the view is writeable, maps so far."""
+    handle, x = args
+    value = handle.value
+    return (
+        float(value[x]),
+        os.path.exists(handle.path),
+        value.flags.writeable,
+        _share.attach_count(),
+    )
+
+
+def inherited_writes(handle: corral.Shared) -> dict[str, str]:
+    value = handle.value
+    attempts = {
+        "item": lambda: value.__setitem__(0, 99.0),
+        "flag": lambda: setattr(value.flags, "writeable", True),
+    }
+    out = {}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            out[what] = "wrote"
+        except Exception as exc:
+            out[what] = type(exc).__name__
+    return out
+
+
+def bytes_read(handle: corral.Shared) -> tuple[bytes, bool, str, bool]:
+    value = handle.value
+    try:
+        value[0] = 1
+        wrote = "wrote"
+    except TypeError:
+        wrote = "TypeError"
+    return bytes(value), value.readonly, wrote, os.path.exists(handle.path)
+
+
+def test_a_fork_pool_started_after_the_share_makes_no_segment():
+    arr = np.arange(1000.0)
+    maps = _share.attach_count()  # what fork workers start from: they map nothing more
+    with corral.share(arr) as handle:
+        assert not os.path.exists(handle.path)
+        got = corral.map(
+            inherited_read, [(handle, i) for i in range(8)], workers=2, start_method="fork",
+            chunksize=1,
+        )  # fmt: skip
+        assert not os.path.exists(handle.path)
+    assert got == [(float(i), False, False, maps) for i in range(8)]
+    assert not os.path.exists(handle.path)
+
+
+def test_inherited_views_are_read_only_in_workers_and_in_the_owner():
+    arr = np.arange(10.0)
+    with corral.share(arr) as handle:
+        (attempts,) = corral.map(inherited_writes, [handle], workers=2, start_method="fork")
+        assert attempts == {"item": "ValueError", "flag": "ValueError"}
+        assert corral.map(inherited_writes, [handle], workers=1) == [attempts]  # serial
+        value = handle.value
+        assert np.shares_memory(value, arr) and not os.path.exists(handle.path)
+        del value
+    np.testing.assert_array_equal(arr, np.arange(10.0))
+    assert arr.flags.writeable  # the original is the caller's, untouched
+
+
+def test_shared_bytes_are_inherited_as_a_read_only_memoryview():
+    data = bytes(range(256)) * 4
+    with corral.share(data) as handle:
+        got = corral.map(bytes_read, [handle] * 2, workers=2, start_method="fork")
+    assert got == [(data, True, "TypeError", False)] * 2
+
+
+def test_a_replaced_fork_worker_inherits_it_too():
+    with corral.share(np.arange(100.0)) as handle:
+        got = corral.map(
+            crash_on, [(handle, i) for i in range(6)], workers=2, start_method="fork",
+            chunksize=1, errors="return",
+        )  # fmt: skip
+        assert not os.path.exists(handle.path)
+    assert isinstance(got[2], corral.Failure)
+    assert got[:2] + got[3:] == [0.0, 1.0, 3.0, 4.0, 5.0]
+
+
+def test_a_fork_pool_started_before_the_share_gets_a_segment():
+    with (
+        corral.Pool(workers=2, start_method="fork") as pool,
+        corral.share(np.arange(100.0)) as handle,
+    ):
+        got = pool.map(value_and_segment, [(handle, i) for i in range(4)], chunksize=1)
+    assert got == [(float(i), True) for i in range(4)]
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_forkserver_and_spawn_pools_get_a_segment(start_method):
+    with corral.share(np.arange(100.0)) as handle:
+        got = corral.map(
+            value_and_segment, [(handle, i) for i in range(4)], workers=2,
+            start_method=start_method, chunksize=1,
+        )  # fmt: skip
+    assert got == [(float(i), True) for i in range(4)]
+
+
+def test_one_handle_serves_a_fork_pool_and_a_forkserver_pool():
+    handle = corral.share(np.arange(100.0))
+    items = [(handle, i) for i in range(4)]
+    with corral.Pool(workers=2, start_method="fork") as forked:
+        assert forked.map(value_and_segment, items) == [(float(i), False) for i in range(4)]
+        with corral.Pool(workers=2, start_method="forkserver") as served:
+            assert served.map(value_and_segment, items) == [(float(i), True) for i in range(4)]
+            assert forked.map(value_and_segment, items) == [(float(i), True) for i in range(4)]
+        assert not gone(handle)  # the fork pool still carries it
+        assert forked.map(fail_on, [(handle, 3)]) == [3.0]
+    assert gone(handle)
+
+
+_INIT: dict[str, float] = {}
+
+
+def read_in_initializer(handle: corral.Shared) -> None:
+    _INIT["value"] = float(handle.value[5])
+
+
+def initialized(_: int) -> tuple[float, int]:
+    return _INIT["value"], os.getpid()
+
+
+def test_a_pool_that_is_starting_gets_a_segment_for_its_initializer():
+    handle = corral.share(np.arange(100.0))
+    with corral.Pool(workers=2, start_method="fork") as forked:
+        assert forked.map(fail_on, [(handle, 1)]) == [1.0]
+        with corral.Pool(
+            workers=2,
+            start_method="forkserver",
+            initializer=read_in_initializer,
+            initargs=(handle,),
+        ) as served:
+            got = served.map(initialized, [0, 1])
+    assert [value for value, _ in got] == [5.0, 5.0]
+    assert os.getpid() not in {pid for _, pid in got}
+
+
+def test_an_inherited_share_is_released_with_the_pool_that_carried_it():
+    arr = np.arange(100.0)
+    handle = corral.share(arr)
+    record = _share._owned[handle.name]
+    with corral.Pool(workers=2, start_method="fork") as pool:
+        assert pool.map(fail_on, [(handle, 1)] * 2) == [1.0, 1.0]
+        assert pool.map(fail_on, [(handle, 3)] * 2) == [3.0, 3.0]
+        assert not record.released and record.source is arr
+    assert record.released and record.source is None  # the original is no longer held
+    with pytest.raises(corral.BatchError) as info:
+        corral.map(fail_on, [(handle, 0)] * 2, workers=2, start_method="fork")
+    assert "was released" in str(info.value.report.failures[0].error)
+    with pytest.raises(corral.CorralError, match="was released"):
+        handle.value  # noqa: B018
+
+
+def test_a_process_that_did_not_inherit_it_gets_a_clear_error_not_missing_data():
+    with corral.share(np.arange(100.0)) as handle:
+        with corral.Pool(workers=2, start_method="fork"):
+            blob = pickle.dumps(handle)  # only a fork pool open: no segment made
+        assert not os.path.exists(handle.path)
+        read = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()).value"
+        proc = subprocess.run(
+            [sys.executable, "-c", read], input=blob, capture_output=True, timeout=EXIT_WAIT
+        )
+    assert proc.returncode != 0
+    assert b"CorralError" in proc.stderr
+    assert b"fork inheritance" in proc.stderr
+
+
+def test_frames_containers_and_fortran_arrays_are_copied_at_once():
+    frame = pd.DataFrame({"x": np.arange(5.0)})
+    fortran = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    for obj in (frame, {"a": np.arange(3.0)}, fortran, bytearray(b"abc")):
+        with corral.share(obj) as handle:
+            assert os.path.exists(handle.path), obj
+    with corral.share(fortran) as handle:
+        (got,) = corral.map(read_value, [handle], workers=2, start_method="fork")
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, fortran)
+
+
 # -- errors before any copy ------------------------------------------------------------------
 
 
@@ -390,8 +581,13 @@ def test_a_full_filesystem_at_reservation_is_a_config_error(tmp_path, monkeypatc
 
     monkeypatch.setattr(_shm.os, "posix_fallocate", no_space, raising=False)
     with pytest.raises(corral.ConfigError, match="not enough space"):
-        corral.share(np.zeros(1000), backing="file", dir=tmp_path)
+        corral.share({"a": np.zeros(1000)}, backing="file", dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+    # An array waits for a destination that cannot inherit it: its segment is made then.
+    with corral.share(np.zeros(1000), backing="file", dir=tmp_path) as handle:
+        with pytest.raises(corral.ConfigError, match="not enough space"):
+            pickle.dumps(handle)
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_string_columns_without_pyarrow_are_a_clear_error(monkeypatch):

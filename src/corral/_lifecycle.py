@@ -6,19 +6,47 @@ processes behind and make ``multiprocessing``'s own exit handler wait on them. T
 weak: it never keeps a Pool alive.
 
 Every Pool start sweeps the shared-memory segments of dead coordinators (``_shm.sweep``), and
-every Pool close releases the shares that only it carried (``_share.pool_closed``).
+every Pool close releases the shares that only it carried (``_share.pool_closed``). Pools and
+shares take a number from one counter (``stamp``), so that ``_share`` can tell whether the
+workers of a fork Pool were forked after a share was made, and so already hold its data.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import itertools
 import logging
 import sys
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
+_starting: set[int] = set()
+"""Stamps of the Pools being started: not in ``live()`` yet, but what is pickled now (their
+initializer, their fixtures) may be for their workers."""
+_stamps = itertools.count(1)
 _registered = False
+
+
+def stamp() -> int:
+    """A number larger than every one handed out before in this process."""
+    return next(_stamps)
+
+
+@contextlib.contextmanager
+def starting(pool_stamp: int) -> Iterator[None]:
+    """Mark a Pool as starting (between its stamp and ``register``)."""
+    _starting.add(pool_stamp)
+    try:
+        yield
+    finally:
+        _starting.discard(pool_stamp)
+
+
+def any_starting() -> bool:
+    return bool(_starting)
 
 
 def register(pool: Any) -> None:

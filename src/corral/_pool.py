@@ -69,6 +69,9 @@ class Pool:
         _allow_serial_workers: bool = True,
         **options: Any,
     ) -> None:
+        # Before any worker is forked: a share with a smaller stamp is in their memory.
+        self.stamp = _lifecycle.stamp()
+        self.start_method: str | None = None  # how the workers start; None: serial
         pool_kw, run_kw = split_options(options)
         self.options = PoolOptions(workers=workers, **pool_kw)  # type: ignore[arg-type]
         self.run_options = RunOptions(**run_kw)
@@ -86,14 +89,16 @@ class Pool:
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         self._initializer = (initializer, tuple(initargs)) if initializer is not None else None
-        if serial:
-            self._start_serial()
-        else:
-            self._start_processes()
+        with _lifecycle.starting(self.stamp):
+            if serial:
+                self._start_serial()
+            else:
+                self._start_processes()
         _lifecycle.register(self)
 
     # -- start-up -------------------------------------------------------------------------
     def _start_serial(self) -> None:
+        self.start_method = None
         self.functions = FunctionTable(pickle=False)
         backend = SerialBackend(self.functions.function, _serial_fixtures(self.options))
         self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
@@ -106,9 +111,10 @@ class Pool:
 
     def _start_processes(self) -> None:
         init_blob = _codec.dumps(self._initializer) if self._initializer is not None else None
+        self.start_method = self.options.start_method or default_start_method()
         backend = ProcessBackend(
             self.workers,
-            start_method=self.options.start_method or default_start_method(),
+            start_method=self.start_method,
             threads=max(1, cpu_count() // self.workers),
             initializer=init_blob,
             measure_rss=self.options.max_worker_memory is not None,

@@ -1,14 +1,20 @@
-"""``corral.share``: large read-only data for tasks, copied once into shared memory.
+"""``corral.share``: large read-only data for tasks, copied once into shared memory — or not
+at all, for workers forked after the share.
 
     coordinator (the owner)                            worker process (any number)
     ───────────────────────                            ───────────────────────────
     share(obj): lay out (_layout), check space,
-      create + fill a segment (_shm), unmap it
+      name the segment; an array or bytes is kept
+      in place, anything else is copied now into
+      the segment (_shm)
       ──► a Shared handle: path, size (~200 bytes)
     the handle, pickled inside task arguments ═══════► unpickled: a Shared handle again
-      (each pickling here notes the open Pools)        handle.value: attach the segment once
-                                                         per process (read-only mapping),
-                                                         rebuild zero-copy views, cache them
+      (each pickling here notes the open Pools;        handle.value, once per process:
+      unless every open Pool forks its workers         - forked after the share: a read-only
+      after the share, the segment is made and           view of the inherited original
+      filled now, if it was not yet)                   - otherwise: attach the segment
+                                                         (read-only mapping), rebuild
+                                                         zero-copy views; cached
     Pool.close ──► pool_closed(pool): unlink the       never unlinks; its mapping (and the
       segments of handles only that pool carried       memory) goes when its views do
     release() / end of with / handle collected /
@@ -25,15 +31,30 @@ interpreter exiting. A ``with`` block pins the
 handle: Pools then leave it alone, so one share can serve several runs. Workers never unlink,
 so a worker crash cannot lose or leak a segment.
 
-State: ``_owned`` (segments this process created) and ``_attached`` (views this process has
-built) are per-process registries, like ``_lifecycle``'s live pools: one attachment per
-process is the point of the cache. Both are guarded by ``_lock``.
+Fork inheritance. ``share(array)`` (C-contiguous) or ``share(bytes)`` keeps a reference to the
+original in the owner's record and creates no segment yet. A worker forked from the owner after
+the share has that record, and the original, in its memory (copy-on-write), as mpire's
+``shared_objects`` do: it reads a read-only view of it, and nothing is copied. The segment is
+made only when the handle is pickled while some open Pool cannot inherit (forkserver or spawn,
+a fork Pool started before the share, a Pool still starting, or no Pool at all: a destination
+we do not know); from then on the record drops the original and every reader maps the
+segment. A process that has neither the inherited record nor the segment gets a
+``CorralError``, never missing data. Stamps (``_lifecycle.stamp``) order shares and Pool
+starts: a Pool's stamp is taken before it forks a worker, a share's once its record is in
+``_owned``, so a larger Pool stamp means workers that hold the record.
+
+State: ``_owned`` (shares this process made; in a forked worker, the inherited ones) and
+``_attached`` (values this process has built) are per-process registries, like
+``_lifecycle``'s live pools: one attachment per process is the point of the cache. Both are
+guarded by ``_lock``, which a forked child gets anew (its parent's may have been held by
+another thread at the fork).
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -46,17 +67,31 @@ from ._public import public
 
 @dataclass
 class _Owned:
-    """A segment this process created, and what keeps it alive."""
+    """A share this process made (or, in a forked child, inherited), and what keeps it alive."""
 
     segment: _shm.Segment
     pid: int
+    stamp: int = 0
     pinned: bool = False
     released: bool = False
     carriers: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
     writable: mmap.mmap | None = None
+    pending: _layout.Plan | None = None
+    """How to fill the segment, while it is not made yet; None once it exists."""
+    source: Any = None
+    """The original, while no segment holds it: read in place here and in processes forked
+    from here after the share."""
 
 
 _lock = threading.RLock()
+
+
+def _new_lock_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 _owned: dict[str, _Owned] = {}
 _attached: dict[str, Any] = {}
 """Segment path -> the value rebuilt from it in this process."""
@@ -70,8 +105,9 @@ class Shared:
 
     Pass it in task arguments (it pickles to a few hundred bytes); read the data with
     ``handle.value`` in the task. ``value`` is a read-only, zero-copy view, built once per
-    process and cached: the first task in each worker maps the segment, later tasks get the
-    same object. Writing to it raises.
+    process and cached: the first task in each worker maps the segment (or, in a worker forked
+    after the share, views the inherited original), later tasks get the same object. Writing
+    to it raises.
 
     Example::
 
@@ -115,7 +151,7 @@ class Shared:
         if dt.hasobject:
             raise ConfigError(f"Shared.empty needs a plain dtype, not {dt}")
         plan = _layout.plan_empty(dims, dt)
-        handle, record = _create(plan, f"ndarray {dt} {dims}", backing, dir, keep_writable=True)
+        handle, record = _create_writable(plan, f"ndarray {dt} {dims}", backing, dir)
         # Pinned: its data exists nowhere else, so the close of a Pool must not drop it.
         record.pinned = True
         return handle
@@ -123,7 +159,7 @@ class Shared:
     # -- reading --------------------------------------------------------------------------
     @property
     def value(self) -> Any:
-        """The shared object: read-only, zero-copy views of the segment, cached per process."""
+        """The shared object: read-only, zero-copy views, cached per process."""
         with _lock:
             record = _owned.get(self._segment.name)
             if record is not None and record.pid == os.getpid():
@@ -135,6 +171,12 @@ class Shared:
             cached = _attached.get(self._segment.path, _MISSING)
             if cached is not _MISSING:
                 return cached
+            if record is not None and record.source is not None and not record.released:
+                # The owner, or a process forked from it after the share: the original is in
+                # this process's memory (as it was at the fork).
+                value = _read_only(record.source)
+                _attached[self._segment.path] = value
+                return value
             return _attach(self._segment)
 
     def writable(self) -> Any:
@@ -177,18 +219,21 @@ class Shared:
 
     # -- travel -----------------------------------------------------------------------------
     def __reduce__(self) -> tuple[Any, ...]:
-        record = _owned.get(self._segment.name)
-        if record is not None and record.pid == os.getpid():
-            if record.released:
-                raise CorralError(
-                    f"{self!r} was released (by release(), its with block, or the close of "
-                    "the Pool that carried it); use `with corral.share(x) as h:` to keep one "
-                    "share across several runs"
-                )
-            # Every Pool open now may carry it; it lives until all of them have closed.
-            # (Pickled on an engine thread while another thread may close a Pool: locked.)
-            with _lock:
-                record.carriers.update(_lifecycle.live())
+        # Pickled on an engine thread while another thread may close a Pool: locked.
+        with _lock:
+            record = _owned.get(self._segment.name)
+            if record is not None and record.pid == os.getpid():
+                if record.released:
+                    raise CorralError(
+                        f"{self!r} was released (by release(), its with block, or the close "
+                        "of the Pool that carried it); use `with corral.share(x) as h:` to "
+                        "keep one share across several runs"
+                    )
+                # Every Pool open now may carry it; it lives until all of them have closed.
+                pools = _lifecycle.live()
+                record.carriers.update(pools)
+                if record.pending is not None and not _inherited_by(record, pools):
+                    _materialize(record)
         return (_rebuild_handle, (self._segment.path, self._segment.size, self._summary))
 
     def __repr__(self) -> str:
@@ -216,6 +261,12 @@ def share(
     a dict, list or tuple of these. In a task, ``handle.value`` is a read-only zero-copy view
     (a ``memoryview`` for bytes), mapped once per worker process.
 
+    A C-contiguous numpy array or ``bytes`` is not copied at all while every Pool it is sent
+    to forks its workers after this call (``start_method="fork"``): they read the original
+    they inherited, copy-on-write, as it was when they were forked. It is copied into shared
+    memory the first time it is sent while another kind of Pool is open. Either way, do not
+    modify ``obj`` after sharing it: what tasks would see of a change is undefined.
+
     ``backing="shm"`` (default) puts it in ``/dev/shm``; ``backing="file", dir=...`` in a
     memory-mapped file, for data larger than ``/dev/shm``. Free space is checked, and the
     space reserved, before anything is copied: a share that does not fit raises
@@ -228,18 +279,80 @@ def share(
     if isinstance(obj, Shared):
         return obj
     plan = _layout.plan(obj)
-    handle, _ = _create(plan, _layout.describe(obj), backing, dir, keep_writable=False)
+    folder = _shm.backing_dir(backing, dir)
+    _shm.sweep(tuple({*_shm.default_folders(), folder}))
+    _shm.check_space(folder, plan.size)
+    segment = _shm.Segment(os.path.join(folder, _shm.new_name()), plan.size)
+    record = _Owned(segment, os.getpid(), pending=plan)
+    if _inheritable(obj):
+        record.source = obj
+    with _lock:
+        _owned[segment.name] = record  # from here on, exit handlers unlink it
+        record.stamp = _lifecycle.stamp()  # a Pool with a larger one forks workers that have it
+    if record.source is None:
+        try:
+            _materialize(record)
+        except BaseException:
+            _release(segment.name)
+            raise
+    handle = Shared(segment, _layout.describe(obj))
+    weakref.finalize(handle, _release, segment.name)
     return handle
 
 
-def _create(
+def _inheritable(obj: Any) -> bool:
+    """Whether ``obj`` can be read in place as ``value`` would read its segment: ``bytes``, or
+    a C-contiguous numpy array (``value`` is always C-ordered; ``plan`` refused object
+    dtypes). Mutable buffers (bytearray, memoryview) are copied at once."""
+    if type(obj) is bytes:
+        return True
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(obj, np.ndarray) and bool(obj.flags.c_contiguous)
+
+
+def _read_only(obj: Any) -> Any:
+    """A read-only zero-copy view of an original kept in place, of the same type as ``value``
+    over a segment. The array view sits on a read-only buffer, so that, as over a read-only
+    mapping, its ``writeable`` flag cannot be turned back on."""
+    if isinstance(obj, bytes):
+        return memoryview(obj)
+    import numpy as np
+
+    flat = memoryview(obj.reshape(-1).view(np.uint8)).toreadonly()
+    return np.frombuffer(flat, obj.dtype, count=obj.size).reshape(obj.shape)
+
+
+def _inherited_by(record: _Owned, pools: list[Any]) -> bool:
+    """Whether every process the handle may be pickled for now already holds the original:
+    there are open Pools, none is starting, and all fork their workers after the share."""
+    if record.source is None or not pools or _lifecycle.any_starting():
+        return False
+    return all(
+        getattr(p, "start_method", None) == "fork" and getattr(p, "stamp", 0) > record.stamp
+        for p in pools
+    )
+
+
+def _materialize(record: _Owned) -> None:
+    """Make and fill the segment of ``record`` if it is not made yet; then drop the original,
+    so that the segment is the only copy this share keeps alive."""
+    with _lock:
+        plan = record.pending
+        if plan is None or record.released:
+            return
+        _shm.create_filled(record.segment.path, plan.size, lambda view: _layout.write(plan, view))
+        record.pending = None
+        record.source = None
+        _attached.pop(record.segment.path, None)  # a view of the original: read the segment
+
+
+def _create_writable(
     plan: _layout.Plan,
     summary: str,
     backing: str,
     dir: str | os.PathLike[str] | None,
-    *,
-    keep_writable: bool,
 ) -> tuple[Shared, _Owned]:
+    """A segment made now and kept mapped writable in this process (``Shared.empty``)."""
     folder = _shm.backing_dir(backing, dir)
     _shm.sweep(tuple({*_shm.default_folders(), folder}))
     segment, mapping = _shm.create(folder, plan.size)
@@ -251,10 +364,7 @@ def _create(
     except BaseException:
         _release(segment.name)
         raise
-    if keep_writable:
-        record.writable = mapping
-    else:
-        mapping.close()  # readers, this process included, map it read-only
+    record.writable = mapping
     handle = Shared(segment, summary)
     weakref.finalize(handle, _release, segment.name)
     return handle, record
@@ -291,6 +401,8 @@ def _still_there(path: str) -> bool:
     record = _owned.get(os.path.basename(path))
     if record is not None and record.pid == os.getpid():
         return not record.released
+    if record is not None and record.source is not None and not record.released:
+        return True  # inherited: the original is this process's own memory
     return os.path.exists(path)
 
 
@@ -302,8 +414,9 @@ def _release(name: str) -> None:
             return
         record.released = True
         record.writable = None  # unmapped when the last array over it goes
+        record.pending = record.source = None  # the original is the caller's again
         _attached.pop(record.segment.path, None)
-        _shm.unlink(record.segment)
+        _shm.unlink(record.segment)  # if it was ever made
 
 
 def pool_closed(pool: Any) -> None:

@@ -6,6 +6,8 @@ that removes those whose owner died.
     create(): check free space, reserve the     attach(): open the file read-only, map it
       pages (fallocate), map it writable,         (PROT_READ: a write through any view
       fill it, unmap                              faults), never unlink it
+    create_filled(): the same under a
+      temporary name, renamed once full
     unlink(): remove the name; pages are freed
       when the last mapping goes away
     sweep(): at every corral start, remove
@@ -30,6 +32,7 @@ import os
 import secrets
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._errors import ConfigError
@@ -116,7 +119,7 @@ def create(folder: str, size: int) -> tuple[Segment, mmap.mmap]:
     Space is checked, then reserved with ``posix_fallocate``, before a byte is copied: a tmpfs
     that fills up during the copy would otherwise kill this process with SIGBUS.
     """
-    _check_space(folder, size)
+    check_space(folder, size)
     path = os.path.join(folder, new_name())
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -134,7 +137,38 @@ def create(folder: str, size: int) -> tuple[Segment, mmap.mmap]:
     return Segment(path, size), mapping
 
 
-def _check_space(folder: str, size: int) -> None:
+def create_filled(path: str, size: int, fill: Callable[[memoryview], None]) -> Segment:
+    """A new segment at ``path``, filled by ``fill`` under a temporary name and renamed: a
+    process that finds ``path`` finds it complete. (``share`` names a segment before making
+    it, so a reader may look for it while it is being filled.)"""
+    folder, name = os.path.split(path)
+    part = os.path.join(folder, name + ".part")  # still corral-<pid>-<start>-...: swept
+    check_space(folder, size)
+    fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            _reserve(fd, part, size)
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            mapping = mmap.mmap(fd, max(size, 1), flags=flags)
+        finally:
+            os.close(fd)
+        try:
+            fill(memoryview(mapping))
+        except BaseException:
+            with contextlib.suppress(BufferError):  # the traceback may hold a view of it
+                mapping.close()
+            raise
+        mapping.close()
+        os.rename(part, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
+    return Segment(path, size)
+
+
+def check_space(folder: str, size: int) -> None:
+    """A ``ConfigError`` if ``size`` bytes (and a margin) do not fit in ``folder`` now."""
     try:
         st = os.statvfs(folder)
     except OSError:
@@ -180,7 +214,9 @@ def attach(segment: Segment) -> mmap.mmap:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"shared data {segment.name} is gone: it was released by its owner "
-            "(release(), the end of its with block, or the close of the Pool that carried it)"
+            "(release(), the end of its with block, or the close of the Pool that carried it), "
+            "or it was never copied into shared memory because it travelled by fork "
+            "inheritance, and this process was not forked from its owner after the share"
         ) from None
     try:
         return mmap.mmap(fd, max(segment.size, 1), access=mmap.ACCESS_READ)
