@@ -87,11 +87,14 @@ _lock = threading.RLock()
 
 
 def _new_lock_in_child() -> None:
+    # Another thread of the parent (an engine thread filling a segment) may hold the lock at
+    # the fork; in the child that thread does not exist and would never release it.
     global _lock
     _lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_new_lock_in_child)
+
 _owned: dict[str, _Owned] = {}
 _attached: dict[str, Any] = {}
 """Segment path -> the value rebuilt from it in this process."""
