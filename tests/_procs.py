@@ -44,6 +44,17 @@ def alive(pid: int) -> bool:
         return False
 
 
+def still_alive_after(pids, seconds):  # type: ignore[no-untyped-def]
+    """The pids among ``pids`` still alive (not zombies) once ``seconds`` have passed; returns
+    as soon as none is left."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = {p for p in pids if alive(p)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 def wait_until(predicate, what, timeout=30.0, proc=None):  # type: ignore[no-untyped-def]
     """Poll ``predicate`` until true; fail after ``timeout`` s, or when ``proc`` exits first."""
     deadline = time.monotonic() + timeout

@@ -430,3 +430,38 @@ def test_fixtures_with_locked_tasks_and_a_broken_fixture_releases_its_locks(tmp_
                         fixtures=[tracked(tmp_path), broken])  # fmt: skip
     assert all(isinstance(o.error, corral.FixtureError) for o in report.outcomes[:6])
     assert [o.value[0] for o in report.outcomes[6:]] == list(range(6))
+
+
+# -- timeouts -------------------------------------------------------------------------------
+def slow_start(seconds):
+    """A worker fixture whose set-up takes ``seconds`` (a server that is slow to come up)."""
+
+    def server():
+        import time
+
+        time.sleep(seconds)
+        return "up"
+
+    return corral.fixture(server)
+
+
+def nap(seconds, *, server):
+    import time
+
+    time.sleep(seconds)
+    return server
+
+
+def test_a_worker_fixture_set_up_does_not_count_against_the_task_timeout():
+    # Set-up 1.4 s, then the task 1.2 s: 2.6 s in all, but each within the 2 s timeout.
+    tasks = [corral.Task(nap, (1.2,)) for _ in range(2)]
+    report = corral.run(tasks, workers=2, timeout=2.0, fixtures=[slow_start(1.4)])
+    assert report.results == ["up", "up"]
+
+
+def test_a_hung_worker_fixture_set_up_still_times_out():
+    tasks = [corral.Task(nap, (0.0,)) for _ in range(2)]
+    report = corral.run(
+        tasks, workers=2, timeout=1.0, errors="return", fixtures=[slow_start(1000)]
+    )
+    assert [o.status for o in report.outcomes] == [corral.Status.TIMEOUT] * 2

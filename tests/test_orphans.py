@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _procs import alive, marked, multiprocessing_helpers, wait_until
+from _procs import alive, marked, multiprocessing_helpers, still_alive_after, wait_until
 
 import corral
 
@@ -32,16 +32,6 @@ GONE_WAIT = 10.0
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def still_alive_after(pids, seconds):
-    """The pids among ``pids`` still alive (not zombies) once ``seconds`` have passed."""
-    deadline = time.monotonic() + seconds
-    while True:
-        left = {p for p in pids if alive(p)}
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
-
-
 def describe(pids):
     out = []
     for pid in sorted(pids):

@@ -318,3 +318,25 @@ def test_memory_budget_auto_is_a_share_of_available_ram() -> None:
     the_plan = plan([0], [make_needs(memory=1)], RunOptions())
     assert the_plan is not None
     assert 0 < the_plan.memory_budget <= psutil.virtual_memory().available
+
+
+def test_schedulers_on_one_ledger_never_hold_a_lock_twice() -> None:
+    from corral._scheduler import Ledger
+
+    ledger = Ledger()
+    first = _scheduler([make_needs(locks="x"), make_needs(uses={"lic": 1})], resources={"lic": 1})
+    second = _scheduler([make_needs(locks="x"), make_needs(uses={"lic": 1})], resources={"lic": 2})
+    first.share_ledger(ledger)
+    second.share_ledger(ledger)
+    assert first.pick() == 0 and first.pick() == 1
+    # x is held by the first batch; lic is at 1 of the second batch's own capacity 2.
+    assert second.pick() == 1
+    assert second.pick() is None
+    first.finished(0, True)  # releasing x wakes the second batch's waiter
+    assert second.pick() == 0
+    for sched, pos in ((first, 1), (second, 0), (second, 1)):
+        sched.finished(pos, True)
+    assert first.idle() and second.idle()
+    first.detach()
+    second.detach()
+    assert not ledger.schedulers

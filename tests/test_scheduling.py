@@ -305,6 +305,31 @@ def test_a_pool_runs_scheduled_batches_one_after_another(tmp_path):
             assert pool.run(tasks).ok
 
 
+def test_two_runs_at_once_in_one_pool_share_its_locks_and_resources(tmp_path):
+    import threading
+
+    folder = str(tmp_path)
+    reports: list[corral.Report] = []
+
+    def one_run(tag: str) -> None:
+        tasks = [
+            Task(claim, (folder, ["x"], {"lic": 1.0}, 0.05), key=f"{tag}{i}", locks="x",
+                 uses={"lic": 1})
+            for i in range(4)
+        ]  # fmt: skip
+        reports.append(pool.run(tasks))
+
+    with corral.Pool(workers=4, resources=CAPACITY) as pool:
+        threads = [threading.Thread(target=one_run, args=(tag,)) for tag in "ab"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(reports) == 2 and all(r.ok for r in reports), [r.summary() for r in reports]
+    both = corral.Report([*reports[0].outcomes, *reports[1].outcomes])
+    assert max_concurrency(both) == 1  # one lock "x" across both runs
+
+
 # -- validation, before anything starts --------------------------------------------------
 @pytest.mark.parametrize(
     ("tasks", "options", "message"),

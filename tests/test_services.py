@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 from _deps import require_module, require_program
-from _procs import alive, wait_until
+from _procs import alive, still_alive_after, wait_until
 
 import corral
 from corral._ports import reserve
@@ -101,12 +101,7 @@ def redis_server():
 
 def gone_within(pids, seconds=GONE_WAIT):
     """The pids among ``pids`` still alive after ``seconds`` (polled)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        left = {p for p in pids if alive(p)}
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
+    return still_alive_after(pids, seconds)
 
 
 def note(marker_dir, name):

@@ -65,6 +65,7 @@ from ._functions import FunctionTable
 from ._messages import Call, InitFailed, Result
 from ._options import PoolOptions
 from ._outcome import Outcome, Status
+from ._scheduler import Ledger
 
 log = logging.getLogger("corral")
 
@@ -121,6 +122,7 @@ class Engine:
         self._inbox: deque[Callable[[], None]] = deque()
         self._wakeup = wakeup
         self._deadlines = Deadlines()
+        self._ledger = Ledger()  # locks and resources held by scheduled tasks, Pool-wide
         self._call_ids = itertools.count()
         self._start_failures = 0
         # counts failed fixture set-ups; past the limit, tasks needing one are failed
@@ -189,6 +191,8 @@ class Engine:
         if self.broken is not None:
             self._fail_all(batch, self.broken)
             return
+        if batch.scheduler is not None:
+            batch.scheduler.share_ledger(self._ledger)
         self._batches.append(batch)
         self._complete_if_done(batch)
 
@@ -676,6 +680,8 @@ class Engine:
             return
         with contextlib.suppress(ValueError):
             self._batches.remove(batch)
+        if batch.scheduler is not None:
+            batch.scheduler.detach()
         for fn_id in batch.fn_ids:
             for gone in self.functions.release(fn_id):
                 for slot in self.slots:

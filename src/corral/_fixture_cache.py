@@ -42,6 +42,10 @@ BOUND_CACHE = 64
 """Serial mode binds functions on every resolve; the most recent bindings are kept."""
 
 
+def _nothing() -> None:
+    pass
+
+
 class _TaskScope:
     """The task-scoped fixtures of one running item, torn down when it ends."""
 
@@ -87,6 +91,9 @@ class FixtureCache:
         self._attempt_ids = itertools.count(1)
         self._bound: OrderedDict[int, tuple[Callable[..., Any], Callable[..., Any]]] = OrderedDict()
         self._fixed: list[Bound] = []  # Bounds holding worker fixture values, cleared at close
+        self.on_set_up: Callable[[], None] = _nothing
+        """Called when a worker fixture is set up: the worker restarts the running task's
+        timeout clock (set-up time is not the task's; a hung set-up still times out)."""
 
     # -- binding task functions -----------------------------------------------------------
     def bind(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -147,6 +154,7 @@ class FixtureCache:
             self._values[name] = value
             if teardown is not None:
                 self._teardowns.append((name, teardown))
+            self.on_set_up()
         else:
             scope.values[name] = value
             if teardown is not None:

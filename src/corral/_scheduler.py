@@ -34,12 +34,17 @@ would fit; that is the only exception to work conservation.
 
 Deterministic: every choice depends on the heap order and the sequence of calls, never on
 time or on hashing, so the same completion order gives the same dispatch order.
+
+What running tasks hold is kept on a ``Ledger`` shared by all scheduled batches of one engine
+(one Pool): a lock is never held twice in the Pool, even by two runs going on at once, and a
+release wakes the gates of every batch on the ledger. Capacities and the memory budget stay
+each run's own, checked against the Pool-wide use.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import defaultdict, deque
 from typing import Any
 
 from ._needs import Plan
@@ -79,6 +84,21 @@ class Reservation:
         self.gate = Gate("reserved")
 
 
+class Ledger:
+    """What running tasks hold, shared by the scheduled batches of one engine: locks are the
+    Pool's, so two runs going on at once in one Pool never run two holders of a lock
+    together; each run checks its own capacities and memory budget against the Pool-wide
+    use. A release re-examines the gates of every scheduler on the ledger."""
+
+    __slots__ = ("held", "memory_used", "schedulers", "used")
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.used: defaultdict[str, float] = defaultdict(float)
+        self.memory_used = 0
+        self.schedulers: list[Scheduler] = []
+
+
 class Scheduler:
     def __init__(self, plan: Plan, *, starvation_limit: int = STARVATION_LIMIT) -> None:
         needs = plan.needs
@@ -100,9 +120,8 @@ class Scheduler:
             self._state[pos] = READY
         self.capacity = plan.capacities
         self.budget = plan.memory_budget
-        self.held: set[str] = set()
-        self.used: dict[str, float] = dict.fromkeys(plan.capacities, 0.0)
-        self.memory_used = 0
+        self.ledger = Ledger()
+        self.ledger.schedulers.append(self)
         self._lock_gates: dict[str, Gate] = {}
         self._use_gates: dict[str, dict[float, Gate]] = {}
         self._memory_gates: dict[int, Gate] = {}
@@ -114,6 +133,18 @@ class Scheduler:
         self._blocked_fifo: deque[tuple[int, int]] = deque()
         self.reservation: Reservation | None = None
         self.stopped = False
+
+    def share_ledger(self, ledger: Ledger) -> None:
+        """Count what this batch's tasks hold on ``ledger`` (the engine's) from now on; called
+        when the batch is accepted, before anything of it runs."""
+        self.detach()
+        self.ledger = ledger
+        ledger.schedulers.append(self)
+
+    def detach(self) -> None:
+        """The batch is done: its gates need no more news of releases."""
+        if self in self.ledger.schedulers:
+            self.ledger.schedulers.remove(self)
 
     # -- the engine's questions ---------------------------------------------------------------
     def has_work(self) -> bool:
@@ -196,10 +227,11 @@ class Scheduler:
 
     def idle(self) -> bool:
         """Nothing held: every lock free, every resource and the memory budget unused."""
+        ledger = self.ledger
         return (
-            not self.held
-            and self.memory_used == 0
-            and all(abs(v) < EPSILON for v in self.used.values())
+            not ledger.held
+            and ledger.memory_used == 0
+            and all(abs(v) < EPSILON for v in ledger.used.values())
         )
 
     # -- taking and giving back --------------------------------------------------------------------
@@ -207,20 +239,21 @@ class Scheduler:
         r = self.reservation
         if r is not None and pos != r.pos and self._overlaps(pos, r):
             return r.gate
+        ledger = self.ledger
         locks = self._locks[pos]
         if locks:
-            held = self.held
+            held = ledger.held
             for name in locks:
                 if name in held:
                     return self._gate_for_lock(name)
         uses = self._uses[pos]
         if uses:
-            used, capacity = self.used, self.capacity
+            used, capacity = ledger.used, self.capacity
             for name, amount in uses:
                 if used[name] + amount > capacity[name] + EPSILON:
                     return self._gate_for_use(name, amount)
         memory = self._memory[pos]
-        if memory and self.memory_used + memory > self.budget:
+        if memory and ledger.memory_used + memory > self.budget:
             return self._gate_for_memory(memory)
         return None
 
@@ -232,10 +265,11 @@ class Scheduler:
         return bool(r.uses) and any(name in r.uses for name, _ in self._uses[pos])
 
     def _acquire(self, pos: int) -> None:
-        self.held.update(self._locks[pos])
+        ledger = self.ledger
+        ledger.held.update(self._locks[pos])
         for name, amount in self._uses[pos]:
-            self.used[name] += amount
-        self.memory_used += self._memory[pos]
+            ledger.used[name] += amount
+        ledger.memory_used += self._memory[pos]
         self._state[pos] = RUNNING
         self._started += 1
         self._blocked_since.pop(pos, None)
@@ -252,20 +286,28 @@ class Scheduler:
         if self._state[pos] != RUNNING:
             return
         self._state[pos] = READY  # the caller sets the real next state
+        ledger = self.ledger
+        locks, uses, memory = self._locks[pos], self._uses[pos], self._memory[pos]
+        ledger.held.difference_update(locks)
+        for name, amount in uses:
+            ledger.used[name] -= amount
+        ledger.memory_used -= memory
+        for scheduler in ledger.schedulers:
+            scheduler._released(locks, uses, memory)
+
+    def _released(self, locks: tuple[str, ...], uses: Any, memory: int) -> None:
+        """Something was given back (by this batch or another on the ledger): the gates
+        waiting for it may have opened."""
         dirty = self._dirty
-        for name in self._locks[pos]:
-            self.held.discard(name)
+        for name in locks:
             gate = self._lock_gates.get(name)
             if gate is not None and gate.waiters:
                 dirty[gate] = None
-        for name, amount in self._uses[pos]:
-            self.used[name] -= amount
+        for name, _ in uses:
             for gate in self._use_gates.get(name, {}).values():
                 if gate.waiters:
                     dirty[gate] = None
-        memory = self._memory[pos]
         if memory:
-            self.memory_used -= memory
             for gate in self._memory_gates.values():
                 if gate.waiters:
                     dirty[gate] = None
@@ -299,13 +341,13 @@ class Scheduler:
             heapq.heappush(self._ready, order)
 
     def _is_open(self, gate: Gate) -> bool:
-        kind = gate.kind
+        kind, ledger = gate.kind, self.ledger
         if kind == "lock":
-            return gate.name not in self.held
+            return gate.name not in ledger.held
         if kind == "uses":
-            return self.used[gate.name] + gate.amount <= self.capacity[gate.name] + EPSILON
+            return ledger.used[gate.name] + gate.amount <= self.capacity[gate.name] + EPSILON
         if kind == "memory":
-            return self.memory_used + gate.amount <= self.budget
+            return ledger.memory_used + gate.amount <= self.budget
         return gate.opened
 
     def _gate_for_lock(self, name: str) -> Gate:
