@@ -310,7 +310,12 @@ def _inheritable(obj: Any) -> bool:
     if type(obj) is bytes:
         return True
     np = sys.modules.get("numpy")
-    return np is not None and isinstance(obj, np.ndarray) and bool(obj.flags.c_contiguous)
+    return (
+        np is not None
+        and isinstance(obj, np.ndarray)
+        and bool(obj.flags.c_contiguous)
+        and obj.dtype.itemsize > 0  # a view needs bytes to stand on
+    )
 
 
 def _read_only(obj: Any) -> Any:
