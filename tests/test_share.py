@@ -15,6 +15,7 @@ import pickle
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cloudpickle
@@ -58,6 +59,11 @@ def try_writes(handle: corral.Shared) -> dict[str, str]:
         "frame values": lambda: value["frame"]["x"].to_numpy().__setitem__(0, 99.0),
         "bytes": lambda: value["bytes"].__setitem__(0, 1),
     }
+    return outcomes_of_writes(attempts)
+
+
+def outcomes_of_writes(attempts: dict[str, Callable[[], object]]) -> dict[str, str]:
+    """What each write attempt did: "wrote", or the name of the exception it raised."""
     out = {}
     for what, attempt in attempts.items():
         try:
@@ -392,14 +398,7 @@ def inherited_writes(handle: corral.Shared) -> dict[str, str]:
         "item": lambda: value.__setitem__(0, 99.0),
         "flag": lambda: setattr(value.flags, "writeable", True),
     }
-    out = {}
-    for what, attempt in attempts.items():
-        try:
-            attempt()
-            out[what] = "wrote"
-        except Exception as exc:
-            out[what] = type(exc).__name__
-    return out
+    return outcomes_of_writes(attempts)
 
 
 def bytes_read(handle: corral.Shared) -> tuple[bytes, bool, str, bool]:
