@@ -270,7 +270,8 @@ class _Planner:
         if not isinstance(index, pd.MultiIndex):
             try:
                 values = self.column(pd.Series(index, copy=False), where)
-                return ("index", values, index.name, getattr(index, "freq", None))
+                as_object = index.dtype == object  # strings in pandas < 3: kept as they were
+                return ("index", values, index.name, getattr(index, "freq", None), as_object)
             except ConfigError:
                 pass
         return ("obj", index)  # small or exotic: pickled into the header, copied per process
@@ -392,8 +393,11 @@ def _range(node: Node, data: memoryview) -> Any:
 def _index(node: Node, data: memoryview) -> Any:
     import pandas as pd
 
-    _, values, name, freq = node
-    index = pd.Index(_rebuild(values, data), name=name, copy=False)
+    _, values, name, freq, as_object = node
+    if as_object:  # an object index of strings (pandas < 3): rebuilt as one, which copies
+        index = pd.Index(_rebuild(values, data), name=name, dtype=object)
+    else:
+        index = pd.Index(_rebuild(values, data), name=name, copy=False)
     if freq is not None:  # a date_range's frequency (validated against the values, not copied)
         index = type(index)(index, freq=freq)
     return index
