@@ -17,11 +17,10 @@ from concurrent import futures
 from pathlib import Path
 
 import pytest
+from _tasks import WAIT, wait_for_file
 from conftest import leftover_processes
 
 import corral
-
-WAIT = 30.0
 
 _INIT_VALUE = None
 
@@ -51,15 +50,6 @@ def fail_on_3(x):
     if x == 3:
         raise ValueError("three")
     return x
-
-
-def wait_for_file(path, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def block(directory, value="released"):

@@ -16,11 +16,10 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from _tasks import WAIT, wait_for_file, write_then_fail_odd
 from conftest import leftover_processes
 
 import corral
-
-WAIT = 30.0
 
 
 # -- task functions (module level: picklable by reference) ---------------------------------------
@@ -56,23 +55,6 @@ def fail_on_3_and_7(x):
 
 def raise_value_error(x):
     raise ValueError(f"no {x}")
-
-
-def write_then_fail_odd(arg):
-    directory, x = arg
-    Path(directory, f"ran-{x}").write_text("")
-    if x % 2:
-        raise ValueError(f"odd {x}")
-    return x
-
-
-def wait_for_file(path, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def first_waits_for_second(arg):

@@ -14,10 +14,9 @@ import traceback
 from pathlib import Path
 
 import pytest
+from _tasks import WAIT, wait_for_file, write_then_fail_odd
 
 import corral
-
-WAIT = 30.0
 
 SERIAL_WAYS = ["workers=1", "backend=serial", "CORRAL_WORKERS=1"]
 
@@ -50,23 +49,6 @@ def fail_on_2_and_5(x):
     if x in (2, 5):
         raise BadItem(f"bad {x}")
     return x * 10
-
-
-def write_then_fail_odd(arg):
-    directory, x = arg
-    Path(directory, f"ran-{x}").write_text("")
-    if x % 2:
-        raise ValueError(f"odd {x}")
-    return x
-
-
-def wait_for_file(path, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def hang_until_file(arg):

@@ -1,0 +1,30 @@
+"""Task functions several test files send to workers (module level: workers import them by
+reference, and this folder is on their path)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+WAIT = 30.0
+"""How long a task waits for a file another task writes: generous, never the expected path."""
+
+
+def wait_for_file(path, timeout=WAIT):  # type: ignore[no-untyped-def]
+    """Whether ``path`` appeared within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def write_then_fail_odd(arg):  # type: ignore[no-untyped-def]
+    """Leave ``ran-<x>`` in the directory, then fail for odd ``x``."""
+    directory, x = arg
+    Path(directory, f"ran-{x}").write_text("")
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x
