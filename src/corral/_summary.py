@@ -64,12 +64,12 @@ def _totals(report: Report) -> Table:
 def _groups(groups: dict[str | None, dict[Status, int]]) -> Table:
     table = Table(title="by group", min_width=72)
     table.add_column("group")
-    for status in Status:
-        if any(counts[status] for counts in groups.values()):
-            table.add_column(status.value, justify="right")
+    statuses = [s for s in Status if any(counts[s] for counts in groups.values())]
+    for status in statuses:
+        table.add_column(status.value, justify="right")
     table.add_column("tasks", justify="right")
     for group, counts in groups.items():
-        shown = [str(counts[s]) for s in Status if any(c[s] for c in groups.values())]
+        shown = [str(counts[s]) for s in statuses]
         table.add_row("(none)" if group is None else group, *shown, str(sum(counts.values())))
     return table
 
