@@ -110,6 +110,28 @@ def test_a_service_error_shows_why_the_program_did_not_start():
     assert "the following arguments are required: --port" in message
 
 
+@corral.fixture
+def server_that_needs_a_port():
+    with corral.Service([sys.executable, "-c", USAGE_ERROR], retries=1) as service:
+        yield service
+
+
+def use_server(x: int, *, server_that_needs_a_port: corral.Service) -> int:
+    return x
+
+
+def test_the_same_reason_of_many_tasks_is_shown_once():
+    with pytest.raises(corral.BatchError) as info:
+        corral.map(use_server, range(6), workers=2, fixtures=[server_that_needs_a_port])
+    lines = str(info.value).splitlines()
+    assert lines[0] == "6 of 6 tasks failed:"
+    required = [ln for ln in lines if "the following arguments are required: --port" in ln]
+    assert len(required) == 1  # the program's output once, for the first failed task
+    for key in range(1, 6):
+        (line,) = [ln for ln in lines if ln.startswith(f"  {key} ({key}): failed: FixtureError")]
+        assert line.endswith("lines, as for 0]")
+
+
 def test_the_hint_at_the_end_of_a_long_line_is_kept():
     with pytest.raises(corral.BatchError) as info:
         corral.map(fail_with_a_long_line, [0, 1], workers=2)

@@ -9,6 +9,8 @@
   the middle; the first and the last ones stay;
 - a line is cut only when it is longer than ``LINE_CHARS``, and then in its middle: corral's
   errors end with the fix ("use `with corral.share(x) as h:` ..."), so the end always stays;
+- the later lines of a reason are shown once: a failure whose later lines are those of one
+  listed before it (but for numbers: ports, pids) says so in one line;
 - a ``map`` item is shown by a short repr (``reprlib``: a list of a million numbers is not
   rendered in full to be cut).
 
@@ -18,6 +20,7 @@ that did not succeed) and ``cancelled`` ones are counted and named apart, as wha
 
 from __future__ import annotations
 
+import re
 import reprlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,8 @@ KEYS_LISTED = 10
 """Keys of skipped or cancelled tasks a BatchError message names."""
 
 FAILED = (Status.FAILED, Status.TIMEOUT, Status.CRASHED)
+
+_DIGITS = re.compile(r"\d+")
 
 _ENDED = {
     Status.OK: "succeeded",
@@ -119,11 +124,20 @@ def batch_message(report: Report, items: Sequence[Any] | None = None) -> str:
     skipped = [o for o in outcomes if o.status is Status.SKIPPED]
     cancelled = [o for o in outcomes if o.status is Status.CANCELLED]
     lines = [_headline(len(outcomes), len(failed), len(skipped), len(cancelled))]
+    shown: dict[str, str] = {}  # the later lines of a reason already shown, by whom
     for outcome in failed[:FAILURES_LISTED]:
+        who = _who(outcome, items)
         reason = reason_lines(outcome.error, REASON_LINES) or [outcome.status.value]
-        if len(lines) + len(reason) > MESSAGE_LINES and len(reason) > 1:
-            reason = [f"{reason[0]} (+{len(reason) - 1} lines: see .report)"]
-        lines.append(f"  {_who(outcome, items)}: {outcome.status.value}: {reason[0]}")
+        if len(reason) > 1:
+            # 20 tasks that failed because one server would not start: its output once
+            later = _DIGITS.sub("#", "\n".join(reason[1:]))
+            if later in shown:
+                reason = [f"{reason[0]} [+{len(reason) - 1} lines, as for {shown[later]}]"]
+            elif len(lines) + len(reason) > MESSAGE_LINES:
+                reason = [f"{reason[0]} [+{len(reason) - 1} lines: see .report]"]
+            else:
+                shown[later] = repr(outcome.key)
+        lines.append(f"  {who}: {outcome.status.value}: {reason[0]}")
         lines += [f"      {line}" for line in reason[1:]]
     if len(failed) > FAILURES_LISTED:
         lines.append(f"  ... and {len(failed) - FAILURES_LISTED} more failed (see .report)")
