@@ -236,7 +236,15 @@ warned = threading.Event()
 
 
 class _SetOnWarning(logging.Handler):
+    """Keeps the WARNINGs of logger ``corral``; sets ``warned`` once it has kept the overrun
+    warning (kept first: the test reads them as soon as the teardown returns)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
     def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
         if "has not finished" in record.getMessage():
             warned.set()
 
@@ -252,20 +260,21 @@ def use_slow(x: int, *, slow_in_this_process: str) -> str:
     return slow_in_this_process
 
 
-def test_serial_mode_warns_about_a_slow_teardown_naming_it(caplog):
-    caplog.set_level(logging.WARNING, logger="corral")
+def test_serial_mode_warns_about_a_slow_teardown_naming_it():
     warned.clear()
     handler = _SetOnWarning()
-    logging.getLogger("corral").addHandler(handler)
+    logger = logging.getLogger("corral")
+    logger.addHandler(handler)
     try:
         results = corral.map(use_slow, [1, 2], backend="serial", fixtures=[slow_in_this_process],
                              fixture_teardown_timeout=0.2)  # fmt: skip
     finally:
-        logging.getLogger("corral").removeHandler(handler)
+        logger.removeHandler(handler)
     assert results == ["value", "value"]
-    (record,) = [r for r in caplog.records if "has not finished" in r.message]
-    assert "fixture 'slow_in_this_process'" in record.message
-    assert "fixture_teardown_timeout" in record.message
+    (record,) = [r for r in handler.records if "has not finished" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "fixture 'slow_in_this_process'" in record.getMessage()
+    assert "fixture_teardown_timeout" in record.getMessage()
 
 
 @pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf, "10", None, True])
