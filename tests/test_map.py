@@ -162,9 +162,9 @@ def test_batch_error_message_names_failed_keys_and_reasons():
         corral.map(fail_on_3_and_7, range(10), workers=2)
     message = str(info.value)
     assert "2 of 10" in message
-    assert "3: failed: BadItem: bad 3" in message
-    assert "7: failed: BadItem: bad 7" in message
-    assert "5:" not in message
+    assert "3 (3): failed: BadItem: bad 3" in message  # the key (position), then the item
+    assert "7 (7): failed: BadItem: bad 7" in message
+    assert "5 (" not in message
 
 
 def test_batch_error_report_holds_every_outcome():

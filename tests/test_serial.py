@@ -294,7 +294,7 @@ def test_serial_timeout_raises_batch_error_naming_the_timeout(tmp_path):
     with pytest.raises(corral.BatchError) as info:
         corral.map(hang_until_file, [(str(tmp_path), "hang"), (str(tmp_path), 1)], workers=1,
                    timeout=0.3)  # fmt: skip
-    assert "0: timeout" in str(info.value)
+    assert "0 (" in str(info.value) and "): timeout: TaskTimeout" in str(info.value)
 
 
 def test_serial_timeout_leaves_other_tasks_alone(tmp_path):

@@ -35,6 +35,7 @@ from ._errors import CorralError, TaskSkipped
 from ._messages import Result
 from ._options import RunOptions
 from ._outcome import Outcome, Report, Status, result_of
+from ._reasons import ended
 from ._scheduler import Scheduler
 
 CHUNK_TARGET_SECONDS = 0.1
@@ -302,7 +303,7 @@ class Batch:
         """The outcome of ``pos``, which can never run: its dependency ``because`` failed
         (it is ``failed_pos``) or was itself skipped."""
         dep = self.key_of(because)
-        how = f"failed ({failed.status.value})" if because == failed_pos else "was skipped"
+        how = ended(failed.status) if because == failed_pos else "was skipped"
         error = TaskSkipped(
             f"task {self.key_of(pos)!r} skipped: its dependency {dep!r} {how}",
             key=self.key_of(pos),

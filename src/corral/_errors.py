@@ -25,9 +25,11 @@ never shared between two failures (cpython#101267 shows why: tracebacks pile up)
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._public import public
+from ._reasons import batch_message, first_cause
 
 if TYPE_CHECKING:
     from ._outcome import Report
@@ -189,20 +191,29 @@ class RemoteError(CorralError):
 
 @public
 class BatchError(CorralError):
-    """Some tasks of a batch failed. Every task still ran; ``report`` holds them all."""
+    """Some tasks of a batch did not succeed. Every task still ran; ``report`` holds them all.
 
-    def __init__(self, report: Report) -> None:
-        failures = report.failures
-        lines = [f"{len(failures)} of {len(report.outcomes)} tasks failed:"]
-        for outcome in failures[:10]:
-            lines.append(f"  {outcome.key!r}: {outcome.status.value}: {_one_line(outcome.error)}")
-        if len(failures) > 10:
-            lines.append(f"  ... and {len(failures) - 10} more (see .report)")
-        super().__init__("\n".join(lines))
+    The message lists the first failures, each with its whole reason (a multi-line reason such
+    as a ``ServiceError``'s keeps its lines; see ``_reasons``) and, for ``map``, the item;
+    tasks skipped or cancelled because of them are counted and named apart. The first
+    failure's exception is the ``__cause__``, so an uncaught BatchError shows its traceback
+    (a worker's too).
+    """
+
+    def __init__(self, report: Report, *, items: Sequence[Any] | None = None) -> None:
+        super().__init__(batch_message(report, items))
         self.report = report
+        self.__cause__ = first_cause(report)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (BatchError, (self.report,))
+        return (_rebuild_batch_error, (self.args, self.report))
+
+
+def _rebuild_batch_error(args: tuple[Any, ...], report: Report) -> BatchError:
+    error = BatchError.__new__(BatchError)
+    Exception.__init__(error, *args)
+    error.report = report
+    return error
 
 
 class RemoteTraceback(Exception):
@@ -214,14 +225,6 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.tb
-
-
-def _one_line(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    text = f"{type(error).__name__}: {error}"
-    first = text.splitlines()[0] if text else ""
-    return first if len(first) <= 160 else first[:157] + "..."
 
 
 def _signal_name(exitcode: int | None) -> str | None:

@@ -11,6 +11,11 @@ torn down at the end.
     _worker exits its loop (STOP: retired, pool closed) ─► FixtureCache.close(): teardown,
         last set up first; serial: ``SerialBackend.close``
 
+A stopping worker has ``fixture_teardown_timeout`` seconds (a Pool option) to tear its
+fixtures down and exit. It announces each fixture before tearing it down (``on_teardown``); if
+the time passes, the coordinator kills it and logs the fixture it was stuck on. In serial mode
+the teardown runs in the caller's process, where nothing can stop it: a warning names it.
+
 Fixture code is user code: it runs only inside a task's call (through ``Bound``, called by
 ``_execute``) and in ``close``. Nothing runs on a worker that is killed (timeout, cancel,
 crash, the coordinator's death): a ``corral.Service`` guards against that itself, with a
@@ -28,6 +33,7 @@ import itertools
 import logging
 import os
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from typing import Any
@@ -43,6 +49,10 @@ BOUND_CACHE = 64
 
 
 def _nothing() -> None:
+    pass
+
+
+def _ignore(name: str) -> None:
     pass
 
 
@@ -80,9 +90,17 @@ class Bound:
 
 
 class FixtureCache:
-    def __init__(self, fixtures: FixtureSet, limit: int | None) -> None:
+    """``warn_after``: seconds after which a ``close`` that has not finished logs the fixture
+    it is stuck on (serial: nothing can stop a teardown in the caller's own process). A
+    worker process passes None: its coordinator kills it past ``fixture_teardown_timeout``
+    and logs the fixture that ``on_teardown`` announced."""
+
+    def __init__(
+        self, fixtures: FixtureSet, limit: int | None, *, warn_after: float | None = None
+    ) -> None:
         self._set = fixtures
         self._limit = limit
+        self._warn_after = warn_after
         self._values: dict[str, Any] = {}
         self._teardowns: list[tuple[str, Generator[Any, None, None]]] = []
         self._failures: dict[str, tuple[int, FixtureError]] = {}
@@ -94,6 +112,10 @@ class FixtureCache:
         self.on_set_up: Callable[[], None] = _nothing
         """Called when a worker fixture is set up: the worker restarts the running task's
         timeout clock (set-up time is not the task's; a hung set-up still times out)."""
+        self.on_teardown: Callable[[str], None] = _ignore
+        """Called with a worker fixture's name before ``close`` tears it down, and with ""
+        when every teardown is done: a worker tells its coordinator, which names the fixture
+        if it must kill the worker for taking too long."""
 
     # -- binding task functions -----------------------------------------------------------
     def bind(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -212,11 +234,41 @@ class FixtureCache:
         for bound in self._fixed:
             bound.fixed = None
         self._fixed.clear()
-        for name, gen in reversed(teardowns):
-            try:
-                _finish(gen, name)
-            except Exception:
-                log.warning("corral: teardown of fixture %r failed", name, exc_info=True)
+        if not teardowns:
+            return
+        current = [""]  # the fixture being torn down, for the warning timer
+        timer = self._overrun_warning(current)
+        try:
+            for name, gen in reversed(teardowns):
+                current[0] = name
+                self.on_teardown(name)
+                try:
+                    _finish(gen, name)
+                except Exception:
+                    log.warning("corral: teardown of fixture %r failed", name, exc_info=True)
+            self.on_teardown("")
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _overrun_warning(self, current: list[str]) -> threading.Timer | None:
+        if self._warn_after is None:
+            return None
+        grace = self._warn_after
+
+        def warn() -> None:
+            log.warning(
+                "corral: teardown of fixture %r has not finished after %g s "
+                "(fixture_teardown_timeout); it runs in this process (serial), where corral "
+                "cannot stop it",
+                current[0],
+                grace,
+            )
+
+        timer = threading.Timer(grace, warn)
+        timer.daemon = True
+        timer.start()
+        return timer
 
 
 def _set_up(fx: Fixture, deps: dict[str, Any]) -> tuple[Any, Generator[Any, None, None] | None]:

@@ -307,7 +307,7 @@ class FixtureGuard:
         error = FixtureError(
             f"task {key!r} was not run: fixture {name!r} failed to set up "
             f"{len(self._attempts[name])} times (fixture_failures={self._limit}); "
-            f"last error: {reason.splitlines()[0] if reason else ''}",
+            f"last error: {reason}",  # whole: a ServiceError says why on its later lines
             fixture=name,
             key=key,
             cause=cause,

@@ -2,6 +2,7 @@
 
     coordinator ──► worker:  Call (one attempt of one or more tasks) | Stop
     worker ──► coordinator:  Result (one per Call) | InitFailed (once, then the worker exits)
+                             | TEARDOWN (after Stop: the fixture it tears down now)
 
 Messages are pickled with cloudpickle by ``_codec``. A Call names its function by ``fn_id``; the
 function's bytes travel once per worker, in the ``fns`` of the first Call that needs it, and the
@@ -68,3 +69,8 @@ class InitFailed:
 
 STOP = b"stop"
 """Sent as raw bytes: the worker finishes its loop and exits cleanly."""
+
+TEARDOWN = b"teardown:"
+"""Sent as raw bytes by a stopping worker, followed by the name of the fixture it is about to
+tear down (nothing after the last one): if the worker must be killed for taking longer than
+``fixture_teardown_timeout``, the coordinator reads the last one and names the fixture."""

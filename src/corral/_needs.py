@@ -15,6 +15,7 @@ fast path.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,13 +58,29 @@ NO_NEEDS = Needs()
 
 
 def norm_locks(value: Any) -> tuple[str, ...]:
+    """A name or a list of names: strings, or paths (``os.PathLike``) named by ``os.fspath``.
+
+    Names are compared as given, never resolved: ``"data/a.nc"``, ``"./data/a.nc"`` and the
+    absolute path are three locks. (``Path("./data/a.nc")`` is ``"data/a.nc"``: ``pathlib``
+    drops the ``./`` itself.) Give one file the same spelling in every task, e.g.
+    ``Path(f).resolve()``.
+    """
     if value is None:
         return ()
-    names = (value,) if isinstance(value, str) else _iterable("locks", value)
+    if isinstance(value, (str, os.PathLike)):
+        names: tuple[Any, ...] = (value,)
+    else:
+        names = _iterable("locks", value)
+    checked = []
     for name in names:
+        if isinstance(name, os.PathLike):
+            name = os.fspath(name)
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"lock names must be non-empty strings, not {name!r}")
-    return tuple(dict.fromkeys(names))  # a lock named twice is still one lock
+            raise ConfigError(
+                f"lock names must be non-empty strings or paths (os.PathLike), not {name!r}"
+            )
+        checked.append(name)
+    return tuple(dict.fromkeys(checked))  # a lock named twice is still one lock
 
 
 def norm_uses(value: Any) -> tuple[tuple[str, float], ...]:
@@ -116,11 +133,14 @@ def norm_priority(value: Any) -> int:
     return value
 
 
-def norm_group(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"group must be a string, not {value!r}")
+def norm_group(value: Any) -> Any:
+    """Any hashable label (a string, a number, a tuple); progress and reports show ``str()``."""
+    try:
+        hash(value)
+    except TypeError:
+        raise ConfigError(
+            f"group must be a hashable label (a string, a number or a tuple), not {value!r}"
+        ) from None
     return value
 
 
@@ -153,7 +173,9 @@ def _iterable(what: str, value: Any) -> tuple[Any, ...]:
     try:
         return tuple(value)
     except TypeError:
-        raise ConfigError(f"{what} must be a string or a list of strings, not {value!r}") from None
+        raise ConfigError(
+            f"{what} must be a name or a list of names (strings or paths), not {value!r}"
+        ) from None
 
 
 # -- corral.map's per-item specs ----------------------------------------------------------------
@@ -166,7 +188,7 @@ def pop_item_specs(options: dict[str, Any]) -> dict[str, Any]:
 
 def needs_for_items(
     specs: Mapping[str, Any], items: Sequence[Any]
-) -> tuple[list[Needs] | None, list[str | None] | None]:
+) -> tuple[list[Needs] | None, list[Any] | None]:
     """Each item's Needs and group from ``corral.map``'s specs (callables of the item, or
     constants). ``(None, None)`` when nothing is declared."""
     if not specs:
@@ -290,6 +312,7 @@ def _resolve_deps(keys: Sequence[Any], needs: Sequence[Needs]) -> list[tuple[int
             if key not in where:
                 raise ConfigError(
                     f"task {keys[pos]!r} depends on {key!r}, which is not a task of this run"
+                    + _tuple_key_hint(need.after, where)
                 )
             if key in ambiguous:
                 raise ConfigError(
@@ -299,6 +322,13 @@ def _resolve_deps(keys: Sequence[Any], needs: Sequence[Needs]) -> list[tuple[int
             resolved.append(where[key])
         deps.append(tuple(resolved))
     return deps
+
+
+def _tuple_key_hint(after: tuple[Any, ...], where: Mapping[Any, int]) -> str:
+    """``after=("tas", 1980)`` is two keys; when a task's key is that tuple, say so."""
+    if len(after) > 1 and after in where:
+        return f"; a task has the key {after!r}: to depend on it, write after=[{after!r}]"
+    return ""
 
 
 def _topological_order(keys: Sequence[Any], deps: list[tuple[int, ...]]) -> list[int]:

@@ -36,6 +36,8 @@ class PoolOptions:
     # failed set-ups of one fixture stop the tasks that need it (None: never). See _fixtures.
     fixtures: Any = ()
     fixture_failures: int | None = 3
+    # seconds a stopping worker has to tear its fixtures down and exit before it is killed
+    fixture_teardown_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         w = self.workers
@@ -56,6 +58,12 @@ class PoolOptions:
         _check_positive_number("kill_grace", self.kill_grace, allow_zero=True)
         object.__setattr__(self, "fixtures", as_fixture_set(self.fixtures))
         _check_positive_int("fixture_failures", self.fixture_failures)
+        t = self.fixture_teardown_timeout
+        bad = isinstance(t, bool) or not isinstance(t, (int, float))
+        if bad or not math.isfinite(t) or t <= 0:
+            raise ConfigError(
+                f"fixture_teardown_timeout must be a positive number of seconds, not {t!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ and telemetry exports) reads Outcomes and nothing else.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class Outcome:
             time divided evenly).
         max_rss: the worker's peak resident memory in bytes, as seen right after the attempt.
         traceback: the worker-side traceback text for a task that raised.
-        group: the task's group label, if it has one.
+        group: the task's group label, if it has one (any hashable; shown with ``str()``).
     """
 
     key: Any
@@ -64,7 +64,7 @@ class Outcome:
     cpu_seconds: float | None = None
     max_rss: int | None = None
     traceback: str | None = None
-    group: str | None = None
+    group: Hashable | None = None
 
     @property
     def ok(self) -> bool:
@@ -134,15 +134,16 @@ class Report:
             counts[outcome.status] += 1
         return counts
 
-    def by_group(self) -> dict[str | None, dict[Status, int]]:
+    def by_group(self) -> dict[Hashable | None, dict[str, int]]:
         """Counts by status for each group (``None`` for tasks without one), groups in the
-        order they first appear."""
-        groups: dict[str | None, dict[Status, int]] = {}
+        order they first appear: ``{"tas": {"ok": 2, "failed": 1, ...}, ...}``, every status
+        value a key (plain strings; ``Status`` members find the same entries)."""
+        groups: dict[Hashable | None, dict[str, int]] = {}
         for outcome in self.outcomes:
             counts = groups.get(outcome.group)
             if counts is None:
-                counts = groups[outcome.group] = dict.fromkeys(Status, 0)
-            counts[outcome.status] += 1
+                counts = groups[outcome.group] = {s.value: 0 for s in Status}
+            counts[outcome.status.value] += 1
         return groups
 
     def summary(self) -> str:

@@ -121,6 +121,7 @@ class Pool:
             kill_grace=self.options.kill_grace,
             wakeup=self._wakeup_r,
             fixtures=_worker_fixtures(self.options),
+            teardown_grace=self.options.fixture_teardown_timeout,
         )
         self.functions = FunctionTable(pickle=True)
         self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
@@ -281,7 +282,7 @@ class Pool:
         batch = self._batch_for_map(fn, items, run_options, sink, plan=plan, groups=groups)
         wall = self._run_batch(batch, sink, run_options, len(items))
         if sink.failures and run_options.errors == "raise":
-            raise BatchError(sink.report(batch, wall, self.workers))
+            raise BatchError(sink.report(batch, wall, self.workers), items=items)
         return sink.values
 
     def run(self, tasks: Iterable[Task], **options: Any) -> Report:
@@ -384,7 +385,9 @@ def _serial_fixtures(options: PoolOptions) -> FixtureCache | None:
     """The fixture cache of a serial pool: set up in this process, or None."""
     if not options.fixtures:
         return None
-    return FixtureCache(options.fixtures, options.fixture_failures)
+    return FixtureCache(
+        options.fixtures, options.fixture_failures, warn_after=options.fixture_teardown_timeout
+    )
 
 
 def plan_tasks(tasks: list[Task], options: RunOptions) -> Plan | None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._outcome import Status
+from ._reasons import reason_lines
 
 if TYPE_CHECKING:
     from ._outcome import Report
 
 FAILURES_SHOWN = 20
+REASON_LINES = 12
+"""Lines of one failure's reason in the table; the middle ones are left out past this."""
 STATUS_STYLE = {
     Status.OK: "green",
     Status.FAILED: "red",
@@ -61,16 +66,17 @@ def _totals(report: Report) -> Table:
     return table
 
 
-def _groups(groups: dict[str | None, dict[Status, int]]) -> Table:
+def _groups(groups: dict[Hashable | None, dict[str, int]]) -> Table:
     table = Table(title="by group", min_width=72)
     table.add_column("group")
-    statuses = [s for s in Status if any(counts[s] for counts in groups.values())]
+    statuses = [s.value for s in Status if any(counts[s.value] for counts in groups.values())]
     for status in statuses:
-        table.add_column(status.value, justify="right")
+        table.add_column(status, justify="right")
     table.add_column("tasks", justify="right")
     for group, counts in groups.items():
         shown = [str(counts[s]) for s in statuses]
-        table.add_row("(none)" if group is None else group, *shown, str(sum(counts.values())))
+        label = "(none)" if group is None else escape(str(group))
+        table.add_row(label, *shown, str(sum(counts.values())))
     return table
 
 
@@ -82,13 +88,12 @@ def _failures(report: Report) -> Table:
     table.add_column("reason", overflow="fold")
     failures = report.failures
     for outcome in failures[:FAILURES_SHOWN]:
-        error = outcome.error
-        reason = f"{type(error).__name__}: {error}" if error is not None else ""
+        reason = "\n".join(reason_lines(outcome.error, REASON_LINES))
         table.add_row(
-            repr(outcome.key),
+            escape(repr(outcome.key)),
             f"[{STATUS_STYLE[outcome.status]}]{outcome.status.value}",
             str(outcome.attempts),
-            reason.splitlines()[0] if reason else "",
+            escape(reason),
         )
     if len(failures) > FAILURES_SHOWN:
         table.caption = f"... and {len(failures) - FAILURES_SHOWN} more (report.failures)"

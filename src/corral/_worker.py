@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from . import _codec
 from ._errors import ExceptionWithTraceback
 from ._execute import execute
-from ._messages import STOP, Call, InitFailed, Result
+from ._messages import STOP, TEARDOWN, Call, InitFailed, Result
 from ._platform import (
     become_group_leader,
     kill_group,
@@ -115,6 +115,7 @@ def main(
         watch = Stamp(stamp)
         if cache is not None:
             cache.on_set_up = watch.restart
+            cache.on_teardown = lambda name: _announce_teardown(conn, name)
         _loop(conn, watch, measure_rss, cache.bind if cache is not None else _unbound)
     finally:
         if cache is not None:  # retired or closed: tear the worker's fixtures down
@@ -143,6 +144,11 @@ def _loop(
         result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss)
         conn.send_bytes(encode_result(result))
         del call, result
+
+
+def _announce_teardown(conn: Connection, name: str) -> None:
+    with contextlib.suppress(OSError):  # the coordinator is gone: nobody to tell
+        conn.send_bytes(TEARDOWN + name.encode())
 
 
 def _unbound(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,6 +17,7 @@ immediately, so the pool never runs short while a stubborn process dies.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -26,12 +27,15 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .. import _worker
-from .._messages import STOP
+from .._messages import STOP, TEARDOWN
 from .._platform import kill_group, signal_tree
 from . import Event
 
+log = logging.getLogger("corral")
+
 RETIRE_GRACE = 10.0
-"""How long a retired (recycled) worker may take to exit on its own before it is killed."""
+"""How long a retired (recycled) worker may take to exit on its own before it is killed; a
+worker with fixtures to tear down has the pool's ``fixture_teardown_timeout`` instead."""
 
 
 @dataclass
@@ -47,6 +51,7 @@ class _Dying:
     worker: _Worker
     kill_at: float
     killed: bool = False
+    stopped_at: float | None = None  # retired: when it was told to stop (monotonic)
 
 
 class ProcessBackend:
@@ -63,9 +68,12 @@ class ProcessBackend:
         wakeup: int,
         measure_rss: bool = False,
         fixtures: bytes | None = None,
+        teardown_grace: float = RETIRE_GRACE,
     ) -> None:
         self.slots = slots
         self._fixtures = fixtures  # pickled (FixtureSet, fixture_failures), or None
+        # how long a retired worker may take to exit: tearing fixtures down, or just exiting
+        self._retire_grace = teardown_grace if fixtures is not None else RETIRE_GRACE
         self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # The fork server then imports corral once; each worker forks with it loaded.
@@ -195,11 +203,12 @@ class ProcessBackend:
         self._workers[slot] = None
         with contextlib.suppress(OSError):
             worker.conn.send_bytes(STOP)
-        self._graveyard.append(_Dying(worker, time.monotonic() + RETIRE_GRACE))
+        now = time.monotonic()
+        self._graveyard.append(_Dying(worker, now + self._retire_grace, stopped_at=now))
 
     def close(self, timeout: float) -> None:
         if self._fixtures is not None:  # retiring workers tear their fixtures down
-            timeout = max(timeout, RETIRE_GRACE)
+            timeout = max(timeout, self._retire_grace)
         for slot in range(self.slots):
             self.retire(slot)
         deadline = time.monotonic() + timeout
@@ -226,6 +235,8 @@ class ProcessBackend:
             if not dying.killed and now >= dying.kill_at:
                 signal_tree(process.pid, signal.SIGKILL)
                 dying.killed = True
+                if dying.stopped_at is not None:
+                    _log_overrun(dying.worker, dying.kill_at - dying.stopped_at)
             alive.append(dying)
         self._graveyard = alive
 
@@ -243,3 +254,26 @@ class ProcessBackend:
         with contextlib.suppress(ValueError):
             process.close()
         return exitcode
+
+
+def _log_overrun(worker: _Worker, grace: float) -> None:
+    """A retired worker was killed for not exiting within ``grace`` seconds: say which
+    fixture's teardown it was stuck on (the last one it announced), or that it hung on its
+    way out."""
+    fixture = ""
+    with contextlib.suppress(EOFError, OSError):
+        while worker.conn.poll():
+            data = worker.conn.recv_bytes()
+            if data.startswith(TEARDOWN):
+                fixture = data[len(TEARDOWN) :].decode(errors="replace")
+    if fixture:
+        log.warning(
+            "corral: worker pid %s did not finish tearing down fixture %r within %g s "
+            "(fixture_teardown_timeout); the worker was killed",
+            worker.process.pid, fixture, grace,
+        )  # fmt: skip
+    else:
+        log.warning(
+            "corral: worker pid %s did not exit within %g s of being stopped; it was killed",
+            worker.process.pid, grace,
+        )  # fmt: skip
