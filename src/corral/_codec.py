@@ -2,11 +2,20 @@
 
 An argument or result that cannot be pickled must fail only its own task, so when a whole
 message fails to pickle, the items are tried one by one to name the culprits.
+
+Functions and classes of ``__main__`` travel by value (workers never import the main script,
+see ``_backends.process``). cloudpickle >= 3.1 renames the file of such code to
+``<dynamic-code>``, which would make a worker's traceback read ``File "<dynamic-code>", line 6,
+in f`` with no source line. ``_Pickler`` keeps the real file name, so the worker's traceback
+names the script and shows its lines (read from the file, as in the coordinator).
 """
 
 from __future__ import annotations
 
+import io
 import pickle
+import types
+from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +24,26 @@ import cloudpickle
 from ._errors import SerializationError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+_ANONYMOUS_FILE = "<dynamic-code>"
+_cloudpickle_table: Any = getattr(cloudpickle.Pickler, "dispatch_table", {})
+_code_reduce: Any = _cloudpickle_table.get(types.CodeType)
+
+
+def _code_reduce_with_filename(code: types.CodeType) -> Any:
+    rebuild, args = _code_reduce(code)
+    args = tuple(code.co_filename if a == _ANONYMOUS_FILE else a for a in args)
+    return rebuild, args
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    if _code_reduce is not None:
+        dispatch_table = ChainMap({types.CodeType: _code_reduce_with_filename}, _cloudpickle_table)
 
 
 def dumps(obj: Any) -> bytes:
-    return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=PROTOCOL).dump(obj)
+        return file.getvalue()
 
 
 loads: Callable[[bytes], Any] = pickle.loads
