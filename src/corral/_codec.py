@@ -12,8 +12,10 @@ names the script and shows its lines (read from the file, as in the coordinator)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
+import sys
 import types
 from collections import ChainMap
 from collections.abc import Callable
@@ -38,6 +40,32 @@ def _code_reduce_with_filename(code: types.CodeType) -> Any:
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     if _code_reduce is not None:
         dispatch_table = ChainMap({types.CodeType: _code_reduce_with_filename}, _cloudpickle_table)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)):
+            _by_value_if_unimportable(getattr(obj, "__module__", None))
+        return super().reducer_override(obj)
+
+
+_by_value: set[str] = set()
+
+
+def _by_value_if_unimportable(name: Any) -> None:
+    """Functions and classes of a module that a worker cannot import by name travel by value.
+
+    cloudpickle does so for ``__main__``, but a script run with ``runpy.run_path`` lives in a
+    temporary module ``<run_path>`` without a spec: pickled by reference, it would fail to
+    unpickle in every worker. ``register_pickle_by_value`` is cloudpickle's own switch for
+    this; registering a module that has no spec (no importable name) changes nothing else.
+    """
+    if not isinstance(name, str) or name in _by_value or name == "__main__":
+        return
+    module = sys.modules.get(name)
+    if module is None or getattr(module, "__spec__", None) is not None:
+        return
+    with contextlib.suppress(Exception):
+        cloudpickle.register_pickle_by_value(module)
+        _by_value.add(name)
 
 
 def dumps(obj: Any) -> bytes:
