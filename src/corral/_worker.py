@@ -46,13 +46,13 @@ from . import _codec
 from ._errors import ExceptionWithTraceback
 from ._execute import execute
 from ._messages import STOP, Call, InitFailed, Result
-from ._proctitle import set_title
 from ._platform import (
     become_group_leader,
     kill_group,
     limit_native_threads,
     set_parent_death_signal,
 )
+from ._proctitle import set_title
 
 if TYPE_CHECKING:
     from ._fixture_cache import FixtureCache

@@ -39,7 +39,9 @@ def task(point, *, offset):
 
 
 method = os.environ["START_METHOD"]
-with corral.Pool(2, start_method=method, initializer=remember, initargs=(1,), fixtures=[offset]) as pool:
+with corral.Pool(
+    2, start_method=method, initializer=remember, initargs=(1,), fixtures=[offset]
+) as pool:
     results = pool.map(task, [Point(i) for i in range(10)], errors="return")
 error = results[7].error
 print(
