@@ -91,3 +91,16 @@ def test_main_reimported_by_users_own_multiprocessing_fails_once_naming_the_fix(
     assert "results [0, 1, 2, 3, 4, 5]" in proc.stdout
     tasks = names(tmp_path, "task-")
     assert sorted(int(n.split("-")[1]) for n in tasks) == list(range(6))  # once, not twice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_a_worker_traceback_shows_source_that_only_the_callers_linecache_has(method):
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "main_cell.py"), method],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert 'File "/nonexistent/ipykernel_1/cell-7.py", line 3, in from_cell' in proc.stdout
+    assert "raise ValueError(f'cell {y}')" in proc.stdout

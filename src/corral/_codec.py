@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
+import os
 import pickle
 import sys
 import types
@@ -33,8 +35,35 @@ _code_reduce: Any = _cloudpickle_table.get(types.CodeType)
 
 def _code_reduce_with_filename(code: types.CodeType) -> Any:
     rebuild, args = _code_reduce(code)
-    args = tuple(code.co_filename if a == _ANONYMOUS_FILE else a for a in args)
-    return rebuild, args
+    if _ANONYMOUS_FILE not in args:
+        return rebuild, args
+    filename = code.co_filename
+    args = tuple(filename if a == _ANONYMOUS_FILE else a for a in args)
+    lines = _unsaved_source(filename)
+    if lines is None:
+        return rebuild, args
+    return _rebuild_with_source, (rebuild, args, filename, lines)
+
+
+def _unsaved_source(filename: str) -> list[str] | None:
+    """The lines of a source that only this process's ``linecache`` holds (a notebook cell,
+    code given to ``exec`` and registered there), so the worker's traceback can show them;
+    None for a file the worker can read itself, or a source nobody kept (``<stdin>``)."""
+    entry: Any = linecache.cache.get(filename)
+    if entry is None or len(entry) < 3 or os.path.exists(filename):
+        return None  # (a lazy entry, a 1-tuple, has no lines yet)
+    lines = entry[2]
+    return list(lines) if lines else None
+
+
+def _rebuild_with_source(
+    rebuild: Callable[..., Any], args: tuple[Any, ...], filename: str, lines: list[str]
+) -> Any:
+    """In the worker: register the shipped source for tracebacks, then rebuild the code."""
+    if filename not in linecache.cache:
+        # mtime None: linecache.checkcache keeps the entry (there is no file to compare to)
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    return rebuild(*args)
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
