@@ -1,6 +1,6 @@
-"""corral's processes carry readable titles in ``ps``: workers, their watchdogs, the fork server.
-
-Run in a fresh interpreter so that corral is the one that starts the fork server.
+"""corral's processes carry readable titles in ``ps``: workers, their watchdogs, the fork
+server (checked in a fresh interpreter, so that corral is the one that starts it) and the
+keepers of services.
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
+from _procs import wait_until
+
+import corral
 
 SRC = str(Path(__file__).parent.parent / "src")
 
@@ -55,3 +59,19 @@ def test_workers_watchdogs_and_fork_server_have_titles():
     assert all(t.startswith("corral watchdog of worker ") for t in out["watchdogs"]), out
     assert all(t.endswith(pool) for t in out["watchdogs"]), out
     assert out["server"] == f"corral fork server {pool}", out["server"]
+
+
+def cmdline(pid):
+    try:
+        return " ".join(psutil.Process(pid).cmdline()).strip()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def test_a_service_keeper_has_a_title():
+    program = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"]
+    with corral.Service(program, ready="ready", port=None) as service:
+        keepers = [c.pid for c in psutil.Process().children() if c.pid != service.pid]
+        assert len(keepers) == 1
+        title = f"corral service keeper of {Path(sys.executable).name} [for pid {os.getpid()}]"
+        wait_until(lambda: cmdline(keepers[0]) == title, "the keeper's title")

@@ -10,6 +10,8 @@ a title is a convenience, never a reason to fail.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 
 
 def set_title(title: str) -> None:
@@ -20,3 +22,29 @@ def set_title(title: str) -> None:
         return
     with contextlib.suppress(Exception):
         setproctitle(title)
+
+
+TITLE_IN_ISOLATED_PYTHON = r"""
+try:  # corral._proctitle: the title, from setproctitle's own folder (this interpreter has -I -S)
+    import sys
+    if sys.argv[-1]:
+        sys.path.insert(0, sys.argv[-1])
+        from setproctitle import setproctitle
+        setproctitle(sys.argv[-2])
+        del sys.path[0], setproctitle
+except Exception:
+    pass
+"""
+"""Code to put before a ``python -I -S -c`` program started with ``title_args(title)`` as its
+last arguments: it sets the title without the site-packages the interpreter does not load."""
+
+
+def title_args(title: str) -> list[str]:
+    """The last arguments for ``TITLE_IN_ISOLATED_PYTHON``: the title and setproctitle's
+    folder ("" when setproctitle is not installed)."""
+    folder = ""
+    with contextlib.suppress(Exception):
+        spec = importlib.util.find_spec("setproctitle")
+        if spec is not None and spec.origin:
+            folder = os.path.dirname(os.path.dirname(spec.origin))
+    return [title, folder]
