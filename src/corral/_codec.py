@@ -70,34 +70,31 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     if _code_reduce is not None:
         dispatch_table = ChainMap({types.CodeType: _code_reduce_with_filename}, _cloudpickle_table)
 
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)):
-            _by_value_if_unimportable(getattr(obj, "__module__", None))
-        return super().reducer_override(obj)
+
+_RUN_PATH = "<run_path>"
+_run_path_by_value = False
 
 
-_by_value: set[str] = set()
+def _run_path_module_by_value() -> None:
+    """Functions and classes of a script run with ``runpy.run_path`` travel by value.
 
-
-def _by_value_if_unimportable(name: Any) -> None:
-    """Functions and classes of a module that a worker cannot import by name travel by value.
-
-    cloudpickle does so for ``__main__``, but a script run with ``runpy.run_path`` lives in a
-    temporary module ``<run_path>`` without a spec: pickled by reference, it would fail to
-    unpickle in every worker. ``register_pickle_by_value`` is cloudpickle's own switch for
-    this; registering a module that has no spec (no importable name) changes nothing else.
+    cloudpickle sends ``__main__`` by value, but ``run_path`` runs the script in a temporary
+    module ``<run_path>`` (no spec, not importable): pickled by reference, its functions would
+    fail to unpickle in every worker. ``register_pickle_by_value`` is cloudpickle's own switch
+    for this, by module name; no importable module can have that name.
     """
-    if not isinstance(name, str) or name in _by_value or name == "__main__":
-        return
-    module = sys.modules.get(name)
+    global _run_path_by_value
+    module = sys.modules.get(_RUN_PATH)
     if module is None or getattr(module, "__spec__", None) is not None:
         return
     with contextlib.suppress(Exception):
         cloudpickle.register_pickle_by_value(module)
-        _by_value.add(name)
+        _run_path_by_value = True
 
 
 def dumps(obj: Any) -> bytes:
+    if not _run_path_by_value and _RUN_PATH in sys.modules:
+        _run_path_module_by_value()
     with io.BytesIO() as file:
         _Pickler(file, protocol=PROTOCOL).dump(obj)
         return file.getvalue()
