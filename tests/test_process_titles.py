@@ -13,14 +13,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _procs import wait_until
+from _procs import multiprocessing_helpers, wait_until
 
 import corral
 
 SRC = str(Path(__file__).parent.parent / "src")
 
 SCRIPT = r"""
-import json, multiprocessing.forkserver, os, psutil, corral
+import json, multiprocessing.forkserver, os, psutil, time, corral
 
 def cmdline(pid):
     return " ".join(psutil.Process(pid).cmdline()).strip()
@@ -32,7 +32,11 @@ if __name__ == "__main__":
     with corral.Pool(2, start_method="forkserver") as pool:
         pids = sorted(set(pool.map(me, range(8), chunksize=1)))
         workers = {pid: cmdline(pid) for pid in pids}
-        watchdogs = [cmdline(c.pid) for pid in pids for c in psutil.Process(pid).children()]
+        dogs = [c.pid for pid in pids for c in psutil.Process(pid).children()]
+        deadline = time.monotonic() + 30  # a watchdog names itself just after its fork
+        while time.monotonic() < deadline and any("watchdog" not in cmdline(d) for d in dogs):
+            time.sleep(0.02)
+        watchdogs = [cmdline(d) for d in dogs]
         server = cmdline(multiprocessing.forkserver._forkserver._forkserver_pid)
     print(json.dumps({"workers": workers, "watchdogs": watchdogs, "server": server,
                       "me": os.getpid()}))
@@ -71,7 +75,8 @@ def cmdline(pid):
 def test_a_service_keeper_has_a_title():
     program = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"]
     with corral.Service(program, ready="ready", port=None) as service:
-        keepers = [c.pid for c in psutil.Process().children() if c.pid != service.pid]
+        helpers = multiprocessing_helpers() | {service.pid}
+        keepers = [c.pid for c in psutil.Process().children() if c.pid not in helpers]
         assert len(keepers) == 1
         title = f"corral service keeper of {Path(sys.executable).name} [for pid {os.getpid()}]"
         wait_until(lambda: cmdline(keepers[0]) == title, "the keeper's title")
