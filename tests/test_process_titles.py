@@ -80,3 +80,23 @@ def test_a_service_keeper_has_a_title():
         assert len(keepers) == 1
         title = f"corral service keeper of {Path(sys.executable).name} [for pid {os.getpid()}]"
         wait_until(lambda: cmdline(keepers[0]) == title, "the keeper's title")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_without_setproctitle_corral_works_untitled(method):
+    code = (
+        "import sys; sys.modules['setproctitle'] = None\n"  # import setproctitle fails
+        "import corral\n"
+        "def neg(x):\n"
+        "    return -x\n"
+        "if __name__ == '__main__':\n"
+        f"    print(corral.map(neg, [1, 2], workers=2, start_method={method!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[-1, -2]\n"

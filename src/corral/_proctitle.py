@@ -1,10 +1,10 @@
 """Readable process titles, so that ``ps`` and ``top`` tell corral's processes apart.
 
 Every process corral starts names itself here: ``corral worker 2 [pool 4711]``, ``corral
-watchdog [worker 4722, pool 4711]``, ``corral fork server [pool 4711]``, ``corral service keeper
-...``. The pool is named by its coordinator's pid. Titles come from ``setproctitle`` (a
-declared dependency); without it, or where it cannot change the title, they are skipped:
-a title is a convenience, never a reason to fail.
+watchdog of worker 4722 [pool 4711]``, ``corral fork server [pool 4711]``, ``corral service
+keeper of omc [for pid 4722]``. A pool is named by its coordinator's pid. Titles come from
+``setproctitle`` (a declared dependency); without it, or where it cannot change the title,
+they are skipped: a title is a convenience, never a reason to fail.
 """
 
 from __future__ import annotations

@@ -187,10 +187,10 @@ def _watch_lifeline(lifeline: Connection, title: str = "corral worker") -> None:
     fd = lifeline.fileno()
     if os.fork() == 0:  # the watchdog; single-threaded, runs no user code
         try:
-            set_title(title.replace("corral worker", f"corral watchdog of worker {worker}", 1))
             set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != worker:  # the worker died before the signal was armed
                 os._exit(0)
+            set_title(title.replace("corral worker", f"corral watchdog of worker {worker}", 1))
             while True:
                 try:
                     if not os.read(fd, 1):
