@@ -7,6 +7,7 @@ a ``WorkerStartError`` that carries the worker's own exception and traceback.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import warnings
 
@@ -83,3 +84,19 @@ class LoadsOnlyHereCallable:
 
     def __reduce__(self):
         return (_load_only_here, (os.getpid(),))
+
+
+def corral_in_a_daemonic_process(_):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pids = corral.map(getpid, range(3), workers=2, start_method="fork")
+    return pids, os.getpid(), [str(w.message) for w in caught]
+
+
+def test_a_pool_that_cannot_start_processes_runs_serially_and_says_why():
+    # A daemonic process may not have children: the one case where the fallback applies.
+    with multiprocessing.get_context("fork").Pool(1) as outer:
+        pids, pid, messages = outer.map(corral_in_a_daemonic_process, [0])[0]
+    assert pids == [pid] * 3
+    assert len(messages) == 1
+    assert "running serially" in messages[0] and "daemonic" in messages[0]
