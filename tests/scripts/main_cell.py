@@ -13,5 +13,5 @@ linecache.cache[CELL] = (len(SOURCE), None, SOURCE.splitlines(True), CELL)
 exec(compile(SOURCE, CELL, "exec"), globals())
 
 if __name__ == "__main__":
-    (result,) = corral.map(from_cell, [1], start_method=sys.argv[1], errors="return")  # noqa: F821
-    print("".join(traceback.format_exception(result.error)))
+    results = corral.map(from_cell, [1, 2], workers=2, start_method=sys.argv[1], errors="return")  # noqa: F821
+    print("".join(traceback.format_exception(results[0].error)))
