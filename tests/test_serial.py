@@ -1,4 +1,5 @@
-"""The serial fallback: one task, workers=1, backend="serial", CORRAL_WORKERS=1.
+"""The serial backend: backend="serial" or CORRAL_WORKERS=1 (a single task, or workers=1, runs
+in a worker process: see test_single_task.py).
 
 Tasks run in the calling process, with the same results, ordering, error semantics, timeouts
 and retries as on worker processes.
@@ -18,14 +19,12 @@ from _tasks import WAIT, wait_for_file, write_then_fail_odd
 
 import corral
 
-SERIAL_WAYS = ["workers=1", "backend=serial", "CORRAL_WORKERS=1"]
+SERIAL_WAYS = ["backend=serial", "CORRAL_WORKERS=1"]
 
 
 @pytest.fixture(params=SERIAL_WAYS)
 def serial(request, monkeypatch):
     """Options that make a batch run serially (one way per parametrisation)."""
-    if request.param == "workers=1":
-        return {"workers": 1}
     if request.param == "backend=serial":
         return {"workers": 2, "backend": "serial"}
     monkeypatch.setenv("CORRAL_WORKERS", "1")
@@ -71,16 +70,6 @@ def fail_first_attempts(arg):
 
 
 # -- where tasks run ----------------------------------------------------------------------------
-def test_single_item_runs_in_the_calling_process():
-    assert corral.map(getpid, [0]) == [os.getpid()]
-
-
-def test_single_task_run_is_in_the_calling_process():
-    report = corral.run([corral.Task(getpid)])
-    assert report.results == [os.getpid()]
-    assert report.outcomes[0].pid == os.getpid()
-
-
 def test_serial_ways_run_every_task_in_the_calling_process(serial):
     assert corral.map(getpid, range(6), **serial) == [os.getpid()] * 6
 
@@ -130,7 +119,7 @@ def test_serial_results_equal_process_results(serial):
 
 @pytest.mark.parametrize("chunksize", ["auto", 1, 7])
 def test_serial_map_keeps_input_order(chunksize):
-    assert corral.map(square, range(50), workers=1, chunksize=chunksize) == [
+    assert corral.map(square, range(50), backend="serial", chunksize=chunksize) == [
         x * x for x in range(50)
     ]
 
@@ -182,32 +171,32 @@ def test_serial_report_equals_process_report(serial):
 
 
 def test_serial_exception_keeps_its_type():
-    results = corral.map(fail_on_2_and_5, [2, 3], workers=1, errors="return")
+    results = corral.map(fail_on_2_and_5, [2, 3], backend="serial", errors="return")
     assert type(results[0].error) is BadItem
     assert results[0].error.args == ("bad 2",)
 
 
 def test_serial_exception_traceback_names_the_task_function():
-    results = corral.map(fail_on_2_and_5, [2, 3], workers=1, errors="return")
+    results = corral.map(fail_on_2_and_5, [2, 3], backend="serial", errors="return")
     text = "".join(traceback.format_exception(results[0].error))
     assert "fail_on_2_and_5" in text
 
 
 def test_serial_outcome_traceback_names_the_task_function():
-    report = corral.run([corral.Task(fail_on_2_and_5, (2,))], workers=1, errors="return")
+    report = corral.run([corral.Task(fail_on_2_and_5, (2,))], backend="serial", errors="return")
     assert "fail_on_2_and_5" in report.outcomes[0].traceback
 
 
 def test_serial_imap_raises_the_tasks_own_exception_when_reached():
     got = []
     with pytest.raises(BadItem, match="bad 2"):
-        for value in corral.imap(fail_on_2_and_5, range(8), workers=1):
+        for value in corral.imap(fail_on_2_and_5, range(8), backend="serial"):
             got.append(value)
     assert got == [0, 10]
 
 
 def test_serial_imap_errors_return_yields_failure_in_place():
-    got = list(corral.imap(fail_on_2_and_5, range(4), workers=1, errors="return"))
+    got = list(corral.imap(fail_on_2_and_5, range(4), backend="serial", errors="return"))
     assert got[:2] == [0, 10] and got[3] == 30
     assert isinstance(got[2], corral.Failure) and got[2].key == 2
 
@@ -224,7 +213,7 @@ def test_serial_imap_consumes_an_endless_generator_lazily():
             yield i
 
     received = []
-    for value in corral.imap(square, endless_until_stopped(), workers=1):
+    for value in corral.imap(square, endless_until_stopped(), backend="serial"):
         received.append(value)
         if len(received) == 3:
             pulled_after_three = len(pulled)
@@ -242,20 +231,20 @@ def test_serial_imap_break_stops_early():
             pulled.append(i)
             yield i
 
-    for i, _ in enumerate(corral.imap(square, source(), workers=1)):
+    for i, _ in enumerate(corral.imap(square, source(), backend="serial")):
         if i == 2:
             break
     assert len(pulled) < 10_000
 
 
 def test_serial_pool_submit_failure_sets_the_exception():
-    with corral.Pool(workers=1) as pool:
+    with corral.Pool(backend="serial") as pool:
         assert isinstance(pool.submit(fail_on_2_and_5, 2).exception(timeout=WAIT), BadItem)
 
 
 @pytest.mark.timeout(30)
 def test_serial_pool_maps_the_same_function_twice():
-    with corral.Pool(workers=1) as pool:
+    with corral.Pool(backend="serial") as pool:
         assert pool.map(square, [1]) == [1]
         assert pool.map(square, range(50)) == [x * x for x in range(50)]
 
@@ -282,7 +271,7 @@ def test_serial_timeout_interrupts_the_task(serial, tmp_path):
 
 def test_serial_timeout_outcome_names_the_key(tmp_path):
     tasks = [corral.Task(hang_until_file, ((str(tmp_path), "hang"),), key="slow", timeout=0.3)]
-    report = corral.run(tasks, workers=1, errors="return")
+    report = corral.run(tasks, backend="serial", errors="return")
     (outcome,) = report.outcomes
     assert outcome.status is corral.Status.TIMEOUT
     assert isinstance(outcome.error, corral.TaskTimeout)
@@ -292,14 +281,14 @@ def test_serial_timeout_outcome_names_the_key(tmp_path):
 
 def test_serial_timeout_raises_batch_error_naming_the_timeout(tmp_path):
     with pytest.raises(corral.BatchError) as info:
-        corral.map(hang_until_file, [(str(tmp_path), "hang"), (str(tmp_path), 1)], workers=1,
+        corral.map(hang_until_file, [(str(tmp_path), "hang"), (str(tmp_path), 1)], backend="serial",
                    timeout=0.3)  # fmt: skip
     assert "0 (" in str(info.value) and "): timeout: TaskTimeout" in str(info.value)
 
 
 def test_serial_timeout_leaves_other_tasks_alone(tmp_path):
     items = [(str(tmp_path), 0), (str(tmp_path), "hang"), (str(tmp_path), 2)]
-    results = corral.map(hang_until_file, items, workers=1, timeout=0.3, errors="return")
+    results = corral.map(hang_until_file, items, backend="serial", timeout=0.3, errors="return")
     assert results[0] == 0
     assert results[1].status == "timeout"
     assert results[2] == 2
@@ -307,13 +296,15 @@ def test_serial_timeout_leaves_other_tasks_alone(tmp_path):
 
 def test_serial_timeout_restores_the_alarm_handler(tmp_path):
     before = signal.getsignal(signal.SIGALRM)
-    corral.map(hang_until_file, [(str(tmp_path), "hang")], workers=1, timeout=0.2, errors="return")
+    corral.map(
+        hang_until_file, [(str(tmp_path), "hang")], backend="serial", timeout=0.2, errors="return"
+    )
     assert signal.getsignal(signal.SIGALRM) is before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 def test_serial_timeout_does_not_fire_after_the_task_finished():
-    assert corral.map(square, range(5), workers=1, timeout=0.2) == [0, 1, 4, 9, 16]
+    assert corral.map(square, range(5), backend="serial", timeout=0.2) == [0, 1, 4, 9, 16]
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
@@ -332,7 +323,7 @@ def test_serial_retries_until_success(serial, tmp_path):
 def test_serial_retries_exhausted_is_a_failure(tmp_path):
     report = corral.run(
         [corral.Task(fail_first_attempts, ((str(tmp_path), 5),))],
-        workers=1, retries=1, backoff=0, errors="return",
+        backend="serial", retries=1, backoff=0, errors="return",
     )  # fmt: skip
     (outcome,) = report.outcomes
     assert outcome.status == "failed"
@@ -343,11 +334,11 @@ def test_serial_retries_exhausted_is_a_failure(tmp_path):
 
 def test_serial_task_retries_override_run_retries(tmp_path):
     task = corral.Task(fail_first_attempts, ((str(tmp_path), 1),), retries=1)
-    report = corral.run([task], workers=1, retries=0, backoff=0)
+    report = corral.run([task], backend="serial", retries=0, backoff=0)
     assert report.results == [2]
 
 
 def test_serial_retries_with_backoff(tmp_path):
-    results = corral.map(fail_first_attempts, [(str(tmp_path), 1)], workers=1, retries=1,
+    results = corral.map(fail_first_attempts, [(str(tmp_path), 1)], backend="serial", retries=1,
                          backoff=0.01)  # fmt: skip
     assert results == [2]

@@ -256,7 +256,7 @@ def test_a_worker_forgets_segments_that_were_released():
 
 def test_serial_backend_reads_the_same_views_in_process():
     with corral.share(np.arange(10.0)) as handle:
-        (got,) = corral.map(read_value, [handle], workers=1)
+        (got,) = corral.map(read_value, [handle], backend="serial")
         assert not got.flags.writeable
         np.testing.assert_array_equal(got, np.arange(10.0))
         del got
@@ -430,7 +430,7 @@ def test_inherited_views_are_read_only_in_workers_and_in_the_owner():
     with corral.share(arr) as handle:
         (attempts,) = corral.map(inherited_writes, [handle], workers=2, start_method="fork")
         assert attempts == {"item": "ValueError", "flag": "ValueError"}
-        assert corral.map(inherited_writes, [handle], workers=1) == [attempts]  # serial
+        assert corral.map(inherited_writes, [handle], backend="serial") == [attempts]
         value = handle.value
         assert np.shares_memory(value, arr) and not os.path.exists(handle.path)
         del value

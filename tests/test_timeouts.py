@@ -261,9 +261,9 @@ def test_sigterm_ignoring_task_does_not_delay_the_other_tasks(tmp_path):
     assert not alive(stubborn)  # closing the pool waits out the grace period and kills it
 
 
-# -- one worker: in-process ------------------------------------------------------------------------
-def test_timeout_with_a_single_task_runs_in_process_and_still_times_out():
+# -- one task: in one worker process -------------------------------------------------------------
+def test_timeout_with_a_single_task_runs_in_a_worker_and_times_out():
     report = corral.run([corral.Task(hang, (0,), timeout=TIMEOUT)], errors="return")
     assert report.outcomes[0].status == "timeout"
     assert isinstance(report.outcomes[0].error, corral.TaskTimeout)
-    assert report.outcomes[0].pid == os.getpid()
+    assert report.outcomes[0].pid not in (None, os.getpid())

@@ -103,6 +103,7 @@ class Slot:
     tasks_done: int = 0
     fn_ids: set[int] = field(default_factory=set)
     drop: list[int] = field(default_factory=list)
+    last_words: str | None = None  # why the worker's loop ended, if it said (InitFailed)
 
     @property
     def call(self) -> InFlight | None:
@@ -370,7 +371,7 @@ class Engine:
             self._fail_flight(flight, slot_id, error)
             return
         if isinstance(message, InitFailed):
-            self._on_init_failed(slot_id, message.error)
+            self._on_init_failed(slot_id, message)
         elif isinstance(message, Result):
             self._on_result(slot_id, message)
 
@@ -565,10 +566,11 @@ class Engine:
                 if exitcode is None or exitcode >= 0
                 else f"signal {-exitcode}"
             )
+            why = slot.last_words or "no reason was sent back; see the workers' stderr\n"
             self._break(
                 WorkerStartError(
                     f"{self._start_failures} worker processes in a row died before running a task "
-                    f"(last: pid {pid}, {how})"
+                    f"(last: pid {pid}, {how}):\n{why}"
                 )
             )
             return
@@ -635,11 +637,14 @@ class Engine:
         self.backend.kill(slot_id)
         return flights
 
-    def _on_init_failed(self, slot_id: int, error: Any) -> None:
-        exc, tb = _unwrap(error)
-        self._break(
-            WorkerStartError(f"worker initializer failed: {type(exc).__name__}: {exc}\n{tb or ''}")
-        )
+    def _on_init_failed(self, slot_id: int, message: InitFailed) -> None:
+        exc, tb = _unwrap(message.error)
+        why = f"{type(exc).__name__}: {exc}\n{tb or ''}"
+        if message.stage == "loop":  # the worker dies next; its death says the rest
+            self.slots[slot_id].last_words = why
+            return
+        what = "initializer failed" if message.stage == "initializer" else "could not start"
+        self._break(WorkerStartError(f"worker {what}: {why}"))
 
     # -- worker (re)starts ----------------------------------------------------------------------
     def _start(self, slot_id: int) -> None:
@@ -649,6 +654,7 @@ class Engine:
         slot.tasks_done = 0
         slot.fn_ids = set()
         slot.drop = []
+        slot.last_words = None
 
     def _restart(self, slot_id: int) -> None:
         if (self._closing and not self._batches) or self.broken is not None:

@@ -18,6 +18,7 @@ tasks must cost little more than the calls themselves (see benchmarks S1).
 
 from __future__ import annotations
 
+import os
 import time
 from array import array
 from collections.abc import Callable
@@ -104,7 +105,7 @@ def _fast(call: Call, fn: Callable[[Any], Any], index: Any) -> Outcomes:
             append(None)
             if errors is None:
                 errors = {}
-            errors[i] = ExceptionWithTraceback(exc)
+            errors[i] = _wrap(exc)
             del exc
         if mark is not None:
             mark(now())
@@ -137,8 +138,26 @@ def _general(
             values.append(None)
             if errors is None:
                 errors = {}
-            errors[i] = ExceptionWithTraceback(exc)
+            errors[i] = _wrap(exc)
             del exc
         watch.end()
         finished.append(time.time())
     return values, errors, finished
+
+
+_CORRAL = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _wrap(exc: BaseException) -> ExceptionWithTraceback:
+    """The task's exception with its traceback, which starts at the user's frame: corral's own
+    frames above it (this loop, fixture binding) say nothing about the failure. An error
+    raised by corral itself (a fixture's) keeps at least its last frame."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and _is_corral(tb.tb_frame.f_code):
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    return ExceptionWithTraceback(exc)
+
+
+def _is_corral(code: Any) -> bool:
+    return str(code.co_filename).startswith(_CORRAL)

@@ -43,7 +43,6 @@ class Executor(futures.Executor):
             max_workers if max_workers is not None else "auto",
             initializer=initializer,
             initargs=initargs,
-            _allow_serial_workers=False,
             **options,
         )
         self._lock = threading.Lock()

@@ -62,9 +62,16 @@ class Result:
 
 @dataclass(slots=True)
 class InitFailed:
-    """The worker's initializer raised; the worker exits after sending this."""
+    """Why the worker stops: sent once, then the worker exits.
+
+    ``stage``: ``"initializer"`` (the pool's initializer raised), ``"start-up"`` (anything
+    else before the first Call, e.g. fixtures that do not unpickle), or ``"loop"`` (an
+    exception outside any task ended the worker's loop, e.g. a function that does not unpickle
+    there). The first two stop the pool: every worker would fail the same way.
+    """
 
     error: ExceptionWithTraceback
+    stage: str = "initializer"
 
 
 STOP = b"stop"

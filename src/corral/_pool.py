@@ -9,6 +9,7 @@ caller's thread drives the engine until its batch is done.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.process
 import os
 import threading
 import time
@@ -66,9 +67,9 @@ class Pool:
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
         _n_tasks: int | None = None,
-        _allow_serial_workers: bool = True,
         **options: Any,
     ) -> None:
+        _refuse_while_importing_main()
         # Before any worker is forked: a share with a smaller stamp is in their memory.
         self.stamp = _lifecycle.stamp()
         self.start_method: str | None = None  # how the workers start; None: serial
@@ -78,11 +79,10 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise ConfigError(f"initializer must be callable, not {initializer!r}")
         self.workers = resolve_workers(self.options.workers, _n_tasks)
-        serial = (
-            self.options.backend == "serial"
-            or serial_forced()
-            or (self.workers == 1 and _allow_serial_workers)
-        )
+        # In-process only when asked for: a batch of one task (or a Pool of one worker) runs
+        # in a worker process too, so a crash, an os.chdir or an os.environ change of the task
+        # stays there, whatever the batch size.
+        serial = self.options.backend == "serial" or serial_forced()
         self._lock = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -129,9 +129,14 @@ class Pool:
         try:
             self.engine.start_workers()
         except Exception as exc:
+            # Only the pool's own failure gets here: the OS refused a process (EAGAIN, ENOMEM,
+            # EMFILE), a daemonic process may not have children, the fork server did not
+            # answer. No user code runs while a worker is started: what a worker fails on
+            # (initializer, imports, fixtures) comes back as a WorkerStartError on the tasks.
             backend.close(timeout=1.0)
             warnings.warn(
-                f"corral: worker processes could not be started ({exc}); running serially",
+                f"corral: worker processes could not be started ({type(exc).__name__}: {exc}); "
+                "running serially",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -369,6 +374,25 @@ class Pool:
     def __repr__(self) -> str:
         kind = "serial" if self.serial else f"{self.workers} workers"
         return f"<corral.Pool {kind}{' closed' if self._closed else ''}>"
+
+
+def _refuse_while_importing_main() -> None:
+    """Fail at once in a process that multiprocessing is still preparing.
+
+    corral's own workers never import the user's main script (``_backends.process``), but a
+    child process started by the user's own multiprocessing (spawn, forkserver) imports it as
+    ``__mp_main__``. A script without a main guard then calls corral again in that child;
+    running the batch there (serially: the child may not start processes yet) would repeat
+    the whole batch once per child. Raise an error naming the fix instead.
+    """
+    if not getattr(multiprocessing.process.current_process(), "_inheriting", False):
+        return
+    raise CorralError(
+        "corral was called while multiprocessing was importing the main script in a child "
+        "process (as __mp_main__): the script starts its work when imported. Put that code "
+        'under `if __name__ == "__main__":` (corral\'s own workers never import the main '
+        "script; this child was started by other multiprocessing code)"
+    )
 
 
 def _worker_fixtures(options: PoolOptions) -> bytes | None:

@@ -51,6 +51,7 @@ import psutil
 from ._errors import ConfigError, ServiceError
 from ._platform import kill_group
 from ._ports import Reservation, reserve
+from ._proctitle import TITLE_IN_ISOLATED_PYTHON, title_args
 from ._public import public
 
 TAIL_LINES = 50
@@ -217,7 +218,7 @@ class Service:
             raise ServiceError(f"{self.argv[0]} is already started", argv=self.argv)
         try:
             self._open_log()
-            self._keeper = _start_keeper(self.grace)
+            self._keeper = _start_keeper(self.grace, self.argv[0])
             failed = self._start_on_some_port()
         except BaseException:
             self.stop()
@@ -418,9 +419,11 @@ class Service:
                 self._log.write(line + "\n")
 
 
-def _start_keeper(grace: float) -> subprocess.Popen[bytes]:
+def _start_keeper(grace: float, program: str) -> subprocess.Popen[bytes]:
+    title = f"corral service keeper of {os.path.basename(program)} [for pid {os.getpid()}]"
+    code = TITLE_IN_ISOLATED_PYTHON + KEEPER
     return subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", KEEPER, repr(grace)],
+        [sys.executable, "-I", "-S", "-c", code, repr(grace), *title_args(title)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

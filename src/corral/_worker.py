@@ -52,6 +52,7 @@ from ._platform import (
     limit_native_threads,
     set_parent_death_signal,
 )
+from ._proctitle import set_title
 
 if TYPE_CHECKING:
     from ._fixture_cache import FixtureCache
@@ -94,29 +95,46 @@ def main(
     measure_rss: bool = False,
     close_fds: list[int] | tuple[int, ...] = (),
     fixtures: bytes | None = None,
+    title: str = "corral worker",
 ) -> None:
     """Entry point of a worker process (the target given to ``multiprocessing``).
 
     ``fixtures``: the pool's pickled fixtures, set up here on first need and torn down when
-    the loop ends (STOP or EOF); see ``_fixture_cache``.
+    the loop ends (STOP or EOF); see ``_fixture_cache``. ``title``: the process title.
+
+    Whatever stops the worker before its first Call (the initializer, the fixtures that do
+    not unpickle, anything else) is sent back as ``InitFailed`` with its traceback, so the
+    coordinator's ``WorkerStartError`` says why; so is an exception that ends the loop.
     """
+    set_title(title)
     for fd in close_fds:  # the coordinator's pipe ends, inherited under fork
         with contextlib.suppress(OSError):
             os.close(fd)
     become_group_leader()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
-    _watch_lifeline(lifeline)
-    limit_native_threads(threads)
-    if initializer is not None and not _initialize(conn, initializer):
+    _watch_lifeline(lifeline, title)
+    stage = "start-up"
+    try:
+        limit_native_threads(threads)
+        if initializer is not None:
+            stage = "initializer"
+            fn, args = _codec.loads(initializer)
+            fn(*args)
+            stage = "start-up"
+        cache = _fixture_cache(fixtures)
+    except BaseException as exc:
+        _report_start_failure(conn, exc, stage)
         return
-    cache = _fixture_cache(fixtures)
     try:
         watch = Stamp(stamp)
         if cache is not None:
             cache.on_set_up = watch.restart
             cache.on_teardown = lambda name: _announce_teardown(conn, name)
         _loop(conn, watch, measure_rss, cache.bind if cache is not None else _unbound)
+    except BaseException as exc:  # the coordinator learns why, then the worker dies of it
+        _report_start_failure(conn, exc, "loop")
+        raise
     finally:
         if cache is not None:  # retired or closed: tear the worker's fixtures down
             cache.close()
@@ -163,7 +181,7 @@ def _fixture_cache(fixtures: bytes | None) -> FixtureCache | None:
     return from_bytes(fixtures)
 
 
-def _watch_lifeline(lifeline: Connection) -> None:
+def _watch_lifeline(lifeline: Connection, title: str = "corral worker") -> None:
     """Fork the watchdog: a tiny process in the worker's group that blocks on the lifeline
     and kills the group when it reports EOF.
 
@@ -178,6 +196,7 @@ def _watch_lifeline(lifeline: Connection) -> None:
             set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != worker:  # the worker died before the signal was armed
                 os._exit(0)
+            set_title(title.replace("corral worker", f"corral watchdog of worker {worker}", 1))
             while True:
                 try:
                     if not os.read(fd, 1):
@@ -197,14 +216,10 @@ def _watch_lifeline(lifeline: Connection) -> None:
     lifeline.close()
 
 
-def _initialize(conn: Connection, initializer: bytes) -> bool:
-    try:
-        fn, args = _codec.loads(initializer)
-        fn(*args)
-    except BaseException as exc:
-        conn.send_bytes(_codec.dumps(InitFailed(_picklable_error(exc))))
-        return False
-    return True
+def _report_start_failure(conn: Connection, exc: BaseException, stage: str) -> None:
+    """Send why this worker stops (``InitFailed``), if the pipe still takes it."""
+    with contextlib.suppress(Exception):
+        conn.send_bytes(_codec.dumps(InitFailed(_picklable_error(exc), stage)))
 
 
 def encode_result(result: Result) -> bytes:

@@ -4,8 +4,8 @@
 
 MODE: ``map`` (corral.map on 2 workers), ``run`` (corral.run of keyed Tasks), ``scheduled``
 (keyed Tasks with locks and a last task ``agg`` that depends on all of them), ``stubborn``
-(like map, but running tasks ignore SIGTERM), ``serial`` (workers=1: tasks run in this
-process).
+(like map, but running tasks ignore SIGTERM), ``serial`` (CORRAL_WORKERS=1: tasks run in
+this process).
 
 Items 0 and 1 return at once; every later item leaves markers in MARKER_DIR and hangs:
 ``running-<item>``, ``worker-<pid>`` and (except in serial mode) ``grandchild-<pid>`` of a
@@ -56,6 +56,8 @@ def main() -> None:
         task, marker_dir=marker_dir, stubborn=mode == "stubborn", grandchild=mode != "serial"
     )
     workers = 1 if mode == "serial" else 2
+    if mode == "serial":  # in-process: workers=1 alone would start one worker process
+        os.environ["CORRAL_WORKERS"] = "1"
     try:
         if mode == "run":
             tasks = [corral.Task(fn, (x,), key=f"t{x}") for x in range(N)]

@@ -12,6 +12,14 @@ Only the engine thread calls into this object. A worker that is killed (timeout,
 retired (recycling) leaves its slot at once and waits in the graveyard, where ``wait`` reaps
 it and escalates SIGTERM to SIGKILL after the grace period; its slot gets a fresh process
 immediately, so the pool never runs short while a stubborn process dies.
+
+Workers never run the user's main script. Under spawn and forkserver, multiprocessing tells
+each new process to re-import ``__main__`` (as ``__mp_main__``) so that pickles naming
+``__main__`` resolve there; a script without ``if __name__ == "__main__":`` would then run its
+whole batch again inside every worker. corral does not need it: cloudpickle sends functions
+and classes of ``__main__`` by value. So workers are started without the main-module entries of
+multiprocessing's preparation data (``_without_main``), and the fork server is told to preload
+corral only, never ``__main__``.
 """
 
 from __future__ import annotations
@@ -19,9 +27,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.spawn
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -76,8 +87,9 @@ class ProcessBackend:
         self._retire_grace = teardown_grace if fixtures is not None else RETIRE_GRACE
         self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
-            # The fork server then imports corral once; each worker forks with it loaded.
-            self._ctx.set_forkserver_preload(["corral._worker"])
+            # The fork server then imports corral once (and names itself); each worker forks
+            # with it loaded. Never "__main__": the server would run the user's script.
+            self._ctx.set_forkserver_preload(["corral._forkserver_preload"])
         self._fork = start_method == "fork"
         self._threads = threads
         self._measure_rss = measure_rss
@@ -106,11 +118,13 @@ class ProcessBackend:
             kwargs={
                 "close_fds": self._inherited_fds(parent_conn, lifeline_w),
                 "fixtures": self._fixtures,
+                "title": f"corral worker {slot} [pool {os.getpid()}]",
             },
             name=f"corral-worker-{slot}",
         )
         try:
-            process.start()
+            with _without_main():
+                process.start()
         finally:
             child_conn.close()
             lifeline_r.close()
@@ -277,3 +291,50 @@ def _log_overrun(worker: _Worker, grace: float) -> None:
             "corral: worker pid %s did not exit within %g s of being stopped; it was killed",
             worker.process.pid, grace,
         )  # fmt: skip
+
+
+# -- starting workers without the user's __main__ ----------------------------------------------
+#
+# multiprocessing decides what a new process imports in ``spawn.get_preparation_data``, which
+# ``Popen._launch`` (spawn, forkserver) and ``ForkServer.ensure_running`` call by module
+# attribute. There is no parameter for it, and copying ``_launch`` would tie corral to private
+# code that changes between Python versions. So the function is wrapped, once, by one that
+# drops the main-module entries only while *this thread* is inside ``_without_main`` (a
+# thread-local flag): every other caller, on any thread, gets multiprocessing's own answer,
+# unchanged. The wrapper is installed under a lock and never removed (removing it could undo
+# another library's wrapper installed after ours).
+
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name", "main_path")
+_starting = threading.local()
+_install_lock = threading.Lock()
+_installed = False
+
+
+def _install_main_filter() -> None:
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        original: Callable[[str], dict[str, Any]] = multiprocessing.spawn.get_preparation_data
+
+        def get_preparation_data(name: str) -> dict[str, Any]:
+            data = original(name)
+            if getattr(_starting, "active", False):
+                for key in _MAIN_KEYS:
+                    data.pop(key, None)
+            return data
+
+        get_preparation_data.__wrapped__ = original  # type: ignore[attr-defined]
+        multiprocessing.spawn.get_preparation_data = get_preparation_data
+        _installed = True
+
+
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """Processes started on this thread inside the block do not import ``__main__``."""
+    _install_main_filter()
+    _starting.active = True
+    try:
+        yield
+    finally:
+        _starting.active = False

@@ -1,8 +1,10 @@
 """The serial backend: runs each Call in the calling thread, with the engine's own semantics.
 
-Used for ``backend="serial"``, ``workers=1``, ``CORRAL_WORKERS=1`` (so pdb works), a single
-task, and as the fallback when worker processes cannot be started. Results, ordering, retries,
-outcomes and errors are produced by the same engine code as with processes; what differs:
+Used for ``backend="serial"`` and ``CORRAL_WORKERS=1`` (so pdb works), and as the fallback
+when worker processes cannot be started at all. Never chosen by the size of a batch or of a
+pool: a single task, or ``workers=1``, runs in one worker process, isolated like any other.
+Results, ordering, retries, outcomes and errors are produced by the same engine code as with
+processes; what differs:
 
 - nothing is pickled (a task sees the caller's objects, as with joblib's ``n_jobs=1``);
 - a timeout interrupts the task with ``TaskTimeout`` through ``SIGALRM`` when running in the
