@@ -2,11 +2,20 @@
 
 An argument or result that cannot be pickled must fail only its own task, so when a whole
 message fails to pickle, the items are tried one by one to name the culprits.
+
+What pickles big (``WARN_BYTES``) is copied through a pipe for every worker or every task, and
+held in memory on both sides meanwhile: ``SizeWarnings`` says so once per Pool, naming the
+function or the argument, and points to ``corral.share``.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import sys
+import threading
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +24,9 @@ import cloudpickle
 from ._errors import SerializationError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+WARN_BYTES = 16 << 20
+"""A function or an argument that pickles to more than this is warned about (once per Pool)."""
 
 
 def dumps(obj: Any) -> bytes:
@@ -44,6 +56,110 @@ def unpicklable(items: list[Any]) -> dict[int, SerializationError]:
         except Exception as exc:
             bad[i] = SerializationError(f"cannot pickle {_describe(item)}: {exc}")
     return bad
+
+
+class SizeWarnings:
+    """One Pool's warnings about big pickles: once per function name, and once for arguments.
+
+    ``function`` is called on callers' threads as a batch is made (the warning points at the
+    caller's line); ``arguments`` only on the engine thread, with the size of a Call it just
+    pickled, and it looks for the culprit only when that Call is bigger than ``WARN_BYTES``
+    (once per batch: that search pickles the Call's items again)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._functions: set[str] = set()
+        self._argument_warned = False
+        self._searched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def function(self, fn: Callable[..., Any], size: int) -> None:
+        if size <= WARN_BYTES:
+            return
+        name = _function_name(fn)
+        with self._lock:
+            if name in self._functions:
+                return
+            self._functions.add(name)
+        _warn(
+            f"corral: the task function {name} pickles to {human_size(size)}: it is copied to "
+            "every worker process, with everything it captures (closure variables, the globals "
+            "it reads). Share large data once with corral.share(data) and pass the handle as "
+            "an argument instead (read it with handle.value in the task)."
+        )
+
+    def arguments(
+        self,
+        batch: Any,
+        items: list[Any],
+        star: bool,
+        encoded: int,
+        name_item: Callable[[int], str],
+    ) -> None:
+        """``encoded``: the size of the pickled Call of ``items`` less its functions' bytes.
+        ``name_item(offset)`` names the task of item ``offset`` (for the message)."""
+        if encoded <= WARN_BYTES or self._argument_warned or batch in self._searched:
+            return
+        self._searched.add(batch)
+        offset, label, size = _biggest_argument(items, star)
+        if size <= WARN_BYTES:
+            return  # many medium arguments in one chunk: nothing to name
+        self._argument_warned = True
+        what = f"{label} of {name_item(offset)}" if label else name_item(offset)
+        _warn(
+            f"corral: {what} pickles to {human_size(size)}: arguments are pickled and copied "
+            "for every task (and every retry). Share large data once with corral.share(data) "
+            "and pass the handle instead (read it with handle.value in the task). "
+            "(Warned once per Pool.)"
+        )
+
+
+def _biggest_argument(items: list[Any], star: bool) -> tuple[int, str, int]:
+    """``(offset, label, size)`` of the argument among ``items`` that pickles biggest; label
+    is "" for a ``map`` item (the item is the argument), else names the argument of a Task."""
+    best = (-1, "", 0)
+    for offset, item in enumerate(items):
+        if star:
+            _, args, kwargs = item
+            parts = [(f"argument {i}", a) for i, a in enumerate(args)]
+            parts += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+        else:
+            parts = [("", item)]
+        for label, value in parts:
+            try:
+                size = len(dumps(value))
+            except Exception:  # reported as its task's SerializationError elsewhere
+                continue
+            if size > best[2]:
+                best = (offset, label, size)
+    return best
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and name else repr(fn)[:80]
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _warn(message: str) -> None:
+    """A RuntimeWarning attributed to the first frame outside corral: the caller's line."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_HERE):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 def _describe(item: Any) -> str:
