@@ -220,3 +220,49 @@ def test_the_table_reuses_ids_only_for_identical_bytes():
     assert table.acquire(CountsLoads("a")) == a
     assert table.acquire(CountsLoads("a", b"other")) != a
     assert table.acquire(abs) == table.acquire(abs)
+
+
+FINGERPRINTED_SOURCE = """
+CONFIG = {"scale": 1, "nested": {"k": [1]}}
+
+def helper(x):
+    return x + CONFIG["nested"]["k"][0]
+
+def scaled(x, offset=0):
+    return helper(x) * CONFIG["scale"] + offset
+
+def make_counter():
+    n = 1
+    def read(x):
+        return x + n
+    def bump():
+        nonlocal n
+        n += 1
+    return read, bump
+"""
+
+
+def test_the_same_object_is_pickled_again_only_when_what_it_reads_changed():
+    module: dict[str, object] = {"__name__": "corral_test_fingerprinted"}
+    exec(FINGERPRINTED_SOURCE, module)
+    fn, config = module["scaled"], module["CONFIG"]
+    table = _functions.FunctionTable(pickle=True)
+
+    def acquired() -> int:
+        fn_id = table.acquire(fn)
+        table.release(fn_id)
+        return fn_id
+
+    first = acquired()
+    assert acquired() == first and table.pickles == 1  # unchanged: not pickled again
+    config["nested"]["k"][0] = 2  # type: ignore[index] - read by the helper it calls
+    second = acquired()
+    assert second != first and table.pickles == 2
+    fn.__defaults__ = (5,)  # type: ignore[attr-defined]
+    assert acquired() not in (first, second)
+    module["helper"] = abs  # a global rebound
+    assert len({first, second, acquired()}) == 3
+    read, bump = module["make_counter"]()  # type: ignore[operator]
+    before = table.acquire(read)
+    bump()  # a closure cell changed
+    assert table.acquire(read) != before

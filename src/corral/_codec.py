@@ -10,10 +10,13 @@ function or the argument, and points to ``corral.share``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import pickle
 import sys
 import threading
+import types
 import warnings
 import weakref
 from collections.abc import Callable
@@ -45,6 +48,93 @@ def dump_function(fn: Callable[..., Any]) -> bytes:
         raise SerializationError(
             f"function {name} cannot be pickled for the worker processes: {exc}"
         ) from exc
+
+
+# cloudpickle's own rule for what it pickles by value (private, named so since cloudpickle
+# 2.0); without it, no fingerprints: functions are simply pickled for every batch.
+_should_pickle_by_reference: Callable[[Any], bool] | None = getattr(
+    getattr(cloudpickle, "cloudpickle", None), "_should_pickle_by_reference", None
+)
+
+
+def fingerprint(fn: Callable[..., Any]) -> bytes | None:
+    """A digest that changes whenever ``dump_function(fn)`` of this same object could
+    change: what cloudpickle reads of each function it pickles by value (code, names,
+    defaults, closure values, the globals its code names, recursively), pickled and hashed.
+    A few times cheaper than ``dump_function``, which also scans ``sys.modules`` for the
+    submodules each such function uses (the one thing left out here: a submodule imported
+    later is not noticed). None when it cannot be made; then the function is pickled."""
+    if _should_pickle_by_reference is None:
+        return None
+    digest = _Digest()
+    try:
+        _StatePickler(digest, protocol=PROTOCOL).dump(fn)
+    except Exception:
+        return None
+    return digest.hash.digest()
+
+
+class _Digest:
+    """A file that hashes what is written to it: a fingerprint is never held whole (a closure
+    over a big array would make it as big as the array)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.blake2b(digest_size=16)
+
+    def write(self, data: Any) -> int:
+        self.hash.update(data)
+        return len(data) if not isinstance(data, memoryview) else data.nbytes
+
+
+class _StatePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    def reducer_override(self, obj: Any) -> Any:
+        by_reference = _should_pickle_by_reference
+        if (
+            isinstance(obj, types.FunctionType)
+            and by_reference is not None
+            and not by_reference(obj)
+        ):
+            # Never loaded. State, not arguments: ``obj`` is memoized before its state is
+            # saved, so a function that names itself (recursion) ends there.
+            return (tuple, (), _function_state(obj))
+        return super().reducer_override(obj)
+
+
+def _function_state(fn: types.FunctionType) -> tuple[Any, ...]:
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            cells.append(_EMPTY_CELL)
+    names = fn.__globals__
+    return (
+        fn.__code__,
+        fn.__name__,
+        fn.__qualname__,
+        fn.__module__,
+        fn.__doc__,
+        fn.__annotations__,
+        fn.__defaults__,
+        fn.__kwdefaults__,
+        getattr(fn, "__type_params__", ()),
+        fn.__dict__,
+        cells,
+        [(name, names[name]) for name in _global_names(fn.__code__) if name in names],
+    )
+
+
+_EMPTY_CELL = "<empty cell>"
+
+
+@functools.lru_cache(maxsize=1024)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The names ``code`` (and the code nested in it) may read as globals, sorted."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
 
 
 def unpicklable(items: list[Any]) -> dict[int, SerializationError]:

@@ -1,13 +1,18 @@
-"""The table of task functions a Pool has pickled: pickled once per batch, sent once per worker.
+"""The table of task functions a Pool has pickled: pickled per batch, sent once per worker.
 
-A function is pickled again for every batch (``map``, ``run``, ``imap`` call, ``submit``), on
-the caller's thread, so that a batch runs what the function *is* when the batch is submitted:
-a function of ``__main__`` or a closure is pickled by value, with the globals it reads and the
+A function is pickled for every batch (``map``, ``run``, ``imap`` call, ``submit``), on the
+caller's thread, so that a batch runs what the function *is* when the batch is submitted: a
+function of ``__main__`` or a closure is pickled by value, with the globals it reads and the
 cells it closes over, and a warm Pool must see a change of them as ``corral.map`` and a serial
 loop do. An unpicklable function fails there, before any work starts. The bytes are then
 looked up by their digest: identical bytes get the same id, and a worker that already has that
-id is not sent them again. A function that cloudpickle pickles by reference (an importable
-module's function: its bytes are its name) is known by identity and not pickled again.
+id is not sent them again.
+
+Two shortcuts keep this cheap for a function submitted again and again (``submit`` in a loop):
+a function that cloudpickle pickles by reference (an importable module's function: its bytes
+are its name) is known by identity and never pickled again; for the same function object, a
+*fingerprint* of what it reads (``_codec.fingerprint``, a few times cheaper than pickling) that
+equals the one of its last pickle means the same bytes, and they are not made again.
 
 The engine thread looks functions up while their batches run and releases them when the
 batches end; a lock guards the table because both sides touch it. An entry's life::
@@ -17,18 +22,19 @@ batches end; a lock guards the table because both sides touch it. An entry's lif
        │           │ last release
        │           ├── bigger than KEEP_BYTES_EACH ──────────────────────────► FORGOTTEN
        │           ▼                                                              ▲
-       └───── IDLE (only the digest and timings are held here; the workers that ─┘
-              have it keep it)                 pushed out by KEEP_IDLE / KEEP_IDLE_BYTES
+       └───── IDLE (the pickle, its digest and timings are held ─────────────────┘
+              here, not the function; workers that have it keep it)
+                                               pushed out by KEEP_IDLE / KEEP_IDLE_BYTES
 
 A forgotten id is never used again; ``forgotten()`` hands the engine the ids that workers may
 drop (sent with each worker's next Call, ``Slot.drop``). So what a worker keeps of finished
 batches is bounded by the same budget as the table: at most ``KEEP_IDLE`` functions, together
 at most ``KEEP_IDLE_BYTES`` of pickles, each at most ``KEEP_BYTES_EACH``; the coordinator keeps
-nothing of them but their digests. The table also remembers how long a function's calls take,
-which lets the first chunks of its next batch be sized well (``Batch.chunk_size``).
+those pickles, not the functions (a weak reference to each keeps nothing alive). The table
+also remembers how long a function's calls take, which lets the first chunks of its next batch
+be sized well (``Batch.chunk_size``).
 
-With the serial backend nothing is pickled: functions are known by identity, and an idle
-entry holds only a weak reference (a finished batch's closure is not kept alive).
+With the serial backend nothing is pickled: functions are known by identity.
 """
 
 from __future__ import annotations
@@ -44,14 +50,17 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import PROTOCOL, SizeWarnings, dump_function
+from ._codec import PROTOCOL, SizeWarnings, dump_function, fingerprint
 
 KEEP_IDLE = 32
-"""Idle functions kept (here as digests, in workers unpickled) for the next batches."""
+"""Idle functions kept (here pickled, in workers unpickled) for the next batches."""
 KEEP_IDLE_BYTES = 8 << 20
 """Their pickles together at most this big."""
 KEEP_BYTES_EACH = 1 << 20
 """A function that pickles bigger is forgotten as soon as no batch uses it."""
+
+SEEN_MAX = 256
+"""Function objects whose last bytes are remembered (by weak reference and fingerprint)."""
 
 _BY_REFERENCE_MAX = 512
 """A pickle by reference is a module and a name: longer ones are not looked at."""
@@ -61,19 +70,27 @@ _BY_REFERENCE_MAX = 512
 class _Entry:
     fn_id: int
     key: Hashable
-    """The digest of the pickle; with the serial backend, ``id(fn)``."""
+    """The digest of the pickle; with the serial backend, the entry's own id."""
     fn: Callable[..., Any] | None
     """Held while in use (and always for a function pickled by reference)."""
     blob: bytes | None
-    """The pickle, held while in use (a worker that starts mid-batch needs it); always for a
-    function pickled by reference (a few dozen bytes: its module and name)."""
+    """The pickle (None with the serial backend): for workers that do not have it yet. Idle
+    entries keep it too: within the idle budget, and a function reacquired by fingerprint
+    (not pickled again) needs it."""
     size: int
-    refs: int = 1
+    refs: int = 0
     by_reference: bool = False
-    weak: weakref.ref[Any] | None = None
-    """Serial backend, idle: the function, if it is still alive."""
     seconds: float = 0.0
     calls: int = 0
+
+
+@dataclass
+class _Seen:
+    """A function object acquired recently, and what its bytes were then."""
+
+    ref: weakref.ref[Any]
+    fingerprint: bytes | None
+    entry: _Entry
 
 
 class FunctionTable:
@@ -82,12 +99,14 @@ class FunctionTable:
         self._lock = threading.Lock()
         self._by_id: dict[int, _Entry] = {}
         self._by_key: dict[Hashable, _Entry] = {}
-        self._by_object: dict[int, _Entry] = {}
-        """id(fn) -> entry, for functions known by identity (by reference, or serial)."""
+        self._seen: OrderedDict[int, _Seen] = OrderedDict()
+        """id(fn) -> what it was, for the SEEN_MAX function objects acquired last."""
         self._idle: OrderedDict[int, _Entry] = OrderedDict()
         self._idle_bytes = 0
         self._forgotten: list[int] = []
         self._ids = itertools.count()
+        self.pickles = 0
+        """How many times a function was pickled (tests read it)."""
         self.sizes = SizeWarnings()
 
     # -- caller threads -----------------------------------------------------------------------
@@ -97,48 +116,76 @@ class FunctionTable:
         return self.acquire_all([fn])[0]
 
     def acquire_all(self, fns: Iterable[Callable[..., Any]]) -> list[int]:
-        """The ids of ``fns`` for one batch, each distinct function pickled once; one
+        """The ids of ``fns`` for one batch, each distinct function pickled at most once; one
         reference is taken per distinct id (release each id of the batch once). Nothing is
         acquired when one of them cannot be pickled."""
         fns = list(fns)
+        distinct = {id(fn): fn for fn in fns}
         ids: dict[int, int] = {}  # id(fn) -> fn_id
         taken: set[int] = set()
-        with self._lock:
-            for fn in fns:
-                entry = self._known(fn)
-                if entry is not None and id(fn) not in ids:
-                    ids[id(fn)] = entry.fn_id
-                    self._take_once(entry, fn, taken)
-        made: dict[int, tuple[Callable[..., Any], tuple[Hashable, bytes | None, bool]]] = {}
+        prints: dict[int, bytes | None] = {}
+        for fingerprinted in (False, True):  # known by identity alone, then by fingerprint
+            if fingerprinted and self._pickle:
+                prints = {k: fingerprint(fn) for k, fn in distinct.items() if k not in ids}
+            with self._lock:
+                for k, fn in distinct.items():
+                    entry = self._known(fn, prints.get(k)) if k not in ids else None
+                    if entry is not None:
+                        ids[k] = entry.fn_id
+                        self._take_once(entry, fn, taken)
+        made: dict[int, tuple[Hashable, bytes | None, bool]] = {}
         try:
-            for fn in fns:
-                if id(fn) not in ids and id(fn) not in made:
-                    made[id(fn)] = (fn, self._pickled(fn))
+            for k, fn in distinct.items():
+                if k not in ids:
+                    made[k] = self._pickled(fn)
         except BaseException:
             for fn_id in taken:
                 self.release(fn_id)
             raise
         with self._lock:
-            for fn, pickled in made.values():
-                entry = self._entry_for(fn, *pickled)
-                ids[id(fn)] = entry.fn_id
+            for k, (key, blob, by_reference) in made.items():
+                fn = distinct[k]
+                entry = self._entry_for(fn, key, blob, by_reference)
+                self._remember(fn, prints.get(k), entry)
+                ids[k] = entry.fn_id
                 self._take_once(entry, fn, taken)
         return [ids[id(fn)] for fn in fns]
 
-    def _known(self, fn: Callable[..., Any]) -> _Entry | None:
-        """The entry of a function known by identity, without pickling it (lock held)."""
-        entry = self._by_object.get(id(fn))
-        if entry is None:
+    def _known(self, fn: Callable[..., Any], print_: bytes | None) -> _Entry | None:
+        """The entry of ``fn`` if its bytes are known not to have changed (lock held)."""
+        seen = self._seen.get(id(fn))
+        if seen is None or seen.ref() is not fn or seen.entry.fn_id not in self._by_id:
             return None
-        if entry.fn is fn or (entry.weak is not None and entry.weak() is fn):
-            return entry
-        return None
+        entry = seen.entry
+        same = (
+            not self._pickle
+            or entry.by_reference
+            or (print_ is not None and print_ == seen.fingerprint)
+        )
+        if not same:
+            return None
+        self._seen.move_to_end(id(fn))
+        return entry
+
+    def _remember(self, fn: Callable[..., Any], print_: bytes | None, entry: _Entry) -> None:
+        """Note what ``fn`` pickled to, for its next batch (lock held)."""
+        if self._pickle and print_ is None and not entry.by_reference:
+            return  # nothing to tell a change by: it is pickled every time
+        try:
+            ref = weakref.ref(fn)
+        except TypeError:  # not weakly referable: pickled every time
+            return
+        self._seen[id(fn)] = _Seen(ref, print_, entry)
+        self._seen.move_to_end(id(fn))
+        while len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
 
     def _pickled(self, fn: Callable[..., Any]) -> tuple[Hashable, bytes | None, bool]:
         """``(key, blob, by_reference)`` of ``fn``, pickled now (no lock held: it is slow)."""
         if not self._pickle:
-            return id(fn), None, False
+            return object(), None, False  # the serial backend: known by identity only
         blob = dump_function(fn)
+        self.pickles += 1
         self.sizes.function(fn, len(blob))
         key = hashlib.blake2b(blob, digest_size=16).digest()
         return key, blob, _by_reference(fn, blob)
@@ -147,14 +194,11 @@ class FunctionTable:
         self, fn: Callable[..., Any], key: Hashable, blob: bytes | None, by_reference: bool
     ) -> _Entry:
         """The entry with these bytes, or a new one (lock held)."""
-        entry = self._by_key.get(key) if self._pickle else None
+        entry = self._by_key.get(key)
         if entry is None:
-            entry = _Entry(next(self._ids), key, fn, blob, len(blob or b""), 0, by_reference)
+            entry = _Entry(next(self._ids), key, None, blob, len(blob or b""), 0, by_reference)
             self._by_id[entry.fn_id] = entry
-            if self._pickle:
-                self._by_key[key] = entry
-            if by_reference or not self._pickle:
-                self._by_object[id(fn)] = entry
+            self._by_key[key] = entry
         elif entry.blob is None:
             entry.blob = blob
         return entry
@@ -166,7 +210,7 @@ class FunctionTable:
         taken.add(entry.fn_id)
         entry.refs += 1
         if entry.fn is None:
-            entry.fn, entry.weak = fn, None
+            entry.fn = fn
         if self._idle.pop(entry.fn_id, None) is not None:
             self._idle_bytes -= entry.size
 
@@ -181,10 +225,8 @@ class FunctionTable:
             if entry.refs > 0:
                 return
             if not entry.by_reference:  # what a closure or __main__ function holds goes
-                if not self._pickle:
-                    entry.weak = _weak(entry.fn)
-                entry.fn = entry.blob = None
-            if entry.size > KEEP_BYTES_EACH or (not self._pickle and entry.weak is None):
+                entry.fn = None
+            if entry.size > KEEP_BYTES_EACH:
                 self._forget(entry)
                 return
             self._idle[fn_id] = entry
@@ -198,9 +240,7 @@ class FunctionTable:
         del self._by_id[entry.fn_id]
         if self._by_key.get(entry.key) is entry:
             del self._by_key[entry.key]
-        for obj_id in [k for k, e in self._by_object.items() if e is entry]:
-            del self._by_object[obj_id]
-        if self._pickle:
+        if self._pickle:  # (what _seen says of it is ignored from now on: not in _by_id)
             self._forgotten.append(entry.fn_id)
 
     def forgotten(self) -> list[int]:
@@ -254,10 +294,3 @@ def _by_reference(fn: Callable[..., Any], blob: bytes) -> bool:
         return pickle.dumps(fn, PROTOCOL) == blob
     except Exception:  # a lambda, a __main__ function pickled by value: not by reference
         return False
-
-
-def _weak(fn: Any) -> weakref.ref[Any] | None:
-    try:
-        return weakref.ref(fn)
-    except TypeError:
-        return None
