@@ -10,9 +10,10 @@ id is not sent them again.
 
 Two shortcuts keep this cheap for a function submitted again and again (``submit`` in a loop):
 a function that cloudpickle pickles by reference (an importable module's function: its bytes
-are its name) is known by identity and never pickled again; for the same function object, a
-*fingerprint* of what it reads (``_codec.fingerprint``, a few times cheaper than pickling) that
-equals the one of its last pickle means the same bytes, and they are not made again.
+are its name) is known by identity and never pickled again; from its second batch on, the same
+function object gets a *fingerprint* of what it reads (``_codec.fingerprint``, a few times
+cheaper than pickling, made before pickling), and while that equals the one taken with its
+last pickle, the bytes are the same and are not made again.
 
 The engine thread looks functions up while their batches run and releases them when the
 batches end; a lock guards the table because both sides touch it. An entry's life::
@@ -90,7 +91,8 @@ class _Seen:
 
     ref: weakref.ref[Any]
     fingerprint: bytes | None
-    entry: _Entry
+    fn_id: int
+    """Its entry's id (not the entry: a forgotten entry's pickle must not stay alive here)."""
 
 
 class FunctionTable:
@@ -124,15 +126,22 @@ class FunctionTable:
         ids: dict[int, int] = {}  # id(fn) -> fn_id
         taken: set[int] = set()
         prints: dict[int, bytes | None] = {}
+        seen_before: list[int] = []
         for fingerprinted in (False, True):  # known by identity alone, then by fingerprint
-            if fingerprinted and self._pickle:
-                prints = {k: fingerprint(fn) for k, fn in distinct.items() if k not in ids}
+            if fingerprinted:
+                # Only for an object seen before: a fresh lambda per batch or per Task is
+                # pickled without paying for a fingerprint too.
+                prints = {k: fingerprint(distinct[k]) for k in seen_before if k not in ids}
             with self._lock:
                 for k, fn in distinct.items():
-                    entry = self._known(fn, prints.get(k)) if k not in ids else None
+                    if k in ids:
+                        continue
+                    entry = self._known(fn, prints.get(k))
                     if entry is not None:
                         ids[k] = entry.fn_id
                         self._take_once(entry, fn, taken)
+                    elif not fingerprinted and self._pickle and self._seen_before(fn):
+                        seen_before.append(k)
         made: dict[int, tuple[Hashable, bytes | None, bool]] = {}
         try:
             for k, fn in distinct.items():
@@ -154,9 +163,9 @@ class FunctionTable:
     def _known(self, fn: Callable[..., Any], print_: bytes | None) -> _Entry | None:
         """The entry of ``fn`` if its bytes are known not to have changed (lock held)."""
         seen = self._seen.get(id(fn))
-        if seen is None or seen.ref() is not fn or seen.entry.fn_id not in self._by_id:
+        entry = self._by_id.get(seen.fn_id) if seen is not None else None
+        if seen is None or entry is None or seen.ref() is not fn:
             return None
-        entry = seen.entry
         same = (
             not self._pickle
             or entry.by_reference
@@ -167,15 +176,18 @@ class FunctionTable:
         self._seen.move_to_end(id(fn))
         return entry
 
+    def _seen_before(self, fn: Callable[..., Any]) -> bool:
+        seen = self._seen.get(id(fn))
+        return seen is not None and seen.ref() is fn
+
     def _remember(self, fn: Callable[..., Any], print_: bytes | None, entry: _Entry) -> None:
-        """Note what ``fn`` pickled to, for its next batch (lock held)."""
-        if self._pickle and print_ is None and not entry.by_reference:
-            return  # nothing to tell a change by: it is pickled every time
+        """Note what ``fn`` pickled to, for its next batch (lock held). Without a fingerprint
+        (the first time it is seen), the next batch pickles it again and makes one."""
         try:
             ref = weakref.ref(fn)
         except TypeError:  # not weakly referable: pickled every time
             return
-        self._seen[id(fn)] = _Seen(ref, print_, entry)
+        self._seen[id(fn)] = _Seen(ref, print_, entry.fn_id)
         self._seen.move_to_end(id(fn))
         while len(self._seen) > SEEN_MAX:
             self._seen.popitem(last=False)
