@@ -115,6 +115,11 @@ class FunctionTable:
     def acquire(self, fn: Callable[..., Any]) -> int:
         """The id of ``fn`` as it is now, for one batch (raises SerializationError naming the
         function when it cannot be pickled). Released with ``release`` when the batch ends."""
+        with self._lock:  # the common case, known by identity: no pickling, one lock
+            entry = self._known(fn, None)
+            if entry is not None:
+                self._take_once(entry, fn, set())
+                return entry.fn_id
         return self.acquire_all([fn])[0]
 
     def acquire_all(self, fns: Iterable[Callable[..., Any]]) -> list[int]:
