@@ -544,8 +544,9 @@ def test_a_process_that_did_not_inherit_it_gets_a_clear_error_not_missing_data()
     assert b"fork inheritance" in proc.stderr
 
 
-def test_frames_containers_and_fortran_arrays_are_copied_at_once():
-    frame = pd.DataFrame({"x": np.arange(5.0)})
+def test_containers_fortran_arrays_and_rich_frames_are_copied_at_once():
+    # A frame of plain numpy columns is inherited (tests/test_share_fork_frames.py).
+    frame = pd.DataFrame({"x": pd.Categorical(["a", "b"])})
     fortran = np.asfortranarray(np.arange(6.0).reshape(2, 3))
     for obj in (frame, {"a": np.arange(3.0)}, fortran, bytearray(b"abc")):
         with corral.share(obj) as handle:

@@ -8,17 +8,26 @@ see ``_backends.process``). cloudpickle >= 3.1 renames the file of such code to
 ``<dynamic-code>``, which would make a worker's traceback read ``File "<dynamic-code>", line 6,
 in f`` with no source line. ``_Pickler`` keeps the real file name, so the worker's traceback
 names the script and shows its lines (read from the file, as in the coordinator).
+
+What pickles big (``WARN_BYTES``) is copied through a pipe for every worker or every task, and
+held in memory on both sides meanwhile: ``SizeWarnings`` says so once per Pool, naming the
+function or the argument, and points to ``corral.share``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import io
 import linecache
 import os
 import pickle
 import sys
+import threading
 import types
+import warnings
+import weakref
 from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +101,10 @@ def _run_path_module_by_value() -> None:
         _run_path_by_value = True
 
 
+WARN_BYTES = 16 << 20
+"""A function or an argument that pickles to more than this is warned about (once per Pool)."""
+
+
 def dumps(obj: Any) -> bytes:
     if not _run_path_by_value and _RUN_PATH in sys.modules:
         _run_path_module_by_value()
@@ -114,6 +127,93 @@ def dump_function(fn: Callable[..., Any]) -> bytes:
         ) from exc
 
 
+# cloudpickle's own rule for what it pickles by value (private, named so since cloudpickle
+# 2.0); without it, no fingerprints: functions are simply pickled for every batch.
+_should_pickle_by_reference: Callable[[Any], bool] | None = getattr(
+    getattr(cloudpickle, "cloudpickle", None), "_should_pickle_by_reference", None
+)
+
+
+def fingerprint(fn: Callable[..., Any]) -> bytes | None:
+    """A digest that changes whenever ``dump_function(fn)`` of this same object could
+    change: what cloudpickle reads of each function it pickles by value (code, names,
+    defaults, closure values, the globals its code names, recursively), pickled and hashed.
+    A few times cheaper than ``dump_function``, which also scans ``sys.modules`` for the
+    submodules each such function uses (the one thing left out here: a submodule imported
+    later is not noticed). None when it cannot be made; then the function is pickled."""
+    if _should_pickle_by_reference is None:
+        return None
+    digest = _Digest()
+    try:
+        _StatePickler(digest, protocol=PROTOCOL).dump(fn)
+    except Exception:
+        return None
+    return digest.hash.digest()
+
+
+class _Digest:
+    """A file that hashes what is written to it: a fingerprint is never held whole (a closure
+    over a big array would make it as big as the array)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.blake2b(digest_size=16)
+
+    def write(self, data: Any) -> int:
+        self.hash.update(data)
+        return len(data) if not isinstance(data, memoryview) else data.nbytes
+
+
+class _StatePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    def reducer_override(self, obj: Any) -> Any:
+        by_reference = _should_pickle_by_reference
+        if (
+            isinstance(obj, types.FunctionType)
+            and by_reference is not None
+            and not by_reference(obj)
+        ):
+            # Never loaded. State, not arguments: ``obj`` is memoized before its state is
+            # saved, so a function that names itself (recursion) ends there.
+            return (tuple, (), _function_state(obj))
+        return super().reducer_override(obj)
+
+
+def _function_state(fn: types.FunctionType) -> tuple[Any, ...]:
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            cells.append(_EMPTY_CELL)
+    names = fn.__globals__
+    return (
+        fn.__code__,
+        fn.__name__,
+        fn.__qualname__,
+        fn.__module__,
+        fn.__doc__,
+        fn.__annotations__,
+        fn.__defaults__,
+        fn.__kwdefaults__,
+        getattr(fn, "__type_params__", ()),
+        fn.__dict__,
+        cells,
+        [(name, names[name]) for name in _global_names(fn.__code__) if name in names],
+    )
+
+
+_EMPTY_CELL = "<empty cell>"
+
+
+@functools.lru_cache(maxsize=1024)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The names ``code`` (and the code nested in it) may read as globals, sorted."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
+
+
 def unpicklable(items: list[Any]) -> dict[int, SerializationError]:
     """For each item that cannot be pickled, its index and the error to report for it."""
     bad: dict[int, SerializationError] = {}
@@ -123,6 +223,110 @@ def unpicklable(items: list[Any]) -> dict[int, SerializationError]:
         except Exception as exc:
             bad[i] = SerializationError(f"cannot pickle {_describe(item)}: {exc}")
     return bad
+
+
+class SizeWarnings:
+    """One Pool's warnings about big pickles: once per function name, and once for arguments.
+
+    ``function`` is called on callers' threads as a batch is made (the warning points at the
+    caller's line); ``arguments`` only on the engine thread, with the size of a Call it just
+    pickled, and it looks for the culprit only when that Call is bigger than ``WARN_BYTES``
+    (once per batch: that search pickles the Call's items again)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._functions: set[str] = set()
+        self._argument_warned = False
+        self._searched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def function(self, fn: Callable[..., Any], size: int) -> None:
+        if size <= WARN_BYTES:
+            return
+        name = _function_name(fn)
+        with self._lock:
+            if name in self._functions:
+                return
+            self._functions.add(name)
+        _warn(
+            f"corral: the task function {name} pickles to {human_size(size)}: it is copied to "
+            "every worker process, with everything it captures (closure variables, the globals "
+            "it reads). Share large data once with corral.share(data) and pass the handle as "
+            "an argument instead (read it with handle.value in the task)."
+        )
+
+    def arguments(
+        self,
+        batch: Any,
+        items: list[Any],
+        star: bool,
+        encoded: int,
+        name_item: Callable[[int], str],
+    ) -> None:
+        """``encoded``: the size of the pickled Call of ``items`` less its functions' bytes.
+        ``name_item(offset)`` names the task of item ``offset`` (for the message)."""
+        if encoded <= WARN_BYTES or self._argument_warned or batch in self._searched:
+            return
+        self._searched.add(batch)
+        offset, label, size = _biggest_argument(items, star)
+        if size <= WARN_BYTES:
+            return  # many medium arguments in one chunk: nothing to name
+        self._argument_warned = True
+        what = f"{label} of {name_item(offset)}" if label else name_item(offset)
+        _warn(
+            f"corral: {what} pickles to {human_size(size)}: arguments are pickled and copied "
+            "for every task (and every retry). Share large data once with corral.share(data) "
+            "and pass the handle instead (read it with handle.value in the task). "
+            "(Warned once per Pool.)"
+        )
+
+
+def _biggest_argument(items: list[Any], star: bool) -> tuple[int, str, int]:
+    """``(offset, label, size)`` of the argument among ``items`` that pickles biggest; label
+    is "" for a ``map`` item (the item is the argument), else names the argument of a Task."""
+    best = (-1, "", 0)
+    for offset, item in enumerate(items):
+        if star:
+            _, args, kwargs = item
+            parts = [(f"argument {i}", a) for i, a in enumerate(args)]
+            parts += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+        else:
+            parts = [("", item)]
+        for label, value in parts:
+            try:
+                size = len(dumps(value))
+            except Exception:  # reported as its task's SerializationError elsewhere
+                continue
+            if size > best[2]:
+                best = (offset, label, size)
+    return best
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and name else repr(fn)[:80]
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _warn(message: str) -> None:
+    """A RuntimeWarning attributed to the first frame outside corral: the caller's line."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_HERE):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 def _describe(item: Any) -> str:

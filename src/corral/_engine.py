@@ -323,9 +323,16 @@ class Engine:
     ) -> tuple[bytes, Sequence[int]] | None:
         """Pickle the Call; items whose arguments do not pickle fail alone, the rest go."""
         try:
-            return _codec.dumps(call), positions
+            data = _codec.dumps(call)
         except Exception:
             pass
+        else:
+            shipped = sum(len(blob) for blob in call.fns.values())  # warned about at acquire
+            self.functions.sizes.arguments(
+                batch, call.items, call.star, len(data) - shipped,
+                lambda offset: _item_name(batch, positions[offset]),
+            )  # fmt: skip
+            return data, positions
         bad = _codec.unpicklable(call.items)
         for offset, error in bad.items():
             error.key = batch.key_of(positions[offset])  # type: ignore[attr-defined]
@@ -689,13 +696,19 @@ class Engine:
         if batch.scheduler is not None:
             batch.scheduler.detach()
         for fn_id in batch.fn_ids:
-            for gone in self.functions.release(fn_id):
-                for slot in self.slots:
-                    if gone in slot.fn_ids:
-                        slot.fn_ids.discard(gone)
-                        slot.drop.append(gone)
+            self.functions.release(fn_id)
+        self._forget_functions()
         batch.sink.close()
         batch.done_event.set()
+
+    def _forget_functions(self) -> None:
+        """The functions the table forgot (``_functions``): a worker that has one drops it
+        with its next Call. ``slot.fn_ids`` mirrors what each worker holds."""
+        for gone in self.functions.forgotten():
+            for slot in self.slots:
+                if gone in slot.fn_ids:
+                    slot.fn_ids.discard(gone)
+                    slot.drop.append(gone)
 
     # -- read from other threads ----------------------------------------------------------------
     def running_now(self, batch: Batch) -> list[tuple[Any, float]]:
@@ -716,6 +729,11 @@ class Engine:
             else:
                 running.append((batch.key_of(flight.positions[0]), time.time() - flight.started))
         return running
+
+
+def _item_name(batch: Batch, pos: int) -> str:
+    """How a size warning names the task at ``pos``: ``item 3`` of a map, ``task 'k'``."""
+    return f"task {batch.key_of(pos)!r}" if batch.star else f"item {batch.key_of(pos)!r}"
 
 
 def _unwrap(error: Any) -> tuple[BaseException, str | None]:

@@ -217,16 +217,9 @@ class Pool:
     def _batch_for_tasks(
         self, tasks: list[Task], options: RunOptions, sink: Any, plan: Plan | None = None
     ) -> Batch:
-        fn_ids = []
         for task in tasks:  # a parameter nobody fills fails here, before any work
             self.options.fixtures.check(task.fn, task._kwargs, len(task.args))
-        try:
-            for task in tasks:
-                fn_ids.append(self.functions.acquire(task.fn))
-        except BaseException:
-            for fn_id in fn_ids:
-                self.functions.release(fn_id)
-            raise
+        fn_ids = self.functions.acquire_all(task.fn for task in tasks)  # each pickled once
         items = [
             (fn_id, task.args, task._kwargs) for fn_id, task in zip(fn_ids, tasks, strict=False)
         ]

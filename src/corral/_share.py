@@ -31,8 +31,9 @@ interpreter exiting. A ``with`` block pins the
 handle: Pools then leave it alone, so one share can serve several runs. Workers never unlink,
 so a worker crash cannot lose or leak a segment.
 
-Fork inheritance. ``share(array)`` (C-contiguous) or ``share(bytes)`` keeps a reference to the
-original in the owner's record and creates no segment yet. A worker forked from the owner after
+Fork inheritance. ``share(array)`` (C-contiguous), ``share(bytes)``, or ``share(df)`` of a
+DataFrame or Series whose columns are plain numpy data (``PLAIN_KINDS``) keeps a reference to
+the original in the owner's record and creates no segment yet. A worker forked from the owner after
 the share has that record, and the original, in its memory (copy-on-write), as mpire's
 ``shared_objects`` do: it reads a read-only view of it, and nothing is copied. The segment is
 made only when the handle is pickled while some open Pool cannot inherit (forkserver or spawn,
@@ -264,7 +265,8 @@ def share(
     a dict, list or tuple of these. In a task, ``handle.value`` is a read-only zero-copy view
     (a ``memoryview`` for bytes), mapped once per worker process.
 
-    A C-contiguous numpy array or ``bytes`` is not copied at all while every Pool it is sent
+    A C-contiguous numpy array, ``bytes``, or a DataFrame or Series whose columns are all
+    numeric, bool, datetime64 or timedelta64 is not copied at all while every Pool it is sent
     to forks its workers after this call (``start_method="fork"``): they read the original
     they inherited, copy-on-write, as it was when they were forked. It is copied into shared
     memory the first time it is sent while another kind of Pool is open. Either way, do not
@@ -304,18 +306,39 @@ def share(
 
 
 def _inheritable(obj: Any) -> bool:
-    """Whether ``obj`` can be read in place as ``value`` would read its segment: ``bytes``, or
-    a C-contiguous numpy array (``value`` is always C-ordered; ``plan`` refused object
-    dtypes). Mutable buffers (bytearray, memoryview) are copied at once."""
+    """Whether ``obj`` can be read in place as ``value`` would read its segment: ``bytes``, a
+    C-contiguous numpy array (``value`` is always C-ordered; ``plan`` refused object dtypes),
+    or a pandas DataFrame or Series whose columns are all plain numpy data (see
+    ``_plain_frame``). Mutable buffers (bytearray, memoryview) are copied at once."""
     if type(obj) is bytes:
         return True
     np = sys.modules.get("numpy")
-    return (
-        np is not None
-        and isinstance(obj, np.ndarray)
-        and bool(obj.flags.c_contiguous)
-        and obj.dtype.itemsize > 0  # a view needs bytes to stand on
-    )
+    if np is not None and isinstance(obj, np.ndarray):
+        return bool(obj.flags.c_contiguous) and obj.dtype.itemsize > 0  # a view needs bytes
+    return _plain_frame(obj)
+
+
+PLAIN_KINDS = "biufcmM"
+"""numpy dtype kinds a column (or an index) may have to be inherited: bool, integers,
+floats, complex, datetime64 and timedelta64, which the segment keeps as plain numpy buffers
+too. Others (categorical, tz-aware, nullable, strings, objects) are rebuilt differently from
+a segment (their own layouts, Arrow for strings): reading them in place would give another
+object than a segment gives, so they take the segment."""
+
+
+def _plain_frame(obj: Any) -> bool:
+    pd = sys.modules.get("pandas")
+    if pd is None:
+        return False
+    if isinstance(obj, pd.Series):
+        dtypes = [obj.dtype]
+    elif isinstance(obj, pd.DataFrame):
+        dtypes = list(obj.dtypes)
+    else:
+        return False
+    import numpy as np
+
+    return all(isinstance(d, np.dtype) and d.kind in PLAIN_KINDS for d in dtypes)
 
 
 def _read_only(obj: Any) -> Any:
@@ -324,10 +347,65 @@ def _read_only(obj: Any) -> Any:
     mapping, its ``writeable`` flag cannot be turned back on."""
     if isinstance(obj, bytes):
         return memoryview(obj)
+    np = sys.modules["numpy"]  # an array or a frame: numpy is there
+    if isinstance(obj, np.ndarray):
+        flat = memoryview(obj.reshape(-1).view(np.uint8)).toreadonly()
+        return np.frombuffer(flat, obj.dtype, count=obj.size).reshape(obj.shape)
+    return _frame_view(obj)
+
+
+def _array_view(arr: Any) -> Any:
+    """``arr`` (any strides) seen through a read-only buffer: the same memory, never writable.
+    datetime64 and timedelta64 cannot be exported as buffers: they go as int64 and back."""
     import numpy as np
 
-    flat = memoryview(obj.reshape(-1).view(np.uint8)).toreadonly()
-    return np.frombuffer(flat, obj.dtype, count=obj.size).reshape(obj.shape)
+    plain = arr.view("i8") if arr.dtype.kind in "mM" else arr
+    view = np.asarray(memoryview(plain).toreadonly())
+    return view.view(arr.dtype) if view.dtype != arr.dtype else view
+
+
+def _frame_view(obj: Any) -> Any:
+    """A Series or DataFrame over read-only views of the original's columns, built like the
+    segment's (``_layout``): a frame of one numpy block stays one block (so pandas never
+    consolidates it, which would copy it), other frames get one block per column."""
+    import pandas as pd
+
+    index = _index_view(obj.index)
+    if isinstance(obj, pd.Series):
+        values = _array_view(obj.to_numpy(copy=False))
+        return pd.Series(values, index=index, name=obj.name, copy=False)
+    if obj.shape[1] and _one_block(obj):
+        values = _array_view(obj.to_numpy(copy=False))  # one block: a view, not a copy
+        return pd.DataFrame(values, index=index, columns=obj.columns, copy=False)
+    columns = {i: _array_view(obj.iloc[:, i].to_numpy(copy=False)) for i in range(obj.shape[1])}
+    frame = pd.DataFrame(columns, index=index, copy=False)
+    frame.columns = obj.columns
+    return frame
+
+
+def _one_block(df: Any) -> bool:
+    """Whether pandas holds ``df`` as one 2-D block (then ``to_numpy`` is a view). A private
+    attribute: without it, the frame is taken column by column, which is never wrong."""
+    return getattr(getattr(df, "_mgr", None), "nblocks", None) == 1
+
+
+def _index_view(index: Any) -> Any:
+    """A numpy-backed index as a read-only view (its frequency kept); any other index (a
+    RangeIndex, strings, a MultiIndex: immutable, and not buffers a task could write to
+    through a numpy array) is the original object."""
+    import numpy as np
+    import pandas as pd
+
+    dtype = index.dtype
+    if (
+        isinstance(index, pd.RangeIndex | pd.MultiIndex)
+        or not isinstance(dtype, np.dtype)
+        or dtype.kind not in PLAIN_KINDS
+    ):
+        return index
+    view = pd.Index(_array_view(index.to_numpy(copy=False)), name=index.name, copy=False)
+    freq = getattr(index, "freq", None)
+    return type(view)(view, freq=freq) if freq is not None else view
 
 
 def _inherited_by(record: _Owned, pools: list[Any]) -> bool:
