@@ -22,11 +22,13 @@ ended. Otherwise positions move:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import queue
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -453,19 +455,40 @@ class FutureSink:
         self.future = future
 
     def claim(self, pos: int) -> bool:
+        # A future is set running once: claimed already, it was sent to a worker that died
+        # before starting it (or was queued behind a Call that crashed) and is sent again.
+        if self.future.running():
+            return True
         return self.future.set_running_or_notify_cancel()
 
     def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
-        self.future.set_result(values[0])
+        with _callbacks_guarded(self.future):
+            self.future.set_result(values[0])
 
     def failed(self, pos: int, outcome: Outcome) -> None:
-        if self.future.cancelled():
+        if self.future.done():
             return
         if not self.future.running() and not self.future.set_running_or_notify_cancel():
             return
-        self.future.set_exception(outcome.error)
+        with _callbacks_guarded(self.future):
+            self.future.set_exception(outcome.error)
 
     def close(self) -> None:
         if not self.future.done():  # only when the engine itself failed
             error = CorralError("the corral engine stopped before this task ran")
-            self.future.set_exception(error)
+            with _callbacks_guarded(self.future):
+                if self.future.set_running_or_notify_cancel():
+                    self.future.set_exception(error)
+
+
+@contextlib.contextmanager
+def _callbacks_guarded(future: Future[Any]) -> Iterator[None]:
+    """Completing a future runs its done callbacks, on the engine thread. ``concurrent.futures``
+    logs what they raise, but not a BaseException (``sys.exit()`` in a callback): that would
+    end the engine thread, so it is logged here. The future is complete either way."""
+    try:
+        yield
+    except BaseException:
+        if not future.done():
+            raise
+        logging.getLogger("corral").exception("a done callback of a corral future raised")

@@ -8,11 +8,10 @@ caller's thread drives the engine until its batch is done.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -25,6 +24,7 @@ from ._engine import Engine
 from ._errors import BatchError, ConfigError, CorralError, SerializationError
 from ._fixture_cache import FixtureCache
 from ._functions import FunctionTable
+from ._lifetime import Lifetime
 from ._needs import Plan, needs_for_items, plan, pop_item_specs
 from ._options import (
     PoolOptions,
@@ -83,9 +83,6 @@ class Pool:
             or serial_forced()
             or (self.workers == 1 and _allow_serial_workers)
         )
-        self._lock = threading.Lock()
-        self._closed = False
-        self._thread: threading.Thread | None = None
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         self._initializer = (initializer, tuple(initargs)) if initializer is not None else None
@@ -94,7 +91,19 @@ class Pool:
                 self._start_serial()
             else:
                 self._start_processes()
-        _lifecycle.register(self)
+        # What runs (engine thread, workers, pipe) lives in the Lifetime, which never refers
+        # back to this object: a Pool dropped without close() is collected and closed then.
+        self._life = Lifetime(
+            self.engine,
+            (self._wakeup_r, self._wakeup_w),
+            stamp=self.stamp,
+            start_method=self.start_method,
+            serial=self.serial,
+        )
+        if not self.serial:
+            self._life.start_thread()
+        self._finalizer = weakref.finalize(self, self._life.close, cancel=False, wait=False)
+        self._finalizer.atexit = False  # at exit, _lifecycle closes every Lifetime itself
 
     # -- start-up -------------------------------------------------------------------------
     def _start_serial(self) -> None:
@@ -135,26 +144,22 @@ class Pool:
                 stacklevel=4,
             )
             self._start_serial()
-            return
-        self._thread = threading.Thread(target=self.engine.loop, name="corral-engine", daemon=True)
-        self._thread.start()
 
     # -- talking to the engine --------------------------------------------------------------
     def _post(self, action: Callable[[], None]) -> None:
-        if self.serial:
-            action()
-        else:
-            self.engine.post(action, self._wake)
+        self._life.post(action)
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wakeup_w, b"x")
+    @property
+    def _closed(self) -> bool:
+        return self._life.closed
 
     def _check_open(self) -> None:
         if self._closed:
             raise CorralError("this Pool is closed")
         if self.engine.fatal is not None:
-            raise CorralError(f"the corral engine failed: {self.engine.fatal!r}")
+            raise CorralError(
+                f"the corral engine failed: {self.engine.fatal!r}"
+            ) from self.engine.fatal
 
     def _wait(self, batch: Batch) -> None:
         """Block until ``batch`` is done; on Ctrl-C cancel it and re-raise with the report."""
@@ -337,23 +342,8 @@ class Pool:
     # -- lifetime ---------------------------------------------------------------------------
     def close(self, *, cancel: bool = False, wait: bool = True) -> None:
         """Stop the workers after the submitted work is done (or cancelled, with ``cancel``)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        _lifecycle.unregister(self)
-        if self.serial:
-            self.engine.close(cancel=cancel)
-            self.engine.backend.close(timeout=0)
-        else:
-            self._post(lambda: self.engine.close(cancel=cancel))
-            if wait and self._thread is not None:
-                self._thread.join()
-        if wait or self.serial:
-            for fd in (self._wakeup_r, self._wakeup_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            _lifecycle.closed(self)  # after the workers are done with what it shared
+        self._finalizer.detach()
+        self._life.close(cancel=cancel, wait=wait)
 
     def terminate(self) -> None:
         """Cancel everything and stop the workers now."""
@@ -453,6 +443,10 @@ def _stream(
         while True:
             entry = receive()
             if entry is None:
+                if pool.engine.fatal is not None:  # not a normal end: the engine failed
+                    raise CorralError(
+                        f"the corral engine failed: {pool.engine.fatal!r}"
+                    ) from pool.engine.fatal
                 break
             pos, value, outcome = entry
             if not ordered:
