@@ -62,14 +62,16 @@ def dump_function(fn: Callable[..., Any]) -> bytes:
         ) from exc
 
 
-def unpicklable(items: list[Any]) -> dict[int, SerializationError]:
-    """For each item that cannot be pickled, its index and the error to report for it."""
+def unpicklable(items: list[Any], what: str = "") -> dict[int, SerializationError]:
+    """For each item that cannot be pickled, its index and the error to report for it
+    (``what`` says what the item is: ``"the result "``)."""
     bad: dict[int, SerializationError] = {}
     for i, item in enumerate(items):
         try:
             dumps(item)
         except BaseException as exc:  # engine thread or worker: see the module docstring
-            bad[i] = SerializationError(f"cannot pickle {_describe(item)}: {describe_error(exc)}")
+            why = describe_error(exc)
+            bad[i] = SerializationError(f"cannot pickle {what}{_describe(item)}: {why}")
     return bad
 
 

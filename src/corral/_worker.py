@@ -292,7 +292,7 @@ def encode_result(result: Result) -> bytes:
     for i, value in enumerate(result.values):
         if i in errors:
             continue
-        bad = _codec.unpicklable([value])
+        bad = _codec.unpicklable([value], "the result ")
         if bad:
             result.values[i] = None
             errors[i] = ExceptionWithTraceback(bad[0])
