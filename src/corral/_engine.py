@@ -11,7 +11,10 @@
                      backend.wait(timeout = next deadline) ◄── message / died ── worker k
                            │
                            ├─ Result      → outcomes to the batch's sink, recycle worker if due
-                           ├─ died        → item running at death: WorkerCrashed; rest requeued
+                           ├─ CallFailed  → failed at an edge (unpickling, pickling the result):
+                           │                one task fails, several run again one by one
+                           ├─ died        → item running at death: WorkerCrashed; rest requeued;
+                           │                at an edge of the Call: as CallFailed, crashed
                            └─ deadlines   → timeout: kill worker, TaskTimeout; retry back-off ends
     batch.done_event ◄─────┘ (set when every position of the batch is final)
 
@@ -22,6 +25,13 @@ thread: the caller drives ``step`` itself until its batch is done.
 
 Invariant: a slot's ``InFlight`` is recorded before its Call is sent, so a death or a timeout
 is always attributed to the Call the worker really had (no acknowledgement race).
+
+Nothing may end the engine thread: user code that runs on it (pickling arguments, unpickling
+results, a future's done callbacks) has every exception caught where it runs. If the thread
+fails anyway (a bug), ``_fail_everything`` fails every unfinished task with a ``CorralError``
+caused by it and wakes every waiter; from then on (and after a normal close) ``post`` runs
+actions on the caller's thread, so a batch posted late fails at once instead of waiting for a
+thread that is gone.
 
 A worker slot's life::
 
@@ -84,6 +94,20 @@ log = logging.getLogger("corral")
 MAX_BACKOFF = 60.0
 START_FAILURE_LIMIT = 3
 """Workers in a row that die before running anything before the pool gives up on them."""
+
+_EDGE_ERRORS = {
+    ARGUMENTS: "cannot unpickle the arguments of task {key!r} in the worker: {what}",
+    FUNCTION: "cannot unpickle the function of task {key!r} in the worker: {what}",
+    RESULT: "cannot pickle the result of task {key!r}: {what}",
+}
+
+
+def _edge_error(edge: str, key: Any, what: str) -> CorralError:
+    """The error of task ``key``, whose Call failed at ``edge`` (a worker's CallFailed)."""
+    if edge in _EDGE_ERRORS:
+        return SerializationError(_EDGE_ERRORS[edge].format(key=key, what=what))
+    return CorralError(f"the worker failed around task {key!r} (a bug in corral): {what}")
+
 
 _DIED_DURING = {
     ARGUMENTS: "while unpickling the task's arguments",
@@ -468,30 +492,15 @@ class Engine:
             slot.fn_ids -= flight.fns
             if failed.edge == ARGUMENTS:
                 slot.drop.extend(flight.drop)
-        what, tb = failed.error, failed.traceback
-        messages = {
-            ARGUMENTS: "cannot unpickle the arguments of task {key!r} in the worker: {what}",
-            FUNCTION: "cannot unpickle the function of task {key!r} in the worker: {what}",
-            RESULT: "cannot pickle the result of task {key!r}: {what}",
-        }
-        if failed.edge in messages:
-            template = messages[failed.edge]
-            self._failed_at_edge(
-                slot_id,
-                flight,
-                failed.edge,
-                lambda key: SerializationError(template.format(key=key, what=what)),
-                tb=tb,
-            )
-        else:  # CALL: corral's own code around the tasks raised
-            log.error("corral: a worker failed around the tasks of a Call:\n%s", tb)
-            self._failed_at_edge(
-                slot_id,
-                flight,
-                failed.edge,
-                lambda key: CorralError(f"the worker failed running task {key!r}: {what}"),
-                tb=tb,
-            )
+        if failed.edge not in _EDGE_ERRORS:  # CALL: corral's own code around the tasks
+            log.error("corral: a worker failed around the tasks of a Call:\n%s", failed.traceback)
+        self._failed_at_edge(
+            slot_id,
+            flight,
+            failed.edge,
+            lambda key: _edge_error(failed.edge, key, failed.error),
+            tb=failed.traceback,
+        )
 
     def _on_result(self, slot_id: int, result: Result) -> None:
         slot = self.slots[slot_id]
