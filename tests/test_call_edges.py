@@ -338,3 +338,18 @@ def test_a_batch_posted_after_the_engine_stopped_fails_at_once():
     pool._post(lambda: pool.engine.accept(batch))  # racing a close: no engine thread to run it
     assert isinstance(future.exception(timeout=WAIT), corral.CorralError)
     assert batch.done_event.is_set()
+
+
+def test_a_scheduled_batch_runs_a_broken_call_one_task_at_a_time():
+    """Tasks of a scheduled batch (here: priority=) that are very short travel several to a
+    Call; once a Call broke at an edge, its tasks are sent one per Call, so only the culprit
+    fails, and the rest of the batch stays right."""
+    with corral.Pool(2) as pool:
+        pool.map(square, range(2000), priority=lambda x: 0)  # learns that square is short
+        items = [ActsWhenLoaded("SystemExit") if x == BAD else x for x in range(200)]
+        values = pool.map(square, items, priority=lambda x: 0, errors="return")
+        for x, value in enumerate(values):
+            if x == BAD:
+                check_error(value.error, "arguments", "SystemExit")
+            else:
+                assert value == x * x

@@ -128,6 +128,7 @@ class Batch:
         self.extra_attempts: dict[int, int] = {}
         self.sink_claims: bool = getattr(sink, "claims", False)
         self.n_final = 0
+        self.one_per_call = False  # set by requeue_one_by_one
         self.cancelled = False
         self.done_event = threading.Event()
         self._work_seconds = 0.0
@@ -205,7 +206,9 @@ class Batch:
 
     def _scheduled_chunk(self, workers: int) -> int:
         mean = self.mean_duration()
-        if self.has_timeouts or mean is None or mean * 2 > SCHEDULED_CHUNK_SECONDS:
+        if self.one_per_call or self.has_timeouts or mean is None:
+            return 1
+        if mean * 2 > SCHEDULED_CHUNK_SECONDS:
             return 1
         size = self.chunk_size(workers, self.n - self.n_final)
         if mean > 0:
@@ -261,6 +264,17 @@ class Batch:
                 self.scheduler.requeue(pos)
         else:
             self.requeued.append(positions)
+
+    def requeue_one_by_one(self, positions: Sequence[int]) -> None:
+        """Requeue ``positions`` to run one per Call: a Call of them broke as a whole (its
+        arguments or results would not travel), and only the culprit must fail. A scheduled
+        batch, which would group them again, sends one task per Call from now on."""
+        if self.scheduler is not None:
+            self.one_per_call = True
+            self.requeue(positions)
+            return
+        for pos in positions:
+            self.requeue([pos])
 
     def back_off(self, pos: int) -> None:
         """A failed attempt waits out its retry delay (the engine requeues it after)."""

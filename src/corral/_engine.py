@@ -651,11 +651,6 @@ class Engine:
         error = TaskCancelled(f"task {batch.key_of(pos)!r} was cancelled", key=batch.key_of(pos))
         self._finish_failed(batch, pos, Status.CANCELLED, error, slot_id, None)
 
-    def _fail_flight(self, flight: InFlight, slot_id: int, error: BaseException) -> None:
-        for pos in flight.positions:
-            self._finish_failed(flight.batch, pos, Status.FAILED, error, slot_id, None)
-        self._complete_if_done(flight.batch)
-
     def _fail_all(self, batch: Batch, error: BaseException) -> None:
         for pos in batch.stop():
             self._finish_failed(batch, pos, Status.FAILED, error, None, None)
@@ -728,8 +723,7 @@ class Engine:
         ``map`` chunk cannot be loaded, which every task of the chunk needs."""
         batch, positions = flight.batch, flight.positions
         if len(positions) > 1 and (edge != FUNCTION or batch.star):
-            for pos in positions:
-                batch.requeue([pos])
+            batch.requeue_one_by_one(positions)
             return
         times = (flight.started, time.time())
         for pos in positions:
