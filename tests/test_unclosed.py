@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(180)
 
 SCRIPT = Path(__file__).parent / "scripts" / "unclosed_pool.py"
 START_METHODS = ["fork", "forkserver", "spawn"]
-MODES = ["executor", "pool", "pending", "cycle", "running"]
+MODES = ["executor", "pool", "pending", "abandoned", "cycle", "running"]
 EXIT_WAIT = 60.0  # the script takes about a second; a hang is what this bounds
 GONE_WAIT = 15.0
 WAIT = 60.0

@@ -1,6 +1,7 @@
 """``Pool``: the lifetime of one engine and its workers, and the verbs that feed it.
 
-A Pool owns an engine (``_engine``), its backend and, for worker processes, the engine thread.
+A Pool owns an engine (``_engine``), its backend and, for worker processes, the engine thread,
+through its ``Lifetime`` (``_lifetime``), which never refers back to the Pool.
 It turns ``map``/``imap``/``run``/``submit`` calls into batches, waits for them on the caller's
 thread, and handles Ctrl-C there. With the serial backend there is no engine thread: the
 caller's thread drives the engine until its batch is done.
@@ -57,6 +58,10 @@ class Pool:
 
     Keyword options are those of ``corral.map``; those about a batch (``timeout``, ``retries``,
     ``errors``, ...) are defaults that each call may override.
+
+    A Pool that is dropped without ``close()`` is closed when it is collected (what was
+    submitted still runs to the end), and any pool still running at interpreter exit is
+    closed then (what is left is cancelled); see ``_lifetime``.
     """
 
     def __init__(

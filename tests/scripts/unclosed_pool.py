@@ -7,6 +7,8 @@ MODE:
   ``pool``      the same with a Pool (no ``close``, no ``with``)
   ``pending``   an Executor dropped while its task still runs: the future the script kept
                 still gets its result (like ``ProcessPoolExecutor``), then the workers stop
+  ``abandoned`` an Executor dropped while its task runs forever, its future dropped too:
+                the collected executor waits for the task, so exit must cancel it
   ``cycle``     a Pool kept alive by a reference cycle until exit (never collected before)
   ``running``   a module-level Pool left open with a task still running at exit (cancelled)
 
@@ -87,6 +89,14 @@ def main(method: str, mode: str, work: Path) -> None:
         future = drop_with_pending(method, work)
         (work / "go").touch()  # the executor is gone: its task must still finish
         workers = [future.result(timeout=WAIT)]  # type: ignore[attr-defined]
+    elif mode == "abandoned":
+        ex = corral.Executor(2, start_method=method)
+        workers = list(ex.map(getpid, range(4)))
+        ex.submit(sleep_forever, str(work / "ready"))
+        del ex
+        deadline = time.monotonic() + WAIT
+        while not (work / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
     elif mode == "cycle":
         holder = Holder(method)
         workers = holder.pool.map(getpid, range(4))
