@@ -37,7 +37,7 @@ def dumps_call(call: Any) -> bytes:
     """A ``_messages.Call``'s bytes for the pipe: its id, then the pickled Call."""
     with io.BytesIO() as buffer:
         buffer.write(CALL_HEADER.pack(call.call_id))
-        cloudpickle.Pickler(buffer, protocol=PROTOCOL).dump(call)
+        cloudpickle.CloudPickler(buffer, protocol=PROTOCOL).dump(call)
         return buffer.getvalue()
 
 
