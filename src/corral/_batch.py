@@ -22,11 +22,13 @@ ended. Otherwise positions move:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import queue
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -127,6 +129,7 @@ class Batch:
         self.extra_attempts: dict[int, int] = {}
         self.sink_claims: bool = getattr(sink, "claims", False)
         self.n_final = 0
+        self.one_per_call = False  # set by requeue_one_by_one
         self.cancelled = False
         self.done_event = threading.Event()
         self._work_seconds = 0.0
@@ -204,7 +207,9 @@ class Batch:
 
     def _scheduled_chunk(self, workers: int) -> int:
         mean = self.mean_duration()
-        if self.has_timeouts or mean is None or mean * 2 > SCHEDULED_CHUNK_SECONDS:
+        if self.one_per_call or self.has_timeouts or mean is None:
+            return 1
+        if mean * 2 > SCHEDULED_CHUNK_SECONDS:
             return 1
         size = self.chunk_size(workers, self.n - self.n_final)
         if mean > 0:
@@ -260,6 +265,17 @@ class Batch:
                 self.scheduler.requeue(pos)
         else:
             self.requeued.append(positions)
+
+    def requeue_one_by_one(self, positions: Sequence[int]) -> None:
+        """Requeue ``positions`` to run one per Call: a Call of them broke as a whole (its
+        arguments or results would not travel), and only the culprit must fail. A scheduled
+        batch, which would group them again, sends one task per Call from now on."""
+        if self.scheduler is not None:
+            self.one_per_call = True
+            self.requeue(positions)
+            return
+        for pos in positions:
+            self.requeue([pos])
 
     def back_off(self, pos: int) -> None:
         """A failed attempt waits out its retry delay (the engine requeues it after)."""
@@ -454,19 +470,40 @@ class FutureSink:
         self.future = future
 
     def claim(self, pos: int) -> bool:
+        # A future is set running once: claimed already, it was sent to a worker that died
+        # before starting it (or was queued behind a Call that crashed) and is sent again.
+        if self.future.running():
+            return True
         return self.future.set_running_or_notify_cancel()
 
     def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
-        self.future.set_result(values[0])
+        with _callbacks_guarded(self.future):
+            self.future.set_result(values[0])
 
     def failed(self, pos: int, outcome: Outcome) -> None:
-        if self.future.cancelled():
+        if self.future.done():
             return
         if not self.future.running() and not self.future.set_running_or_notify_cancel():
             return
-        self.future.set_exception(outcome.error)
+        with _callbacks_guarded(self.future):
+            self.future.set_exception(outcome.error)
 
     def close(self) -> None:
         if not self.future.done():  # only when the engine itself failed
             error = CorralError("the corral engine stopped before this task ran")
-            self.future.set_exception(error)
+            with _callbacks_guarded(self.future):
+                if self.future.set_running_or_notify_cancel():
+                    self.future.set_exception(error)
+
+
+@contextlib.contextmanager
+def _callbacks_guarded(future: Future[Any]) -> Iterator[None]:
+    """Completing a future runs its done callbacks, on the engine thread. ``concurrent.futures``
+    logs what they raise, but not a BaseException (``sys.exit()`` in a callback): that would
+    end the engine thread, so it is logged here. The future is complete either way."""
+    try:
+        yield
+    except BaseException:
+        if not future.done():
+            raise
+        logging.getLogger("corral").exception("a done callback of a corral future raised")

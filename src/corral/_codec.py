@@ -1,7 +1,10 @@
 """Pickling for the pipe, with cloudpickle, and finding the one bad item when pickling fails.
 
 An argument or result that cannot be pickled must fail only its own task, so when a whole
-message fails to pickle, the items are tried one by one to name the culprits.
+message fails to pickle, the items are tried one by one to name the culprits. Pickling runs
+user code (``__reduce__``, ``__getstate__``), which may raise anything, ``SystemExit``
+included: where that code runs on the engine thread or in a worker (never a Ctrl-C there),
+every exception is the item's failure.
 
 Functions and classes of ``__main__`` travel by value (workers never import the main script,
 see ``_backends.process``). cloudpickle >= 3.1 renames the file of such code to
@@ -23,6 +26,7 @@ import io
 import linecache
 import os
 import pickle
+import struct
 import sys
 import threading
 import types
@@ -106,24 +110,50 @@ WARN_BYTES = 16 << 20
 
 
 def dumps(obj: Any) -> bytes:
-    if not _run_path_by_value and _RUN_PATH in sys.modules:
-        _run_path_module_by_value()
     with io.BytesIO() as file:
-        _Pickler(file, protocol=PROTOCOL).dump(obj)
+        _dump_into(file, obj)
         return file.getvalue()
 
 
+def _dump_into(file: io.BytesIO, obj: Any) -> None:
+    if not _run_path_by_value and _RUN_PATH in sys.modules:
+        _run_path_module_by_value()
+    _Pickler(file, protocol=PROTOCOL).dump(obj)
+
+
 loads: Callable[[bytes], Any] = pickle.loads
+
+CALL_HEADER = struct.Struct("<q")
+"""A Call's id, ahead of its pickle: the worker reads it before unpickling anything, so that a
+worker that dies or fails while unpickling a Call can still be told which Call it was."""
+
+
+def dumps_call(call: Any) -> bytes:
+    """A ``_messages.Call``'s bytes for the pipe: its id, then the pickled Call."""
+    with io.BytesIO() as buffer:
+        buffer.write(CALL_HEADER.pack(call.call_id))
+        _dump_into(buffer, call)
+        return buffer.getvalue()
+
+
+def call_id_of(data: bytes) -> int:
+    """The id of the Call whose bytes (``dumps_call``) are ``data``."""
+    call_id: int = CALL_HEADER.unpack_from(data)[0]
+    return call_id
+
+
+def loads_call(data: bytes) -> Any:
+    return pickle.loads(memoryview(data)[CALL_HEADER.size :])
 
 
 def dump_function(fn: Callable[..., Any]) -> bytes:
     """Pickle a task function once, at the boundary: an unpicklable one is a caller error."""
     try:
         return dumps(fn)
-    except Exception as exc:
+    except (Exception, SystemExit, GeneratorExit) as exc:  # a Ctrl-C here is the user's
         name = getattr(fn, "__qualname__", None) or repr(fn)
         raise SerializationError(
-            f"function {name} cannot be pickled for the worker processes: {exc}"
+            f"function {name} cannot be pickled for the worker processes: {describe_error(exc)}"
         ) from exc
 
 
@@ -214,14 +244,16 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def unpicklable(items: list[Any]) -> dict[int, SerializationError]:
-    """For each item that cannot be pickled, its index and the error to report for it."""
+def unpicklable(items: list[Any], what: str = "") -> dict[int, SerializationError]:
+    """For each item that cannot be pickled, its index and the error to report for it
+    (``what`` says what the item is: ``"the result "``)."""
     bad: dict[int, SerializationError] = {}
     for i, item in enumerate(items):
         try:
             dumps(item)
-        except Exception as exc:
-            bad[i] = SerializationError(f"cannot pickle {_describe(item)}: {exc}")
+        except BaseException as exc:  # engine thread or worker: see the module docstring
+            why = describe_error(exc)
+            bad[i] = SerializationError(f"cannot pickle {what}{_describe(item)}: {why}")
     return bad
 
 
@@ -329,6 +361,21 @@ def human_size(n: int) -> str:
     return f"{size:.1f} {unit}"
 
 
+def describe_error(exc: BaseException) -> str:
+    """``exc`` in a message: an Exception's text; the type too when the text alone would say
+    nothing (``SystemExit: 3``, ``KeyboardInterrupt``)."""
+    try:
+        text = str(exc)
+    except BaseException:  # its __str__ raised: the type is all there is to say
+        text = ""
+    if isinstance(exc, Exception) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _describe(item: Any) -> str:
-    text = repr(item)
+    try:
+        text = repr(item)
+    except BaseException:
+        text = f"<{type(item).__name__} object>"
     return text if len(text) <= 80 else text[:77] + "..."

@@ -11,7 +11,10 @@
                      backend.wait(timeout = next deadline) ◄── message / died ── worker k
                            │
                            ├─ Result      → outcomes to the batch's sink, recycle worker if due
-                           ├─ died        → item running at death: WorkerCrashed; rest requeued
+                           ├─ CallFailed  → failed at an edge (unpickling, pickling the result):
+                           │                one task fails, several run again one by one
+                           ├─ died        → item running at death: WorkerCrashed; rest requeued;
+                           │                at an edge of the Call: as CallFailed, crashed
                            └─ deadlines   → timeout: kill worker, TaskTimeout; retry back-off ends
     batch.done_event ◄─────┘ (set when every position of the batch is final)
 
@@ -22,6 +25,13 @@ thread: the caller drives ``step`` itself until its batch is done.
 
 Invariant: a slot's ``InFlight`` is recorded before its Call is sent, so a death or a timeout
 is always attributed to the Call the worker really had (no acknowledgement race).
+
+Nothing may end the engine thread: user code that runs on it (pickling arguments, unpickling
+results, a future's done callbacks) has every exception caught where it runs. If the thread
+fails anyway (a bug), ``_fail_everything`` fails every unfinished task with a ``CorralError``
+caused by it and wakes every waiter; from then on (and after a normal close) ``post`` runs
+actions on the caller's thread, so a batch posted late fails at once instead of waiting for a
+thread that is gone.
 
 A worker slot's life::
 
@@ -37,6 +47,7 @@ exactly once, in ``_finish_failed`` or ``Batch.finish_ok``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -52,6 +63,7 @@ from ._backends import Backend
 from ._batch import Batch, OkRecord, item_times
 from ._deadlines import Deadline, Deadlines
 from ._errors import (
+    CorralError,
     ExceptionWithTraceback,
     RemoteTraceback,
     SerializationError,
@@ -62,7 +74,17 @@ from ._errors import (
 )
 from ._fixtures import FixtureGuard
 from ._functions import FunctionTable
-from ._messages import Call, InitFailed, Result
+from ._messages import (
+    ARGUMENTS,
+    BETWEEN,
+    EDGE_OF_PHASE,
+    FUNCTION,
+    RESULT,
+    Call,
+    CallFailed,
+    InitFailed,
+    Result,
+)
 from ._options import PoolOptions
 from ._outcome import Outcome, Status
 from ._scheduler import Ledger
@@ -72,6 +94,26 @@ log = logging.getLogger("corral")
 MAX_BACKOFF = 60.0
 START_FAILURE_LIMIT = 3
 """Workers in a row that die before running anything before the pool gives up on them."""
+
+_EDGE_ERRORS = {
+    ARGUMENTS: "cannot unpickle the arguments of task {key!r} in the worker: {what}",
+    FUNCTION: "cannot unpickle the function of task {key!r} in the worker: {what}",
+    RESULT: "cannot pickle the result of task {key!r}: {what}",
+}
+
+
+def _edge_error(edge: str, key: Any, what: str) -> CorralError:
+    """The error of task ``key``, whose Call failed at ``edge`` (a worker's CallFailed)."""
+    if edge in _EDGE_ERRORS:
+        return SerializationError(_EDGE_ERRORS[edge].format(key=key, what=what))
+    return CorralError(f"the worker failed around task {key!r} (a bug in corral): {what}")
+
+
+_DIED_DURING = {
+    ARGUMENTS: "while unpickling the task's arguments",
+    FUNCTION: "while unpickling the task's function",
+    RESULT: "while pickling or sending the task's result",
+}
 
 PREFETCH_SECONDS = 0.05
 """A worker is sent its next Call before it answers the current one when the current one is
@@ -88,6 +130,8 @@ class InFlight:
     started: float
     expected: float | None = None
     deadline: Deadline | None = None
+    fns: frozenset[int] = frozenset()  # functions whose bytes the Call carried
+    drop: Sequence[int] = ()  # functions the Call told the worker to forget
 
 
 @dataclass
@@ -134,11 +178,22 @@ class Engine:
         self.fatal: BaseException | None = None
         self._closing = False
         self.closed = threading.Event()
+        # Re-entrant: an action run by ``post`` after the stop may complete a future whose
+        # done callback posts again.
+        self._post_lock = threading.RLock()
+        self._stopped = False  # the engine thread has ended: posts run on the caller's thread
 
     # -- caller side (any thread) ---------------------------------------------------------
     def post(self, action: Callable[[], None], wake: Callable[[], None]) -> None:
-        self._inbox.append(action)
-        wake()
+        """Hand ``action`` to the engine thread. Once that thread has ended (closed, or
+        failed) the action runs here instead, with no other writer left: a batch accepted
+        then fails at once (``broken``) instead of waiting forever for a thread that is gone."""
+        with self._post_lock:
+            if not self._stopped:
+                self._inbox.append(action)
+                wake()
+                return
+            _run_logged(action, "an action posted after the engine stopped")
 
     # -- engine thread ----------------------------------------------------------------------
     def start_workers(self) -> None:
@@ -152,13 +207,49 @@ class Engine:
                 self.step()
         except BaseException as exc:  # a bug in corral: fail every waiter, loudly
             log.exception("corral engine thread failed")
-            self.fatal = exc
-            for batch in list(self._batches):
-                batch.sink.close()
-                batch.done_event.set()
+            self._fail_everything(exc)
         finally:
-            self.backend.close(timeout=self.options.kill_grace + 2.0)
+            _run_logged(
+                lambda: self.backend.close(timeout=self.options.kill_grace + 2.0),
+                "stopping the workers",
+            )
+            with self._post_lock:
+                self._stopped = True
+                if self.broken is None:
+                    self.broken = CorralError("this Pool is closed")
+                while self._inbox:
+                    _run_logged(self._inbox.popleft(), "an action posted as the engine stopped")
             self.closed.set()
+
+    def _fail_everything(self, exc: BaseException) -> None:
+        """The engine thread failed (a bug in corral, or an exception nobody expected): every
+        task not yet final fails with a CorralError caused by ``exc`` (one per task), every
+        waiter wakes, and later batches fail at once (``broken``)."""
+        self.fatal = exc
+
+        def error() -> CorralError:
+            failure = CorralError(f"the corral engine failed: {exc!r}")
+            failure.__cause__ = exc
+            return failure
+
+        def fail(batch: Batch, positions: Sequence[int], slot_id: int | None) -> None:
+            for pos in positions:
+                self._finish_failed(batch, pos, Status.FAILED, error(), slot_id, None)
+
+        self.broken = error()
+        for slot_id, slot in enumerate(self.slots):
+            flights = list(slot.calls)
+            slot.calls.clear()
+            for flight in flights:
+                _run_logged(
+                    functools.partial(fail, flight.batch, flight.positions, slot_id),
+                    "failing the running tasks",
+                )
+        for batch in list(self._batches):
+            _run_logged(functools.partial(fail, batch, batch.stop(), None), "failing a batch")
+            _run_logged(batch.sink.close, "closing a batch's sink")
+            batch.done_event.set()
+        self._batches.clear()
 
     def step(self) -> None:
         self._run_inbox()
@@ -312,7 +403,15 @@ class Engine:
         slot.drop = []
         mean = batch.mean_duration()
         expected = mean * len(positions) if mean is not None else None
-        flight = InFlight(call.call_id, batch, positions, time.time(), expected)
+        flight = InFlight(
+            call.call_id,
+            batch,
+            positions,
+            time.time(),
+            expected,
+            fns=frozenset(call.fns),
+            drop=call.drop,
+        )
         slot.calls.append(flight)
         if batch.has_timeouts and not self.in_process and len(slot.calls) == 1:
             self._arm_timeout(slot_id, flight, time.monotonic())
@@ -321,10 +420,11 @@ class Engine:
     def _encode(
         self, batch: Batch, call: Call, positions: Sequence[int]
     ) -> tuple[bytes, Sequence[int]] | None:
-        """Pickle the Call; items whose arguments do not pickle fail alone, the rest go."""
+        """Pickle the Call; items whose arguments do not pickle fail alone, the rest go.
+        (Pickling runs the arguments' own code, which may raise anything: SystemExit too.)"""
         try:
-            data = _codec.dumps(call)
-        except Exception:
+            data = _codec.dumps_call(call)
+        except BaseException:
             pass
         else:
             shipped = sum(len(blob) for blob in call.fns.values())  # warned about at acquire
@@ -346,11 +446,12 @@ class Engine:
         if not positions:
             return None
         try:
-            return _codec.dumps(call), positions
-        except Exception as exc:  # the function's bytes or the whole Call: fail them all
+            return _codec.dumps_call(call), positions
+        except BaseException as exc:  # the function's bytes or the whole Call: fail them all
             for pos in positions:
                 error = SerializationError(
-                    f"cannot pickle the call for task {batch.key_of(pos)!r}: {exc}"
+                    f"cannot pickle the call for task {batch.key_of(pos)!r}: "
+                    f"{_codec.describe_error(exc)}"
                 )
                 self._finish_failed(batch, pos, Status.FAILED, error, None, None)
             self._complete_if_done(batch)
@@ -361,26 +462,53 @@ class Engine:
         slot = self.slots[slot_id]
         try:
             message = _codec.loads(data) if isinstance(data, bytes) else data
-        except Exception as exc:
+        except BaseException as exc:  # a result's own code (__setstate__) may raise anything
             flight = slot.calls.popleft() if slot.calls else None
             if flight is None:
                 return
             if flight.deadline is not None:
                 flight.deadline.cancel()
-            if len(flight.positions) > 1:
-                # Which item's value is at fault is unknowable from one broken stream: run
-                # them one by one (like the items of a crashed chunk, without counting an
-                # attempt), so that only the culprit fails.
-                for pos in flight.positions:
-                    flight.batch.requeue([pos])
-                return
-            error = SerializationError(f"cannot unpickle the result of task: {exc}")
-            self._fail_flight(flight, slot_id, error)
+            what = _codec.describe_error(exc)
+            self._failed_at_edge(
+                slot_id,
+                flight,
+                RESULT,
+                lambda key: SerializationError(
+                    f"cannot unpickle the result of task {key!r}: {what}"
+                ),
+            )
             return
         if isinstance(message, InitFailed):
             self._on_init_failed(slot_id, message)
         elif isinstance(message, Result):
             self._on_result(slot_id, message)
+        elif isinstance(message, CallFailed):
+            self._on_call_failed(slot_id, message)
+
+    def _on_call_failed(self, slot_id: int, failed: CallFailed) -> None:
+        """The worker could not run or answer its Call and is still fine: the Call's tasks
+        fail (or run again one by one, to find the one at fault), the worker goes on."""
+        slot = self.slots[slot_id]
+        flight = slot.call
+        if flight is None or flight.call_id != failed.call_id:
+            return  # answer to a call that was abandoned (cancelled) before the kill landed
+        slot.calls.popleft()
+        if flight.deadline is not None:
+            flight.deadline.cancel()
+        self._start_failures = 0
+        if failed.edge in (ARGUMENTS, FUNCTION):  # the worker did not keep the Call's functions
+            slot.fn_ids -= flight.fns
+            if failed.edge == ARGUMENTS:
+                slot.drop.extend(flight.drop)
+        if failed.edge not in _EDGE_ERRORS:  # CALL: corral's own code around the tasks
+            log.error("corral: a worker failed around the tasks of a Call:\n%s", failed.traceback)
+        self._failed_at_edge(
+            slot_id,
+            flight,
+            failed.edge,
+            lambda key: _edge_error(failed.edge, key, failed.error),
+            tb=failed.traceback,
+        )
 
     def _on_result(self, slot_id: int, result: Result) -> None:
         slot = self.slots[slot_id]
@@ -531,11 +659,6 @@ class Engine:
         error = TaskCancelled(f"task {batch.key_of(pos)!r} was cancelled", key=batch.key_of(pos))
         self._finish_failed(batch, pos, Status.CANCELLED, error, slot_id, None)
 
-    def _fail_flight(self, flight: InFlight, slot_id: int, error: BaseException) -> None:
-        for pos in flight.positions:
-            self._finish_failed(flight.batch, pos, Status.FAILED, error, slot_id, None)
-        self._complete_if_done(flight.batch)
-
     def _fail_all(self, batch: Batch, error: BaseException) -> None:
         for pos in batch.stop():
             self._finish_failed(batch, pos, Status.FAILED, error, None, None)
@@ -552,16 +675,26 @@ class Engine:
             queued.batch.requeue(queued.positions)
         pid = slot.pid
         if flight is not None and flight.call_id != call_id:
-            index = -1  # the worker died before it started this Call
+            index = BETWEEN  # the worker died before it started this Call
         if flight is not None and flight.deadline is not None:
             flight.deadline.cancel()
-        never_ran = slot.tasks_done == 0 and (flight is None or index < 0)
+        never_ran = slot.tasks_done == 0 and (flight is None or index == BETWEEN)
         if never_ran:
             self._start_failures += 1
         if flight is not None:
             batch = flight.batch
-            if index < 0:
+            if index == BETWEEN:
                 batch.requeue(flight.positions)
+            elif index in EDGE_OF_PHASE:  # at an edge of the Call: unpickling, or answering
+                edge = EDGE_OF_PHASE[index]
+                during = _DIED_DURING[edge]
+                self._failed_at_edge(
+                    slot_id,
+                    flight,
+                    edge,
+                    lambda key: WorkerCrashed(key, pid=pid, exitcode=exitcode, during=during),
+                    Status.CRASHED,
+                )
             else:
                 error = WorkerCrashed(
                     batch.key_of(flight.positions[index]), pid=pid, exitcode=exitcode
@@ -582,6 +715,30 @@ class Engine:
             )
             return
         self._restart(slot_id)
+
+    def _failed_at_edge(
+        self,
+        slot_id: int,
+        flight: InFlight,
+        edge: str,
+        error_for: Callable[[Any], BaseException],
+        status: Status = Status.FAILED,
+        tb: str | None = None,
+    ) -> None:
+        """``flight``'s Call failed at ``edge``, outside its tasks (``_messages``). One task:
+        its attempt ends with ``error_for(its key)``. Several: whose argument or result is at
+        fault is unknowable from one broken stream, so they run again one by one (without
+        counting an attempt) and only the culprit fails; except when the function of a
+        ``map`` chunk cannot be loaded, which every task of the chunk needs."""
+        batch, positions = flight.batch, flight.positions
+        if len(positions) > 1 and (edge != FUNCTION or batch.star):
+            batch.requeue_one_by_one(positions)
+            return
+        times = (flight.started, time.time())
+        for pos in positions:
+            error = error_for(batch.key_of(pos))
+            self._attempt_failed(batch, pos, status, error, slot_id, times, tb)
+        self._complete_if_done(batch)
 
     def _lose(
         self, slot_id: int, flight: InFlight, index: int, status: Status, error: BaseException
@@ -734,6 +891,14 @@ class Engine:
 def _item_name(batch: Batch, pos: int) -> str:
     """How a size warning names the task at ``pos``: ``item 3`` of a map, ``task 'k'``."""
     return f"task {batch.key_of(pos)!r}" if batch.star else f"item {batch.key_of(pos)!r}"
+
+
+def _run_logged(action: Callable[[], Any], what: str) -> None:
+    """Run ``action``, where nothing may escape (the engine is failing or has stopped)."""
+    try:
+        action()
+    except BaseException:
+        log.exception("corral: %s failed", what)
 
 
 def _unwrap(error: Any) -> tuple[BaseException, str | None]:

@@ -85,14 +85,19 @@ class WorkerCrashed(TaskError):
     """The worker process died while it ran the task.
 
     ``exitcode`` is the process's exit status (negative for a signal, as in
-    ``multiprocessing``), ``signal`` the signal's name (``"SIGKILL"``) or None.
+    ``multiprocessing``), ``signal`` the signal's name (``"SIGKILL"``) or None. ``during``
+    says when the worker died if not inside the task itself (``"while unpickling the task's
+    arguments"``, ``"while pickling or sending the task's result"``), else None.
     """
 
-    def __init__(self, key: Any, *, pid: int | None, exitcode: int | None) -> None:
+    def __init__(
+        self, key: Any, *, pid: int | None, exitcode: int | None, during: str | None = None
+    ) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.signal = _signal_name(exitcode)
-        super().__init__(f"task {key!r}: {describe_exit(pid, exitcode)}", key=key)
+        self.during = during
+        super().__init__(f"task {key!r}: {describe_exit(pid, exitcode, during)}", key=key)
 
 
 @public
@@ -247,16 +252,18 @@ _SIGNAL_HINTS = {
 }
 
 
-def describe_exit(pid: int | None, exitcode: int | None) -> str:
-    """A human sentence for a dead worker: pid, exit code or signal, and the likely cause."""
+def describe_exit(pid: int | None, exitcode: int | None, during: str | None = None) -> str:
+    """A human sentence for a dead worker: pid, exit code or signal, what it was doing if
+    that is not plain (``during``), and the likely cause."""
     who = f"worker (pid {pid})" if pid else "worker"
+    when = f" {during}" if during else ""
     name = _signal_name(exitcode)
     if name is not None:
         hint = _SIGNAL_HINTS.get(name)
-        return f"{who} died from {name}" + (f": {hint}" if hint else "")
+        return f"{who} died from {name}{when}" + (f": {hint}" if hint else "")
     if exitcode is None:
-        return f"{who} vanished"
-    return f"{who} exited with code {exitcode}"
+        return f"{who} vanished{when}"
+    return f"{who} exited with code {exitcode}{when}"
 
 
 class ExceptionWithTraceback:

@@ -3,7 +3,11 @@
 Standard semantics (``submit``, ``map(timeout=, chunksize=)``, ``shutdown(wait=,
 cancel_futures=)``, plain ``Future`` objects that work with ``wait`` and ``as_completed``),
 with one difference that is the point: a worker that dies fails only its own future with
-``corral.WorkerCrashed``, and the executor keeps working (no ``BrokenProcessPool``).
+``corral.WorkerCrashed``, and the executor keeps working (no ``BrokenProcessPool``); so does
+a worker that dies or raises (``SystemExit`` included) while unpickling a task or pickling
+its result. Each future is set running once and completed once. An executor dropped without
+``shutdown()`` shuts down when it is collected, as ``ProcessPoolExecutor`` does: submitted
+work finishes, then the workers stop; interpreter exit never waits on its workers.
 """
 
 from __future__ import annotations

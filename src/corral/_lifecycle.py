@@ -2,8 +2,11 @@
 and keep shared data (``_share``) in step with the pools that carry it.
 
 A Pool that was never closed (a script that forgot ``with``) would otherwise leave worker
-processes behind and make ``multiprocessing``'s own exit handler wait on them. The registry is
-weak: it never keeps a Pool alive.
+processes behind and make ``multiprocessing``'s own exit handler wait on them forever. The
+registry holds each Pool's ``Lifetime`` (``_lifetime``: its engine thread, workers and pipe,
+never the Pool itself) from its start until its workers are gone, weakly: a running one is
+held by its engine thread, and a Pool that is collected is closed by its finalizer, so
+interpreter exit finds (and closes) every pool that still has workers, collected or not.
 
 Every Pool start sweeps the shared-memory segments of dead coordinators (``_shm.sweep``), and
 every Pool close releases the shares that only it carried (``_share.pool_closed``). Pools and
@@ -66,12 +69,13 @@ def unregister(pool: Any) -> None:
 
 
 def live() -> list[Any]:
-    """The Pools open now."""
+    """The Lifetimes of the pools whose workers may still run (open or closing)."""
     return list(_live)
 
 
 def closed(pool: Any) -> None:
-    """``pool`` has closed and its workers are done: release the shares only it carried."""
+    """``pool`` (a Lifetime) has closed and its workers are done: release the shares only it
+    carried."""
     share = sys.modules.get("corral._share")  # not imported: no share exists in this process
     if share is not None:
         share.pool_closed(pool)
@@ -80,7 +84,7 @@ def closed(pool: Any) -> None:
 def _close_all() -> None:
     for pool in list(_live):
         try:
-            pool.close(cancel=True)
+            pool.close(cancel=True, wait=True)
         except Exception:
             logging.getLogger("corral").warning(
                 "corral: closing %r at exit failed", pool, exc_info=True

@@ -1,13 +1,16 @@
 """What travels on a worker's pipe, in both directions.
 
     coordinator ──► worker:  Call (one attempt of one or more tasks) | Stop
-    worker ──► coordinator:  Result (one per Call) | InitFailed (once, then the worker exits)
+    worker ──► coordinator:  Result or CallFailed (one per Call)
+                             | InitFailed (once, then the worker exits)
                              | TEARDOWN (after Stop: the fixture it tears down now)
 
-Messages are pickled with cloudpickle by ``_codec``. A Call names its function by ``fn_id``; the
-function's bytes travel once per worker, in the ``fns`` of the first Call that needs it, and the
-worker keeps them (``functions`` in ``_execute``). That keeps a 20,000-item ``map`` of a lambda
-from pickling the lambda 20,000 times.
+Messages are pickled with cloudpickle by ``_codec``; a Call's bytes start with its id
+(``_codec.dumps_call``), so a worker knows which Call it is unpacking before it unpickles
+it. A Call names its function by ``fn_id``; the function's bytes travel once per worker, in
+the ``fns`` of the first Call that needs it, and the worker keeps them (``functions`` in
+``_execute``). That keeps a 20,000-item ``map`` of a lambda from pickling the lambda 20,000
+times.
 """
 
 from __future__ import annotations
@@ -72,6 +75,36 @@ class InitFailed:
 
     error: ExceptionWithTraceback
     stage: str = "initializer"
+
+
+@dataclass(slots=True)
+class CallFailed:
+    """The worker could not run a Call, or could not answer it, and is still fine: the
+    ``edge`` of the Call where it failed (``ARGUMENTS``, ``FUNCTION``, ``RESULT``, or
+    ``CALL`` for corral's own code around the tasks) and what was raised, as text, so that
+    this message always pickles (the exception may be anything: ``SystemExit`` from an
+    argument's ``__setstate__``, an object whose ``__reduce__`` raises)."""
+
+    call_id: int
+    edge: str
+    error: str
+    traceback: str
+
+
+ARGUMENTS, FUNCTION, CALL, RESULT = "arguments", "function", "call", "result"
+"""The edges of a Call, in the order a worker meets them."""
+
+# What a worker's stamp says it is doing (element 0); from 0 up: running that item of its Call.
+BETWEEN = -1
+"""No item running: waiting for a Call, or in corral's code before or after the items."""
+LOADING_ARGS = -2
+"""Unpickling the Call (its arguments)."""
+LOADING_FUNCTION = -3
+"""Unpickling the Call's function(s)."""
+SENDING = -4
+"""Pickling and sending the Call's Result."""
+
+EDGE_OF_PHASE = {LOADING_ARGS: ARGUMENTS, LOADING_FUNCTION: FUNCTION, SENDING: RESULT}
 
 
 STOP = b"stop"

@@ -1,6 +1,7 @@
 """``Pool``: the lifetime of one engine and its workers, and the verbs that feed it.
 
-A Pool owns an engine (``_engine``), its backend and, for worker processes, the engine thread.
+A Pool owns an engine (``_engine``), its backend and, for worker processes, the engine thread,
+through its ``Lifetime`` (``_lifetime``), which never refers back to the Pool.
 It turns ``map``/``imap``/``run``/``submit`` calls into batches, waits for them on the caller's
 thread, and handles Ctrl-C there. With the serial backend there is no engine thread: the
 caller's thread drives the engine until its batch is done.
@@ -8,12 +9,11 @@ caller's thread drives the engine until its batch is done.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing.process
 import os
-import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -26,6 +26,7 @@ from ._engine import Engine
 from ._errors import BatchError, ConfigError, CorralError, SerializationError
 from ._fixture_cache import FixtureCache
 from ._functions import FunctionTable
+from ._lifetime import Lifetime
 from ._needs import Plan, needs_for_items, plan, pop_item_specs
 from ._options import (
     PoolOptions,
@@ -58,6 +59,10 @@ class Pool:
 
     Keyword options are those of ``corral.map``; those about a batch (``timeout``, ``retries``,
     ``errors``, ...) are defaults that each call may override.
+
+    A Pool that is dropped without ``close()`` is closed when it is collected (what was
+    submitted still runs to the end), and any pool still running at interpreter exit is
+    closed then (what is left is cancelled); see ``_lifetime``.
     """
 
     def __init__(
@@ -83,9 +88,6 @@ class Pool:
         # in a worker process too, so a crash, an os.chdir or an os.environ change of the task
         # stays there, whatever the batch size.
         serial = self.options.backend == "serial" or serial_forced()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._thread: threading.Thread | None = None
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         self._initializer = (initializer, tuple(initargs)) if initializer is not None else None
@@ -94,7 +96,19 @@ class Pool:
                 self._start_serial()
             else:
                 self._start_processes()
-        _lifecycle.register(self)
+        # What runs (engine thread, workers, pipe) lives in the Lifetime, which never refers
+        # back to this object: a Pool dropped without close() is collected and closed then.
+        self._life = Lifetime(
+            self.engine,
+            (self._wakeup_r, self._wakeup_w),
+            stamp=self.stamp,
+            start_method=self.start_method,
+            serial=self.serial,
+        )
+        if not self.serial:
+            self._life.start_thread()
+        self._finalizer = weakref.finalize(self, self._life.close, cancel=False, wait=False)
+        self._finalizer.atexit = False  # at exit, _lifecycle closes every Lifetime itself
 
     # -- start-up -------------------------------------------------------------------------
     def _start_serial(self) -> None:
@@ -141,26 +155,22 @@ class Pool:
                 stacklevel=4,
             )
             self._start_serial()
-            return
-        self._thread = threading.Thread(target=self.engine.loop, name="corral-engine", daemon=True)
-        self._thread.start()
 
     # -- talking to the engine --------------------------------------------------------------
     def _post(self, action: Callable[[], None]) -> None:
-        if self.serial:
-            action()
-        else:
-            self.engine.post(action, self._wake)
+        self._life.post(action)
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wakeup_w, b"x")
+    @property
+    def _closed(self) -> bool:
+        return self._life.closed
 
     def _check_open(self) -> None:
         if self._closed:
             raise CorralError("this Pool is closed")
         if self.engine.fatal is not None:
-            raise CorralError(f"the corral engine failed: {self.engine.fatal!r}")
+            raise CorralError(
+                f"the corral engine failed: {self.engine.fatal!r}"
+            ) from self.engine.fatal
 
     def _wait(self, batch: Batch) -> None:
         """Block until ``batch`` is done; on Ctrl-C cancel it and re-raise with the report."""
@@ -336,23 +346,8 @@ class Pool:
     # -- lifetime ---------------------------------------------------------------------------
     def close(self, *, cancel: bool = False, wait: bool = True) -> None:
         """Stop the workers after the submitted work is done (or cancelled, with ``cancel``)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        _lifecycle.unregister(self)
-        if self.serial:
-            self.engine.close(cancel=cancel)
-            self.engine.backend.close(timeout=0)
-        else:
-            self._post(lambda: self.engine.close(cancel=cancel))
-            if wait and self._thread is not None:
-                self._thread.join()
-        if wait or self.serial:
-            for fd in (self._wakeup_r, self._wakeup_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            _lifecycle.closed(self)  # after the workers are done with what it shared
+        self._finalizer.detach()
+        self._life.close(cancel=cancel, wait=wait)
 
     def terminate(self) -> None:
         """Cancel everything and stop the workers now."""
@@ -473,6 +468,10 @@ def _stream(
         while True:
             entry = receive()
             if entry is None:
+                if pool.engine.fatal is not None:  # not a normal end: the engine failed
+                    raise CorralError(
+                        f"the corral engine failed: {pool.engine.fatal!r}"
+                    ) from pool.engine.fatal
                 break
             pos, value, outcome = entry
             if not ordered:

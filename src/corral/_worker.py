@@ -2,13 +2,14 @@
 
     coordinator process                          worker process k (this module)
     ───────────────────                          ──────────────────────────────
-    conn (duplex pipe)  ══ Call / STOP ════════► main thread: recv → execute → send
-                        ◄═ Result / InitFailed ═
+    conn (duplex pipe)  ══ Call / STOP ════════► main thread: recv → unpickle → execute
+                        ◄═ Result / CallFailed ═══ → pickle → send
+                        ◄═ InitFailed (once) ═════
     lifeline writer     ── (never written) ────► watchdog process (forked by the worker):
                                                  blocks on read; EOF = coordinator gone →
                                                  SIGKILL the worker's whole group
-    stamp (3 shared doubles) ◄────────────────── main thread writes [item index, start time,
-                                                 call id] as it works through a Call
+    stamp (3 shared doubles) ◄────────────────── main thread writes [item index or phase,
+                                                 start time, call id] as it works through a Call
 
 The worker leads its own process group, so the coordinator can kill it together with any
 subprocess a task started, and a terminal's Ctrl-C (sent to the foreground group) reaches only
@@ -26,7 +27,11 @@ started by a fixture runs in a process group of its own, which the watchdog's gr
 not reach; the Service's own keeper process stops it when this process dies (``_services``).
 
 The stamp lets the coordinator tell, without a message per item, which item of a chunk was
-running when the worker died or overran its timeout.
+running when the worker died or overran its timeout, or at which edge of the Call it was:
+unpickling its arguments, unpickling its function, pickling or sending its Result (the
+phases of ``_messages``; a Call's id travels ahead of its pickle, so even a death while
+unpickling it names it). An exception at an edge (anything, ``SystemExit`` included) does not
+end the worker: it answers with a ``CallFailed`` naming the edge and goes on to the next Call.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import pickle
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -45,7 +51,22 @@ from typing import TYPE_CHECKING, Any
 from . import _codec
 from ._errors import ExceptionWithTraceback
 from ._execute import execute
-from ._messages import STOP, TEARDOWN, Call, InitFailed, Result
+from ._messages import (
+    ARGUMENTS,
+    BETWEEN,
+    CALL,
+    FUNCTION,
+    LOADING_ARGS,
+    LOADING_FUNCTION,
+    RESULT,
+    SENDING,
+    STOP,
+    TEARDOWN,
+    Call,
+    CallFailed,
+    InitFailed,
+    Result,
+)
 from ._platform import (
     become_group_leader,
     kill_group,
@@ -65,15 +86,24 @@ class Stamp:
         self._shared = memoryview(shared).cast("B").cast("d")
 
     def start(self, call_id: int) -> None:
-        self._shared[0] = -1.0
+        self._shared[0] = BETWEEN
         self._shared[2] = call_id
+
+    def phase(self, call_id: int, phase: int) -> None:
+        """Entering an edge of the Call (``_messages``: ``LOADING_ARGS``, ..., ``SENDING``)."""
+        self._shared[0] = phase
+        self._shared[2] = call_id
+
+    def between(self) -> None:
+        """The Call is answered: a death from now on is not its fault."""
+        self._shared[0] = BETWEEN
 
     def begin(self, index: int) -> None:
         self._shared[1] = time.monotonic()
         self._shared[0] = index
 
     def end(self) -> None:
-        self._shared[0] = -1.0
+        self._shared[0] = BETWEEN
 
     def restart(self) -> None:
         """The running item starts its clock again: its worker fixtures were just set up, and
@@ -154,14 +184,58 @@ def _loop(
             return
         if data == STOP:
             return
-        call: Call = _codec.loads(data)
-        for fn_id in call.drop:
-            functions.pop(fn_id, None)
-        for fn_id, blob in call.fns.items():
-            functions[fn_id] = bind(_codec.loads(blob))  # with the fixtures it asks for
+        answer = _answer(data, functions, watch, measure_rss, bind)
+        del data
+        try:
+            conn.send_bytes(answer)
+        except OSError:  # the coordinator is gone; the watchdog is killing this group
+            return
+        watch.between()
+        del answer
+
+
+def _answer(
+    data: bytes,
+    functions: dict[int, Callable[..., Any]],
+    watch: Stamp,
+    measure_rss: bool,
+    bind: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> bytes:
+    """The bytes that answer one Call: its Result, or a CallFailed naming the edge of the
+    Call that raised. Nothing raised here ends the worker (``SystemExit`` from an argument's
+    ``__setstate__`` included); a death on the way is told by the stamp's phase."""
+    call_id = _codec.call_id_of(data)
+    watch.phase(call_id, LOADING_ARGS)
+    try:
+        call: Call = _codec.loads_call(data)
+    except BaseException as exc:
+        return _failed(call_id, ARGUMENTS, exc)
+    for fn_id in call.drop:
+        functions.pop(fn_id, None)
+    watch.phase(call_id, LOADING_FUNCTION)
+    try:  # all of the Call's functions or none, so the coordinator knows what this worker has
+        loaded = {fn_id: bind(_codec.loads(blob)) for fn_id, blob in call.fns.items()}
+    except BaseException as exc:
+        return _failed(call_id, FUNCTION, exc)
+    functions.update(loaded)
+    del loaded
+    try:
         result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss)
-        conn.send_bytes(encode_result(result))
-        del call, result
+    except BaseException as exc:  # a bug in corral: the tasks themselves catch everything
+        return _failed(call_id, CALL, exc)
+    del call
+    watch.phase(call_id, SENDING)
+    try:
+        return encode_result(result)
+    except BaseException as exc:
+        return _failed(call_id, RESULT, exc)
+
+
+def _failed(call_id: int, edge: str, exc: BaseException) -> bytes:
+    """A CallFailed message; plain text, so it always pickles."""
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return pickle.dumps(CallFailed(call_id, edge, text, tb), _codec.PROTOCOL)
 
 
 def _announce_teardown(conn: Connection, name: str) -> None:
@@ -227,19 +301,20 @@ def encode_result(result: Result) -> bytes:
     if result.errors:
         for i, wrapped in result.errors.items():
             result.errors[i] = _picklable_error(wrapped.exc, wrapped)
+    # A value's __reduce__ may raise anything (SystemExit too): it fails that item only.
     try:  # plain pickle is 3x faster; cloudpickle for values that need it (lambdas, ...)
         return pickle.dumps(result, _codec.PROTOCOL)
-    except Exception:
+    except BaseException:
         pass
     try:
         return _codec.dumps(result)
-    except Exception:
+    except BaseException:
         pass
     errors = result.errors or {}
     for i, value in enumerate(result.values):
         if i in errors:
             continue
-        bad = _codec.unpicklable([value])
+        bad = _codec.unpicklable([value], "the result ")
         if bad:
             result.values[i] = None
             errors[i] = ExceptionWithTraceback(bad[0])
@@ -254,7 +329,7 @@ def _picklable_error(
     wrapped = wrapped or ExceptionWithTraceback(exc)
     try:
         _codec.loads(_codec.dumps(wrapped))
-    except Exception:
+    except BaseException:  # its pickling may raise anything, SystemExit included
         return wrapped.fallback()
     return wrapped
 
