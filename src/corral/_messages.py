@@ -1,7 +1,9 @@
 """What travels on a worker's pipe, in both directions.
 
     coordinator ──► worker:  Call (one attempt of one or more tasks) | Stop
+                             (and the hand-over signal, not a message: see ``_handover``)
     worker ──► coordinator:  Result (one per Call) | InitFailed (once, then the worker exits)
+                             | Handover (once per hand-over signal)
 
 Messages are pickled with cloudpickle by ``_codec``. A Call names its function by ``fn_id``; the
 function's bytes travel once per worker, in the ``fns`` of the first Call that needs it, and the
@@ -64,6 +66,17 @@ class InitFailed:
     """The worker's initializer raised; the worker exits after sending this."""
 
     error: ExceptionWithTraceback
+
+
+@dataclass(slots=True)
+class Handover:
+    """The answer to the hand-over signal (Ctrl-C): the finished part of the Call the worker
+    was running, as a Result of its first ``len(result.values)`` items (item
+    ``len(result.values)`` was running), or ``call_id`` -1 and no result when no Call was
+    running. Every Result the worker sent before it comes before it in the pipe."""
+
+    call_id: int
+    result: Result | None
 
 
 STOP = b"stop"

@@ -169,7 +169,8 @@ class Pool:
             ) from self.engine.fatal
 
     def _interrupted(self, batch: Batch) -> None:
-        self._post(lambda: self.engine.cancel(batch))
+        # harvest: the finished items of running chunks end ok, with their values
+        self._post(lambda: self.engine.cancel(batch, harvest=True))
         if self.serial:
             return
         deadline = time.monotonic() + INTERRUPT_WAIT

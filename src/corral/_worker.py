@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from . import _codec
 from ._errors import ExceptionWithTraceback
 from ._execute import execute
+from ._handover import install as install_handover
 from ._messages import STOP, Call, InitFailed, Result
 from ._platform import (
     become_group_leader,
@@ -128,11 +129,14 @@ def _loop(
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
 ) -> None:
     functions: dict[int, Callable[..., Any]] = {}
+    handover = install_handover(conn)  # Ctrl-C: the finished part of a chunk (_handover)
     while True:
+        handover.idle()
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        handover.busy()
         if data == STOP:
             return
         call: Call = _codec.loads(data)
@@ -140,7 +144,9 @@ def _loop(
             functions.pop(fn_id, None)
         for fn_id, blob in call.fns.items():
             functions[fn_id] = bind(_codec.loads(blob))  # with the fixtures it asks for
-        result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss)
+        result = execute(
+            call, functions.__getitem__, watch, measure_rss=measure_rss, live=handover
+        )
         conn.send_bytes(encode_result(result))
         del call, result
 
