@@ -55,7 +55,8 @@ def main() -> None:
     if mode.startswith("share") or mode == "own-handler":
         if mode == "own-handler":
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
-        handle = corral.share(bytes(1 << 20))
+        # a dict is copied into its segment at once (bytes alone would wait for a worker)
+        handle = corral.share({"data": bytes(1 << 20)})
         print(json.dumps({"path": handle.path}), flush=True)
     fn = functools.partial(task, marker_dir=marker_dir, handle=handle)
     workers = 1 if mode.endswith("serial") else 2
