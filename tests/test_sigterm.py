@@ -83,7 +83,7 @@ def test_sigterm_in_serial_mode_exits_by_the_signal_and_leaves_no_segment(tmp_pa
 
 
 def test_sighup_is_handled_like_sigterm(tmp_path):
-    rc, path, workers, stderr, pid = signalled(tmp_path, "share", signal.SIGHUP)
+    rc, path, workers, stderr, _ = signalled(tmp_path, "share", signal.SIGHUP)
     assert rc == -signal.SIGHUP, stderr
     assert not os.path.exists(path)
     assert not still_alive_after(workers, 10.0)
@@ -92,7 +92,7 @@ def test_sighup_is_handled_like_sigterm(tmp_path):
 def test_a_sigterm_handler_of_the_program_is_left_in_charge(tmp_path):
     # the script's own handler calls sys.exit(3): its exit status, and the SystemExit
     # unwinds through corral, which still closes its pool and unlinks the segment
-    rc, path, workers, stderr, pid = signalled(tmp_path, "own-handler", signal.SIGTERM)
+    rc, path, workers, stderr, _ = signalled(tmp_path, "own-handler", signal.SIGTERM)
     assert rc == 3, stderr
     assert not os.path.exists(path)
     assert not still_alive_after(workers, 10.0)

@@ -708,9 +708,7 @@ class Engine:
             self._complete_if_done(flight.batch)
         return done
 
-    def _ran(
-        self, slot_id: int, answer: Handover | None, died_at: tuple[int, int] | None
-    ) -> int:
+    def _ran(self, slot_id: int, answer: Handover | None, died_at: tuple[int, int] | None) -> int:
         """How many items of the slot's running Call had started (their attempt counts)."""
         flight = self.slots[slot_id].call
         if flight is None:

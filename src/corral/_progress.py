@@ -101,9 +101,7 @@ class ProgressView:
             if kind != "ok":
                 counts = self._group_counts.setdefault(group, Counter())
                 counts[kind] += count
-                self._progress.update(
-                    task, failed=_notes(counts["failed"], counts["cancelled"])
-                )
+                self._progress.update(task, failed=_notes(counts["failed"], counts["cancelled"]))
             if kind != "cancelled":
                 self._progress.advance(task, count)
 

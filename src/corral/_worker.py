@@ -9,6 +9,8 @@
                                                  SIGKILL the worker's whole group
     stamp (3 shared doubles) ◄────────────────── main thread writes [item index, start time,
                                                  call id] as it works through a Call
+    SIGUSR1 (Ctrl-C: hand over) ───────────────► handler sends a Handover on conn: the
+                                                 finished items of the running Call (_handover)
 
 The worker leads its own process group, so the coordinator can kill it together with any
 subprocess a task started, and a terminal's Ctrl-C (sent to the foreground group) reaches only
@@ -144,9 +146,7 @@ def _loop(
             functions.pop(fn_id, None)
         for fn_id, blob in call.fns.items():
             functions[fn_id] = bind(_codec.loads(blob))  # with the fixtures it asks for
-        result = execute(
-            call, functions.__getitem__, watch, measure_rss=measure_rss, live=handover
-        )
+        result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss, live=handover)
         conn.send_bytes(encode_result(result))
         del call, result
 
