@@ -82,6 +82,14 @@ def test_sigterm_in_serial_mode_exits_by_the_signal_and_leaves_no_segment(tmp_pa
     assert not segments_of(pid)
 
 
+def test_sigterm_while_imap_waits_for_a_result_is_handled_too(tmp_path):
+    rc, path, workers, stderr, pid = signalled(tmp_path, "share-imap", signal.SIGTERM)
+    assert rc == -signal.SIGTERM, stderr
+    assert not os.path.exists(path)
+    assert not segments_of(pid)
+    assert not still_alive_after(workers, 10.0)
+
+
 def test_sighup_is_handled_like_sigterm(tmp_path):
     rc, path, workers, stderr, _ = signalled(tmp_path, "share", signal.SIGHUP)
     assert rc == -signal.SIGHUP, stderr

@@ -5,7 +5,8 @@
 MODE: ``map`` (corral.map, 2 workers, chunks of 5), ``run`` (corral.run of keyed Tasks, chunks
 of 5), ``serial`` (workers=1: the chunks run in this process), ``auto`` (corral.map with
 automatic chunks, 2 workers), ``share`` (like map, with a ``corral.share`` segment in the
-items), ``share-serial`` (the same with workers=1), ``own-handler`` (like share, but the
+items), ``share-serial`` (the same with workers=1), ``share-imap`` (like share, with
+corral.imap), ``own-handler`` (like share, but the
 script installs a SIGTERM handler of its own first, which exits with status 3).
 
 Every task leaves ``start-<x>`` in MARKER_DIR when it starts. Items with ``x % 5 == 3`` then
@@ -62,7 +63,10 @@ def main() -> None:
     workers = 1 if mode.endswith("serial") else 2
     chunks: dict[str, object] = {"chunksize": 5} if mode != "auto" else {}
     try:
-        if mode == "run":
+        if mode == "share-imap":
+            for _ in corral.imap(fn, range(N), workers=workers, chunksize=5, kill_grace=0.5):
+                pass
+        elif mode == "run":
             tasks = [corral.Task(fn, (x,), key=f"t{x}") for x in range(N)]
             corral.run(tasks, workers=workers, kill_grace=0.5, **chunks)
         else:
