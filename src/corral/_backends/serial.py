@@ -132,6 +132,7 @@ class SerialBackend:
                 self._idle.wait(timeout)  # nothing to run until a retry's back-off ends
             return []
         live = _Live()
+        self._interrupted = None
         try:
             result = execute(
                 call,
