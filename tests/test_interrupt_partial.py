@@ -126,3 +126,15 @@ def test_ctrl_c_after_a_hand_over_leaves_no_worker(tmp_path):
     assert run.returncode != 0
     assert len(run.workers) == 2
     assert not still_alive_after(run.workers, 10.0)
+
+
+def test_a_worker_that_cannot_hand_over_is_stopped_after_a_bounded_wait(tmp_path):
+    run = interrupt(tmp_path, "deaf", running=2)
+    assert run.returncode != 0
+    assert run.caught.get("has_report"), run.stderr
+    statuses, attempts = run.caught["statuses"], run.caught["attempts"]
+    # what the deaf workers had finished died with them: it could not be handed over
+    assert statuses == ["cancelled"] * N
+    assert attempts[:5] == [1, 1, 1, 1, 0] and attempts[5:10] == [1, 1, 1, 1, 0]
+    assert attempts[10:] == [0] * (N - 10)
+    assert not still_alive_after(run.workers, 10.0)

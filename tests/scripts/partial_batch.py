@@ -6,7 +6,8 @@ MODE: ``map`` (corral.map, 2 workers, chunks of 5), ``run`` (corral.run of keyed
 of 5), ``serial`` (workers=1: the chunks run in this process), ``auto`` (corral.map with
 automatic chunks, 2 workers), ``share`` (like map, with a ``corral.share`` segment in the
 items), ``share-serial`` (the same with workers=1), ``share-imap`` (like share, with
-corral.imap), ``own-handler`` (like share, but the
+corral.imap), ``deaf`` (like map, but the hanging tasks block the hand-over signal, as a task
+stuck in C code that holds the GIL cannot answer it either), ``own-handler`` (like share, but the
 script installs a SIGTERM handler of its own first, which exits with status 3).
 
 Every task leaves ``start-<x>`` in MARKER_DIR when it starts. Items with ``x % 5 == 3`` then
@@ -37,12 +38,14 @@ def touch(path: Path) -> None:
     os.rename(tmp, path)
 
 
-def task(x: int, marker_dir: str, handle: corral.Shared | None = None) -> int:
+def task(x: int, marker_dir: str, handle: corral.Shared | None = None, deaf: bool = False) -> int:
     markers = Path(marker_dir)
     touch(markers / f"start-{x}")
     if handle is not None:
         handle.value  # noqa: B018 - the worker maps the segment
     if x % 5 == 3:
+        if deaf:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
         touch(markers / f"worker-{os.getpid()}")
         touch(markers / f"running-{x}")
         time.sleep(1000)
@@ -59,7 +62,7 @@ def main() -> None:
         # a dict is copied into its segment at once (bytes alone would wait for a worker)
         handle = corral.share({"data": bytes(1 << 20)})
         print(json.dumps({"path": handle.path}), flush=True)
-    fn = functools.partial(task, marker_dir=marker_dir, handle=handle)
+    fn = functools.partial(task, marker_dir=marker_dir, handle=handle, deaf=mode == "deaf")
     workers = 1 if mode.endswith("serial") else 2
     chunks: dict[str, object] = {"chunksize": 5} if mode != "auto" else {}
     try:
