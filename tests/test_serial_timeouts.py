@@ -1,4 +1,4 @@
-"""Serial mode (``backend="serial"``, ``workers=1``, ``CORRAL_WORKERS=1``) off the main thread:
+"""Serial mode (``backend="serial"``, ``CORRAL_WORKERS=1``) off the main thread:
 SIGALRM, which enforces timeouts in-process, reaches only the main thread, so timeouts there
 cannot be enforced. corral says so once, with the cause and the fix, instead of ignoring them
 silently; in the main thread they are enforced as before (``test_serial``)."""
@@ -63,6 +63,6 @@ def test_no_warning_without_timeouts_or_in_the_main_thread():
 
 def test_a_task_timeout_off_the_main_thread_warns_too():
     tasks = [corral.Task(_square, (x,), timeout=5 if x == 2 else None) for x in range(3)]
-    box = run_in_thread(lambda: corral.run(tasks, workers=1))
+    box = run_in_thread(lambda: corral.run(tasks, backend="serial"))
     assert [o.value for o in box["value"].outcomes] == [0, 1, 4]
     assert len(box["warnings"]) == 1

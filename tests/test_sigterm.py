@@ -128,7 +128,7 @@ def test_a_handler_of_the_program_is_not_replaced_during_a_batch():
 
     previous = signal.signal(signal.SIGTERM, mine)
     try:
-        values = corral.map(_during_batch, range(2), workers=1)  # runs here, in the batch
+        values = corral.map(_during_batch, range(2), backend="serial")  # runs here
         assert values == [mine.__name__] * 2
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:

@@ -137,6 +137,7 @@ def _loop(
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
+            handover.busy()  # fixture teardown may write to conn next
             return
         handover.busy()
         if data == STOP:

@@ -3,9 +3,9 @@
     python partial_batch.py MARKER_DIR MODE
 
 MODE: ``map`` (corral.map, 2 workers, chunks of 5), ``run`` (corral.run of keyed Tasks, chunks
-of 5), ``serial`` (workers=1: the chunks run in this process), ``auto`` (corral.map with
+of 5), ``serial`` (backend="serial": the chunks run in this process), ``auto`` (corral.map with
 automatic chunks, 2 workers), ``share`` (like map, with a ``corral.share`` segment in the
-items), ``share-serial`` (the same with workers=1), ``share-imap`` (like share, with
+items), ``share-serial`` (the same in serial mode), ``share-imap`` (like share, with
 corral.imap), ``deaf`` (like map, but the hanging tasks block the hand-over signal, as a task
 stuck in C code that holds the GIL cannot answer it either), ``own-handler`` (like share, but the
 script installs a SIGTERM handler of its own first, which exits with status 3).
@@ -63,17 +63,18 @@ def main() -> None:
         handle = corral.share({"data": bytes(1 << 20)})
         print(json.dumps({"path": handle.path}), flush=True)
     fn = functools.partial(task, marker_dir=marker_dir, handle=handle, deaf=mode == "deaf")
-    workers = 1 if mode.endswith("serial") else 2
+    serial = mode.endswith("serial")
+    workers: dict[str, object] = {"backend": "serial"} if serial else {"workers": 2}
     chunks: dict[str, object] = {"chunksize": 5} if mode != "auto" else {}
     try:
         if mode == "share-imap":
-            for _ in corral.imap(fn, range(N), workers=workers, chunksize=5, kill_grace=0.5):
+            for _ in corral.imap(fn, range(N), chunksize=5, kill_grace=0.5, **workers):
                 pass
         elif mode == "run":
             tasks = [corral.Task(fn, (x,), key=f"t{x}") for x in range(N)]
-            corral.run(tasks, workers=workers, kill_grace=0.5, **chunks)
+            corral.run(tasks, kill_grace=0.5, **workers, **chunks)
         else:
-            corral.map(fn, range(N), workers=workers, kill_grace=0.5, **chunks)
+            corral.map(fn, range(N), kill_grace=0.5, **workers, **chunks)
     except KeyboardInterrupt as exc:
         report = getattr(exc, "report", None)
         caught = {"caught": type(exc).__name__, "has_report": report is not None}
