@@ -35,3 +35,30 @@ def test_a_single_group_or_none_shows_only_the_total():
     view.advance(1, 0, ["only"])
     text = render(view)
     assert "only" not in text and "1/2" in text
+
+
+def test_cancelled_tasks_are_shown_as_cancelled_not_failed():
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    view = ProgressView(10, lambda: [], console)
+    view.advance(3, 0, None)
+    view.advance(0, 1, None)
+    view.advance(0, 0, None, n_cancelled=6)  # Ctrl-C
+    text = render(view)
+    assert "4/10" in text and "40%" in text  # the bar stops where the work stopped
+    assert "1 failed" in text and "6 cancelled" in text
+    assert "7 failed" not in text and "100%" not in text
+
+
+def test_group_bars_count_cancelled_tasks_apart_from_failed_ones():
+    groups = ["a"] * 3 + ["b"] * 3
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    view = ProgressView(6, lambda: [], console, groups)
+    view.advance(1, 0, ["a"])
+    view.advance(0, 1, ["a"])
+    view.advance(0, 0, ["a"], n_cancelled=1)
+    view.advance(0, 0, ["b", "b", "b"], n_cancelled=3)
+    text = render(view)
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert "2/3" in lines["a"] and "1 failed" in lines["a"] and "1 cancelled" in lines["a"]
+    assert "0/3" in lines["b"] and "3 cancelled" in lines["b"] and "failed" not in lines["b"]
+    assert "2/6" in lines["corral"] and "4 cancelled" in lines["corral"]

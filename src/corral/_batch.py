@@ -83,9 +83,16 @@ class Sink(Protocol):
 class Observer(Protocol):
     """Told as a batch's tasks reach their final state (progress). Called on the engine thread;
     must be quick and must not raise. ``groups``: each finished task's group, when the batch
-    has groups."""
+    has groups. ``n_failed`` counts every unsuccessful end except ``cancelled`` (Ctrl-C,
+    close), which is ``n_cancelled``: those tasks did not run to an end."""
 
-    def advance(self, n_ok: int, n_failed: int, groups: list[str | None] | None) -> None: ...
+    def advance(
+        self,
+        n_ok: int,
+        n_failed: int,
+        groups: list[str | None] | None,
+        n_cancelled: int = 0,
+    ) -> None: ...
 
 
 class Batch:
@@ -313,7 +320,10 @@ class Batch:
         self.sink.failed(pos, outcome)
         self._forget((pos,))
         if self.observer is not None:
-            self.observer.advance(0, 1, self._groups_of((pos,)))
+            if outcome.status is Status.CANCELLED:
+                self.observer.advance(0, 0, self._groups_of((pos,)), n_cancelled=1)
+            else:
+                self.observer.advance(0, 1, self._groups_of((pos,)))
 
     def _skipped(self, pos: int, because: int, failed_pos: int, failed: Outcome) -> Outcome:
         """The outcome of ``pos``, which can never run: its dependency ``because`` failed

@@ -15,6 +15,7 @@
                            │                one task fails, several run again one by one
                            ├─ died        → item running at death: WorkerCrashed; rest requeued;
                            │                at an edge of the Call: as CallFailed, crashed
+                           ├─ Handover    → (Ctrl-C) the finished part of a cancelled Call
                            └─ deadlines   → timeout: kill worker, TaskTimeout; retry back-off ends
     batch.done_event ◄─────┘ (set when every position of the batch is final)
 
@@ -38,6 +39,16 @@ A worker slot's life::
     IDLE ──send──► BUSY ──Result──► IDLE
       ▲              │ died / killed (timeout, cancel)
       └─ restart ◄───┘           BUSY/IDLE ──recycle (max tasks, memory)──► retire, restart
+
+Ctrl-C (``cancel(batch, harvest=True)``): waiting positions are cancelled at once; each
+worker running a Call of the batch is asked to hand over the finished part of it
+(``_handover``), and stopped when it has answered, or died, or after ``HANDOVER_WAIT``::
+
+    BUSY ──hand_over──► HANDING OVER ──Handover / died / HANDOVER_WAIT──► killed, restart
+                           │ (a Result that arrives meanwhile is taken as usual)
+
+Its finished items end ``ok`` (or failed, as they did), the running one ``cancelled`` after one
+attempt, the ones after it ``cancelled`` with no attempt.
 
 A position's life is drawn in ``_batch``. Attempts that fail are retried (after back-off) while
 ``attempts <= retries`` and the error matches ``retry_on``; a position's final outcome is given
@@ -82,6 +93,7 @@ from ._messages import (
     RESULT,
     Call,
     CallFailed,
+    Handover,
     InitFailed,
     Result,
 )
@@ -121,6 +133,10 @@ expected to take less than this. Short Calls then flow without a gap even when t
 coordinator waits for a CPU (all cores busy with workers); longer ones are not prefetched,
 so that a task never waits behind another while some worker is idle."""
 
+HANDOVER_WAIT = 2.0
+"""After Ctrl-C, how long a busy worker may take to hand over the finished part of its Call
+before it is stopped without it (a task inside C code that holds the GIL cannot answer)."""
+
 
 @dataclass
 class InFlight:
@@ -148,6 +164,8 @@ class Slot:
     fn_ids: set[int] = field(default_factory=set)
     drop: list[int] = field(default_factory=list)
     last_words: str | None = None  # why the worker's loop ended, if it said (InitFailed)
+    handover: Deadline | None = None
+    """Set while the worker is asked to hand over its finished items (Ctrl-C): the bound."""
 
     @property
     def call(self) -> InFlight | None:
@@ -292,22 +310,23 @@ class Engine:
         batch.extend(items, close)
         self._complete_if_done(batch)
 
-    def cancel(self, batch: Batch) -> None:
+    def cancel(self, batch: Batch, harvest: bool = False) -> None:
         """Cancel what has not finished: waiting positions now, running ones by killing their
-        workers (SIGTERM, SIGKILL after the grace period). Their outcome: ``cancelled``."""
+        workers (SIGTERM, SIGKILL after the grace period). Their outcome: ``cancelled``.
+
+        ``harvest`` (Ctrl-C): first ask each busy worker for the items of its Call that have
+        finished, which end ``ok``; see the module docstring."""
         if batch.done:
             return
         for pos in batch.stop():
             self._finish_cancelled(batch, pos, None)
         for slot_id, slot in enumerate(self.slots):
-            if any(flight.batch is batch for flight in slot.calls):
-                for flight in self._abandon(slot_id):
-                    if flight.batch is batch:
-                        for pos in flight.positions:
-                            self._finish_cancelled(batch, pos, slot_id)
-                    else:
-                        flight.batch.requeue(flight.positions)
-                self._restart(slot_id)
+            if not any(flight.batch is batch for flight in slot.calls):
+                continue
+            if not harvest:
+                self._stop_slot(slot_id, 0, self._ran(slot_id, None, None))
+            elif slot.handover is None:
+                self._ask_handover(slot_id)
         self._complete_if_done(batch)
 
     def close(self, cancel: bool) -> None:
@@ -484,6 +503,8 @@ class Engine:
             self._on_result(slot_id, message)
         elif isinstance(message, CallFailed):
             self._on_call_failed(slot_id, message)
+        elif isinstance(message, Handover) and self.slots[slot_id].handover is not None:
+            self._end_handover(slot_id, message)
 
     def _on_call_failed(self, slot_id: int, failed: CallFailed) -> None:
         """The worker could not run or answer its Call and is still fine: the Call's tasks
@@ -580,8 +601,8 @@ class Engine:
             opts.max_tasks_per_worker is not None and slot.tasks_done >= opts.max_tasks_per_worker
         )
         too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
-        if not (too_many or too_big) or self.in_process:
-            return
+        if not (too_many or too_big) or self.in_process or slot.handover is not None:
+            return  # (a worker handing over is stopped once it has answered)
         if slot.calls:
             # A Call was already queued behind the one that just ended: the old worker would
             # run it and nobody would read the answer. Take it back and stop the worker now.
@@ -666,6 +687,9 @@ class Engine:
 
     # -- worker deaths and timeouts -------------------------------------------------------------
     def _on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
+        if self.slots[slot_id].handover is not None:  # asked to hand over; gone instead
+            self._stop_slot(slot_id, 0, self._ran(slot_id, None, (call_id, index)))
+            return
         slot = self.slots[slot_id]
         slot.alive = False
         flights = list(slot.calls)
@@ -766,6 +790,11 @@ class Engine:
     def _check_timeout(self, slot_id: int, flight: InFlight) -> None:
         if self.slots[slot_id].call is not flight:
             return
+        if self.slots[slot_id].handover is not None:  # settled when the hand-over ends
+            flight.deadline = self._deadlines.add(
+                time.monotonic() + HANDOVER_WAIT, lambda: self._check_timeout(slot_id, flight)
+            )
+            return
         call_id, index, started = self.backend.running_item(slot_id)
         now = time.monotonic()
         if (
@@ -797,6 +826,9 @@ class Engine:
         for flight in flights:
             if flight.deadline is not None:
                 flight.deadline.cancel()
+        if slot.handover is not None:
+            slot.handover.cancel()
+            slot.handover = None
         slot.alive = False
         self.backend.kill(slot_id)
         return flights
@@ -809,6 +841,79 @@ class Engine:
             return
         what = "initializer failed" if message.stage == "initializer" else "could not start"
         self._break(WorkerStartError(f"worker {what}: {why}"))
+
+    # -- hand-over (Ctrl-C) ---------------------------------------------------------------------
+    def _ask_handover(self, slot_id: int) -> None:
+        answer = self.backend.hand_over(slot_id)
+        if answer is not None:  # the Call ran in this process: the answer is at hand
+            self._end_handover(slot_id, answer)
+            return
+        self.slots[slot_id].handover = self._deadlines.add(
+            time.monotonic() + HANDOVER_WAIT, lambda: self._end_handover(slot_id, None)
+        )
+
+    def _end_handover(self, slot_id: int, answer: Handover | None) -> None:
+        """The worker answered (or did not, in time): take what finished of a cancelled Call,
+        then stop the worker if it still has Calls of a cancelled batch."""
+        slot = self.slots[slot_id]
+        if slot.handover is not None:
+            slot.handover.cancel()
+            slot.handover = None
+        flight = slot.call
+        done = 0
+        if (
+            answer is not None
+            and answer.result is not None
+            and flight is not None
+            and flight.call_id == answer.call_id
+            and flight.batch.cancelled
+        ):
+            done = self._take_finished(slot_id, flight, answer.result)
+        if any(f.batch.cancelled for f in slot.calls):
+            self._stop_slot(slot_id, done, self._ran(slot_id, answer, None))
+
+    def _take_finished(self, slot_id: int, flight: InFlight, result: Result) -> int:
+        """Settle the first items of ``flight``, which ``result`` reports finished; their
+        number."""
+        done = min(len(result.values), len(flight.positions))
+        if done:
+            positions = flight.positions[:done]
+            attempts = flight.batch.attempts_snapshot(positions)
+            errors = result.errors or {}
+            self._split_result(slot_id, flight.batch, positions, result, errors, attempts)
+            self._complete_if_done(flight.batch)
+        return done
+
+    def _ran(self, slot_id: int, answer: Handover | None, died_at: tuple[int, int] | None) -> int:
+        """How many items of the slot's running Call had started (their attempt counts)."""
+        flight = self.slots[slot_id].call
+        if flight is None:
+            return 0
+        if answer is not None:  # the worker said where it was
+            if answer.call_id != flight.call_id or answer.result is None:
+                return 0
+            return min(len(answer.result.values) + 1, len(flight.positions))
+        call_id, index = died_at or self.backend.running_item(slot_id)[:2]
+        if call_id != flight.call_id or index < 0:
+            return 0
+        return min(index + 1, len(flight.positions))
+
+    def _stop_slot(self, slot_id: int, done: int, ran: int) -> None:
+        """Kill the slot's worker and settle its Calls: positions of cancelled batches end
+        ``cancelled`` (after the ``done`` finished ones of the running Call; an attempt is
+        counted for its ``ran`` first items, which had started), the others go back to their
+        queue."""
+        for i, flight in enumerate(self._abandon(slot_id)):
+            batch = flight.batch
+            if not batch.cancelled:
+                batch.requeue(flight.positions)
+                continue
+            started = ran if i == 0 else 0
+            for offset in range(done if i == 0 else 0, len(flight.positions)):
+                ran_here = slot_id if offset < started else None
+                self._finish_cancelled(batch, flight.positions[offset], ran_here)
+            self._complete_if_done(batch)
+        self._restart(slot_id)
 
     # -- worker (re)starts ----------------------------------------------------------------------
     def _start(self, slot_id: int) -> None:

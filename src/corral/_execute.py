@@ -14,6 +14,11 @@ and ends (the serial backend arms its alarm there; a worker timing a task with a
 writes the start time for the coordinator). The fast one, for chunks of tasks without a
 timeout, only writes the running item's index to shared memory: a chunk of 20,000 trivial
 tasks must cost little more than the calls themselves (see benchmarks S1).
+
+Both loops fill a ``Progress`` in place, so that what a Call has produced so far can be read
+at any moment at no cost to the loop: by the worker's hand-over signal handler (``_handover``)
+and by the serial backend after a KeyboardInterrupt. ``partial_result`` turns it into the
+Result of the items that finished.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import time
 from array import array
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._errors import ExceptionWithTraceback
@@ -50,6 +56,33 @@ class ItemWatch(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class Progress:
+    """What a running Call has produced so far, filled in place by the item loops.
+
+    Item ``i`` has finished once ``len(values) > i``: a failing item's ``errors[i]`` is set
+    before its placeholder value is appended, and ``finished[i]`` (when kept) is appended
+    just after, so a reader that interrupts the loop between two bytecodes sees a consistent
+    prefix. Item ``len(values)`` is the one running (if any is left).
+    """
+
+    call_id: int
+    started: float
+    cpu0: float
+    values: list[Any]
+    errors: dict[int, ExceptionWithTraceback]
+    finished: array[float] | None
+
+
+class Live(Protocol):
+    """Told which ``Progress`` the running Call fills (the worker's hand-over handler, the
+    serial backend); ``stopped`` when its item loop has ended."""
+
+    def running(self, progress: Progress) -> None: ...
+
+    def stopped(self) -> None: ...
+
+
 def execute(
     call: Call,
     resolve: Callable[[int], Callable[..., Any]],
@@ -57,44 +90,74 @@ def execute(
     *,
     reraise: tuple[type[BaseException], ...] = (),
     measure_rss: bool = False,
+    live: Live | None = None,
 ) -> Result:
     """Run every item of ``call`` in order; exceptions become ``Result.errors`` entries.
 
     ``reraise`` names exception types that must escape (the serial backend lets
     KeyboardInterrupt through so that Ctrl-C stops the caller; a worker ignores SIGINT).
     ``measure_rss`` reads the current resident size for ``max_worker_memory`` (a file read
-    per Call, skipped when no limit is set); ``Result.rss`` is 0 otherwise.
+    per Call, skipped when no limit is set); ``Result.rss`` is 0 otherwise. ``live`` is told
+    the Call's ``Progress`` while its items run.
     """
     started = time.time()
     cpu0 = time.process_time()
     watch.start(call.call_id)
     buffer = watch.index_buffer() if call.timeouts is None and not reraise else None
-    if buffer is not None and not call.star:
-        values, errors, finished = _fast(call, resolve(call.fn_id), buffer)
-    else:
-        values, errors, finished = _general(call, resolve, watch, reraise)
+    fast = buffer is not None and not call.star
+    timed = not fast or len(call.items) <= TIMED_ITEMS
+    progress = Progress(call.call_id, started, cpu0, [], {}, array("d") if timed else None)
+    if live is not None:
+        live.running(progress)
+    try:
+        if fast:
+            _fast(call, resolve(call.fn_id), buffer, progress)
+        else:
+            _general(call, resolve, watch, reraise, progress)
+    finally:
+        if live is not None:
+            live.stopped()
     ended = time.time()
     return Result(
         call_id=call.call_id,
-        values=values,
-        errors=errors,
+        values=progress.values,
+        errors=progress.errors or None,
         started=started,
         ended=ended,
-        finished=finished,
+        finished=progress.finished,
         cpu=time.process_time() - cpu0,
         max_rss=max_rss_bytes(),
         rss=rss_bytes() if measure_rss else 0,
     )
 
 
-Outcomes = tuple[list[Any], dict[int, ExceptionWithTraceback] | None, "array[float] | None"]
+def partial_result(progress: Progress) -> Result:
+    """The Result of the items of ``progress`` that have finished (possibly none)."""
+    n = len(progress.values)
+    now = time.time()
+    finished = None
+    if progress.finished is not None:
+        finished = array("d", progress.finished[:n])
+        while len(finished) < n:  # interrupted between an item's value and its time
+            finished.append(now)
+    errors = {i: e for i, e in list(progress.errors.items()) if i < n}
+    return Result(
+        call_id=progress.call_id,
+        values=progress.values[:n],
+        errors=errors or None,
+        started=progress.started,
+        ended=now,
+        finished=finished,
+        cpu=time.process_time() - progress.cpu0,
+        max_rss=max_rss_bytes(),
+        rss=0,
+    )
 
 
-def _fast(call: Call, fn: Callable[[Any], Any], index: Any) -> Outcomes:
-    values: list[Any] = []
-    append = values.append
-    errors: dict[int, ExceptionWithTraceback] | None = None
-    finished = array("d") if len(call.items) <= TIMED_ITEMS else None
+def _fast(call: Call, fn: Callable[[Any], Any], index: Any, progress: Progress) -> None:
+    append = progress.values.append
+    errors = progress.errors
+    finished = progress.finished
     mark = finished.append if finished is not None else None
     now = time.time
     for i, item in enumerate(call.items):
@@ -102,15 +165,12 @@ def _fast(call: Call, fn: Callable[[Any], Any], index: Any) -> Outcomes:
         try:
             append(fn(item))
         except BaseException as exc:
+            errors[i] = _wrap(exc)  # before the value: see Progress
             append(None)
-            if errors is None:
-                errors = {}
-            errors[i] = _wrap(exc)
             del exc
         if mark is not None:
             mark(now())
     index[0] = -1
-    return values, errors, finished
 
 
 def _general(
@@ -118,10 +178,11 @@ def _general(
     resolve: Callable[[int], Callable[..., Any]],
     watch: ItemWatch,
     reraise: tuple[type[BaseException], ...],
-) -> Outcomes:
-    values: list[Any] = []
-    errors: dict[int, ExceptionWithTraceback] | None = None
-    finished = array("d")
+    progress: Progress,
+) -> None:
+    values, errors = progress.values, progress.errors
+    finished = progress.finished
+    assert finished is not None
     fn = resolve(call.fn_id) if not call.star else None
     for i, item in enumerate(call.items):
         watch.begin(i)
@@ -135,14 +196,11 @@ def _general(
             watch.end()
             raise
         except BaseException as exc:
+            errors[i] = _wrap(exc)  # before the value: see Progress
             values.append(None)
-            if errors is None:
-                errors = {}
-            errors[i] = _wrap(exc)
             del exc
         watch.end()
         finished.append(time.time())
-    return values, errors, finished
 
 
 _CORRAL = os.path.dirname(os.path.abspath(__file__)) + os.sep

@@ -1,9 +1,11 @@
 """What travels on a worker's pipe, in both directions.
 
     coordinator ──► worker:  Call (one attempt of one or more tasks) | Stop
+                             (and the hand-over signal, not a message: see ``_handover``)
     worker ──► coordinator:  Result or CallFailed (one per Call)
                              | InitFailed (once, then the worker exits)
                              | TEARDOWN (after Stop: the fixture it tears down now)
+                             | Handover (once per hand-over signal)
 
 Messages are pickled with cloudpickle by ``_codec``; a Call's bytes start with its id
 (``_codec.dumps_call``), so a worker knows which Call it is unpacking before it unpickles
@@ -105,6 +107,17 @@ SENDING = -4
 """Pickling and sending the Call's Result."""
 
 EDGE_OF_PHASE = {LOADING_ARGS: ARGUMENTS, LOADING_FUNCTION: FUNCTION, SENDING: RESULT}
+
+
+@dataclass(slots=True)
+class Handover:
+    """The answer to the hand-over signal (Ctrl-C): the finished part of the Call the worker
+    was running, as a Result of its first ``len(result.values)`` items (item
+    ``len(result.values)`` was running), or ``call_id`` -1 and no result when no Call was
+    running. Every Result the worker sent before it comes before it in the pipe."""
+
+    call_id: int
+    result: Result | None
 
 
 STOP = b"stop"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from . import _codec, _lifecycle
+from . import _codec, _lifecycle, _signals
 from ._backends.process import ProcessBackend
 from ._backends.serial import SerialBackend
 from ._batch import Batch, CollectSink, FutureSink, StreamSink
@@ -185,7 +185,8 @@ class Pool:
             ) from self.engine.fatal
 
     def _interrupted(self, batch: Batch) -> None:
-        self._post(lambda: self.engine.cancel(batch))
+        # harvest: the finished items of running chunks end ok, with their values
+        self._post(lambda: self.engine.cancel(batch, harvest=True))
         if self.serial:
             return
         deadline = time.monotonic() + INTERRUPT_WAIT
@@ -250,7 +251,9 @@ class Pool:
 
     def _run_batch(self, batch: Batch, sink: CollectSink, options: RunOptions, total: int) -> float:
         """Run a batch to completion; its wall time. On Ctrl-C, cancel it and re-raise the
-        KeyboardInterrupt with the partial Report as ``.report``."""
+        KeyboardInterrupt with the partial Report as ``.report``. On SIGTERM or SIGHUP (with
+        their default disposition), clean up and end the process by the signal
+        (``_signals``)."""
         self._check_open()
         started = time.time()
         with make_observer(
@@ -259,7 +262,10 @@ class Pool:
             batch.observer = observer
             self._post(lambda: self.engine.accept(batch))
             try:
-                self._wait(batch)
+                with _signals.terminating():
+                    self._wait(batch)
+            except _signals.Terminated as terminated:
+                _signals.die(terminated.signum)
             except KeyboardInterrupt as interrupt:
                 self._interrupted(batch)
                 interrupt.report = sink.report(batch, time.time() - started, self.workers)  # type: ignore[attr-defined]
@@ -455,12 +461,18 @@ def _stream(
         pool._post(lambda: pool.engine.extend(batch, items, done))
 
     def receive() -> tuple[int, Any, Any] | None:
-        if pool.serial:
-            while sink.queue.empty():
-                if batch.done_event.is_set():
-                    return None
-                pool.engine.step()
-        return sink.queue.get()
+        if not sink.queue.empty():
+            return sink.queue.get()
+        try:
+            with _signals.terminating():  # only around a wait: never in the caller's code
+                if pool.serial:
+                    while sink.queue.empty():
+                        if batch.done_event.is_set():
+                            return None
+                        pool.engine.step()
+                return sink.queue.get()
+        except _signals.Terminated as terminated:
+            _signals.die(terminated.signum)
 
     pool._post(lambda: pool.engine.accept(batch))
     try:

@@ -4,6 +4,10 @@ An ``Observer`` of one batch: the engine thread calls ``advance`` as tasks finis
 refresh thread redraws a few times a second, reading the counters and asking the engine which
 tasks are running (``Engine.running_now``). Nothing here can stop a batch: a drawing error
 is logged and the display turned off.
+
+Each bar counts the tasks that ended (ok or failed) against its total; cancelled tasks (Ctrl-C)
+did not end, so they do not move it: after Ctrl-C a bar stops where the work stopped and says
+how many were cancelled.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class ProgressView:
         )
 
         self.failed = 0
+        self.cancelled = 0
         self._running = running
         self._progress = Progress(
             TextColumn("{task.description}"),
@@ -60,7 +65,7 @@ class ProgressView:
             console=console,
         )
         self._task = self._progress.add_task("[bold]corral", total=total, failed="")
-        self._group_failed: dict[str, int] = {}
+        self._group_counts: dict[str, Counter[str]] = {}
         self._groups: dict[str, Any] = {}
         totals = Counter(g for g in groups or () if g is not None)
         if 1 < len(totals) <= GROUPS_SHOWN:
@@ -70,23 +75,35 @@ class ProgressView:
                 )
         self._live = Live(self, console=console, refresh_per_second=8, transient=False)
 
-    def advance(self, n_ok: int, n_failed: int, groups: list[str | None] | None = None) -> None:
-        if n_failed:
+    def advance(
+        self,
+        n_ok: int,
+        n_failed: int,
+        groups: list[str | None] | None = None,
+        n_cancelled: int = 0,
+    ) -> None:
+        if n_failed or n_cancelled:
             self.failed += n_failed
-            self._progress.update(self._task, failed=f"[red]{self.failed} failed")
-        self._progress.advance(self._task, n_ok + n_failed)
+            self.cancelled += n_cancelled
+            self._progress.update(self._task, failed=_notes(self.failed, self.cancelled))
+        if n_ok + n_failed:
+            self._progress.advance(self._task, n_ok + n_failed)
         if groups and self._groups:
-            self._advance_groups(groups, failed=n_failed > 0)
+            kind = "cancelled" if n_cancelled else "failed" if n_failed else "ok"
+            self._advance_groups(groups, kind)
 
-    def _advance_groups(self, groups: list[str | None], failed: bool) -> None:
+    def _advance_groups(self, groups: list[str | None], kind: str) -> None:
+        """``groups`` of tasks that all ended the same way, ``kind``."""
         for group, count in Counter(g for g in groups if g is not None).items():
             task = self._groups.get(group)
             if task is None:
                 continue
-            if failed:
-                n = self._group_failed[group] = self._group_failed.get(group, 0) + count
-                self._progress.update(task, failed=f"[red]{n} failed")
-            self._progress.advance(task, count)
+            if kind != "ok":
+                counts = self._group_counts.setdefault(group, Counter())
+                counts[kind] += count
+                self._progress.update(task, failed=_notes(counts["failed"], counts["cancelled"]))
+            if kind != "cancelled":
+                self._progress.advance(task, count)
 
     def __rich__(self) -> RenderableType:
         from rich.console import Group
@@ -113,6 +130,16 @@ class ProgressView:
     def __exit__(self, *exc: Any) -> None:
         with contextlib.suppress(Exception):
             self._live.stop()
+
+
+def _notes(failed: int, cancelled: int) -> str:
+    """What a bar says beside its counts: how many failed, how many were cancelled."""
+    notes = []
+    if failed:
+        notes.append(f"[red]{failed} failed[/red]")
+    if cancelled:
+        notes.append(f"[yellow]{cancelled} cancelled[/yellow]")
+    return " ".join(notes)
 
 
 def _short(key: Any) -> str:

@@ -10,6 +10,8 @@
                                                  SIGKILL the worker's whole group
     stamp (3 shared doubles) ◄────────────────── main thread writes [item index or phase,
                                                  start time, call id] as it works through a Call
+    SIGUSR1 (Ctrl-C: hand over) ───────────────► handler sends a Handover on conn: the
+                                                 finished items of the running Call (_handover)
 
 The worker leads its own process group, so the coordinator can kill it together with any
 subprocess a task started, and a terminal's Ctrl-C (sent to the foreground group) reaches only
@@ -51,6 +53,8 @@ from typing import TYPE_CHECKING, Any
 from . import _codec
 from ._errors import ExceptionWithTraceback
 from ._execute import execute
+from ._handover import Responder
+from ._handover import install as install_handover
 from ._messages import (
     ARGUMENTS,
     BETWEEN,
@@ -177,14 +181,18 @@ def _loop(
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
 ) -> None:
     functions: dict[int, Callable[..., Any]] = {}
+    handover = install_handover(conn)  # Ctrl-C: the finished part of a chunk (_handover)
     while True:
+        handover.idle()
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
+            handover.busy()  # fixture teardown may write to conn next
             return
+        handover.busy()
         if data == STOP:
             return
-        answer = _answer(data, functions, watch, measure_rss, bind)
+        answer = _answer(data, functions, watch, measure_rss, bind, handover)
         del data
         try:
             conn.send_bytes(answer)
@@ -200,6 +208,7 @@ def _answer(
     watch: Stamp,
     measure_rss: bool,
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
+    handover: Responder,
 ) -> bytes:
     """The bytes that answer one Call: its Result, or a CallFailed naming the edge of the
     Call that raised. Nothing raised here ends the worker (``SystemExit`` from an argument's
@@ -220,7 +229,7 @@ def _answer(
     functions.update(loaded)
     del loaded
     try:
-        result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss)
+        result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss, live=handover)
     except BaseException as exc:  # a bug in corral: the tasks themselves catch everything
         return _failed(call_id, CALL, exc)
     del call

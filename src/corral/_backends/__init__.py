@@ -36,6 +36,13 @@ class Backend(Protocol):
         """Stop the slot's worker now: SIGTERM to its group, SIGKILL after the grace period."""
         ...
 
+    def hand_over(self, slot: int) -> Any:
+        """Ask the slot's worker for the finished part of its running Call (Ctrl-C). The
+        answer is a ``Handover``: returned here when the Call ran in this process, otherwise
+        None now and the ``Handover`` arrives later as a message (or never, if the worker
+        cannot answer: the engine waits a bounded time)."""
+        ...
+
     def retire(self, slot: int) -> None:
         """Ask the slot's idle worker to exit when it reads its next message."""
         ...

@@ -7,6 +7,7 @@
     wait() ◄─────────── sentinel k (fd, readable at exit) ── process exit
     lifeline k (write end, never written) ─────────────────► EOF if the coordinator dies
     running_item(k) ◄── stamp k (3 shared doubles) ───────── [item index, start, call id]
+    hand_over(k) ────── SIGUSR1 to the worker alone ───────► Handover on conn k (_handover)
 
 Only the engine thread calls into this object. A worker that is killed (timeout, cancel) or
 retired (recycling) leaves its slot at once and waits in the graveyard, where ``wait`` reaps
@@ -38,6 +39,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .. import _worker
+from .._handover import HANDOVER_SIGNAL
 from .._messages import STOP, TEARDOWN
 from .._platform import kill_group, signal_tree
 from . import Event
@@ -200,6 +202,14 @@ class ProcessBackend:
                 events.append(("message", slot, worker.conn.recv_bytes()))
         except (EOFError, OSError):
             pass  # the sentinel reports the death
+
+    def hand_over(self, slot: int) -> Any:
+        worker = self._workers[slot]
+        if worker is not None and worker.process.pid is not None:
+            # A worker that died a moment ago: its sentinel reports the death on the next wait.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.process.pid, HANDOVER_SIGNAL)
+        return None
 
     # -- stopping -------------------------------------------------------------------------
     def kill(self, slot: int) -> None:

@@ -9,7 +9,10 @@ processes; what differs:
 - nothing is pickled (a task sees the caller's objects, as with joblib's ``n_jobs=1``);
 - a timeout interrupts the task with ``TaskTimeout`` through ``SIGALRM`` when running in the
   main thread (code stuck inside a C call is interrupted only when it returns); in other
-  threads timeouts cannot be enforced in-process and are ignored;
+  threads timeouts cannot be enforced in-process: they are ignored, with a ``RuntimeWarning``
+  (once per process) that says so and how to get them;
+- Ctrl-C (KeyboardInterrupt) stops the running task; the items of its Call that had finished
+  are kept (``hand_over`` gives them to the engine, which reports them ``ok``);
 - a crash of the task (a segfault, ``os._exit``) ends the caller's process, as it would
   without corral;
 - fixtures are set up in the caller's process on first need and torn down by ``close``
@@ -21,17 +24,36 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import TaskTimeout
-from .._execute import execute
-from .._messages import Call
+from .._execute import Progress, execute, partial_result
+from .._messages import Call, Handover
 from . import Event
 
 if TYPE_CHECKING:
     from .._fixture_cache import FixtureCache
+
+
+TIMEOUTS_OFF_MAIN_THREAD = (
+    "corral: timeouts are not enforced in serial mode outside the main thread (they use "
+    "SIGALRM, which only the main thread receives); these tasks run without a time limit. "
+    "Run the batch from the main thread, or use worker processes (workers >= 2, "
+    "backend='process', and CORRAL_WORKERS unset or above 1), which enforce timeouts from "
+    "any thread."
+)
+_warned_off_main_thread = False
+
+
+def _warn_timeouts_ignored() -> None:
+    """Say once per process that timeouts are ignored here (a silent no-op hid it)."""
+    global _warned_off_main_thread
+    if not _warned_off_main_thread:
+        _warned_off_main_thread = True
+        warnings.warn(TIMEOUTS_OFF_MAIN_THREAD, RuntimeWarning, stacklevel=2)
 
 
 class _AlarmWatch:
@@ -39,9 +61,10 @@ class _AlarmWatch:
 
     def __init__(self, timeouts: list[float | None] | None) -> None:
         self._timeouts = timeouts
-        self._enabled = (
-            timeouts is not None and threading.current_thread() is threading.main_thread()
-        )
+        main = threading.current_thread() is threading.main_thread()
+        self._enabled = timeouts is not None and main
+        if timeouts is not None and not main and any(t is not None for t in timeouts):
+            _warn_timeouts_ignored()
         self._previous: Any = None
 
     def begin(self, index: int) -> None:
@@ -72,6 +95,18 @@ class _AlarmWatch:
         self._previous = None
 
 
+class _Live:
+    """Keeps the Progress of the Call running in this thread (read after KeyboardInterrupt)."""
+
+    progress: Progress | None = None
+
+    def running(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def stopped(self) -> None:
+        pass  # kept: a KeyboardInterrupt ends the loop through here too
+
+
 class SerialBackend:
     in_process = True
     slots = 1
@@ -83,6 +118,7 @@ class SerialBackend:
         self._fixtures = fixtures
         self._resolve = fixtures.resolver(resolve) if fixtures is not None else resolve
         self._pending: Call | None = None
+        self._interrupted: Progress | None = None
         self._idle = threading.Event()
 
     def start_worker(self, slot: int) -> int | None:
@@ -97,13 +133,29 @@ class SerialBackend:
             if timeout:
                 self._idle.wait(timeout)  # nothing to run until a retry's back-off ends
             return []
-        result = execute(
-            call, self._resolve, _AlarmWatch(call.timeouts), reraise=(KeyboardInterrupt,)
-        )
+        live = _Live()
+        self._interrupted = None
+        try:
+            result = execute(
+                call,
+                self._resolve,
+                _AlarmWatch(call.timeouts),
+                reraise=(KeyboardInterrupt,),
+                live=live,
+            )
+        except KeyboardInterrupt:
+            self._interrupted = live.progress  # what finished before it: see hand_over
+            raise
         return [("message", 0, result)]
 
     def running_item(self, slot: int) -> tuple[int, int, float]:
         return -1, -1, 0.0
+
+    def hand_over(self, slot: int) -> Any:
+        progress, self._interrupted = self._interrupted, None
+        if progress is None:
+            return Handover(-1, None)
+        return Handover(progress.call_id, partial_result(progress))
 
     def kill(self, slot: int) -> None:
         self._pending = None
