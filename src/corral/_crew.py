@@ -56,9 +56,8 @@ HANDOVER_WAIT = 2.0
 """After Ctrl-C, how long a busy worker may take to hand over the finished part of its Call
 before it is stopped without it (a task inside C code that holds the GIL cannot answer)."""
 
-Settle = Callable[
-    [int, Batch, Sequence[int], Result, dict[int, Any], "dict[int, int] | None"], None
-]
+Settle = Callable[[int, Batch, Sequence[int], Result, dict[int, Any], dict[int, int] | None], None]
+"""How the engine settles a Result (here: the finished part of a handed-over Call)."""
 
 
 class Crew:

@@ -10,6 +10,14 @@ life, and the module that makes each move::
     BUSY ──hand_over (_crew, Ctrl-C)──► HANDING OVER ──Handover / died / HANDOVER_WAIT──► killed
     BUSY/IDLE ──recycle: max tasks, memory (_crew)──► retire, restart
 
+The slots are one list, built by the engine and handed to its collaborators, all on the engine
+thread; each field has few writers, at the moves above: ``calls`` grows in ``_dispatch`` (send),
+shrinks in ``_engine`` (an answer) and is emptied in ``_crew`` (death, kill); ``fn_ids`` and
+``drop`` mirror the functions the worker holds: added at send, taken back when a Call failed
+to load them (``_engine``) or when the table forgets one, reset at a (re)start (``_crew``);
+``pid``, ``alive``, ``last_words`` and ``handover`` are the Crew's alone; ``tasks_done`` counts
+in ``_engine`` and is reset by the Crew.
+
 Invariant: a Call's ``InFlight`` is appended to ``Slot.calls`` before the Call is sent, so a
 death or a timeout is always attributed to the Call the worker really had.
 """
