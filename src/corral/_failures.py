@@ -1,0 +1,203 @@
+"""How a failed attempt ends: retried after back-off, or final; and a Call lost as a whole.
+
+Engine thread only. The engine owns one ``Failures``; it, the dispatcher (``_dispatch``) and the
+crew (``_crew``) call it whenever an attempt fails or a position must end without a result::
+
+    attempt failed (error, timeout, crash) ──► attempt_failed
+        │ retries left and retry_on matches ──► back-off (a deadline) ──► batch.requeue
+        └ otherwise ───────────────────────────► finish_failed ──► batch.finish_failed (final)
+    cancelled ──► finish_cancelled ──► finish_failed
+    Call failed at an edge (CallFailed, died while unpickling/answering) ──► failed_at_edge:
+        one task: its attempt fails; several: requeued one by one, no attempt counted
+    worker gone while running item i ──► lose: item i's attempt fails, the others requeued
+
+What it owns: nothing of its own but the back-off timers it adds to the engine's
+``Deadlines``. It reads the slots (the pid an Outcome names), counts failed fixture set-ups
+(``FixtureGuard.observe``), and writes positions only through ``Batch`` (``finish_failed``,
+``requeue``, ``back_off``), so a position's final outcome is given exactly once, here or in
+``Batch.finish_ok``. After settling, it hands the batch to ``complete`` (the engine's
+``_complete_if_done``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._batch import Batch
+from ._deadlines import Deadlines
+from ._errors import (
+    CorralError,
+    ExceptionWithTraceback,
+    RemoteTraceback,
+    SerializationError,
+    TaskCancelled,
+)
+from ._fixtures import FixtureGuard
+from ._messages import ARGUMENTS, FUNCTION, RESULT
+from ._outcome import Outcome, Status
+from ._slots import InFlight, Slot
+
+MAX_BACKOFF = 60.0
+
+EDGE_ERRORS = {
+    ARGUMENTS: "cannot unpickle the arguments of task {key!r} in the worker: {what}",
+    FUNCTION: "cannot unpickle the function of task {key!r} in the worker: {what}",
+    RESULT: "cannot pickle the result of task {key!r}: {what}",
+}
+
+
+def edge_error(edge: str, key: Any, what: str) -> CorralError:
+    """The error of task ``key``, whose Call failed at ``edge`` (a worker's CallFailed)."""
+    if edge in EDGE_ERRORS:
+        return SerializationError(EDGE_ERRORS[edge].format(key=key, what=what))
+    return CorralError(f"the worker failed around task {key!r} (a bug in corral): {what}")
+
+
+DIED_DURING = {
+    ARGUMENTS: "while unpickling the task's arguments",
+    FUNCTION: "while unpickling the task's function",
+    RESULT: "while pickling or sending the task's result",
+}
+
+
+def worker_index(in_process: bool, slot_id: int) -> int:
+    """What an Outcome says ran the task: the slot, or -1 for the calling process."""
+    return -1 if in_process else slot_id
+
+
+class Failures:
+    def __init__(
+        self,
+        slots: list[Slot],
+        in_process: bool,
+        deadlines: Deadlines,
+        fixture_guard: FixtureGuard,
+        complete: Callable[[Batch], None],
+    ) -> None:
+        self._slots = slots
+        self._in_process = in_process
+        self._deadlines = deadlines
+        self._fixture_guard = fixture_guard
+        self._complete = complete
+
+    def attempt_failed(
+        self,
+        batch: Batch,
+        pos: int,
+        status: Status,
+        error: BaseException,
+        slot_id: int | None,
+        times: tuple[float | None, float | None],
+        tb: str | None = None,
+    ) -> None:
+        self._fixture_guard.observe(error)  # count failed fixture set-ups
+        attempts = batch.attempts_of(pos)
+        retry = (
+            not batch.cancelled
+            and attempts <= batch.retries_of(pos)
+            and isinstance(error, batch.options.retry_on)
+        )
+        if not retry:
+            self.finish_failed(batch, pos, status, error, slot_id, times, tb)
+            return
+        batch.count_failed_attempt(pos)
+        delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        if delay <= 0:
+            batch.requeue([pos])
+            return
+        batch.back_off(pos)
+
+        def retry_now() -> None:
+            if pos in batch.backing_off:
+                batch.backing_off.discard(pos)
+                batch.requeue([pos])
+
+        self._deadlines.add(time.monotonic() + delay, retry_now)
+
+    def finish_failed(
+        self,
+        batch: Batch,
+        pos: int,
+        status: Status,
+        error: BaseException,
+        slot_id: int | None,
+        times: tuple[float | None, float | None] | None,
+        tb: str | None = None,
+    ) -> None:
+        started, finished = times or (None, None)
+        slot = self._slots[slot_id] if slot_id is not None else None
+        # A position that never started its current attempt (cancelled while waiting, or
+        # failed before dispatch) has made one attempt fewer than attempts_of counts.
+        attempts = batch.attempts_of(pos) - (0 if slot is not None else 1)
+        outcome = Outcome(
+            key=batch.key_of(pos),
+            status=status,
+            error=error,
+            attempts=attempts,
+            worker=worker_index(self._in_process, slot_id) if slot_id is not None else None,
+            pid=slot.pid if slot is not None else None,
+            started=started,
+            finished=finished,
+            traceback=tb,
+            group=batch.group_of(pos),
+        )
+        batch.finish_failed(pos, outcome)
+
+    def finish_cancelled(self, batch: Batch, pos: int, slot_id: int | None) -> None:
+        error = TaskCancelled(f"task {batch.key_of(pos)!r} was cancelled", key=batch.key_of(pos))
+        self.finish_failed(batch, pos, Status.CANCELLED, error, slot_id, None)
+
+    def fail_all(self, batch: Batch, error: BaseException) -> None:
+        """Every position of ``batch`` not yet final fails with ``error`` (no attempt)."""
+        for pos in batch.stop():
+            self.finish_failed(batch, pos, Status.FAILED, error, None, None)
+        self._complete(batch)
+
+    def failed_at_edge(
+        self,
+        slot_id: int,
+        flight: InFlight,
+        edge: str,
+        error_for: Callable[[Any], BaseException],
+        status: Status = Status.FAILED,
+        tb: str | None = None,
+    ) -> None:
+        """``flight``'s Call failed at ``edge``, outside its tasks (``_messages``). One task:
+        its attempt ends with ``error_for(its key)``. Several: whose argument or result is at
+        fault is unknowable from one broken stream, so they run again one by one (without
+        counting an attempt) and only the culprit fails; except when the function of a
+        ``map`` chunk cannot be loaded, which every task of the chunk needs."""
+        batch, positions = flight.batch, flight.positions
+        if len(positions) > 1 and (edge != FUNCTION or batch.star):
+            batch.requeue_one_by_one(positions)
+            return
+        times = (flight.started, time.time())
+        for pos in positions:
+            error = error_for(batch.key_of(pos))
+            self.attempt_failed(batch, pos, status, error, slot_id, times, tb)
+        self._complete(batch)
+
+    def lose(
+        self, slot_id: int, flight: InFlight, index: int, status: Status, error: BaseException
+    ) -> None:
+        """The worker of ``flight`` is gone while running item ``index``: that item's attempt
+        ends with ``error``; items before it (their results died with the worker) and after it
+        (never started) go back to the queue without counting an attempt."""
+        batch, positions = flight.batch, flight.positions
+        if index > 0:
+            batch.requeue(positions[:index])
+        if index + 1 < len(positions):
+            batch.requeue(positions[index + 1 :])
+        started = flight.started if index == 0 else None
+        self.attempt_failed(batch, positions[index], status, error, slot_id, (started, time.time()))
+        self._complete(batch)
+
+
+def unwrap(error: Any) -> tuple[BaseException, str | None]:
+    """An exception from a Result (or an InitFailed) and its worker traceback text."""
+    if isinstance(error, ExceptionWithTraceback):
+        return error.exc, error.tb
+    cause = getattr(error, "__cause__", None)
+    return error, (cause.tb if isinstance(cause, RemoteTraceback) else None)

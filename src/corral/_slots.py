@@ -1,0 +1,68 @@
+"""The engine's record of each worker: a ``Slot``, and the ``InFlight`` Calls it was sent.
+
+Engine thread only (``running_now``, on the progress thread, reads ``Slot.call`` and an
+``InFlight``'s fields, which are not changed after dispatch except its deadline). A slot's
+life, and the module that makes each move::
+
+    IDLE ──send (_dispatch)──► BUSY ──Result (_engine)──► IDLE
+      ▲                          │ died / killed: timeout, cancel (_crew)
+      └──── restart (_crew) ◄────┘
+    BUSY ──hand_over (_crew, Ctrl-C)──► HANDING OVER ──Handover / died / HANDOVER_WAIT──► killed
+    BUSY/IDLE ──recycle: max tasks, memory (_crew)──► retire, restart
+
+The slots are one list, built by the engine and handed to its collaborators, all on the engine
+thread; each field has few writers, at the moves above: ``calls`` grows in ``_dispatch`` (send),
+shrinks in ``_engine`` (an answer) and is emptied in ``_crew`` (death, kill); ``fn_ids`` and
+``drop`` mirror the functions the worker holds: added at send, taken back when a Call failed
+to load them (``_engine``) or when the table forgets one, reset at a (re)start (``_crew``);
+``pid``, ``alive``, ``last_words`` and ``handover`` are the Crew's alone; ``tasks_done`` counts
+in ``_engine`` and is reset by the Crew.
+
+Invariant: a Call's ``InFlight`` is appended to ``Slot.calls`` before the Call is sent, so a
+death or a timeout is always attributed to the Call the worker really had.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._batch import Batch
+from ._deadlines import Deadline
+
+
+@dataclass
+class InFlight:
+    """One Call sent to a worker and not yet answered."""
+
+    call_id: int
+    batch: Batch
+    positions: Sequence[int]
+    started: float
+    expected: float | None = None
+    deadline: Deadline | None = None
+    fns: frozenset[int] = frozenset()  # functions whose bytes the Call carried
+    drop: Sequence[int] = ()  # functions the Call told the worker to forget
+
+
+@dataclass
+class Slot:
+    """The engine's handle on one worker. ``calls`` are the Calls sent and not yet answered,
+    oldest (running) first; a second one is queued in the worker's pipe ahead of time when
+    calls are short, so the worker never waits for a coordinator that the OS has not yet
+    scheduled (see ``_dispatch.PREFETCH_SECONDS``)."""
+
+    pid: int | None = None
+    calls: deque[InFlight] = field(default_factory=deque)
+    alive: bool = False
+    tasks_done: int = 0
+    fn_ids: set[int] = field(default_factory=set)
+    drop: list[int] = field(default_factory=list)
+    last_words: str | None = None  # why the worker's loop ended, if it said (InitFailed)
+    handover: Deadline | None = None
+    """Set while the worker is asked to hand over its finished items (Ctrl-C): the bound."""
+
+    @property
+    def call(self) -> InFlight | None:
+        return self.calls[0] if self.calls else None
