@@ -93,15 +93,32 @@ for group in groups:
 """
 
 
+PORT_CONFLICT = re.compile(
+    r"in use|EADDRINUSE|Errno 98|(cannot|can't|could not|couldn't|failed to|unable to) bind",
+    re.IGNORECASE,
+)
+"""Output that says the port was taken: another port may well work, however often it repeats."""
+
+MASK = "<token>"
+"""What the log and ``ServiceError`` show in place of a start's token."""
+
+
 class _Failed(Exception):
-    """One start attempt failed (the program exited, or was not ready in time)."""
+    """One start attempt failed: the program exited (``code``), or was not ready in time."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class _Run:
     """One started program: its process, its output tail, and the thread reading it."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], pattern: re.Pattern[str] | None) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], pattern: re.Pattern[str] | None, token: str
+    ) -> None:
         self.proc = proc
+        self.token = token  # masked in the log by the reader thread, even after a discard
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.pattern = pattern
         self.matched = threading.Event()
@@ -123,8 +140,11 @@ class Service:
 
     A start that fails (the program exits early, e.g. address in use, or is not ready within
     ``startup_timeout`` seconds) is retried on another port up to ``retries`` times, then
-    raises ``corral.ServiceError`` with the program's last output lines. ``log`` (a path or a
-    writable text file) receives all of its output.
+    raises ``corral.ServiceError`` with the program's last output lines. A program that exits
+    with the same code and output on two ports (a usage error, a missing file) fails at once:
+    another port will not help (``ServiceError.permanent``), unless that output says the
+    address is in use. ``log`` (a path or a writable
+    text file) receives all of its output, with the token masked.
 
     The program runs in its own process group; ``stop()`` (or leaving the ``with`` block)
     sends it SIGTERM, then SIGKILL after ``grace`` seconds. If the process that started it
@@ -208,13 +228,13 @@ class Service:
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}, port {self.port}" if self.running else "not running"
-        return f"<corral.Service {self.argv[0]!r} ({state})>"
+        return f"<corral.Service {self.name!r} ({state})>"
 
     # -- starting ---------------------------------------------------------------------------
     def start(self) -> Service:
         """Start the program and wait until it is ready; ServiceError after ``retries``."""
         if self._run is not None:
-            raise ServiceError(f"{self.argv[0]} is already started", argv=self.argv)
+            raise ServiceError(f"{self.name} is already started", argv=self.argv)
         try:
             self._open_log()
             self._keeper = _start_keeper(self.grace)
@@ -225,17 +245,26 @@ class Service:
         if failed is None:
             return self
         self.stop()
-        failures, tail = failed
-        raise ServiceError(_failure_message(self.argv, failures, tail), argv=self.argv,
-                           attempts=tuple(failures), output=tuple(tail))  # fmt: skip
+        failures, tail, permanent = failed
+        message = _failure_message(self.name, failures, tail, permanent)
+        raise ServiceError(message, argv=self.argv, attempts=tuple(failures),
+                           output=tuple(tail), permanent=permanent)  # fmt: skip
 
-    def _start_on_some_port(self) -> tuple[list[str], list[str]] | None:
+    @property
+    def name(self) -> str:
+        """What messages call the program: the script an interpreter runs (``python
+        simserver.py`` is ``simserver.py``), else the program."""
+        return program_name(self.argv)
+
+    def _start_on_some_port(self) -> tuple[list[str], list[str], bool] | None:
         """Attempts on successive ports until one is ready (it is then ``self._run``): None,
-        or when all failed, why each did and the last one's output lines."""
+        or when all failed, why each did, the last one's output lines (token masked), and
+        whether the failure is permanent (the same exit and output on two ports in a row)."""
         failures: list[str] = []
         tail: list[str] = []
         avoid: set[int] = set()
         start = self._start_port
+        previous: tuple[int, list[str]] | None = None
         for attempt in range(1, self.retries + 2):
             reservation = self._reserve(start, avoid)
             try:
@@ -244,6 +273,16 @@ class Service:
                 port = reservation.port if reservation is not None else None
                 failures.append(f"attempt {attempt} (port {port}): {failure}")
                 tail = self._discard(reservation)
+                # An output that names the port differs from port to port: such a failure
+                # is worth another port, and so is one that says the address is in use;
+                # the token never says why (it is masked in ``tail``).
+                if (
+                    failure.code is not None
+                    and previous == (failure.code, tail)
+                    and not any(PORT_CONFLICT.search(line) for line in tail)
+                ):
+                    return failures, tail, True
+                previous = (failure.code, tail) if failure.code is not None else None
                 if port is not None:
                     avoid.add(port)
                     start = port + 1 if start is not None else None
@@ -254,7 +293,7 @@ class Service:
                 raise
             self._reservation = reservation
             return None
-        return failures, tail
+        return failures, tail, False
 
     def _reserve(self, start: int | None, avoid: set[int]) -> Reservation | None:
         if not self._needs_port:
@@ -268,10 +307,12 @@ class Service:
         self._await_ready()
 
     def _launch(self) -> None:
-        subst = {"{port}": str(self.port), "{token}": str(self.token)}
+        token = str(self.token)
+        subst = {"{port}": str(self.port), "{token}": token}
         argv = [_substitute(a, subst) for a in self.argv]
         env = {**os.environ, **{k: _substitute(v, subst) for k, v in self._env.items()}}
-        self._write_log(f"--- corral: starting {' '.join(argv)}")
+        shown = [_substitute(a, {"{port}": str(self.port), "{token}": MASK}) for a in self.argv]
+        self._write_log(f"--- corral: starting {' '.join(shown)}")
         try:
             proc = subprocess.Popen(
                 argv,
@@ -284,10 +325,12 @@ class Service:
                 env=env,
             )
         except OSError as exc:  # not found, not executable: another port will not help
-            raise ServiceError(f"cannot run {argv[0]}: {exc}", argv=self.argv) from exc
+            raise ServiceError(
+                f"cannot run {argv[0]}: {exc}", argv=self.argv, permanent=True
+            ) from exc
         self._tell_keeper(f"+{proc.pid}")
         pattern = self._ready if isinstance(self._ready, re.Pattern) else None
-        run = _Run(proc, pattern)
+        run = _Run(proc, pattern, token)
         run.thread = threading.Thread(
             target=self._read_output, args=(run,), name=f"corral-service-{proc.pid}", daemon=True
         )
@@ -303,7 +346,7 @@ class Service:
         while True:
             code = run.proc.poll()
             if code is not None:
-                raise _Failed(f"exited with code {code} before it was ready")
+                raise _Failed(f"exited with code {code} before it was ready", code)
             if self._is_ready(run):
                 return
             if time.monotonic() > deadline:
@@ -335,7 +378,7 @@ class Service:
             for raw in iter(stream.readline, b""):
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 run.tail.append(line)
-                self._write_log(line)
+                self._write_log(line.replace(run.token, MASK))
                 if run.pattern is not None and run.pattern.search(line):
                     run.matched.set()
 
@@ -360,7 +403,7 @@ class Service:
         tail: list[str] = []
         if run is not None:
             self._terminate(run)
-            tail = list(run.tail)
+            tail = [line.replace(run.token, MASK) for line in run.tail]
         if reservation is not None:
             reservation.release()
         self.port = self.token = self.pid = None
@@ -459,14 +502,45 @@ def _substitute(text: str, subst: dict[str, str]) -> str:
     return text
 
 
-def _failure_message(argv: tuple[str, ...], failures: list[str], tail: list[str]) -> str:
-    lines = [f"{argv[0]} did not start after {len(failures)} attempts:"]
+INTERPRETER = re.compile(
+    r"(python|pypy|jython|ipython)[\d.]*(\.exe)?|(ba|da|z|k)?sh|node|perl|ruby|Rscript|julia|"
+    r"java|env|uv|uvx|exec|nice|nohup|stdbuf|timeout|taskset|numactl|mpirun|mpiexec|srun"
+)
+"""Programs that run another one: messages name what they run."""
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """The name messages give a program: for ``python simserver.py`` it is ``simserver.py``,
+    for ``python -m http.server`` ``http.server``, for ``redis-server ...`` ``redis-server``."""
+    first = Path(argv[0]).name
+    if not INTERPRETER.fullmatch(first):
+        return first
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-m", "-c", "-e", "-jar"):
+            value = next(args, "")
+            return value if arg in ("-m", "-jar") and value else f"{first} {arg}"
+        if arg in ("-X", "-W", "-cp", "-classpath"):
+            next(args, None)  # an option's value
+            continue
+        if arg.startswith("-") or "=" in arg or arg.replace(".", "").isdigit():
+            continue  # an option (or env's VAR=value, timeout's seconds): not the program
+        return program_name([arg, *args])
+    return first
+
+
+def _failure_message(name: str, failures: list[str], tail: list[str], permanent: bool) -> str:
+    """The first line says why (summaries keep only it); then each attempt and the output."""
+    last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+    if permanent:
+        head = f"{name} cannot start (it exited the same way twice in a row)"
+    else:
+        head = f"{name} did not start after {len(failures)} attempts"
+    lines = [f"{head}: {last}" if last else f"{head} (it printed nothing)"]
     lines += [f"  {f}" for f in failures]
     if tail:
         lines.append("its last output lines:")
         lines += [f"  | {line}" for line in tail[-20:]]
-    else:
-        lines.append("it printed nothing")
     return "\n".join(lines)
 
 
