@@ -1,32 +1,43 @@
 """``corral.Service``: an external program on a port of its own, ready before it is used, and
 never left running.
 
-    worker process (or the caller)       keeper process             the service
+    worker process (or the caller)       keeper process (_keeper)   the service
     ──────────────────────────────       (own session)              (own session = own group)
     start():
       reserve a port (_ports: lock file + bind test)
       keeper pipe, write end ──────────► reads "+pgid" / "-pgid"
-      Popen(argv with {port}, {token}) ───────────────────────────► program
-      "+pgid" ─────────────────────────►
+      Popen(argv with {port}, {token},
+            env CORRAL_SERVICE=<mark>) ───────────────────────────► program (and all it starts
+      "+pgid" ─────────────────────────►                              inherit the mark)
       reader thread ◄═══ stdout + stderr (one pipe) ═══════════════ output: tail, log, regex
       wait until ready (tcp / regex / callable); else kill it, next port, up to ``retries``
-    stop(): SIGTERM to the group, SIGKILL after ``grace``; "-pgid"; close the pipe ─► keeper exits
+    stop(): SIGTERM to the program's tree, SIGKILL after ``grace``; "-pgid"; close the pipe
+            ─► keeper exits
+
+Ownership: a Service's program, everything it starts, and its keeper belong to the Service.
+Its starter stops them (``stop``), or, when the starter dies first, its keeper. Nothing else
+kills them: the tree kills of a worker (timeout, cancel, crash, the coordinator's death; see
+``_worker``) spare every process that carries ``CORRAL_SERVICE`` and whatever is under it.
 
 Who kills whom:
 
-- ``stop()`` (context exit, fixture teardown) stops the program's whole group.
+- ``stop()`` (context exit, fixture teardown) stops the program's whole tree: its group,
+  the processes under it in other groups (found by walking the tree), and those that carry
+  its mark but are no longer under it (orphans of a double fork, re-parented to the worker,
+  a subreaper, or to init).
 - The service does not share the worker's process group, so killing a worker (timeout,
   cancel, recycling) or the worker's lifeline watchdog (the coordinator died) does not reach
   it. The keeper does: it blocks reading a pipe whose only write end this process holds.
   When this process dies, however it dies, the kernel closes that end; the keeper reads EOF,
-  sends SIGTERM to every group it was told about, and SIGKILL after ``grace``. The keeper
-  runs in a session of its own for the same reason: the signal that kills a worker's group
-  must not kill it first.
+  sends SIGTERM to every group it was told about and to every process carrying the mark, and
+  SIGKILL after ``grace``. The keeper runs in a session of its own for the same reason: the
+  signal that kills a worker's group must not kill it first.
 - The keeper is told "-pgid" after a group is stopped, so it never signals a process group
   id that the system may have reused.
 
-A program that puts itself in the background (daemonizes) cannot be supervised: run servers
-in the foreground (``redis-server --daemonize no``).
+A program that puts itself in the background (daemonizes) is stopped through its mark, as
+long as it keeps its environment; still, run servers in the foreground (``redis-server
+--daemonize no``): only then does ``ready`` and a death before it is ready make sense.
 """
 
 from __future__ import annotations
@@ -39,7 +50,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,7 +59,14 @@ from typing import IO, Any, Literal
 import psutil
 
 from ._errors import ConfigError, ServiceError
-from ._platform import kill_group
+from ._keeper import Keeper
+from ._platform import (
+    SERVICE_ENV,
+    descendants,
+    kill_group,
+    kill_marked,
+    signal_processes,
+)
 from ._ports import Reservation, reserve
 from ._public import public
 
@@ -58,40 +75,6 @@ TAIL_LINES = 50
 
 POLL = 0.05
 """Seconds between readiness checks of a starting program (a port cannot be waited on)."""
-
-KEEPER = r"""
-import os, signal, sys, time
-grace = float(sys.argv[1])
-groups = set()
-while True:  # EOF: the process that started the services is gone, or is done with them
-    line = sys.stdin.buffer.readline()
-    if not line:
-        break
-    if line[:1] == b"+":
-        groups.add(int(line[1:]))
-    elif line[:1] == b"-":
-        groups.discard(int(line[1:]))
-def alive(group):
-    try:
-        os.killpg(group, 0)
-    except OSError:
-        return False
-    return True
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except OSError:
-        pass
-end = time.monotonic() + grace
-while time.monotonic() < end and any(alive(g) for g in groups):
-    time.sleep(0.05)
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
 
 PORT_CONFLICT = re.compile(
     r"in use|EADDRINUSE|Errno 98|(cannot|can't|could not|couldn't|failed to|unable to) bind",
@@ -202,7 +185,7 @@ class Service:
         self.pid: int | None = None
         self._run: _Run | None = None
         self._reservation: Reservation | None = None
-        self._keeper: subprocess.Popen[bytes] | None = None
+        self._keeper: Keeper | None = None
         self._check_error: Exception | None = None  # the ready callable's last exception
 
     # -- public surface ---------------------------------------------------------------------
@@ -237,7 +220,7 @@ class Service:
             raise ServiceError(f"{self.name} is already started", argv=self.argv)
         try:
             self._open_log()
-            self._keeper = _start_keeper(self.grace)
+            self._keeper = Keeper(self.grace, secrets.token_hex(8))
             failed = self._start_on_some_port()
         except BaseException:
             self.stop()
@@ -311,6 +294,8 @@ class Service:
         subst = {"{port}": str(self.port), "{token}": token}
         argv = [_substitute(a, subst) for a in self.argv]
         env = {**os.environ, **{k: _substitute(v, subst) for k, v in self._env.items()}}
+        assert self._keeper is not None
+        env[SERVICE_ENV] = self._keeper.mark  # its keeper's, not a worker's (see _keeper)
         shown = [_substitute(a, {"{port}": str(self.port), "{token}": MASK}) for a in self.argv]
         self._write_log(f"--- corral: starting {' '.join(shown)}")
         try:
@@ -410,40 +395,41 @@ class Service:
         return tail
 
     def _terminate(self, run: _Run) -> None:
+        """Stop the program's whole tree: its group, and what it started in other sessions
+        (found under it now, or by its mark: orphans re-parented elsewhere); SIGTERM, then
+        SIGKILL once the program is gone or ``grace`` has passed."""
         group = run.proc.pid
+        escaped = [p for p in descendants(group, spare_services=False) if _outside(p, group)]
+        spare = (self._keeper.pid,) if self._keeper is not None else ()
+        mark = self._keeper.mark if self._keeper is not None else None
         if run.proc.poll() is None:
             kill_group(group, signal.SIGTERM)
+        signal_processes(escaped, signal.SIGTERM)
+        if mark is not None:
+            kill_marked(SERVICE_ENV, mark, signal.SIGTERM, spare=spare)
+        if run.proc.poll() is None:
             try:
                 run.proc.wait(self.grace)
             except subprocess.TimeoutExpired:
                 kill_group(group, signal.SIGKILL)
                 run.proc.wait()
         kill_group(group, signal.SIGKILL)  # what the program started, if it outlived it
+        signal_processes(escaped, signal.SIGKILL)
+        if mark is not None:
+            kill_marked(SERVICE_ENV, mark, signal.SIGKILL, spare=spare)
         self._tell_keeper(f"-{group}")
         if run.thread is not None:
             run.thread.join(timeout=5.0)  # EOF once every writer of the pipe is gone
 
     # -- keeper and log -----------------------------------------------------------------------
     def _tell_keeper(self, line: str) -> None:
-        keeper = self._keeper
-        if keeper is None or keeper.stdin is None:
-            return
-        with contextlib.suppress(OSError):
-            keeper.stdin.write(line.encode() + b"\n")
-            keeper.stdin.flush()
+        if self._keeper is not None:
+            self._keeper.tell(line)
 
     def _stop_keeper(self) -> None:
         keeper, self._keeper = self._keeper, None
-        if keeper is None:
-            return
-        with contextlib.suppress(OSError):
-            if keeper.stdin is not None:
-                keeper.stdin.close()  # EOF with no group left: it exits at once
-        try:
-            keeper.wait(timeout=10.0)
-        except subprocess.TimeoutExpired:
-            keeper.kill()
-            keeper.wait()
+        if keeper is not None:
+            keeper.close()
 
     def _open_log(self) -> None:
         target = self._log_target
@@ -461,15 +447,12 @@ class Service:
                 self._log.write(line + "\n")
 
 
-def _start_keeper(grace: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", KEEPER, repr(grace)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # out of the worker's group: it must outlive a group kill
-        close_fds=True,
-    )
+def _outside(proc: Any, group: int) -> bool:
+    """Whether ``proc`` left the program's process group (a group kill misses it)."""
+    try:
+        return os.getpgid(proc.pid) != group
+    except OSError:
+        return False  # gone
 
 
 def _accepts(host: str, port: int) -> bool:

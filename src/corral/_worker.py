@@ -47,10 +47,15 @@ from ._errors import ExceptionWithTraceback
 from ._execute import execute
 from ._messages import STOP, Call, InitFailed, Result
 from ._platform import (
+    WORKER_ENV,
     become_group_leader,
+    become_subreaper,
+    kill_descendants,
     kill_group,
     limit_native_threads,
+    reap_adopted,
     set_parent_death_signal,
+    worker_mark,
 )
 
 if TYPE_CHECKING:
@@ -143,6 +148,7 @@ def _loop(
         result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss)
         conn.send_bytes(encode_result(result))
         del call, result
+        reap_adopted()  # between Calls: no task code is waiting for a child now
 
 
 def _unbound(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -158,14 +164,17 @@ def _fixture_cache(fixtures: bytes | None) -> FixtureCache | None:
 
 
 def _watch_lifeline(lifeline: Connection) -> None:
-    """Fork the watchdog: a tiny process in the worker's group that blocks on the lifeline
-    and kills the group when it reports EOF.
+    """Make this worker the keeper of its descendants, then fork the watchdog: a tiny process
+    in the worker's group that blocks on the lifeline and, when it reports EOF, kills every
+    descendant of the worker (Services excepted) and the worker's group.
 
     A thread would not do: it needs the GIL to act, and a task stuck in C code that holds the
     GIL would keep the worker alive after its coordinator is gone. The watchdog dies with the
     worker (parent-death signal on Linux) and is killed with its group otherwise.
     """
     worker = os.getpid()
+    become_subreaper()  # orphans of a task's processes stay in this tree (Linux)
+    os.environ[WORKER_ENV] = worker_mark(worker)  # and carry this mark, for after a crash
     fd = lifeline.fileno()
     if os.fork() == 0:  # the watchdog; single-threaded, runs no user code
         try:
@@ -180,6 +189,7 @@ def _watch_lifeline(lifeline: Connection) -> None:
                     continue
                 except OSError:
                     break
+            _kill_descendants_of(worker)
             # The worker leads the group (it called become_group_leader before forking us);
             # if it could not, kill it alone rather than whatever group it shares.
             if os.getpgid(0) == worker:
@@ -189,6 +199,19 @@ def _watch_lifeline(lifeline: Connection) -> None:
         finally:
             os._exit(0)
     lifeline.close()
+
+
+def _kill_descendants_of(worker: int) -> None:
+    """In the watchdog: kill what the worker's tasks started, in any session, before the
+    worker. The worker is stopped first (it can start nothing more) but kept alive: as a
+    subreaper it adopts the orphans of each process killed, and the next walk finds them."""
+    with contextlib.suppress(OSError):
+        os.kill(worker, signal.SIGSTOP)
+    try:
+        kill_descendants(worker, spare={os.getpid()})
+    except Exception as exc:  # the group kill that follows must happen regardless
+        with contextlib.suppress(OSError):
+            os.write(2, f"corral watchdog: cannot walk worker {worker}'s tree: {exc!r}\n".encode())
 
 
 def _initialize(conn: Connection, initializer: bytes) -> bool:
