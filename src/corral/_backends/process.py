@@ -122,9 +122,14 @@ class ProcessBackend:
             child_conn.close()
             lifeline_r.close()
         self._workers[slot] = _Worker(process, parent_conn, lifeline_w, stamp)
-        self._workers[slot].mark = worker_mark(process.pid)
+        self._marked(slot)
         pid: int | None = process.pid
         return pid
+
+    def _marked(self, slot: int) -> None:
+        worker = self._workers[slot]
+        if worker is not None:
+            worker.mark = worker_mark(worker.process.pid)
 
     def _inherited_fds(self, *own: Connection) -> list[int]:
         """Under fork, the child inherits the coordinator's ends of every pipe; it must close
