@@ -6,9 +6,21 @@
                         ◄═ Result / InitFailed ═
     lifeline writer     ── (never written) ────► watchdog process (forked by the worker):
                                                  blocks on read; EOF = coordinator gone →
-                                                 SIGKILL the worker's whole group
+                                                 SIGSTOP the worker, SIGKILL its descendants
+                                                 (Services spared), then its whole group
     stamp (3 shared doubles) ◄────────────────── main thread writes [item index, start time,
                                                  call id] as it works through a Call
+
+    what a task starts, and who kills it:
+
+    worker (subreaper, CORRAL_WORKER=<mark>)
+     ├── watchdog                                   (never killed by the tree kills)
+     ├── subprocess, same group                     group kill (SIGTERM, then SIGKILL)
+     ├── grandchild in a new session / a daemon     tree walk while the worker lives:
+     │     (orphans come back to the worker)          timeout, cancel (coordinator), the
+     │                                                coordinator's death (watchdog);
+     │                                                after a crash: found by its mark
+     └── Service program, keeper (CORRAL_SERVICE)   spared: its starter's stop() or its keeper
 
 The worker leads its own process group, so the coordinator can kill it together with any
 subprocess a task started, and a terminal's Ctrl-C (sent to the foreground group) reaches only
@@ -16,8 +28,18 @@ the coordinator, which decides what stops. SIGINT is ignored here for the same r
 
 Orphan protection: the coordinator holds the only write end of the lifeline pipe. When the
 coordinator dies for any reason (even SIGKILL), the kernel closes it, the watchdog's read
-returns EOF, and it kills the worker's whole group. The parent-death signal of Linux would not
-do: under forkserver the worker's parent is the fork server, not the coordinator.
+returns EOF, and it kills the worker's descendants and whole group. The parent-death signal of
+Linux would not do: under forkserver the worker's parent is the fork server, not the
+coordinator.
+
+Descendants (``_platform``): the worker is a child subreaper, so what its tasks start stays
+in its tree even when it leaves the group (a new session) and its parent dies (a daemon's
+double fork); and it marks its environment, which finds them once its tree is gone (a crash).
+Ownership: the coordinator kills what a killed or crashed worker's tasks started
+(``_backends.process``); the watchdog, what they started when the coordinator is gone; a
+Service's processes belong to the Service (its ``stop`` or its keeper), never to those kills.
+A subreaper must reap the orphans it adopts: between Calls the worker reaps the zombie children
+it certainly did not start (``_platform.reap_adopted``), never one a task may still wait for.
 
 Fixtures: a pool with fixtures sends them pickled at start-up; the worker binds each
 task function to the fixtures it asks for and, when its loop ends normally (STOP: retired or

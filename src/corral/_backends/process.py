@@ -288,8 +288,10 @@ class ProcessBackend:
 
 def _escaped(pid: int) -> list[Any]:
     """What the worker ``pid`` started outside its own process group (other sessions,
-    daemons), Services excepted; a walk of the whole process table only if it has children."""
-    if not children_of(pid):
+    daemons), Services excepted. The walk reads the whole process table, so it is skipped
+    when every child is in the worker's group and childless (the watchdog, plain
+    subprocesses): the group kill reaches those."""
+    if all(_in_group(child, pid) and not children_of(child) for child in children_of(pid)):
         return []
     found = []
     for proc in descendants(pid):
@@ -297,3 +299,10 @@ def _escaped(pid: int) -> list[Any]:
             if os.getpgid(proc.pid) != pid:
                 found.append(proc)
     return found
+
+
+def _in_group(pid: int, group: int) -> bool:
+    try:
+        return os.getpgid(pid) == group
+    except OSError:
+        return True  # gone: nothing to find under it
