@@ -121,17 +121,20 @@ def test_escapees_of_a_crashed_worker_are_killed(tmp_path, tag):
 def test_escapees_die_with_the_coordinator_and_the_service_is_stopped_by_its_keeper(
     tmp_path, tag, start_method
 ):
+    # Its output goes to a file: the escapees inherit it, and a pipe would stay open with them.
+    log = open(tmp_path / "output", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen([sys.executable, str(BATCH), str(tmp_path), tag, start_method],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            stdout=log, stderr=log, start_new_session=True)  # fmt: skip
     try:
-        wait_until(lambda: (tmp_path / "running").exists(), "the task", timeout=90, proc=proc)
+        wait_until(lambda: (tmp_path / "running").exists(), "the task", timeout=90)
         names = {p.info["cmdline"][-2] for p in tagged(tag)}
         assert {f"{tag}-session", f"{tag}-daemon"} <= names
         assert any(p.info["cmdline"][-1] == f"{tag}-service" for p in tagged(tag))
+        before = [(p.pid, p.ppid(), p.info["cmdline"][-2]) for p in tagged(tag)]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        assert not survivors(tag)
+        left = survivors(tag)
+        assert not left, (left, before, (tmp_path / "output").read_text()[-3000:])
         # The worker's watchdog spared the Service: its keeper stopped it with SIGTERM.
         assert (tmp_path / "terminated").exists()
     finally:
@@ -140,8 +143,7 @@ def test_escapees_die_with_the_coordinator_and_the_service_is_stopped_by_its_kee
             proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.stdout.close()
-        proc.stderr.close()
+        log.close()
 
 
 # -- services --------------------------------------------------------------------------------------

@@ -157,18 +157,38 @@ def descendants(pid: int, *, spare_services: bool = True) -> list[Any]:
     (``spare_services``) the Services (``SERVICE_ENV``) and everything under them."""
     import psutil
 
-    children: dict[int, list[Any]] = {}
-    for proc in psutil.process_iter(["ppid", "status"]):
-        if proc.info["status"] != psutil.STATUS_ZOMBIE:
-            children.setdefault(proc.info["ppid"], []).append(proc)
+    children = _live_children_map()
     found: list[Any] = []
     stack = [pid]
     while stack:
-        for proc in children.get(stack.pop(), ()):
-            if proc.pid != pid and not (spare_services and _is_service(proc)):
+        for child in children.get(stack.pop(), ()):
+            try:
+                proc = psutil.Process(child)  # its start time, for a safe signal later
+            except psutil.Error:
+                continue
+            if child != pid and not (spare_services and _is_service(proc)):
                 found.append(proc)
-                stack.append(proc.pid)
+                stack.append(child)
     return found
+
+
+def _live_children_map() -> dict[int, list[int]]:
+    """``{ppid: [pid, ...]}`` of every process but zombies: read from ``/proc`` on Linux
+    (a few ms; psutil's ``process_iter`` takes ten times longer), else through psutil."""
+    children: dict[int, list[int]] = {}
+    if os.path.isdir("/proc/self/task"):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                fields = _stat_fields(int(entry.name))
+                if fields is not None and fields[0] != b"Z":
+                    children.setdefault(int(fields[1]), []).append(int(entry.name))
+        return children
+    import psutil
+
+    for proc in psutil.process_iter(["ppid", "status"]):
+        if proc.info["status"] != psutil.STATUS_ZOMBIE:
+            children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    return children
 
 
 def _is_service(proc: Any) -> bool:
