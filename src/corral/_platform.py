@@ -254,7 +254,7 @@ def signal_processes(procs: Iterable[Any], sig: int) -> None:
 
 def kill_descendants(pid: int, *, spare: Iterable[int] = ()) -> None:
     """SIGKILL everything under ``pid`` (but Services and ``spare``), walking again until
-    nothing is left: ``pid`` must be a live subreaper (stopped, ideally), so that the
+    nothing is left: ``pid`` must be a live subreaper, so that the
     orphans of each killed process come back under it and are found by the next walk."""
     spared = set(spare)
     for _ in range(KILL_PASSES):

@@ -6,8 +6,8 @@
                         ◄═ Result / InitFailed ═
     lifeline writer     ── (never written) ────► watchdog process (forked by the worker):
                                                  blocks on read; EOF = coordinator gone →
-                                                 SIGSTOP the worker, SIGKILL its descendants
-                                                 (Services spared), then its whole group
+                                                 SIGKILL the worker's descendants (Services
+                                                 spared), then its whole group
     stamp (3 shared doubles) ◄────────────────── main thread writes [item index, start time,
                                                  call id] as it works through a Call
 
@@ -225,10 +225,12 @@ def _watch_lifeline(lifeline: Connection) -> None:
 
 def _kill_descendants_of(worker: int) -> None:
     """In the watchdog: kill what the worker's tasks started, in any session, before the
-    worker. The worker is stopped first (it can start nothing more) but kept alive: as a
-    subreaper it adopts the orphans of each process killed, and the next walk finds them."""
-    with contextlib.suppress(OSError):
-        os.kill(worker, signal.SIGSTOP)
+    worker. The worker is kept alive meanwhile: as a subreaper it adopts the orphans of each
+    process killed, and the next walk finds them (and what it started since).
+
+    Not SIGSTOP it first: once the coordinator (under fork or spawn, its parent) is gone, the
+    worker's group is orphaned, and the kernel sends SIGHUP and SIGCONT to an orphaned group
+    with a stopped member, which kills the worker (and the watchdog) half-way."""
     try:
         kill_descendants(worker, spare={os.getpid()})
     except Exception as exc:  # the group kill that follows must happen regardless
