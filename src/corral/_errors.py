@@ -150,7 +150,10 @@ class ServiceError(CorralError):
     """A ``corral.Service`` could not be started: every attempt failed.
 
     ``attempts`` says why each attempt failed (exited early, not ready in time, ...),
-    ``output`` holds the program's last output lines from the last attempt.
+    ``output`` holds the program's last output lines from the last attempt (its token
+    masked). ``permanent`` is True when starting again will fail the same way (the program
+    is not found, or exited with the same code and output on two ports): a fixture that
+    raises it is not set up again (``fixture_failures`` is reached at once).
     """
 
     def __init__(
@@ -160,11 +163,13 @@ class ServiceError(CorralError):
         argv: tuple[str, ...] = (),
         attempts: tuple[str, ...] = (),
         output: tuple[str, ...] = (),
+        permanent: bool = False,
     ) -> None:
         super().__init__(message)
         self.argv = argv
         self.attempts = attempts
         self.output = output
+        self.permanent = permanent
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_service_error, (self.args, self.__dict__))

@@ -191,6 +191,8 @@ class FixtureCache:
             cause=_portable(exc),
             attempt=f"{self._tag}-{next(self._attempt_ids)}",
         )
+        if self._limit is not None and getattr(exc, "permanent", False):
+            count = max(count, self._limit)  # e.g. a Service that cannot start: give up now
         self._failures[name] = (count, error)
         return error
 
@@ -200,7 +202,10 @@ class FixtureCache:
             return
         error = FixtureError(
             f"fixture {name!r} was not set up again: it failed {count} times in a row in this "
-            f"worker (fixture_failures={self._limit}); last error: {last.args[0]}",
+            f"worker (fixture_failures={self._limit}); last error: {last.args[0]}"
+            if not getattr(last.cause, "permanent", False)
+            else f"fixture {name!r} was not set up again: it would fail the same way; "
+            f"last error: {last.args[0]}",
             fixture=name,
             cause=last.cause,
         )

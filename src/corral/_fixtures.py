@@ -269,7 +269,7 @@ class FixtureGuard:
             return
         seen = self._attempts.setdefault(error.fixture, set())
         seen.add(error.attempt)
-        if len(seen) >= self._limit:
+        if len(seen) >= self._limit or getattr(error.cause, "permanent", False):
             self._broken[error.fixture] = error
 
     def blocked(self, batch: Batch, positions: Sequence[int]) -> dict[int, FixtureError]:
@@ -304,9 +304,13 @@ class FixtureGuard:
         last = self._broken[name]
         cause = last.cause
         reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(last)
+        if getattr(cause, "permanent", False):
+            why = "failed to set up, and would fail the same way again"
+        else:
+            why = f"failed to set up {len(self._attempts[name])} times"
         error = FixtureError(
-            f"task {key!r} was not run: fixture {name!r} failed to set up "
-            f"{len(self._attempts[name])} times (fixture_failures={self._limit}); "
+            f"task {key!r} was not run: fixture {name!r} {why} "
+            f"(fixture_failures={self._limit}); "
             f"last error: {reason}",  # whole: a ServiceError says why on its later lines
             fixture=name,
             key=key,

@@ -5,11 +5,18 @@ Each candidate port passes two checks, in this order:
 1. **A lock file** ``<runtime dir>/ports/<port>.lock`` taken with ``flock(LOCK_EX | LOCK_NB)``.
    This is the agreement between corral processes: the workers of one run and separate runs
    on the same machine never hold the same port. The kernel drops the lock when its holder
-   closes the file or dies, so a killed worker never leaves a port reserved. Lock files are
-   never deleted: unlinking a file that another process is about to lock would let two
-   processes hold "the same" lock on two different inodes.
+   closes the file or dies, so a killed worker never leaves a port reserved.
 2. **A bind** to the port (with ``SO_REUSEADDR``, as servers bind): the check against every
    other program, such as a foreign server squatting the port.
+
+Lock files are removed when released, with the usual pattern that keeps ``flock`` sound when
+files are unlinked: the holder unlinks the file *while still holding the lock*, then closes
+it; a process that acquires a lock checks afterwards that the path still names the inode it
+locked (``fstat`` against ``stat``) and starts over if not. Without the check, a process that
+opened the file just before it was unlinked would lock the orphaned inode while a third one
+locks a fresh file of the same name: two holders of one port. A process killed while holding
+a port leaves its file behind (nothing unlinks it); the next process that takes that port
+and releases it removes it.
 
 The lock is taken first: a bind test alone races (two workers both see the port free).
 Between the bind test and the service's own bind a foreign program can still take the port;
@@ -43,15 +50,21 @@ EPHEMERAL_TRIES = 200
 class Reservation:
     """A port held for this process until ``release`` (or until this process dies)."""
 
-    def __init__(self, port: int, fd: int) -> None:
+    def __init__(self, port: int, fd: int, path: Path) -> None:
         self.port = port
         self._fd: int | None = fd
+        self._path = path
 
     def release(self) -> None:
+        """Free the port and remove its lock file: unlinked while the lock is still held, so
+        no other process can hold a lock on this inode at that moment (see the module text)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self._path)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
     def __repr__(self) -> str:
         return f"<Reservation port {self.port}{'' if self._fd is not None else ' released'}>"
@@ -67,12 +80,14 @@ def reserve(
     for port in candidates:
         if port in avoid:
             continue
-        fd = _lock(directory, port)
+        path = directory / f"{port}.lock"
+        fd = _lock(path)
         if fd is None:
             continue
+        reservation = Reservation(port, fd, path)
         if _bindable(host, port):
-            return Reservation(port, fd)
-        os.close(fd)
+            return reservation
+        reservation.release()
     where = "chosen by the OS" if start is None else f"in {start}..{start + SCAN - 1}"
     raise ServiceError(f"no free TCP port on {host} {where}")
 
@@ -114,17 +129,40 @@ def ports_dir() -> Path:
     return directory
 
 
-def _lock(directory: Path, port: int) -> int | None:
-    """An open, exclusively locked lock file for ``port``, or None if someone holds it."""
-    fd = os.open(directory / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+LOCK_TRIES = 100
+"""How often a lock is taken again when its file was removed under us (each time means that
+another process released that port in between; more than a few in a row does not happen)."""
+
+
+def _lock(path: Path) -> int | None:
+    """An open, exclusively locked lock file at ``path``, or None if someone holds it.
+
+    Invariant on return: ``path`` names the locked inode. A file unlinked by its releasing
+    holder between our ``open`` and our ``flock`` is stale (a new file may already exist and
+    be locked by someone else): we let it go and open the path again.
+    """
+    for _ in range(LOCK_TRIES):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return None
+            raise
+        if _same_file(fd, path):
+            return fd
         os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-            return None
-        raise
-    return fd
+    return None  # pragma: no cover - the file kept being replaced: treat the port as busy
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
 def _bindable(host: str, port: int) -> bool:

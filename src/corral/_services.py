@@ -1,32 +1,43 @@
 """``corral.Service``: an external program on a port of its own, ready before it is used, and
 never left running.
 
-    worker process (or the caller)       keeper process             the service
+    worker process (or the caller)       keeper process (_keeper)   the service
     ──────────────────────────────       (own session)              (own session = own group)
     start():
       reserve a port (_ports: lock file + bind test)
       keeper pipe, write end ──────────► reads "+pgid" / "-pgid"
-      Popen(argv with {port}, {token}) ───────────────────────────► program
-      "+pgid" ─────────────────────────►
+      Popen(argv with {port}, {token},
+            env CORRAL_SERVICE=<mark>) ───────────────────────────► program (and all it starts
+      "+pgid" ─────────────────────────►                              inherit the mark)
       reader thread ◄═══ stdout + stderr (one pipe) ═══════════════ output: tail, log, regex
       wait until ready (tcp / regex / callable); else kill it, next port, up to ``retries``
-    stop(): SIGTERM to the group, SIGKILL after ``grace``; "-pgid"; close the pipe ─► keeper exits
+    stop(): SIGTERM to the program's tree, SIGKILL after ``grace``; "-pgid"; close the pipe
+            ─► keeper exits
+
+Ownership: a Service's program, everything it starts, and its keeper belong to the Service.
+Its starter stops them (``stop``), or, when the starter dies first, its keeper. Nothing else
+kills them: the tree kills of a worker (timeout, cancel, crash, the coordinator's death; see
+``_worker``) spare every process that carries ``CORRAL_SERVICE`` and whatever is under it.
 
 Who kills whom:
 
-- ``stop()`` (context exit, fixture teardown) stops the program's whole group.
+- ``stop()`` (context exit, fixture teardown) stops the program's whole tree: its group,
+  the processes under it in other groups (found by walking the tree), and those that carry
+  its mark but are no longer under it (orphans of a double fork, re-parented to the worker,
+  a subreaper, or to init).
 - The service does not share the worker's process group, so killing a worker (timeout,
   cancel, recycling) or the worker's lifeline watchdog (the coordinator died) does not reach
   it. The keeper does: it blocks reading a pipe whose only write end this process holds.
   When this process dies, however it dies, the kernel closes that end; the keeper reads EOF,
-  sends SIGTERM to every group it was told about, and SIGKILL after ``grace``. The keeper
-  runs in a session of its own for the same reason: the signal that kills a worker's group
-  must not kill it first.
+  sends SIGTERM to every group it was told about and to every process carrying the mark, and
+  SIGKILL after ``grace``. The keeper runs in a session of its own for the same reason: the
+  signal that kills a worker's group must not kill it first.
 - The keeper is told "-pgid" after a group is stopped, so it never signals a process group
   id that the system may have reused.
 
-A program that puts itself in the background (daemonizes) cannot be supervised: run servers
-in the foreground (``redis-server --daemonize no``).
+A program that puts itself in the background (daemonizes) is stopped through its mark, as
+long as it keeps its environment; still, run servers in the foreground (``redis-server
+--daemonize no``): only then does ``ready`` and a death before it is ready make sense.
 """
 
 from __future__ import annotations
@@ -39,7 +50,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,9 +59,15 @@ from typing import IO, Any, Literal
 import psutil
 
 from ._errors import ConfigError, ServiceError
-from ._platform import kill_group
+from ._keeper import Keeper
+from ._platform import (
+    SERVICE_ENV,
+    descendants,
+    kill_group,
+    kill_marked,
+    signal_processes,
+)
 from ._ports import Reservation, reserve
-from ._proctitle import TITLE_IN_ISOLATED_PYTHON, title_args
 from ._public import public
 
 TAIL_LINES = 50
@@ -60,49 +76,32 @@ TAIL_LINES = 50
 POLL = 0.05
 """Seconds between readiness checks of a starting program (a port cannot be waited on)."""
 
-KEEPER = r"""
-import os, signal, sys, time
-grace = float(sys.argv[1])
-groups = set()
-while True:  # EOF: the process that started the services is gone, or is done with them
-    line = sys.stdin.buffer.readline()
-    if not line:
-        break
-    if line[:1] == b"+":
-        groups.add(int(line[1:]))
-    elif line[:1] == b"-":
-        groups.discard(int(line[1:]))
-def alive(group):
-    try:
-        os.killpg(group, 0)
-    except OSError:
-        return False
-    return True
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except OSError:
-        pass
-end = time.monotonic() + grace
-while time.monotonic() < end and any(alive(g) for g in groups):
-    time.sleep(0.05)
-for group in groups:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except OSError:
-        pass
-"""
+PORT_CONFLICT = re.compile(
+    r"in use|EADDRINUSE|Errno 98|(cannot|can't|could not|couldn't|failed to|unable to) bind",
+    re.IGNORECASE,
+)
+"""Output that says the port was taken: another port may well work, however often it repeats."""
+
+MASK = "<token>"
+"""What the log and ``ServiceError`` show in place of a start's token."""
 
 
 class _Failed(Exception):
-    """One start attempt failed (the program exited, or was not ready in time)."""
+    """One start attempt failed: the program exited (``code``), or was not ready in time."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class _Run:
     """One started program: its process, its output tail, and the thread reading it."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], pattern: re.Pattern[str] | None) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], pattern: re.Pattern[str] | None, token: str
+    ) -> None:
         self.proc = proc
+        self.token = token  # masked in the log by the reader thread, even after a discard
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.pattern = pattern
         self.matched = threading.Event()
@@ -124,8 +123,11 @@ class Service:
 
     A start that fails (the program exits early, e.g. address in use, or is not ready within
     ``startup_timeout`` seconds) is retried on another port up to ``retries`` times, then
-    raises ``corral.ServiceError`` with the program's last output lines. ``log`` (a path or a
-    writable text file) receives all of its output.
+    raises ``corral.ServiceError`` with the program's last output lines. A program that exits
+    with the same code and output on two ports (a usage error, a missing file) fails at once:
+    another port will not help (``ServiceError.permanent``), unless that output says the
+    address is in use. ``log`` (a path or a writable
+    text file) receives all of its output, with the token masked.
 
     The program runs in its own process group; ``stop()`` (or leaving the ``with`` block)
     sends it SIGTERM, then SIGKILL after ``grace`` seconds. If the process that started it
@@ -183,7 +185,7 @@ class Service:
         self.pid: int | None = None
         self._run: _Run | None = None
         self._reservation: Reservation | None = None
-        self._keeper: subprocess.Popen[bytes] | None = None
+        self._keeper: Keeper | None = None
         self._check_error: Exception | None = None  # the ready callable's last exception
 
     # -- public surface ---------------------------------------------------------------------
@@ -209,16 +211,17 @@ class Service:
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}, port {self.port}" if self.running else "not running"
-        return f"<corral.Service {self.argv[0]!r} ({state})>"
+        return f"<corral.Service {self.name!r} ({state})>"
 
     # -- starting ---------------------------------------------------------------------------
     def start(self) -> Service:
         """Start the program and wait until it is ready; ServiceError after ``retries``."""
         if self._run is not None:
-            raise ServiceError(f"{self.argv[0]} is already started", argv=self.argv)
+            raise ServiceError(f"{self.name} is already started", argv=self.argv)
         try:
             self._open_log()
-            self._keeper = _start_keeper(self.grace, self.argv[0])
+            title = f"corral service keeper of {self.name} [for pid {os.getpid()}]"
+            self._keeper = Keeper(self.grace, secrets.token_hex(8), title)
             failed = self._start_on_some_port()
         except BaseException:
             self.stop()
@@ -226,17 +229,26 @@ class Service:
         if failed is None:
             return self
         self.stop()
-        failures, tail = failed
-        raise ServiceError(_failure_message(self.argv, failures, tail), argv=self.argv,
-                           attempts=tuple(failures), output=tuple(tail))  # fmt: skip
+        failures, tail, permanent = failed
+        message = _failure_message(self.name, failures, tail, permanent)
+        raise ServiceError(message, argv=self.argv, attempts=tuple(failures),
+                           output=tuple(tail), permanent=permanent)  # fmt: skip
 
-    def _start_on_some_port(self) -> tuple[list[str], list[str]] | None:
+    @property
+    def name(self) -> str:
+        """What messages call the program: the script an interpreter runs (``python
+        simserver.py`` is ``simserver.py``), else the program."""
+        return program_name(self.argv)
+
+    def _start_on_some_port(self) -> tuple[list[str], list[str], bool] | None:
         """Attempts on successive ports until one is ready (it is then ``self._run``): None,
-        or when all failed, why each did and the last one's output lines."""
+        or when all failed, why each did, the last one's output lines (token masked), and
+        whether the failure is permanent (the same exit and output on two ports in a row)."""
         failures: list[str] = []
         tail: list[str] = []
         avoid: set[int] = set()
         start = self._start_port
+        previous: tuple[int, list[str]] | None = None
         for attempt in range(1, self.retries + 2):
             reservation = self._reserve(start, avoid)
             try:
@@ -245,6 +257,16 @@ class Service:
                 port = reservation.port if reservation is not None else None
                 failures.append(f"attempt {attempt} (port {port}): {failure}")
                 tail = self._discard(reservation)
+                # An output that names the port differs from port to port: such a failure
+                # is worth another port, and so is one that says the address is in use;
+                # the token never says why (it is masked in ``tail``).
+                if (
+                    failure.code is not None
+                    and previous == (failure.code, tail)
+                    and not any(PORT_CONFLICT.search(line) for line in tail)
+                ):
+                    return failures, tail, True
+                previous = (failure.code, tail) if failure.code is not None else None
                 if port is not None:
                     avoid.add(port)
                     start = port + 1 if start is not None else None
@@ -255,7 +277,7 @@ class Service:
                 raise
             self._reservation = reservation
             return None
-        return failures, tail
+        return failures, tail, False
 
     def _reserve(self, start: int | None, avoid: set[int]) -> Reservation | None:
         if not self._needs_port:
@@ -269,10 +291,14 @@ class Service:
         self._await_ready()
 
     def _launch(self) -> None:
-        subst = {"{port}": str(self.port), "{token}": str(self.token)}
+        token = str(self.token)
+        subst = {"{port}": str(self.port), "{token}": token}
         argv = [_substitute(a, subst) for a in self.argv]
         env = {**os.environ, **{k: _substitute(v, subst) for k, v in self._env.items()}}
-        self._write_log(f"--- corral: starting {' '.join(argv)}")
+        assert self._keeper is not None
+        env[SERVICE_ENV] = self._keeper.mark  # its keeper's, not a worker's (see _keeper)
+        shown = [_substitute(a, {"{port}": str(self.port), "{token}": MASK}) for a in self.argv]
+        self._write_log(f"--- corral: starting {' '.join(shown)}")
         try:
             proc = subprocess.Popen(
                 argv,
@@ -285,10 +311,12 @@ class Service:
                 env=env,
             )
         except OSError as exc:  # not found, not executable: another port will not help
-            raise ServiceError(f"cannot run {argv[0]}: {exc}", argv=self.argv) from exc
+            raise ServiceError(
+                f"cannot run {argv[0]}: {exc}", argv=self.argv, permanent=True
+            ) from exc
         self._tell_keeper(f"+{proc.pid}")
         pattern = self._ready if isinstance(self._ready, re.Pattern) else None
-        run = _Run(proc, pattern)
+        run = _Run(proc, pattern, token)
         run.thread = threading.Thread(
             target=self._read_output, args=(run,), name=f"corral-service-{proc.pid}", daemon=True
         )
@@ -304,7 +332,7 @@ class Service:
         while True:
             code = run.proc.poll()
             if code is not None:
-                raise _Failed(f"exited with code {code} before it was ready")
+                raise _Failed(f"exited with code {code} before it was ready", code)
             if self._is_ready(run):
                 return
             if time.monotonic() > deadline:
@@ -336,7 +364,7 @@ class Service:
             for raw in iter(stream.readline, b""):
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 run.tail.append(line)
-                self._write_log(line)
+                self._write_log(line.replace(run.token, MASK))
                 if run.pattern is not None and run.pattern.search(line):
                     run.matched.set()
 
@@ -361,47 +389,48 @@ class Service:
         tail: list[str] = []
         if run is not None:
             self._terminate(run)
-            tail = list(run.tail)
+            tail = [line.replace(run.token, MASK) for line in run.tail]
         if reservation is not None:
             reservation.release()
         self.port = self.token = self.pid = None
         return tail
 
     def _terminate(self, run: _Run) -> None:
+        """Stop the program's whole tree: its group, and what it started in other sessions
+        (found under it now, or by its mark: orphans re-parented elsewhere); SIGTERM, then
+        SIGKILL once the program is gone or ``grace`` has passed."""
         group = run.proc.pid
+        escaped = [p for p in descendants(group, spare_services=False) if _outside(p, group)]
+        spare = (self._keeper.pid,) if self._keeper is not None else ()
+        mark = self._keeper.mark if self._keeper is not None else None
         if run.proc.poll() is None:
             kill_group(group, signal.SIGTERM)
+        signal_processes(escaped, signal.SIGTERM)
+        if mark is not None:
+            kill_marked(SERVICE_ENV, mark, signal.SIGTERM, spare=spare)
+        if run.proc.poll() is None:
             try:
                 run.proc.wait(self.grace)
             except subprocess.TimeoutExpired:
                 kill_group(group, signal.SIGKILL)
                 run.proc.wait()
         kill_group(group, signal.SIGKILL)  # what the program started, if it outlived it
+        signal_processes(escaped, signal.SIGKILL)
+        if mark is not None:
+            kill_marked(SERVICE_ENV, mark, signal.SIGKILL, spare=spare)
         self._tell_keeper(f"-{group}")
         if run.thread is not None:
             run.thread.join(timeout=5.0)  # EOF once every writer of the pipe is gone
 
     # -- keeper and log -----------------------------------------------------------------------
     def _tell_keeper(self, line: str) -> None:
-        keeper = self._keeper
-        if keeper is None or keeper.stdin is None:
-            return
-        with contextlib.suppress(OSError):
-            keeper.stdin.write(line.encode() + b"\n")
-            keeper.stdin.flush()
+        if self._keeper is not None:
+            self._keeper.tell(line)
 
     def _stop_keeper(self) -> None:
         keeper, self._keeper = self._keeper, None
-        if keeper is None:
-            return
-        with contextlib.suppress(OSError):
-            if keeper.stdin is not None:
-                keeper.stdin.close()  # EOF with no group left: it exits at once
-        try:
-            keeper.wait(timeout=10.0)
-        except subprocess.TimeoutExpired:
-            keeper.kill()
-            keeper.wait()
+        if keeper is not None:
+            keeper.close()
 
     def _open_log(self) -> None:
         target = self._log_target
@@ -419,17 +448,12 @@ class Service:
                 self._log.write(line + "\n")
 
 
-def _start_keeper(grace: float, program: str) -> subprocess.Popen[bytes]:
-    title = f"corral service keeper of {os.path.basename(program)} [for pid {os.getpid()}]"
-    code = TITLE_IN_ISOLATED_PYTHON + KEEPER
-    return subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", code, repr(grace), *title_args(title)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # out of the worker's group: it must outlive a group kill
-        close_fds=True,
-    )
+def _outside(proc: Any, group: int) -> bool:
+    """Whether ``proc`` left the program's process group (a group kill misses it)."""
+    try:
+        return os.getpgid(proc.pid) != group
+    except OSError:
+        return False  # gone
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -462,14 +486,45 @@ def _substitute(text: str, subst: dict[str, str]) -> str:
     return text
 
 
-def _failure_message(argv: tuple[str, ...], failures: list[str], tail: list[str]) -> str:
-    lines = [f"{argv[0]} did not start after {len(failures)} attempts:"]
+INTERPRETER = re.compile(
+    r"(python|pypy|jython|ipython)[\d.]*(\.exe)?|(ba|da|z|k)?sh|node|perl|ruby|Rscript|julia|"
+    r"java|env|uv|uvx|exec|nice|nohup|stdbuf|timeout|taskset|numactl|mpirun|mpiexec|srun"
+)
+"""Programs that run another one: messages name what they run."""
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """The name messages give a program: for ``python simserver.py`` it is ``simserver.py``,
+    for ``python -m http.server`` ``http.server``, for ``redis-server ...`` ``redis-server``."""
+    first = Path(argv[0]).name
+    if not INTERPRETER.fullmatch(first):
+        return first
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-m", "-c", "-e", "-jar"):
+            value = next(args, "")
+            return value if arg in ("-m", "-jar") and value else f"{first} {arg}"
+        if arg in ("-X", "-W", "-cp", "-classpath"):
+            next(args, None)  # an option's value
+            continue
+        if arg.startswith("-") or "=" in arg or arg.replace(".", "").isdigit():
+            continue  # an option (or env's VAR=value, timeout's seconds): not the program
+        return program_name([arg, *args])
+    return first
+
+
+def _failure_message(name: str, failures: list[str], tail: list[str], permanent: bool) -> str:
+    """The first line says why (summaries keep only it); then each attempt and the output."""
+    last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+    if permanent:
+        head = f"{name} cannot start (it exited the same way twice in a row)"
+    else:
+        head = f"{name} did not start after {len(failures)} attempts"
+    lines = [f"{head}: {last}" if last else f"{head} (it printed nothing)"]
     lines += [f"  {f}" for f in failures]
     if tail:
         lines.append("its last output lines:")
         lines += [f"  | {line}" for line in tail[-20:]]
-    else:
-        lines.append("it printed nothing")
     return "\n".join(lines)
 
 

@@ -7,11 +7,23 @@
                         ◄═ InitFailed (once) ═════
     lifeline writer     ── (never written) ────► watchdog process (forked by the worker):
                                                  blocks on read; EOF = coordinator gone →
-                                                 SIGKILL the worker's whole group
+                                                 SIGKILL the worker's descendants (Services
+                                                 spared), then its whole group
     stamp (3 shared doubles) ◄────────────────── main thread writes [item index or phase,
                                                  start time, call id] as it works through a Call
     SIGUSR1 (Ctrl-C: hand over) ───────────────► handler sends a Handover on conn: the
                                                  finished items of the running Call (_handover)
+
+    what a task starts, and who kills it:
+
+    worker (subreaper, CORRAL_WORKER=<mark>)
+     ├── watchdog                                   (never killed by the tree kills)
+     ├── subprocess, same group                     group kill (SIGTERM, then SIGKILL)
+     ├── grandchild in a new session / a daemon     tree walk while the worker lives:
+     │     (orphans come back to the worker)          timeout, cancel (coordinator), the
+     │                                                coordinator's death (watchdog);
+     │                                                after a crash: found by its mark
+     └── Service program, keeper (CORRAL_SERVICE)   spared: its starter's stop() or its keeper
 
 The worker leads its own process group, so the coordinator can kill it together with any
 subprocess a task started, and a terminal's Ctrl-C (sent to the foreground group) reaches only
@@ -19,8 +31,18 @@ the coordinator, which decides what stops. SIGINT is ignored here for the same r
 
 Orphan protection: the coordinator holds the only write end of the lifeline pipe. When the
 coordinator dies for any reason (even SIGKILL), the kernel closes it, the watchdog's read
-returns EOF, and it kills the worker's whole group. The parent-death signal of Linux would not
-do: under forkserver the worker's parent is the fork server, not the coordinator.
+returns EOF, and it kills the worker's descendants and whole group. The parent-death signal of
+Linux would not do: under forkserver the worker's parent is the fork server, not the
+coordinator.
+
+Descendants (``_platform``): the worker is a child subreaper, so what its tasks start stays
+in its tree even when it leaves the group (a new session) and its parent dies (a daemon's
+double fork); and it marks its environment, which finds them once its tree is gone (a crash).
+Ownership: the coordinator kills what a killed or crashed worker's tasks started
+(``_backends.process``); the watchdog, what they started when the coordinator is gone; a
+Service's processes belong to the Service (its ``stop`` or its keeper), never to those kills.
+A subreaper must reap the orphans it adopts: between Calls the worker reaps the zombie children
+it certainly did not start (``_platform.reap_adopted``), never one a task may still wait for.
 
 Fixtures: a pool with fixtures sends them pickled at start-up; the worker binds each
 task function to the fixtures it asks for and, when its loop ends normally (STOP: retired or
@@ -72,10 +94,15 @@ from ._messages import (
     Result,
 )
 from ._platform import (
+    WORKER_ENV,
     become_group_leader,
+    become_subreaper,
+    kill_descendants,
     kill_group,
     limit_native_threads,
+    reap_adopted,
     set_parent_death_signal,
+    worker_mark,
 )
 from ._proctitle import set_title
 
@@ -200,6 +227,7 @@ def _loop(
             return
         watch.between()
         del answer
+        reap_adopted()  # between Calls: no task code is waiting for a child now
 
 
 def _answer(
@@ -265,14 +293,17 @@ def _fixture_cache(fixtures: bytes | None) -> FixtureCache | None:
 
 
 def _watch_lifeline(lifeline: Connection, title: str = "corral worker") -> None:
-    """Fork the watchdog: a tiny process in the worker's group that blocks on the lifeline
-    and kills the group when it reports EOF.
+    """Make this worker the keeper of its descendants, then fork the watchdog: a tiny process
+    in the worker's group that blocks on the lifeline and, when it reports EOF, kills every
+    descendant of the worker (Services excepted) and the worker's group.
 
     A thread would not do: it needs the GIL to act, and a task stuck in C code that holds the
     GIL would keep the worker alive after its coordinator is gone. The watchdog dies with the
     worker (parent-death signal on Linux) and is killed with its group otherwise.
     """
     worker = os.getpid()
+    become_subreaper()  # orphans of a task's processes stay in this tree (Linux)
+    os.environ[WORKER_ENV] = worker_mark(worker)  # and carry this mark, for after a crash
     fd = lifeline.fileno()
     if os.fork() == 0:  # the watchdog; single-threaded, runs no user code
         try:
@@ -288,6 +319,7 @@ def _watch_lifeline(lifeline: Connection, title: str = "corral worker") -> None:
                     continue
                 except OSError:
                     break
+            _kill_descendants_of(worker)
             # The worker leads the group (it called become_group_leader before forking us);
             # if it could not, kill it alone rather than whatever group it shares.
             if os.getpgid(0) == worker:
@@ -303,6 +335,21 @@ def _report_start_failure(conn: Connection, exc: BaseException, stage: str) -> N
     """Send why this worker stops (``InitFailed``), if the pipe still takes it."""
     with contextlib.suppress(Exception):
         conn.send_bytes(_codec.dumps(InitFailed(_picklable_error(exc), stage)))
+
+
+def _kill_descendants_of(worker: int) -> None:
+    """In the watchdog: kill what the worker's tasks started, in any session, before the
+    worker. The worker is kept alive meanwhile: as a subreaper it adopts the orphans of each
+    process killed, and the next walk finds them (and what it started since).
+
+    Not SIGSTOP it first: once the coordinator (under fork or spawn, its parent) is gone, the
+    worker's group is orphaned, and the kernel sends SIGHUP and SIGCONT to an orphaned group
+    with a stopped member, which kills the worker (and the watchdog) half-way."""
+    try:
+        kill_descendants(worker, spare={os.getpid()})
+    except Exception as exc:  # the group kill that follows must happen regardless
+        with contextlib.suppress(OSError):
+            os.write(2, f"corral watchdog: cannot walk worker {worker}'s tree: {exc!r}\n".encode())
 
 
 def encode_result(result: Result) -> bytes:

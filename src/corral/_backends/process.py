@@ -41,7 +41,16 @@ from typing import Any
 from .. import _worker
 from .._handover import HANDOVER_SIGNAL
 from .._messages import STOP, TEARDOWN
-from .._platform import kill_group, signal_tree
+from .._platform import (
+    WORKER_ENV,
+    children_of,
+    descendants,
+    kill_group,
+    kill_marked,
+    signal_processes,
+    signal_tree,
+    worker_mark,
+)
 from . import Event
 
 log = logging.getLogger("corral")
@@ -57,6 +66,8 @@ class _Worker:
     conn: Connection
     lifeline: Connection
     stamp: Any  # ctypes array of 3 doubles in shared memory: index, start, call id
+    mark: str = ""  # _platform.worker_mark, read at start: under forkserver a dead worker is
+    # reaped by the fork server, so nothing of it is left to read by the time we learn of it
 
 
 @dataclass
@@ -65,6 +76,10 @@ class _Dying:
     kill_at: float
     killed: bool = False
     stopped_at: float | None = None  # retired: when it was told to stop (monotonic)
+    # Killed (not retired): what its tasks started outside its group, found while it lived,
+    # and its mark, to find what they started after that (see ``_platform``).
+    escaped: list[Any] | None = None
+    mark: str = ""
 
 
 class ProcessBackend:
@@ -131,8 +146,14 @@ class ProcessBackend:
             child_conn.close()
             lifeline_r.close()
         self._workers[slot] = _Worker(process, parent_conn, lifeline_w, stamp)
+        self._marked(slot)
         pid: int | None = process.pid
         return pid
+
+    def _marked(self, slot: int) -> None:
+        worker = self._workers[slot]
+        if worker is not None:
+            worker.mark = worker_mark(worker.process.pid)
 
     def _inherited_fds(self, *own: Connection) -> list[int]:
         """Under fork, the child inherits the coordinator's ends of every pipe; it must close
@@ -188,7 +209,8 @@ class ProcessBackend:
             if worker is not None:
                 index, call_id = int(worker.stamp[0]), int(worker.stamp[2])
                 self._workers[slot] = None
-                exitcode = self._reap(worker)
+                # It died on its own (a crash): its tree is gone, its mark finds the rest.
+                exitcode = self._reap(worker, mark=worker.mark)
                 events.append(("died", slot, (exitcode, call_id, index)))
         self._tend_graveyard()
         return events
@@ -213,12 +235,19 @@ class ProcessBackend:
 
     # -- stopping -------------------------------------------------------------------------
     def kill(self, slot: int) -> None:
+        """Timeout or cancel: SIGTERM to the worker's group and to what its tasks started in
+        other sessions (found now, while the worker, a subreaper, still holds them all in its
+        tree); SIGKILL to all of them after the grace period (``_tend_graveyard``)."""
         worker = self._workers[slot]
         if worker is None:
             return
         self._workers[slot] = None
-        signal_tree(worker.process.pid, signal.SIGTERM)
-        self._graveyard.append(_Dying(worker, time.monotonic() + self._grace))
+        pid = worker.process.pid
+        escaped = _escaped(pid)
+        signal_tree(pid, signal.SIGTERM)
+        signal_processes(escaped, signal.SIGTERM)
+        self._graveyard.append(_Dying(worker, time.monotonic() + self._grace, escaped=escaped,
+                                      mark=worker.mark))  # fmt: skip
 
     def retire(self, slot: int) -> None:
         worker = self._workers[slot]
@@ -254,9 +283,12 @@ class ProcessBackend:
         for dying in self._graveyard:
             process = dying.worker.process
             if process.exitcode is not None or not process.is_alive():
-                self._reap(dying.worker)
+                self._reap(dying.worker, escaped=dying.escaped, mark=dying.mark)
                 continue
             if not dying.killed and now >= dying.kill_at:
+                if dying.escaped is not None:  # killed, not retired: and all it started
+                    dying.escaped += _escaped(process.pid)
+                    signal_processes(dying.escaped, signal.SIGKILL)
                 signal_tree(process.pid, signal.SIGKILL)
                 dying.killed = True
                 if dying.stopped_at is not None:
@@ -264,7 +296,12 @@ class ProcessBackend:
             alive.append(dying)
         self._graveyard = alive
 
-    def _reap(self, worker: _Worker) -> int | None:
+    def _reap(
+        self, worker: _Worker, *, escaped: list[Any] | None = None, mark: str = ""
+    ) -> int | None:
+        """Join a dead (or dying) worker; then kill what its tasks started: its group, the
+        ``escaped`` processes found while it lived, and, given its ``mark``, every process
+        that carries it (a crashed or killed worker; a retired one has no mark to pass)."""
         process = worker.process
         process.join(timeout=5)
         if process.exitcode is None:  # pragma: no cover - join gave up on an unkillable process
@@ -272,6 +309,10 @@ class ProcessBackend:
             process.join()
         # The group may outlive its leader: what the task started (a subprocess) is still in it.
         kill_group(process.pid, signal.SIGKILL)
+        if escaped:
+            signal_processes(escaped, signal.SIGKILL)
+        if mark:
+            kill_marked(WORKER_ENV, mark, signal.SIGKILL)
         exitcode: int | None = process.exitcode
         for conn in (worker.conn, worker.lifeline):
             conn.close()
@@ -348,3 +389,25 @@ def _without_main() -> Iterator[None]:
         yield
     finally:
         _starting.active = False
+
+
+def _escaped(pid: int) -> list[Any]:
+    """What the worker ``pid`` started outside its own process group (other sessions,
+    daemons), Services excepted. The walk reads the whole process table, so it is skipped
+    when every child is in the worker's group and childless (the watchdog, plain
+    subprocesses): the group kill reaches those."""
+    if all(_in_group(child, pid) and not children_of(child) for child in children_of(pid)):
+        return []
+    found = []
+    for proc in descendants(pid):
+        with contextlib.suppress(Exception):  # gone meanwhile: nothing to kill
+            if os.getpgid(proc.pid) != pid:
+                found.append(proc)
+    return found
+
+
+def _in_group(pid: int, group: int) -> bool:
+    try:
+        return os.getpgid(pid) == group
+    except OSError:
+        return True  # gone: nothing to find under it
