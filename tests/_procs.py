@@ -73,3 +73,18 @@ def marked(marker_dir, prefix):  # type: ignore[no-untyped-def]
     return {
         int(p.name.split("-")[1]) for p in Path(marker_dir).glob(f"{prefix}-*") if "." not in p.name
     }
+
+
+def run_script(script, *args):  # type: ignore[no-untyped-def]
+    """Start ``python script args...`` in a session of its own (so a signal sent to it, or a
+    Ctrl-C in the terminal running the tests, reaches only it), with text pipes for its output."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, str(script), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )

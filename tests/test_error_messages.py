@@ -106,8 +106,10 @@ def test_a_service_error_shows_why_the_program_did_not_start():
     with pytest.raises(corral.BatchError) as info:
         corral.map(start_a_service_that_needs_a_port, [0], workers=1, backend="process")
     message = str(info.value)
-    assert "ServiceError:" in message and "did not start" in message
-    assert "the following arguments are required: --port" in message
+    assert "ServiceError:" in message and "cannot start" in message
+    first = message.splitlines()[1]  # why, on the failure's own line
+    assert first.endswith("the following arguments are required: --port")
+    assert "| usage: -c [-h] --port PORT" in message  # and the program's last output lines
 
 
 @corral.fixture
@@ -125,8 +127,8 @@ def test_the_same_reason_of_many_tasks_is_shown_once():
         corral.map(use_server, range(6), workers=2, fixtures=[server_that_needs_a_port])
     lines = str(info.value).splitlines()
     assert lines[0] == "6 of 6 tasks failed:"
-    required = [ln for ln in lines if "the following arguments are required: --port" in ln]
-    assert len(required) == 1  # the program's output once, for the first failed task
+    output = [ln for ln in lines if "| -c: error: the following arguments are required" in ln]
+    assert len(output) == 1  # the program's output once, for the first failed task
     for key in range(1, 6):
         (line,) = [ln for ln in lines if ln.startswith(f"  {key} ({key}): failed: FixtureError")]
         assert line.endswith("lines, as for 0]")

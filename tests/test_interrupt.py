@@ -15,14 +15,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
-from _procs import alive, marked, wait_until
+from _procs import alive, marked, run_script, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -51,13 +50,7 @@ def kill_all(pids):
 def interrupt(tmp_path, mode, *, group=False, times=1, running=2):
     """Run the script in ``mode``, wait until ``running`` items hang, send SIGINT ``times``
     times (to its process group when ``group``), and collect what happened."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(tmp_path), mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = run_script(SCRIPT, tmp_path, mode)
     started: set[int] = set()
     try:
         wait_until(

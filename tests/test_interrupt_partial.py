@@ -14,12 +14,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _procs import alive, marked, still_alive_after, wait_until
+from _procs import alive, marked, run_script, still_alive_after, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -43,13 +42,7 @@ def items(marker_dir: Path, prefix: str) -> set[int]:
 
 
 def interrupt(tmp_path: Path, mode: str, running: int) -> Run:
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(tmp_path), mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = run_script(SCRIPT, tmp_path, mode)
     try:
         wait_until(
             lambda: len(items(tmp_path, "running")) >= running,

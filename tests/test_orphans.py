@@ -14,13 +14,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from _procs import alive, marked, multiprocessing_helpers, still_alive_after, wait_until
+from _procs import alive, marked, multiprocessing_helpers, run_script, still_alive_after, wait_until
 
 import corral
 
@@ -44,13 +43,7 @@ def describe(pids):
 def kill_coordinator(tmp_path, start_method, mode, *, workers=2, grandchildren=0):
     """Start the script, wait for its markers, SIGKILL it; every process it had started,
     and which of them are still alive ``GONE_WAIT`` seconds later."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(tmp_path), start_method, mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = run_script(SCRIPT, tmp_path, start_method, mode)
     started: set[int] = set()
     try:
         if mode == "idle":

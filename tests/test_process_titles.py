@@ -78,7 +78,7 @@ def test_a_service_keeper_has_a_title():
         helpers = multiprocessing_helpers() | {service.pid}
         keepers = [c.pid for c in psutil.Process().children() if c.pid not in helpers]
         assert len(keepers) == 1
-        title = f"corral service keeper of {Path(sys.executable).name} [for pid {os.getpid()}]"
+        title = f"corral service keeper of {service.name} [for pid {os.getpid()}]"
         wait_until(lambda: cmdline(keepers[0]) == title, "the keeper's title")
 
 

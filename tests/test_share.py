@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
-from _procs import alive, marked, wait_until
+from _procs import alive, marked, run_script, wait_until
 
 import corral
 from corral import _share, _shm
@@ -648,13 +648,7 @@ def test_sweep_removes_segments_of_dead_owners_only(tmp_path):
 
 
 def start_script(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(tmp_path), mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = run_script(SCRIPT, tmp_path, mode)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:

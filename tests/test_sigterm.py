@@ -14,11 +14,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _procs import alive, marked, still_alive_after, wait_until
+from _procs import alive, marked, run_script, still_alive_after, wait_until
 
 import corral
 from corral import _shm
@@ -32,13 +31,7 @@ EXIT_WAIT = 30.0
 def signalled(tmp_path: Path, mode: str, signum: int, running: int = 2):
     """Run the script in ``mode``; once ``running`` tasks hang, send ``signum``; return
     (returncode, segment path, pids of the workers that ran tasks, stderr)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(tmp_path), mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = run_script(SCRIPT, tmp_path, mode)
     try:
         path = json.loads(proc.stdout.readline())["path"]
         assert os.path.exists(path)

@@ -98,7 +98,10 @@ class Keeper:
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # out of the worker's group: it must outlive a group kill
             close_fds=True,
-            env={**os.environ, SERVICE_ENV: mark},
+            # SPT_NOENV: setproctitle must not write the title over the environment, where
+            # a worker's tree kill reads the mark that spares the keeper (its argv is long
+            # enough for the title).
+            env={**os.environ, SERVICE_ENV: mark, "SPT_NOENV": "1"},
         )
         self.pid = self._proc.pid
 
