@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._errors import ConfigError
+from ._errors import ConfigError, check_callable
 from ._needs import check_item_specs, needs_for_items, plan, pop_item_specs
 from ._options import PoolOptions, RunOptions, split_options
 from ._outcome import Report
@@ -50,8 +50,7 @@ def map(
         squares = corral.map(lambda x: x * x, range(1000), timeout=30, retries=1)
         means = corral.map(reduce_file, files, locks=lambda f: [f], memory="2GiB")
     """
-    if not callable(fn):
-        raise ConfigError(f"fn must be callable, not {fn!r}")
+    check_callable(fn, "fn")
     specs = pop_item_specs(options)
     check_item_specs(specs)
     opts = dict(
@@ -82,8 +81,7 @@ def imap(
     raises a failed task's own exception when it reaches it (queued tasks are cancelled);
     with ``errors="return"`` it yields a ``corral.Failure`` in its place and goes on.
     """
-    if not callable(fn):
-        raise ConfigError(f"fn must be callable, not {fn!r}")
+    check_callable(fn, "fn")
     if pop_item_specs(options):
         raise ConfigError(
             "imap does not take locks=, uses=, memory=, after=, cost=, priority= or group=: "

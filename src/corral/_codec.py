@@ -351,12 +351,13 @@ def _warn(message: str) -> None:
 
 
 def human_size(n: int) -> str:
+    """The one byte-size formatter of corral's messages: ``512 bytes``, ``3.0 GiB``."""
     if n < 1024:
         return f"{n} bytes"
     size = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         size /= 1024
-        if size < 1024 or unit == "GiB":
+        if size < 1024 or unit == "TiB":
             break
     return f"{size:.1f} {unit}"
 

@@ -23,7 +23,7 @@ from ._backends.process import ProcessBackend
 from ._backends.serial import SerialBackend
 from ._batch import Batch, CollectSink, FutureSink, StreamSink
 from ._engine import Engine
-from ._errors import BatchError, ConfigError, CorralError, SerializationError
+from ._errors import BatchError, ConfigError, CorralError, SerializationError, check_callable
 from ._fixture_cache import FixtureCache
 from ._functions import FunctionTable
 from ._lifetime import Lifetime
@@ -81,8 +81,8 @@ class Pool:
         pool_kw, run_kw = split_options(options)
         self.options = PoolOptions(workers=workers, **pool_kw)  # type: ignore[arg-type]
         self.run_options = RunOptions(**run_kw)
-        if initializer is not None and not callable(initializer):
-            raise ConfigError(f"initializer must be callable, not {initializer!r}")
+        if initializer is not None:
+            check_callable(initializer, "initializer")
         self.workers = resolve_workers(self.options.workers, _n_tasks)
         # In-process only when asked for: a batch of one task (or a Pool of one worker) runs
         # in a worker process too, so a crash, an os.chdir or an os.environ change of the task
@@ -207,8 +207,7 @@ class Pool:
         plan: Plan | None = None,
         groups: list[str | None] | None = None,
     ) -> Batch:
-        if not callable(fn):
-            raise ConfigError(f"fn must be callable, not {fn!r}")
+        check_callable(fn, "fn")
         self.options.fixtures.check(fn)  # a parameter nobody fills fails here
         fn_id = self.functions.acquire(fn)
         batch = Batch(

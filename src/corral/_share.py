@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _layout, _lifecycle, _shm
+from ._codec import human_size
 from ._errors import ConfigError, CorralError
 from ._public import public
 
@@ -228,7 +229,7 @@ class Shared:
         return (_rebuild_handle, (self._segment.path, self._segment.size, self._summary))
 
     def __repr__(self) -> str:
-        return f"<corral.Shared {self._segment.name} {self._summary}, {_human(self.nbytes)}>"
+        return f"<corral.Shared {self._segment.name} {self._summary}, {human_size(self.nbytes)}>"
 
 
 _MISSING = object()
@@ -502,13 +503,3 @@ def release_all() -> None:
 def attach_count() -> int:
     return _attaches
 
-
-def _human(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    size = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
-        size /= 1024
-        if size < 1024 or unit == "GiB":
-            break
-    return f"{size:.1f} {unit}"
