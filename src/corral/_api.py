@@ -57,11 +57,11 @@ def map(
         timeout=timeout, retries=retries, errors=errors, chunksize=chunksize,
         start_method=start_method, backend=backend, progress=progress, **options,
     )  # fmt: skip
-    run_options = _validate(workers, opts, fn)
+    checked_options = _validate(workers, opts, fn)
     items = list(iterable)
     needs, groups = needs_for_items(specs, items)
-    checked = plan(range(len(items)), needs, run_options)
-    with Pool(workers, _n_tasks=len(items), **opts) as pool:
+    checked = plan(range(len(items)), needs, checked_options[1])
+    with Pool(workers, _n_tasks=len(items), _checked=checked_options) as pool:
         return pool._map(fn, items, pool.run_options, checked, groups)
 
 
@@ -87,11 +87,11 @@ def imap(
             "imap does not take locks=, uses=, memory=, after=, cost=, priority= or group=: "
             "use map or run, which see the whole batch"
         )
-    _validate(workers, options, fn)
+    checked = _validate(workers, options, fn)
 
     def generate() -> Iterator[Any]:
         # The Pool starts at the first next(): an iterator never iterated starts nothing.
-        pool = Pool(workers, **options)
+        pool = Pool(workers, _checked=checked)
         try:
             yield from pool.imap(fn, iterable, ordered=ordered)
         except BaseException:
@@ -112,20 +112,21 @@ def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -
     capacities in ``resources=``), memory (against ``memory_budget=``), dependencies and
     cost hints; the whole batch is checked before any worker starts.
     """
-    run_options = _validate(workers, options)
+    checked_options = _validate(workers, options)
     task_list = _check_tasks(tasks)
-    checked = plan_tasks(task_list, run_options)
-    with Pool(workers, _n_tasks=len(task_list), **options) as pool:
+    checked = plan_tasks(task_list, checked_options[1])
+    with Pool(workers, _n_tasks=len(task_list), _checked=checked_options) as pool:
         return pool._run_tasks(task_list, pool.run_options, checked)
 
 
 def _validate(
     workers: Any, options: dict[str, Any], fn: Callable[..., Any] | None = None
-) -> RunOptions:
-    """Every option checked before the input is read or a process started; with ``fn``, also
-    that every keyword-only parameter of it has a value (a fixture or a default)."""
+) -> tuple[PoolOptions, RunOptions]:
+    """Every option checked, once, before the input is read or a process started (the Pool
+    takes them as they are); with ``fn``, also that every keyword-only parameter of it has a
+    value (a fixture or a default)."""
     pool_kw, run_kw = split_options(options)
     pool_options = PoolOptions(workers=workers, **pool_kw)
     if fn is not None:
         pool_options.fixtures.check(fn)
-    return RunOptions(**run_kw)
+    return pool_options, RunOptions(**run_kw)

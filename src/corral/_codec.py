@@ -38,7 +38,7 @@ from typing import Any
 
 import cloudpickle
 
-from ._errors import SerializationError
+from ._errors import ExceptionWithTraceback, SerializationError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _ANONYMOUS_FILE = "<dynamic-code>"
@@ -348,6 +348,17 @@ def _warn(message: str) -> None:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_HERE):
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
     warnings.warn(message, RuntimeWarning, stacklevel=level)
+
+
+def portable(wrapped: ExceptionWithTraceback) -> ExceptionWithTraceback:
+    """``wrapped`` if its exception survives the trip to the coordinator (pickled and
+    unpickled here), else the same failure as a ``RemoteError``: corral's one "pickle or fall
+    back". Its pickling may raise anything, SystemExit included."""
+    try:
+        loads(dumps(wrapped))
+    except BaseException:
+        return wrapped.fallback()
+    return wrapped
 
 
 def human_size(n: int) -> str:

@@ -72,15 +72,19 @@ class Pool:
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
         _n_tasks: int | None = None,
+        _checked: tuple[PoolOptions, RunOptions] | None = None,
         **options: Any,
     ) -> None:
         _refuse_while_importing_main()
         # Before any worker is forked: a share with a smaller stamp is in their memory.
         self.stamp = _lifecycle.stamp()
         self.start_method: str | None = None  # how the workers start; None: serial
-        pool_kw, run_kw = split_options(options)
-        self.options = PoolOptions(workers=workers, **pool_kw)  # type: ignore[arg-type]
-        self.run_options = RunOptions(**run_kw)
+        if _checked is not None:  # corral.map/imap/run checked them already
+            self.options, self.run_options = _checked
+        else:
+            pool_kw, run_kw = split_options(options)
+            self.options = PoolOptions(workers=workers, **pool_kw)  # type: ignore[arg-type]
+            self.run_options = RunOptions(**run_kw)
         if initializer is not None:
             check_callable(initializer, "initializer")
         self.workers = resolve_workers(self.options.workers, _n_tasks)
