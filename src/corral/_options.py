@@ -121,8 +121,9 @@ def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 
 def unknown_options(unknown: Iterable[str], known: Iterable[str]) -> str:
-    """"unknown option 'timout' (did you mean `timeout`?)": the closest known name for each
-    (difflib), or, when none is close, where the options are listed."""
+    """The message for unknown option names: the closest known name for each (difflib:
+    ``unknown option 'timout' (did you mean `timeout`?)``), or, when none is close, where
+    the options are listed."""
     known = sorted(known)
     said = []
     for name in unknown:

@@ -502,4 +502,3 @@ def release_all() -> None:
 
 def attach_count() -> int:
     return _attaches
-
