@@ -10,8 +10,9 @@ interpreter exit finds (and closes) every pool that still has workers, collected
 
 Every Pool start sweeps the shared-memory segments of dead coordinators (``_shm.sweep``). A
 Pool's close does not release shares: a share lives as long as its owner holds it. Pools and
-shares take a number from one counter (``stamp``), so that ``_share`` can tell whether the
-workers of a fork Pool were forked after a share was made, and so already hold its data.
+shares take a number from one counter (``tick``: when each was born), so that ``_share`` can
+tell whether the workers of a fork Pool were forked after a share was made, and so already
+hold its data.
 """
 
 from __future__ import annotations
@@ -28,23 +29,23 @@ _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _starting: set[int] = set()
 """Stamps of the Pools being started: not in ``live()`` yet, but what is pickled now (their
 initializer, their fixtures) may be for their workers."""
-_stamps = itertools.count(1)
+_ticks = itertools.count(1)
 _registered = False
 
 
-def stamp() -> int:
+def tick() -> int:
     """A number larger than every one handed out before in this process."""
-    return next(_stamps)
+    return next(_ticks)
 
 
 @contextlib.contextmanager
-def starting(pool_stamp: int) -> Iterator[None]:
-    """Mark a Pool as starting (between its stamp and ``register``)."""
-    _starting.add(pool_stamp)
+def starting(born: int) -> Iterator[None]:
+    """Mark a Pool as starting (between its tick and ``register``)."""
+    _starting.add(born)
     try:
         yield
     finally:
-        _starting.discard(pool_stamp)
+        _starting.discard(born)
 
 
 def any_starting() -> bool:

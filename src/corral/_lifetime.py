@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 class Lifetime:
     """Owns the engine thread, the wakeup pipe and the open / closing / released state of
-    one Pool. ``stamp`` and ``start_method`` are the Pool's (``_share`` reads them of every
+    one Pool. ``born`` and ``start_method`` are the Pool's (``_share`` reads them of every
     live Lifetime to know whether its workers inherited a share)."""
 
     def __init__(
@@ -50,12 +50,12 @@ class Lifetime:
         engine: Engine,
         wakeup: tuple[int, int],
         *,
-        stamp: int,
+        born: int,
         start_method: str | None,
         serial: bool,
     ) -> None:
         self.engine = engine
-        self.stamp = stamp
+        self.born = born  # the _lifecycle tick before its first worker was started
         self.start_method = start_method
         self.serial = serial
         self._wakeup_r, self._wakeup_w = wakeup

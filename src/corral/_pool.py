@@ -76,8 +76,8 @@ class Pool:
         **options: Any,
     ) -> None:
         _refuse_while_importing_main()
-        # Before any worker is forked: a share with a smaller stamp is in their memory.
-        self.stamp = _lifecycle.stamp()
+        # Before any worker is forked: a share born before this tick is in their memory.
+        self.born = _lifecycle.tick()
         self.start_method: str | None = None  # how the workers start; None: serial
         if _checked is not None:  # corral.map/imap/run checked them already
             self.options, self.run_options = _checked
@@ -95,7 +95,7 @@ class Pool:
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         self._initializer = (initializer, tuple(initargs)) if initializer is not None else None
-        with _lifecycle.starting(self.stamp):
+        with _lifecycle.starting(self.born):
             if serial:
                 self._start_serial()
             else:
@@ -105,7 +105,7 @@ class Pool:
         self._life = Lifetime(
             self.engine,
             (self._wakeup_r, self._wakeup_w),
-            stamp=self.stamp,
+            born=self.born,
             start_method=self.start_method,
             serial=self.serial,
         )

@@ -40,9 +40,9 @@ made only when the handle is pickled while some open Pool cannot inherit (forkse
 a fork Pool started before the share, a Pool still starting, or no Pool at all: a destination
 we do not know); from then on the record drops the original and every reader maps the
 segment. A process that has neither the inherited record nor the segment gets a
-``CorralError``, never missing data. Stamps (``_lifecycle.stamp``) order shares and Pool
-starts: a Pool's stamp is taken before it forks a worker, a share's once its record is in
-``_owned``, so a larger Pool stamp means workers that hold the record.
+``CorralError``, never missing data. Ticks (``_lifecycle.tick``) order shares and Pool
+starts: a Pool's ``born`` is taken before it forks a worker, a share's once its record is in
+``_owned``, so a Pool born later has workers that hold the record.
 
 State: ``_owned`` (shares this process made; in a forked worker, the inherited ones) and
 ``_attached`` (values this process has built) are per-process registries, like
@@ -73,10 +73,10 @@ class _Owned:
 
     segment: _shm.Segment
     pid: int
-    stamp: int = 0
+    born: int = 0
     released: bool = False
     writable: mmap.mmap | None = None
-    pending: _layout.Plan | None = None
+    pending: _layout.Layout | None = None
     """How to fill the segment, while it is not made yet; None once it exists."""
     source: Any = None
     """The original, while no segment holds it: read in place here and in processes forked
@@ -153,8 +153,8 @@ class Shared:
         dt = np.dtype(dtype)
         if dt.hasobject:
             raise ConfigError(f"Shared.empty needs a plain dtype, not {dt}")
-        plan = _layout.plan_empty(dims, dt)
-        return _create_writable(plan, f"ndarray {dt} {dims}", backing, dir)
+        layout = _layout.empty_layout(dims, dt)
+        return _create_writable(layout, f"ndarray {dt} {dims}", backing, dir)
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -271,17 +271,17 @@ def share(
     """
     if isinstance(obj, Shared):
         return obj
-    plan = _layout.plan(obj)
+    layout = _layout.layout_of(obj)
     folder = _shm.backing_dir(backing, dir)
     _shm.sweep(tuple({*_shm.default_folders(), folder}))
-    _shm.check_space(folder, plan.size)
-    segment = _shm.Segment(os.path.join(folder, _shm.new_name()), plan.size)
-    record = _Owned(segment, os.getpid(), pending=plan)
+    _shm.check_space(folder, layout.size)
+    segment = _shm.Segment(os.path.join(folder, _shm.new_name()), layout.size)
+    record = _Owned(segment, os.getpid(), pending=layout)
     if _inheritable(obj):
         record.source = obj
     with _lock:
         _owned[segment.name] = record  # from here on, exit handlers unlink it
-        record.stamp = _lifecycle.stamp()  # a Pool with a larger one forks workers that have it
+        record.born = _lifecycle.tick()  # a Pool born later forks workers that have it
     if record.source is None:
         try:
             _materialize(record)
@@ -295,7 +295,7 @@ def share(
 
 def _inheritable(obj: Any) -> bool:
     """Whether ``obj`` can be read in place as ``value`` would read its segment: ``bytes``, a
-    C-contiguous numpy array (``value`` is always C-ordered; ``plan`` refused object dtypes),
+    C-contiguous numpy array (``value`` is always C-ordered; ``layout_of`` refused object dtypes),
     or a pandas DataFrame or Series whose columns are all plain numpy data (see
     ``_plain_frame``). Mutable buffers (bytearray, memoryview) are copied at once."""
     if type(obj) is bytes:
@@ -402,7 +402,7 @@ def _inherited_by(record: _Owned, pools: list[Any]) -> bool:
     if record.source is None or not pools or _lifecycle.any_starting():
         return False
     return all(
-        getattr(p, "start_method", None) == "fork" and getattr(p, "stamp", 0) > record.stamp
+        getattr(p, "start_method", None) == "fork" and getattr(p, "born", 0) > record.born
         for p in pools
     )
 
@@ -411,17 +411,19 @@ def _materialize(record: _Owned) -> None:
     """Make and fill the segment of ``record`` if it is not made yet; then drop the original,
     so that the segment is the only copy this share keeps alive."""
     with _lock:
-        plan = record.pending
-        if plan is None or record.released:
+        layout = record.pending
+        if layout is None or record.released:
             return
-        _shm.create_filled(record.segment.path, plan.size, lambda view: _layout.write(plan, view))
+        _shm.create_filled(
+            record.segment.path, layout.size, lambda view: _layout.write(layout, view)
+        )
         record.pending = None
         record.source = None
         _attached.pop(record.segment.path, None)  # a view of the original: read the segment
 
 
 def _create_writable(
-    plan: _layout.Plan,
+    layout: _layout.Layout,
     summary: str,
     backing: str,
     dir: str | os.PathLike[str] | None,
@@ -429,12 +431,12 @@ def _create_writable(
     """A segment made now and kept mapped writable in this process (``Shared.empty``)."""
     folder = _shm.backing_dir(backing, dir)
     _shm.sweep(tuple({*_shm.default_folders(), folder}))
-    segment, mapping = _shm.create(folder, plan.size)
+    segment, mapping = _shm.create(folder, layout.size)
     record = _Owned(segment, os.getpid())
     with _lock:
         _owned[segment.name] = record  # from here on, exit handlers unlink it
     try:
-        _layout.write(plan, memoryview(mapping))
+        _layout.write(layout, memoryview(mapping))
     except BaseException:
         _release(segment.name)
         raise
