@@ -21,7 +21,7 @@ from typing import Any
 from . import _codec, _lifecycle, _signals
 from ._backends.process import ProcessBackend
 from ._backends.serial import SerialBackend
-from ._batch import Batch, CollectSink, FutureSink, StreamSink
+from ._batch import Batch, CollectSink, FutureSink, Sink, StreamSink
 from ._engine import Engine
 from ._errors import BatchError, ConfigError, CorralError, SerializationError, check_callable
 from ._fixture_cache import FixtureCache
@@ -206,7 +206,7 @@ class Pool:
         fn: Callable[..., Any],
         items: list[Any],
         options: RunOptions,
-        sink: Any,
+        sink: Sink,
         closed: bool = True,
         plan: Plan | None = None,
         groups: list[str | None] | None = None,
@@ -229,7 +229,7 @@ class Pool:
         return batch
 
     def _batch_for_tasks(
-        self, tasks: list[Task], options: RunOptions, sink: Any, plan: Plan | None = None
+        self, tasks: list[Task], options: RunOptions, sink: Sink, plan: Plan | None = None
     ) -> Batch:
         for task in tasks:  # a parameter nobody fills fails here, before any work
             self.options.fixtures.check(task.fn, task._kwargs, len(task.args))
