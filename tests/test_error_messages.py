@@ -22,6 +22,7 @@ pytestmark = pytest.mark.timeout(180)
 
 SCRIPTS = Path(__file__).parent / "scripts"
 HINT = "use `with corral.share(x) as h:` to keep one share across several runs"
+SHARE_HINT = "release a share only after the last run that uses it"
 
 
 # -- task bodies (module level: workers import them) --------------------------------------------
@@ -148,7 +149,7 @@ def test_a_released_share_error_keeps_its_hint():
         pass
     with pytest.raises(corral.BatchError) as info:
         corral.map(identity, [handle, 2], workers=2)
-    assert HINT in str(info.value)
+    assert SHARE_HINT in str(info.value)
 
 
 def test_a_very_long_reason_keeps_its_first_and_last_lines():

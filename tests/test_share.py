@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import pickle
@@ -269,7 +270,7 @@ def test_shared_empty_is_filled_in_place_and_read_in_workers():
     np.testing.assert_array_equal(got, np.arange(200).reshape(100, 2))
 
 
-def test_shared_empty_is_pinned_so_pools_do_not_release_it():
+def test_shared_empty_lives_until_it_is_released():
     handle = corral.Shared.empty(10)
     assert corral.map(fail_on, [(handle, 1)], workers=2) == [0.0]
     assert not gone(handle)
@@ -285,16 +286,22 @@ def test_writable_is_only_for_shared_empty():
 # -- lifetime --------------------------------------------------------------------------------
 
 
-def test_released_when_the_map_that_carried_it_returns():
+def test_a_share_outlives_the_map_that_carried_it_until_it_is_dropped():
     handle = corral.share(np.arange(100.0))
     got = corral.map(value_and_segment, [(handle, i) for i in (0, 1, 3)], workers=2)
     assert got == [(0.0, True), (1.0, True), (3.0, True)]  # forkserver workers: a segment
-    assert gone(handle)
+    assert not gone(handle)
+    again = corral.map(value_and_segment, [(handle, i) for i in (4, 5)], workers=2)
+    assert again == [(4.0, True), (5.0, True)]  # the same segment, a second temporary pool
+    path = handle.path
+    del handle  # the last reference: collected, so released
+    assert not os.path.exists(path)
 
 
 def test_a_released_handle_fails_its_tasks_with_a_clear_error():
     handle = corral.share(np.arange(100.0))
     corral.map(fail_on, [(handle, 0)] * 2, workers=2)
+    handle.release()
     with pytest.raises(corral.BatchError) as info:
         corral.map(fail_on, [(handle, 0)] * 2, workers=2)
     assert "was released" in str(info.value.report.failures[0].error)
@@ -310,12 +317,15 @@ def test_a_pinned_handle_serves_several_runs_then_goes_with_its_block():
     assert gone(handle)
 
 
-def test_a_pool_releases_what_it_carried_when_it_closes():
+def test_a_share_outlives_the_pool_that_carried_it_until_released():
     handle = corral.share(np.arange(100.0))
     with corral.Pool(workers=2) as pool:
         assert pool.map(fail_on, [(handle, 1)] * 2) == [1.0, 1.0]
         assert pool.map(fail_on, [(handle, 3)] * 2) == [3.0, 3.0]
-        assert not gone(handle)
+    assert not gone(handle)
+    with corral.Pool(workers=2) as pool:
+        assert pool.map(fail_on, [(handle, 4)]) == [4.0]
+    handle.release()
     assert gone(handle)
 
 
@@ -323,31 +333,38 @@ def pick(handle: corral.Shared, x: int) -> float:
     return float(handle.value[x])
 
 
-def test_run_imap_and_executor_release_what_they_carried():
-    first = corral.share(np.arange(10.0))
-    report = corral.run([corral.Task(pick, kwargs={"handle": first, "x": 3})], workers=2)
-    assert report.results == [3.0] and gone(first)
-    second = corral.share(np.arange(10.0))
-    assert list(corral.imap(fail_on, [(second, 4), (second, 5)], workers=2)) == [4.0, 5.0]
-    assert gone(second)
-    third = corral.share(np.arange(10.0))
+def test_run_imap_and_executor_leave_a_share_to_its_owner():
+    handle = corral.share(np.arange(10.0))
+    report = corral.run([corral.Task(pick, kwargs={"handle": handle, "x": 3})], workers=2)
+    assert report.results == [3.0] and not gone(handle)
+    assert list(corral.imap(fail_on, [(handle, 4), (handle, 5)], workers=2)) == [4.0, 5.0]
+    assert not gone(handle)
     with corral.Executor(max_workers=2) as executor:
-        assert executor.submit(pick, third, 6).result(timeout=60) == 6.0
-    assert gone(third)
-
-
-def test_released_after_a_task_fails():
-    handle = corral.share(np.arange(100.0))
-    with pytest.raises(corral.BatchError):
-        corral.map(fail_on, [(handle, i) for i in range(4)], workers=2)
+        assert executor.submit(pick, handle, 6).result(timeout=60) == 6.0
+    assert not gone(handle)
+    handle.release()
     assert gone(handle)
 
 
-def test_released_after_a_worker_crash():
+def test_a_share_made_in_the_items_goes_with_them_after_a_task_fails():
+    items = [(corral.share(np.arange(100.0)), i) for i in range(4)]  # one share per item
+    paths = [h.path for h, _ in items]
+    with pytest.raises(corral.BatchError) as info:
+        corral.map(fail_on, items, workers=2)
+    assert all(os.path.exists(p) for p in paths)  # the caller still holds them
+    del items, info  # the error's traceback holds map's frame, and so the items
+    gc.collect()
+    assert not any(os.path.exists(p) for p in paths)
+
+
+def test_a_share_survives_a_worker_crash_until_released():
     handle = corral.share(np.arange(100.0))
     got = corral.map(crash_on, [(handle, i) for i in range(4)], workers=2, errors="return")
     assert isinstance(got[2], corral.Failure)
     assert got[:2] == [0.0, 1.0] and got[3] == 3.0
+    assert not gone(handle)
+    assert corral.map(crash_on, [(handle, 5)], workers=2) == [5.0]
+    handle.release()
     assert gone(handle)
 
 
@@ -483,8 +500,10 @@ def test_one_handle_serves_a_fork_pool_and_a_forkserver_pool():
         with corral.Pool(workers=2, start_method="forkserver") as served:
             assert served.map(value_and_segment, items) == [(float(i), True) for i in range(4)]
             assert forked.map(value_and_segment, items) == [(float(i), True) for i in range(4)]
-        assert not gone(handle)  # the fork pool still carries it
+        assert not gone(handle)  # its owner still holds it
         assert forked.map(fail_on, [(handle, 3)]) == [3.0]
+    assert not gone(handle)  # pools do not release a share
+    handle.release()
     assert gone(handle)
 
 
@@ -514,7 +533,7 @@ def test_a_pool_that_is_starting_gets_a_segment_for_its_initializer():
     assert os.getpid() not in {pid for _, pid in got}
 
 
-def test_an_inherited_share_is_released_with_the_pool_that_carried_it():
+def test_an_inherited_share_outlives_its_pool_and_is_released_by_its_owner():
     arr = np.arange(100.0)
     handle = corral.share(arr)
     record = _share._owned[handle.name]
@@ -522,6 +541,11 @@ def test_an_inherited_share_is_released_with_the_pool_that_carried_it():
         assert pool.map(fail_on, [(handle, 1)] * 2) == [1.0, 1.0]
         assert pool.map(fail_on, [(handle, 3)] * 2) == [3.0, 3.0]
         assert not record.released and record.source is arr
+    assert not record.released and record.source is arr
+    # a second fork pool, forked after the share: its workers inherit it, still no segment
+    assert corral.map(fail_on, [(handle, 4)], workers=2, start_method="fork") == [4.0]
+    assert gone(handle)
+    handle.release()
     assert record.released and record.source is None  # the original is no longer held
     with pytest.raises(corral.BatchError) as info:
         corral.map(fail_on, [(handle, 0)] * 2, workers=2, start_method="fork")

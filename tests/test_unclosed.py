@@ -122,7 +122,7 @@ def read_share(handle):
     return bytes(handle.value[:3])
 
 
-def test_a_share_carried_by_a_dropped_pool_is_released_when_its_workers_stop():
+def test_a_share_carried_by_a_dropped_pool_outlives_its_workers():
     handle = corral.share(b"abc" * 1000)
 
     def use_and_drop():
@@ -133,5 +133,8 @@ def test_a_share_carried_by_a_dropped_pool_is_released_when_its_workers_stop():
     thread = use_and_drop()
     gc.collect()
     thread.join(WAIT)
+    assert bytes(handle.value[:3]) == b"abc"  # its owner still holds it
+    assert corral.map(read_share, [handle], workers=2) == [b"abc"]
+    handle.release()
     with pytest.raises(corral.CorralError, match="released"):
         handle.value  # noqa: B018

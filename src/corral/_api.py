@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._errors import ConfigError
+from ._errors import ConfigError, check_callable
 from ._needs import check_item_specs, needs_for_items, plan, pop_item_specs
 from ._options import PoolOptions, RunOptions, split_options
 from ._outcome import Report
@@ -50,19 +50,18 @@ def map(
         squares = corral.map(lambda x: x * x, range(1000), timeout=30, retries=1)
         means = corral.map(reduce_file, files, locks=lambda f: [f], memory="2GiB")
     """
-    if not callable(fn):
-        raise ConfigError(f"fn must be callable, not {fn!r}")
+    check_callable(fn, "fn")
     specs = pop_item_specs(options)
     check_item_specs(specs)
     opts = dict(
         timeout=timeout, retries=retries, errors=errors, chunksize=chunksize,
         start_method=start_method, backend=backend, progress=progress, **options,
     )  # fmt: skip
-    run_options = _validate(workers, opts, fn)
+    checked_options = _validate(workers, opts, fn)
     items = list(iterable)
     needs, groups = needs_for_items(specs, items)
-    checked = plan(range(len(items)), needs, run_options)
-    with Pool(workers, _n_tasks=len(items), **opts) as pool:
+    checked = plan(range(len(items)), needs, checked_options[1])
+    with Pool(workers, _n_tasks=len(items), _checked=checked_options) as pool:
         return pool._map(fn, items, pool.run_options, checked, groups)
 
 
@@ -82,18 +81,17 @@ def imap(
     raises a failed task's own exception when it reaches it (queued tasks are cancelled);
     with ``errors="return"`` it yields a ``corral.Failure`` in its place and goes on.
     """
-    if not callable(fn):
-        raise ConfigError(f"fn must be callable, not {fn!r}")
+    check_callable(fn, "fn")
     if pop_item_specs(options):
         raise ConfigError(
             "imap does not take locks=, uses=, memory=, after=, cost=, priority= or group=: "
             "use map or run, which see the whole batch"
         )
-    _validate(workers, options, fn)
+    checked = _validate(workers, options, fn)
 
     def generate() -> Iterator[Any]:
         # The Pool starts at the first next(): an iterator never iterated starts nothing.
-        pool = Pool(workers, **options)
+        pool = Pool(workers, _checked=checked)
         try:
             yield from pool.imap(fn, iterable, ordered=ordered)
         except BaseException:
@@ -114,20 +112,21 @@ def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -
     capacities in ``resources=``), memory (against ``memory_budget=``), dependencies and
     cost hints; the whole batch is checked before any worker starts.
     """
-    run_options = _validate(workers, options)
+    checked_options = _validate(workers, options)
     task_list = _check_tasks(tasks)
-    checked = plan_tasks(task_list, run_options)
-    with Pool(workers, _n_tasks=len(task_list), **options) as pool:
+    checked = plan_tasks(task_list, checked_options[1])
+    with Pool(workers, _n_tasks=len(task_list), _checked=checked_options) as pool:
         return pool._run_tasks(task_list, pool.run_options, checked)
 
 
 def _validate(
     workers: Any, options: dict[str, Any], fn: Callable[..., Any] | None = None
-) -> RunOptions:
-    """Every option checked before the input is read or a process started; with ``fn``, also
-    that every keyword-only parameter of it has a value (a fixture or a default)."""
+) -> tuple[PoolOptions, RunOptions]:
+    """Every option checked, once, before the input is read or a process started (the Pool
+    takes them as they are); with ``fn``, also that every keyword-only parameter of it has a
+    value (a fixture or a default)."""
     pool_kw, run_kw = split_options(options)
     pool_options = PoolOptions(workers=workers, **pool_kw)
     if fn is not None:
         pool_options.fixtures.check(fn)
-    return RunOptions(**run_kw)
+    return pool_options, RunOptions(**run_kw)

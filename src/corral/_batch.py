@@ -61,7 +61,8 @@ class OkRecord:
     positions: Sequence[int]
     offsets: Sequence[int] | None
     result: Result
-    slot: int
+    worker: int
+    """What ``Outcome.worker`` says: the slot that ran them, or -1 in the calling process."""
     pid: int | None
     attempts: dict[int, int] | None
 
@@ -391,7 +392,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         status=Status.OK,
         value=value,
         attempts=attempts,
-        worker=record.slot,
+        worker=record.worker,
         pid=record.pid,
         started=started,
         finished=finished,

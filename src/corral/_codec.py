@@ -38,7 +38,7 @@ from typing import Any
 
 import cloudpickle
 
-from ._errors import SerializationError
+from ._errors import ExceptionWithTraceback, SerializationError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _ANONYMOUS_FILE = "<dynamic-code>"
@@ -350,13 +350,25 @@ def _warn(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
+def portable(wrapped: ExceptionWithTraceback) -> ExceptionWithTraceback:
+    """``wrapped`` if its exception survives the trip to the coordinator (pickled and
+    unpickled here), else the same failure as a ``RemoteError``: corral's one "pickle or fall
+    back". Its pickling may raise anything, SystemExit included."""
+    try:
+        loads(dumps(wrapped))
+    except BaseException:
+        return wrapped.fallback()
+    return wrapped
+
+
 def human_size(n: int) -> str:
+    """The one byte-size formatter of corral's messages: ``512 bytes``, ``3.0 GiB``."""
     if n < 1024:
         return f"{n} bytes"
     size = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         size /= 1024
-        if size < 1024 or unit == "GiB":
+        if size < 1024 or unit == "TiB":
             break
     return f"{size:.1f} {unit}"
 

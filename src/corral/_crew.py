@@ -56,6 +56,10 @@ HANDOVER_WAIT = 2.0
 """After Ctrl-C, how long a busy worker may take to hand over the finished part of its Call
 before it is stopped without it (a task inside C code that holds the GIL cannot answer)."""
 
+UNTIMED_RECHECK = 1.0
+"""While an item without a timeout runs in a batch with timeouts, how often the timeout check
+looks whether the next item (which may have one) has started (see ``_check_timeout``)."""
+
 Settle = Callable[[int, Batch, Sequence[int], Result, dict[int, Any], dict[int, int] | None], None]
 """How the engine settles a Result (here: the finished part of a handed-over Call)."""
 
@@ -223,12 +227,20 @@ class Crew:
 
     # -- timeouts ---------------------------------------------------------------------------
     def arm_timeout(self, slot_id: int, flight: InFlight, when_from: float) -> None:
-        limit = flight.batch.timeout_of(flight.positions[0]) or 1.0
+        limit = flight.batch.timeout_of(flight.positions[0]) or UNTIMED_RECHECK
         flight.deadline = self._deadlines.add(
             when_from + limit, lambda: self._check_timeout(slot_id, flight)
         )
 
     def _check_timeout(self, slot_id: int, flight: InFlight) -> None:
+        """Time out the item the slot's worker runs now, or look again when it could be due.
+
+        Which item of a Call runs, and since when, is known only from the backend's
+        ``running_item`` (the worker writes it in shared memory; no message per item). A Call
+        of several items (an explicit ``chunksize`` with ``Task(timeout=...)`` on some tasks)
+        may run one without a timeout before one with: so while an untimed item runs, the
+        check looks again every ``UNTIMED_RECHECK`` seconds, to see the next item start and
+        give it its own deadline from its start. Only batches with timeouts arm this."""
         if self._slots[slot_id].call is not flight:
             return
         if self._slots[slot_id].handover is not None:  # settled when the hand-over ends
@@ -246,7 +258,7 @@ class Crew:
         pos = flight.positions[index]
         limit = flight.batch.timeout_of(pos)
         if limit is None or now < started + limit:
-            when = started + limit if limit is not None else now + 1.0
+            when = started + limit if limit is not None else now + UNTIMED_RECHECK
             flight.deadline = self._deadlines.add(
                 when, lambda: self._check_timeout(slot_id, flight)
             )

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+Action = Callable[[], None]
+"""What a deadline does when it comes due (on the engine thread)."""
 
 
 @dataclass(order=True)
 class Deadline:
     when: float
     seq: int
-    action: Any = field(compare=False)
+    action: Action = field(compare=False)
     cancelled: bool = field(default=False, compare=False)
 
     def cancel(self) -> None:
@@ -28,7 +31,7 @@ class Deadlines:
         self._heap: list[Deadline] = []
         self._seq = itertools.count()
 
-    def add(self, when: float, action: Any) -> Deadline:
+    def add(self, when: float, action: Action) -> Deadline:
         entry = Deadline(when, next(self._seq), action)
         heapq.heappush(self._heap, entry)
         return entry
@@ -38,7 +41,7 @@ class Deadlines:
             heapq.heappop(self._heap)
         return self._heap[0].when if self._heap else None
 
-    def pop_due(self, now: float) -> list[Any]:
+    def pop_due(self, now: float) -> list[Action]:
         """Actions whose time has come, earliest first."""
         due = []
         while self._heap and self._heap[0].when <= now:

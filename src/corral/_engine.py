@@ -143,7 +143,6 @@ class Engine:
         self.broken: BaseException | None = None
         self.fatal: BaseException | None = None
         self._closing = False
-        self.closed = threading.Event()
         # Re-entrant: an action run by ``post`` after the stop may complete a future whose
         # done callback posts again.
         self._post_lock = threading.RLock()
@@ -184,7 +183,6 @@ class Engine:
                     self.broken = CorralError("this Pool is closed")
                 while self._inbox:
                     _run_logged(self._inbox.popleft(), "an action posted as the engine stopped")
-            self.closed.set()
 
     def _fail_everything(self, exc: BaseException) -> None:
         """The engine thread failed (a bug in corral, or an exception nobody expected): every

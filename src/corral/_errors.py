@@ -4,6 +4,7 @@ The hierarchy::
 
     CorralError
      ├── ConfigError (also ValueError)        bad options or tasks, raised before work starts
+     │    └── NotCallableError (also TypeError)  a function argument that is not callable
      ├── SerializationError (also TypeError)  a function, argument or result that won't pickle
      ├── TaskError                            why a task failed when it did not raise itself
      │    ├── TaskTimeout (also TimeoutError) past its timeout; its worker was killed
@@ -43,6 +44,17 @@ class CorralError(Exception):
 @public
 class ConfigError(CorralError, ValueError):
     """Invalid options or tasks; raised at the boundary, before any work starts."""
+
+
+class NotCallableError(ConfigError, TypeError):
+    """A function argument (``fn``, ``initializer``) that is not callable: a ``ConfigError``,
+    as every bad input is, and a ``TypeError``, as Python's own ``map(1, xs)`` raises. Not a
+    public name: catch it as either."""
+
+
+def check_callable(value: Any, what: str) -> None:
+    if not callable(value):
+        raise NotCallableError(f"{what} must be callable, not {value!r}")
 
 
 @public

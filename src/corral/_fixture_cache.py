@@ -39,7 +39,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from . import _codec
-from ._errors import FixtureError, RemoteError, TaskTimeout
+from ._errors import ExceptionWithTraceback, FixtureError, TaskTimeout
 from ._fixtures import Fixture, FixtureSet
 
 log = logging.getLogger("corral")
@@ -298,15 +298,7 @@ def _finish(gen: Generator[Any, None, None], name: str) -> None:
 
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling back to the coordinator, else a RemoteError for it."""
-    try:
-        _codec.loads(_codec.dumps(exc))
-    except Exception:
-        import traceback
-
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        return RemoteError(name, str(exc), tb)
-    return exc
+    return _codec.portable(ExceptionWithTraceback(exc)).exc
 
 
 def from_bytes(blob: bytes) -> FixtureCache:

@@ -5,7 +5,7 @@ aligned to 64 bytes::
 
     [ magic 8 | header length 8 | header (pickle of the node tree) | pad | buffer | buffer ... ]
 
-``plan`` walks the object once and returns the tree and the *pieces* to copy (offset, size and
+``layout_of`` walks the object once and returns the tree and the *pieces* to copy (offset, size and
 how to write them); ``write`` copies them into a writable mapping; ``rebuild`` turns the tree
 back into objects whose every large buffer is a view of the (read-only) mapping, so nothing is
 copied and any write raises.
@@ -53,7 +53,7 @@ class Piece:
 
 
 @dataclass
-class Plan:
+class Layout:
     tree: Node
     header: bytes
     data_start: int
@@ -65,7 +65,7 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def plan(obj: Any) -> Plan:
+def layout_of(obj: Any) -> Layout:
     """The layout of ``obj``; a ``ConfigError`` naming the part that cannot be shared."""
     planner = _Planner()
     tree = planner.node(obj, "the object")
@@ -73,10 +73,10 @@ def plan(obj: Any) -> Plan:
     data_start = _align(16 + len(header))
     for piece in planner.pieces:
         piece.offset += data_start
-    return Plan(tree, header, data_start, data_start + planner.size, planner.pieces)
+    return Layout(tree, header, data_start, data_start + planner.size, planner.pieces)
 
 
-def plan_empty(shape: tuple[int, ...], dtype: Any) -> Plan:
+def empty_layout(shape: tuple[int, ...], dtype: Any) -> Layout:
     """The layout of a new zero-filled array (the reserved pages are zero; nothing to copy)."""
     size = dtype.itemsize
     for n in shape:
@@ -84,15 +84,15 @@ def plan_empty(shape: tuple[int, ...], dtype: Any) -> Plan:
     tree = ("nd", 0, dtype, shape)
     header = pickle.dumps(tree, protocol=pickle.HIGHEST_PROTOCOL)
     data_start = _align(16 + len(header))
-    return Plan(tree, header, data_start, data_start + size)
+    return Layout(tree, header, data_start, data_start + size)
 
 
-def write(plan: Plan, mapping: memoryview) -> None:
-    """Copy the header and every piece into a writable mapping of ``plan.size`` bytes."""
+def write(layout: Layout, mapping: memoryview) -> None:
+    """Copy the header and every piece into a writable mapping of ``layout.size`` bytes."""
     mapping[:8] = MAGIC
-    mapping[8:16] = struct.pack("<Q", len(plan.header))
-    mapping[16 : 16 + len(plan.header)] = plan.header
-    for piece in plan.pieces:
+    mapping[8:16] = struct.pack("<Q", len(layout.header))
+    mapping[16 : 16 + len(layout.header)] = layout.header
+    for piece in layout.pieces:
         piece.write(mapping[piece.offset : piece.offset + piece.size])
 
 

@@ -1,5 +1,5 @@
 """The process-wide hooks corral needs, and nothing else: stop live pools at interpreter exit,
-and keep shared data (``_share``) in step with the pools that carry it.
+and tell shared data (``_share``) which pools are open and when they started.
 
 A Pool that was never closed (a script that forgot ``with``) would otherwise leave worker
 processes behind and make ``multiprocessing``'s own exit handler wait on them forever. The
@@ -8,10 +8,11 @@ never the Pool itself) from its start until its workers are gone, weakly: a runn
 held by its engine thread, and a Pool that is collected is closed by its finalizer, so
 interpreter exit finds (and closes) every pool that still has workers, collected or not.
 
-Every Pool start sweeps the shared-memory segments of dead coordinators (``_shm.sweep``), and
-every Pool close releases the shares that only it carried (``_share.pool_closed``). Pools and
-shares take a number from one counter (``stamp``), so that ``_share`` can tell whether the
-workers of a fork Pool were forked after a share was made, and so already hold its data.
+Every Pool start sweeps the shared-memory segments of dead coordinators (``_shm.sweep``). A
+Pool's close does not release shares: a share lives as long as its owner holds it. Pools and
+shares take a number from one counter (``tick``: when each was born), so that ``_share`` can
+tell whether the workers of a fork Pool were forked after a share was made, and so already
+hold its data.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import atexit
 import contextlib
 import itertools
 import logging
-import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -29,23 +29,23 @@ _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _starting: set[int] = set()
 """Stamps of the Pools being started: not in ``live()`` yet, but what is pickled now (their
 initializer, their fixtures) may be for their workers."""
-_stamps = itertools.count(1)
+_ticks = itertools.count(1)
 _registered = False
 
 
-def stamp() -> int:
+def tick() -> int:
     """A number larger than every one handed out before in this process."""
-    return next(_stamps)
+    return next(_ticks)
 
 
 @contextlib.contextmanager
-def starting(pool_stamp: int) -> Iterator[None]:
-    """Mark a Pool as starting (between its stamp and ``register``)."""
-    _starting.add(pool_stamp)
+def starting(born: int) -> Iterator[None]:
+    """Mark a Pool as starting (between its tick and ``register``)."""
+    _starting.add(born)
     try:
         yield
     finally:
-        _starting.discard(pool_stamp)
+        _starting.discard(born)
 
 
 def any_starting() -> bool:
@@ -71,14 +71,6 @@ def unregister(pool: Any) -> None:
 def live() -> list[Any]:
     """The Lifetimes of the pools whose workers may still run (open or closing)."""
     return list(_live)
-
-
-def closed(pool: Any) -> None:
-    """``pool`` (a Lifetime) has closed and its workers are done: release the shares only it
-    carried."""
-    share = sys.modules.get("corral._share")  # not imported: no share exists in this process
-    if share is not None:
-        share.pool_closed(pool)
 
 
 def _close_all() -> None:

@@ -19,12 +19,11 @@ left is cancelled, workers are stopped, and the hook waits for their end.
 States (``_lock`` guards them; each changes in one method)::
 
     open ──close()──► closing ──engine thread ends──► released
-                      (no new work)                   (wakeup pipe closed, shares only it
-                                                       carried released, unregistered)
+                      (no new work)                   (wakeup pipe closed, unregistered)
 
 A serial Lifetime has no thread: ``close`` goes straight to released. The registry holds a
 Lifetime until it is released, so a Pool closed with ``wait=False`` (or collected) is still
-waited for at exit, and the shares it carries are released only once its workers are done.
+waited for at exit.
 """
 
 from __future__ import annotations
@@ -43,20 +42,20 @@ if TYPE_CHECKING:
 
 class Lifetime:
     """Owns the engine thread, the wakeup pipe and the open / closing / released state of
-    one Pool. ``stamp`` and ``start_method`` are the Pool's (``_share`` reads them of every
-    live Lifetime to know who may carry a share)."""
+    one Pool. ``born`` and ``start_method`` are the Pool's (``_share`` reads them of every
+    live Lifetime to know whether its workers inherited a share)."""
 
     def __init__(
         self,
         engine: Engine,
         wakeup: tuple[int, int],
         *,
-        stamp: int,
+        born: int,
         start_method: str | None,
         serial: bool,
     ) -> None:
         self.engine = engine
-        self.stamp = stamp
+        self.born = born  # the _lifecycle tick before its first worker was started
         self.start_method = start_method
         self.serial = serial
         self._wakeup_r, self._wakeup_w = wakeup
@@ -112,7 +111,7 @@ class Lifetime:
             thread.join()
 
     def _release(self) -> None:
-        """The workers are gone: close the wakeup pipe and release what only this pool used."""
+        """The workers are gone: close the wakeup pipe and leave the registry of live pools."""
         with self._lock:
             if self._released:
                 return
@@ -121,4 +120,3 @@ class Lifetime:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         _lifecycle.unregister(self)
-        _lifecycle.closed(self)  # after the workers are done with what it shared

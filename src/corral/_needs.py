@@ -14,7 +14,6 @@ fast path.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ from typing import Any
 
 import psutil
 
+from ._codec import human_size
 from ._errors import ConfigError
-from ._options import RunOptions, parse_size
+from ._options import RunOptions, is_positive, parse_size
 
 NEED_FIELDS = ("locks", "uses", "memory", "after", "cost", "priority", "group")
 """Per-task fields that ``corral.map`` also takes, as a callable of the item or a constant."""
@@ -92,7 +92,7 @@ def norm_uses(value: Any) -> tuple[tuple[str, float], ...]:
     for name, amount in value.items():
         if not isinstance(name, str) or not name:
             raise ConfigError(f"resource names must be non-empty strings, not {name!r}")
-        if not _positive(amount):
+        if not is_positive(amount):
             raise ConfigError(f"uses[{name!r}] must be a positive number, not {amount!r}")
         uses.append((name, float(amount)))
     return tuple(sorted(uses))
@@ -120,7 +120,7 @@ def norm_after(value: Any) -> tuple[Any, ...]:
 def norm_cost(value: Any) -> float | None:
     if value is None:
         return None
-    if not _positive(value, allow_zero=True):
+    if not is_positive(value, allow_zero=True):
         raise ConfigError(f"cost must be a non-negative number of seconds, not {value!r}")
     return float(value)
 
@@ -161,12 +161,6 @@ def make_needs(
         norm_priority(priority),
     )
     return needs if needs.declared else NO_NEEDS
-
-
-def _positive(value: Any, *, allow_zero: bool = False) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return math.isfinite(value) and (value > 0 or (allow_zero and value == 0))
 
 
 def _iterable(what: str, value: Any) -> tuple[Any, ...]:
@@ -276,8 +270,8 @@ def _check_memory(keys: Sequence[Any], needs: Sequence[Needs], options: RunOptio
     if needs[biggest].memory > budget:
         how = "auto: a share of the RAM available now" if options.memory_budget == "auto" else ""
         raise ConfigError(
-            f"task {keys[biggest]!r} needs {_size(needs[biggest].memory)} of memory but the "
-            f"run's memory_budget is {_size(budget)}{f' ({how})' if how else ''}: "
+            f"task {keys[biggest]!r} needs {human_size(needs[biggest].memory)} of memory but the "
+            f"run's memory_budget is {human_size(budget)}{f' ({how})' if how else ''}: "
             "it could never start"
         )
     return budget
@@ -287,13 +281,6 @@ def memory_budget(setting: int | str) -> int:
     if setting == "auto":
         return int(psutil.virtual_memory().available * MEMORY_SAFETY)
     return int(setting)
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 def _resolve_deps(keys: Sequence[Any], needs: Sequence[Needs]) -> list[tuple[int, ...]]:

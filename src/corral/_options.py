@@ -8,15 +8,16 @@ options per call. Options are frozen: a new option set means a new object.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from ._errors import ConfigError
-from ._fixtures import as_fixture_set
+from ._fixtures import FixtureSet, as_fixture_set
 from ._platform import cpu_count
 
 Backend = Literal["process", "serial"]
@@ -32,9 +33,10 @@ class PoolOptions:
     max_tasks_per_worker: int | None = None
     max_worker_memory: int | None = None
     kill_grace: float = 1.0
-    # the Pool's fixtures, checked into a FixtureSet here, and how many
-    # failed set-ups of one fixture stop the tasks that need it (None: never). See _fixtures.
-    fixtures: Any = ()
+    # the Pool's fixtures (given as a list, one fixture or None: made a checked FixtureSet
+    # here), and how many failed set-ups of one fixture stop the tasks that need it (None:
+    # never). See _fixtures.
+    fixtures: FixtureSet = field(default_factory=FixtureSet)
     fixture_failures: int | None = 3
     # seconds a stopping worker has to tear its fixtures down and exit before it is killed
     fixture_teardown_timeout: float = 10.0
@@ -55,12 +57,11 @@ class PoolOptions:
             object.__setattr__(
                 self, "max_worker_memory", parse_size(self.max_worker_memory, "max_worker_memory")
             )
-        _check_positive_number("kill_grace", self.kill_grace, allow_zero=True)
+        check_seconds("kill_grace", self.kill_grace, allow_zero=True)
         object.__setattr__(self, "fixtures", as_fixture_set(self.fixtures))
         _check_positive_int("fixture_failures", self.fixture_failures)
         t = self.fixture_teardown_timeout
-        bad = isinstance(t, bool) or not isinstance(t, (int, float))
-        if bad or not math.isfinite(t) or t <= 0:
+        if not is_positive(t):
             raise ConfigError(
                 f"fixture_teardown_timeout must be a positive number of seconds, not {t!r}"
             )
@@ -79,7 +80,7 @@ class RunOptions:
     memory_budget: int | str = "auto"
 
     def __post_init__(self) -> None:
-        _check_positive_number("timeout", self.timeout)
+        check_seconds("timeout", self.timeout)
         object.__setattr__(self, "resources", _check_resources(self.resources))
         if self.memory_budget != "auto":
             object.__setattr__(
@@ -95,7 +96,7 @@ class RunOptions:
         ):
             raise ConfigError(f"retry_on must be exception types, not {self.retry_on!r}")
         object.__setattr__(self, "retry_on", retry_on)
-        _check_positive_number("backoff", self.backoff, allow_zero=True)
+        check_seconds("backoff", self.backoff, allow_zero=True)
         if self.errors not in ("raise", "return"):
             raise ConfigError(f"errors must be 'raise' or 'return', not {self.errors!r}")
         cs = self.chunksize
@@ -109,17 +110,28 @@ POOL_FIELDS = frozenset(f.name for f in fields(PoolOptions))
 RUN_FIELDS = frozenset(f.name for f in fields(RunOptions))
 
 
-def split_options(
-    options: Mapping[str, Any], *, allowed_extra: frozenset[str] = frozenset()
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split keyword options into pool and run options; an unknown name is a ConfigError."""
-    unknown = set(options) - POOL_FIELDS - RUN_FIELDS - allowed_extra
+    unknown = sorted(set(options) - POOL_FIELDS - RUN_FIELDS)
     if unknown:
-        known = ", ".join(sorted(POOL_FIELDS | RUN_FIELDS))
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}; known options: {known}")
+        raise ConfigError(unknown_options(unknown, POOL_FIELDS | RUN_FIELDS))
     pool = {k: v for k, v in options.items() if k in POOL_FIELDS}
     run = {k: v for k, v in options.items() if k in RUN_FIELDS}
     return pool, run
+
+
+def unknown_options(unknown: Iterable[str], known: Iterable[str]) -> str:
+    """The message for unknown option names: the closest known name for each (difflib:
+    ``unknown option 'timout' (did you mean `timeout`?)``), or, when none is close, where
+    the options are listed."""
+    known = sorted(known)
+    said = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        said.append(f"{name!r} (did you mean `{close[0]}`?)" if close else repr(name))
+    plural = "s" if len(said) > 1 else ""
+    hint = "" if all("did you mean" in s for s in said) else "; see help(corral.map) for options"
+    return f"unknown option{plural} {', '.join(said)}{hint}"
 
 
 def with_run_overrides(base: RunOptions, overrides: Mapping[str, Any]) -> RunOptions:
@@ -187,11 +199,20 @@ def parse_size(value: int | float | str, what: str = "size") -> int:
     return int(size)
 
 
-def _check_positive_number(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
-    if bad or value < 0 or (value == 0 and not allow_zero):
+def is_positive(value: Any, *, allow_zero: bool = False, allow_inf: bool = False) -> bool:
+    """The one check of a positive number in corral: an int or float (not a bool, not NaN),
+    above zero (or zero, with ``allow_zero``), finite unless ``allow_inf``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return False
+    if math.isinf(value) and not allow_inf:
+        return False
+    return value > 0 or (allow_zero and value == 0)
+
+
+def check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """A duration option: None, or a positive (non-negative with ``allow_zero``) number of
+    seconds; infinity is accepted, as "no limit" is by None."""
+    if value is not None and not is_positive(value, allow_zero=allow_zero, allow_inf=True):
         need = "non-negative" if allow_zero else "positive"
         raise ConfigError(f"{name} must be a {need} number of seconds or None, not {value!r}")
 
@@ -206,8 +227,7 @@ def _check_resources(value: Any) -> dict[str, float] | None:
     for name, capacity in value.items():
         if not isinstance(name, str) or not name:
             raise ConfigError(f"resource names must be non-empty strings, not {name!r}")
-        bad = isinstance(capacity, bool) or not isinstance(capacity, (int, float))
-        if bad or not math.isfinite(capacity) or capacity <= 0:
+        if not is_positive(capacity):
             raise ConfigError(f"resources[{name!r}] must be a positive number, not {capacity!r}")
         checked[name] = float(capacity)
     return checked

@@ -21,9 +21,9 @@ from typing import Any
 from . import _codec, _lifecycle, _signals
 from ._backends.process import ProcessBackend
 from ._backends.serial import SerialBackend
-from ._batch import Batch, CollectSink, FutureSink, StreamSink
+from ._batch import Batch, CollectSink, FutureSink, Sink, StreamSink
 from ._engine import Engine
-from ._errors import BatchError, ConfigError, CorralError, SerializationError
+from ._errors import BatchError, ConfigError, CorralError, SerializationError, check_callable
 from ._fixture_cache import FixtureCache
 from ._functions import FunctionTable
 from ._lifetime import Lifetime
@@ -72,17 +72,21 @@ class Pool:
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
         _n_tasks: int | None = None,
+        _checked: tuple[PoolOptions, RunOptions] | None = None,
         **options: Any,
     ) -> None:
         _refuse_while_importing_main()
-        # Before any worker is forked: a share with a smaller stamp is in their memory.
-        self.stamp = _lifecycle.stamp()
+        # Before any worker is forked: a share born before this tick is in their memory.
+        self.born = _lifecycle.tick()
         self.start_method: str | None = None  # how the workers start; None: serial
-        pool_kw, run_kw = split_options(options)
-        self.options = PoolOptions(workers=workers, **pool_kw)  # type: ignore[arg-type]
-        self.run_options = RunOptions(**run_kw)
-        if initializer is not None and not callable(initializer):
-            raise ConfigError(f"initializer must be callable, not {initializer!r}")
+        if _checked is not None:  # corral.map/imap/run checked them already
+            self.options, self.run_options = _checked
+        else:
+            pool_kw, run_kw = split_options(options)
+            self.options = PoolOptions(workers=workers, **pool_kw)  # type: ignore[arg-type]
+            self.run_options = RunOptions(**run_kw)
+        if initializer is not None:
+            check_callable(initializer, "initializer")
         self.workers = resolve_workers(self.options.workers, _n_tasks)
         # In-process only when asked for: a batch of one task (or a Pool of one worker) runs
         # in a worker process too, so a crash, an os.chdir or an os.environ change of the task
@@ -91,7 +95,7 @@ class Pool:
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         self._initializer = (initializer, tuple(initargs)) if initializer is not None else None
-        with _lifecycle.starting(self.stamp):
+        with _lifecycle.starting(self.born):
             if serial:
                 self._start_serial()
             else:
@@ -101,7 +105,7 @@ class Pool:
         self._life = Lifetime(
             self.engine,
             (self._wakeup_r, self._wakeup_w),
-            stamp=self.stamp,
+            born=self.born,
             start_method=self.start_method,
             serial=self.serial,
         )
@@ -202,13 +206,12 @@ class Pool:
         fn: Callable[..., Any],
         items: list[Any],
         options: RunOptions,
-        sink: Any,
+        sink: Sink,
         closed: bool = True,
         plan: Plan | None = None,
         groups: list[str | None] | None = None,
     ) -> Batch:
-        if not callable(fn):
-            raise ConfigError(f"fn must be callable, not {fn!r}")
+        check_callable(fn, "fn")
         self.options.fixtures.check(fn)  # a parameter nobody fills fails here
         fn_id = self.functions.acquire(fn)
         batch = Batch(
@@ -226,7 +229,7 @@ class Pool:
         return batch
 
     def _batch_for_tasks(
-        self, tasks: list[Task], options: RunOptions, sink: Any, plan: Plan | None = None
+        self, tasks: list[Task], options: RunOptions, sink: Sink, plan: Plan | None = None
     ) -> Batch:
         for task in tasks:  # a parameter nobody fills fails here, before any work
             self.options.fixtures.check(task.fn, task._kwargs, len(task.args))

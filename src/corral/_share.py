@@ -9,27 +9,27 @@ at all, for workers forked after the share.
       the segment (_shm)
       ──► a Shared handle: path, size (~200 bytes)
     the handle, pickled inside task arguments ═══════► unpickled: a Shared handle again
-      (each pickling here notes the open Pools;        handle.value, once per process:
-      unless every open Pool forks its workers         - forked after the share: a read-only
-      after the share, the segment is made and           view of the inherited original
-      filled now, if it was not yet)                   - otherwise: attach the segment
+      (unless every open Pool forks its workers        handle.value, once per process:
+      after the share, the segment is made and         - forked after the share: a read-only
+      filled now, if it was not yet)                     view of the inherited original
+                                                       - otherwise: attach the segment
                                                          (read-only mapping), rebuild
                                                          zero-copy views; cached
-    Pool.close ──► pool_closed(pool): unlink the       never unlinks; its mapping (and the
-      segments of handles only that pool carried       memory) goes when its views do
-    release() / end of with / handle collected /
-      interpreter exit ──► unlink
+                                                       never unlinks; its mapping (and the
+                                                         memory) goes when its views do
+    release() / end of with / last handle collected /
+      interpreter exit / SIGTERM, SIGHUP ──► unlink
     next Pool or share() in any process ──► sweep segments whose owner died (SIGKILL)
 
 Ownership rule. The process that called ``share`` owns the segment and is the only one that
-unlinks it. It is released by the first of: ``handle.release()``; the end of
-``with corral.share(x) as h:``; the close of the Pools that used it (a handle that was never
-used in a ``with`` block is released when every Pool that was open while it was sent to
-workers, or read here, has closed, so ``corral.map(f, [(h, x) ...])`` releases it on return,
-error or Ctrl-C, with worker processes or serially); the handle being garbage collected; the
-interpreter exiting. A ``with`` block pins the
-handle: Pools then leave it alone, so one share can serve several runs. Workers never unlink,
-so a worker crash cannot lose or leak a segment.
+unlinks it. A share lives as long as its owner holds it: it is released by the first of
+``handle.release()``; the end of ``with corral.share(x) as h:``; the garbage collection of the
+last handle in this process (a ``weakref.finalize``; copies unpickled here are other objects
+and do not keep it); the interpreter exiting (the same finalizer, run at exit) or being ended
+by SIGTERM or SIGHUP (``_signals.die``). Pools never release a share: one handle serves any
+number of runs, and ``corral.map(f, [(corral.share(x), i) ...])`` releases it when the item
+list (and with it the handle) is dropped. Workers never unlink, so a worker crash cannot lose
+or leak a segment.
 
 Fork inheritance. ``share(array)`` (C-contiguous), ``share(bytes)``, or ``share(df)`` of a
 DataFrame or Series whose columns are plain numpy data (``PLAIN_KINDS``) keeps a reference to
@@ -40,9 +40,9 @@ made only when the handle is pickled while some open Pool cannot inherit (forkse
 a fork Pool started before the share, a Pool still starting, or no Pool at all: a destination
 we do not know); from then on the record drops the original and every reader maps the
 segment. A process that has neither the inherited record nor the segment gets a
-``CorralError``, never missing data. Stamps (``_lifecycle.stamp``) order shares and Pool
-starts: a Pool's stamp is taken before it forks a worker, a share's once its record is in
-``_owned``, so a larger Pool stamp means workers that hold the record.
+``CorralError``, never missing data. Ticks (``_lifecycle.tick``) order shares and Pool
+starts: a Pool's ``born`` is taken before it forks a worker, a share's once its record is in
+``_owned``, so a Pool born later has workers that hold the record.
 
 State: ``_owned`` (shares this process made; in a forked worker, the inherited ones) and
 ``_attached`` (values this process has built) are per-process registries, like
@@ -58,10 +58,11 @@ import os
 import sys
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import _layout, _lifecycle, _shm
+from ._codec import human_size
 from ._errors import ConfigError, CorralError
 from ._public import public
 
@@ -72,12 +73,10 @@ class _Owned:
 
     segment: _shm.Segment
     pid: int
-    stamp: int = 0
-    pinned: bool = False
+    born: int = 0
     released: bool = False
-    carriers: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
     writable: mmap.mmap | None = None
-    pending: _layout.Plan | None = None
+    pending: _layout.Layout | None = None
     """How to fill the segment, while it is not made yet; None once it exists."""
     source: Any = None
     """The original, while no segment holds it: read in place here and in processes forked
@@ -140,8 +139,8 @@ class Shared:
         dir: str | os.PathLike[str] | None = None,
     ) -> Shared:
         """A new zero-filled numpy array in shared memory, to fill in place before use:
-        unlike ``share(array)``, the data never exists twice. The handle is pinned, as in a
-        ``with`` block: Pools that carry it do not release it (its data exists nowhere else).
+        unlike ``share(array)``, the data never exists twice. It lives, like any share, until
+        ``release()``, the end of its ``with`` block, its collection, or exit.
 
         Example::
 
@@ -154,11 +153,8 @@ class Shared:
         dt = np.dtype(dtype)
         if dt.hasobject:
             raise ConfigError(f"Shared.empty needs a plain dtype, not {dt}")
-        plan = _layout.plan_empty(dims, dt)
-        handle, record = _create_writable(plan, f"ndarray {dt} {dims}", backing, dir)
-        # Pinned: its data exists nowhere else, so the close of a Pool must not drop it.
-        record.pinned = True
-        return handle
+        layout = _layout.empty_layout(dims, dt)
+        return _create_writable(layout, f"ndarray {dt} {dims}", backing, dir)
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -166,12 +162,8 @@ class Shared:
         """The shared object: read-only, zero-copy views, cached per process."""
         with _lock:
             record = _owned.get(self._segment.name)
-            if record is not None and record.pid == os.getpid():
-                if record.released:
-                    raise CorralError(f"{self!r} was released; it cannot be read any more")
-                # Read here by a serial-backend task, it is used by the open Pools just as
-                # if it had been sent to workers.
-                record.carriers.update(_lifecycle.live())
+            if record is not None and record.pid == os.getpid() and record.released:
+                raise CorralError(f"{self!r} was released; it cannot be read any more")
             cached = _attached.get(self._segment.path, _MISSING)
             if cached is not _MISSING:
                 return cached
@@ -214,8 +206,7 @@ class Shared:
         _release(self._segment.name)
 
     def __enter__(self) -> Shared:
-        record = _own_record(self, "pin")
-        record.pinned = True  # Pools that carry it leave it to the with block
+        _own_record(self, "use in a with block")  # only the owner can release it at the end
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -229,19 +220,16 @@ class Shared:
             if record is not None and record.pid == os.getpid():
                 if record.released:
                     raise CorralError(
-                        f"{self!r} was released (by release(), its with block, or the close "
-                        "of the Pool that carried it); use `with corral.share(x) as h:` to "
-                        "keep one share across several runs"
+                        f"{self!r} was released (by release() or the end of its with block); "
+                        "release a share only after the last run that uses it"
                     )
-                # Every Pool open now may carry it; it lives until all of them have closed.
-                pools = _lifecycle.live()
-                record.carriers.update(pools)
+                pools = _lifecycle.live()  # every Pool open now may be the destination
                 if record.pending is not None and not _inherited_by(record, pools):
                     _materialize(record)
         return (_rebuild_handle, (self._segment.path, self._segment.size, self._summary))
 
     def __repr__(self) -> str:
-        return f"<corral.Shared {self._segment.name} {self._summary}, {_human(self.nbytes)}>"
+        return f"<corral.Shared {self._segment.name} {self._summary}, {human_size(self.nbytes)}>"
 
 
 _MISSING = object()
@@ -277,23 +265,23 @@ def share(
     space reserved, before anything is copied: a share that does not fit raises
     ``corral.ConfigError``.
 
-    Lifetime: see ``corral.Shared``; in short, ``with corral.share(x) as h:`` keeps it for the
-    block; otherwise it is released when the Pools (or the ``corral.map``/``run`` call) it was
-    sent through close, by ``h.release()``, or at exit.
+    Lifetime: a share lives as long as you hold it, across any number of runs: until
+    ``h.release()``, the end of ``with corral.share(x) as h:``, the garbage collection of the
+    handle, or interpreter exit.
     """
     if isinstance(obj, Shared):
         return obj
-    plan = _layout.plan(obj)
+    layout = _layout.layout_of(obj)
     folder = _shm.backing_dir(backing, dir)
     _shm.sweep(tuple({*_shm.default_folders(), folder}))
-    _shm.check_space(folder, plan.size)
-    segment = _shm.Segment(os.path.join(folder, _shm.new_name()), plan.size)
-    record = _Owned(segment, os.getpid(), pending=plan)
+    _shm.check_space(folder, layout.size)
+    segment = _shm.Segment(os.path.join(folder, _shm.new_name()), layout.size)
+    record = _Owned(segment, os.getpid(), pending=layout)
     if _inheritable(obj):
         record.source = obj
     with _lock:
         _owned[segment.name] = record  # from here on, exit handlers unlink it
-        record.stamp = _lifecycle.stamp()  # a Pool with a larger one forks workers that have it
+        record.born = _lifecycle.tick()  # a Pool born later forks workers that have it
     if record.source is None:
         try:
             _materialize(record)
@@ -307,7 +295,7 @@ def share(
 
 def _inheritable(obj: Any) -> bool:
     """Whether ``obj`` can be read in place as ``value`` would read its segment: ``bytes``, a
-    C-contiguous numpy array (``value`` is always C-ordered; ``plan`` refused object dtypes),
+    C-contiguous numpy array (``value`` is always C-ordered; ``layout_of`` refused object dtypes),
     or a pandas DataFrame or Series whose columns are all plain numpy data (see
     ``_plain_frame``). Mutable buffers (bytearray, memoryview) are copied at once."""
     if type(obj) is bytes:
@@ -414,7 +402,7 @@ def _inherited_by(record: _Owned, pools: list[Any]) -> bool:
     if record.source is None or not pools or _lifecycle.any_starting():
         return False
     return all(
-        getattr(p, "start_method", None) == "fork" and getattr(p, "stamp", 0) > record.stamp
+        getattr(p, "start_method", None) == "fork" and getattr(p, "born", 0) > record.born
         for p in pools
     )
 
@@ -423,37 +411,39 @@ def _materialize(record: _Owned) -> None:
     """Make and fill the segment of ``record`` if it is not made yet; then drop the original,
     so that the segment is the only copy this share keeps alive."""
     with _lock:
-        plan = record.pending
-        if plan is None or record.released:
+        layout = record.pending
+        if layout is None or record.released:
             return
-        _shm.create_filled(record.segment.path, plan.size, lambda view: _layout.write(plan, view))
+        _shm.create_filled(
+            record.segment.path, layout.size, lambda view: _layout.write(layout, view)
+        )
         record.pending = None
         record.source = None
         _attached.pop(record.segment.path, None)  # a view of the original: read the segment
 
 
 def _create_writable(
-    plan: _layout.Plan,
+    layout: _layout.Layout,
     summary: str,
     backing: str,
     dir: str | os.PathLike[str] | None,
-) -> tuple[Shared, _Owned]:
+) -> Shared:
     """A segment made now and kept mapped writable in this process (``Shared.empty``)."""
     folder = _shm.backing_dir(backing, dir)
     _shm.sweep(tuple({*_shm.default_folders(), folder}))
-    segment, mapping = _shm.create(folder, plan.size)
+    segment, mapping = _shm.create(folder, layout.size)
     record = _Owned(segment, os.getpid())
     with _lock:
         _owned[segment.name] = record  # from here on, exit handlers unlink it
     try:
-        _layout.write(plan, memoryview(mapping))
+        _layout.write(layout, memoryview(mapping))
     except BaseException:
         _release(segment.name)
         raise
     record.writable = mapping
     handle = Shared(segment, summary)
     weakref.finalize(handle, _release, segment.name)
-    return handle, record
+    return handle
 
 
 def _own_record(handle: Shared, what: str) -> _Owned:
@@ -505,36 +495,12 @@ def _release(name: str) -> None:
         _shm.unlink(record.segment)  # if it was ever made
 
 
-def pool_closed(pool: Any) -> None:
-    """A Pool has closed: release what it was the last open carrier of (unless pinned)."""
-    with _lock:
-        done = []
-        for name, record in _owned.items():
-            if record.released or pool not in record.carriers:
-                continue
-            record.carriers.discard(pool)
-            if not record.carriers and not record.pinned:
-                done.append(name)
-    for name in done:
-        _release(name)
-
-
 def release_all() -> None:
-    """Unlink every segment this process owns (interpreter exit)."""
+    """Unlink every segment this process owns: on SIGTERM or SIGHUP (``_signals.die``), which
+    ends the process by the signal, so that the finalizers that run at a normal exit do not."""
     for name in list(_owned):
         _release(name)
 
 
 def attach_count() -> int:
     return _attaches
-
-
-def _human(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    size = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
-        size /= 1024
-        if size < 1024 or unit == "GiB":
-            break
-    return f"{size:.1f} {unit}"

@@ -35,6 +35,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._codec import human_size
 from ._errors import ConfigError
 
 PREFIX = "corral-"
@@ -194,17 +195,13 @@ def _reserve(fd: int, path: str, size: int) -> None:
 
 
 def _no_space(folder: str, size: int, free: int | None) -> str:
-    have = f" ({_gib(free)} free)" if free is not None else ""
+    have = f" ({human_size(free)} free)" if free is not None else ""
     hint = (
         ': use corral.share(obj, backing="file", dir=...) on a disk with room'
         if folder == SHM_DIR
         else ""
     )
-    return f"cannot share {_gib(size)}: not enough space in {folder}{have}{hint}"
-
-
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 26 else f"{n / (1 << 20):.1f} MiB"
+    return f"cannot share {human_size(size)}: not enough space in {folder}{have}{hint}"
 
 
 def attach(segment: Segment) -> mmap.mmap:
@@ -214,7 +211,7 @@ def attach(segment: Segment) -> mmap.mmap:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"shared data {segment.name} is gone: it was released by its owner "
-            "(release(), the end of its with block, or the close of the Pool that carried it), "
+            "(release(), the end of its with block, or the collection of its last handle), "
             "or it was never copied into shared memory because it travelled by fork "
             "inheritance, and this process was not forked from its owner after the share"
         ) from None
@@ -222,10 +219,6 @@ def attach(segment: Segment) -> mmap.mmap:
         return mmap.mmap(fd, max(segment.size, 1), access=mmap.ACCESS_READ)
     finally:
         os.close(fd)
-
-
-def exists(segment: Segment) -> bool:
-    return os.path.exists(segment.path)
 
 
 def unlink(segment: Segment) -> None:

@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import ConfigError
+from ._errors import ConfigError, check_callable
 from ._needs import Needs, make_needs, norm_group
-from ._options import _check_positive_number
+from ._options import check_seconds
 from ._public import public
 
 
@@ -56,11 +56,10 @@ class Task:
     _needs: Needs = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not callable(self.fn):
-            raise ConfigError(f"Task fn must be callable, not {self.fn!r}")
+        check_callable(self.fn, "Task fn")
         object.__setattr__(self, "args", _check_args(self.args))
         object.__setattr__(self, "_kwargs", _check_kwargs(self.kwargs))
-        _check_positive_number("timeout", self.timeout)
+        check_seconds("timeout", self.timeout)
         r = self.retries
         if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
             raise ConfigError(f"Task retries must be a non-negative integer, not {r!r}")

@@ -382,12 +382,7 @@ def encode_result(result: Result) -> bytes:
 def _picklable_error(
     exc: BaseException, wrapped: ExceptionWithTraceback | None = None
 ) -> ExceptionWithTraceback:
-    wrapped = wrapped or ExceptionWithTraceback(exc)
-    try:
-        _codec.loads(_codec.dumps(wrapped))
-    except BaseException:  # its pickling may raise anything, SystemExit included
-        return wrapped.fallback()
-    return wrapped
+    return _codec.portable(wrapped or ExceptionWithTraceback(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover
