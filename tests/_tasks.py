@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 WAIT = 30.0
@@ -28,3 +29,15 @@ def write_then_fail_odd(arg):  # type: ignore[no-untyped-def]
     if x % 2:
         raise ValueError(f"odd {x}")
     return x
+
+
+def outcomes_of_writes(attempts: dict[str, Callable[[], object]]) -> dict[str, str]:
+    """What each write attempt did: "wrote", or the name of the exception it raised."""
+    out = {}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            out[what] = "wrote"
+        except Exception as exc:
+            out[what] = type(exc).__name__
+    return out

@@ -16,7 +16,6 @@ import pickle
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import cloudpickle
@@ -25,6 +24,7 @@ import pandas as pd
 import psutil
 import pytest
 from _procs import alive, marked, run_script, wait_until
+from _tasks import outcomes_of_writes
 
 import corral
 from corral import _share, _shm
@@ -61,18 +61,6 @@ def try_writes(handle: corral.Shared) -> dict[str, str]:
         "bytes": lambda: value["bytes"].__setitem__(0, 1),
     }
     return outcomes_of_writes(attempts)
-
-
-def outcomes_of_writes(attempts: dict[str, Callable[[], object]]) -> dict[str, str]:
-    """What each write attempt did: "wrote", or the name of the exception it raised."""
-    out = {}
-    for what, attempt in attempts.items():
-        try:
-            attempt()
-            out[what] = "wrote"
-        except Exception as exc:
-            out[what] = type(exc).__name__
-    return out
 
 
 def fail_on(args: tuple[corral.Shared, int]) -> float:

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from _tasks import outcomes_of_writes
 
 import corral
 from corral import _share
@@ -61,14 +62,7 @@ def write_attempts(handle: corral.Shared) -> dict[str, str]:
         "array": lambda: column.__setitem__(0, 99),
         "flag": lambda: setattr(column.flags, "writeable", True),
     }
-    out = {}
-    for what, attempt in attempts.items():
-        try:
-            attempt()
-            out[what] = "wrote"
-        except Exception as exc:
-            out[what] = type(exc).__name__
-    return out
+    return outcomes_of_writes(attempts)
 
 
 def first_column_sum(handle: corral.Shared) -> float:
