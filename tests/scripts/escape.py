@@ -58,7 +58,13 @@ def main() -> None:
 
 
 def _execed(pid: int) -> bool:
+    """Whether the grandchild has exec'd, or already exited: a zombie's cmdline is empty
+    (with ``--linger 0`` it may exit before the first look), and it is not reaped here, so
+    that it becomes the adopter's zombie once this process exits."""
     try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return True
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return b"-session" in f.read()
     except OSError:
