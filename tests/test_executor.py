@@ -388,9 +388,12 @@ def test_map_exception_when_reached_with_chunks(executor):
 
 
 def test_map_timeout_raises_timeout_error(executor, tmp_path):
+    # The timeout counts from the map() call (concurrent.futures' rule) and must cover starting
+    # the workers and items 0 and 1 on a loaded machine; item 2 blocks until released.
+    executor.submit(square, 1).result()  # the workers are up
     got = []
     with pytest.raises(futures.TimeoutError):
-        for value in executor.map(block_on_2, [str(tmp_path)] * 3, range(3), timeout=0.5):
+        for value in executor.map(block_on_2, [str(tmp_path)] * 3, range(3), timeout=5):
             got.append(value)
     release(tmp_path)
     assert got == [0, 1]
