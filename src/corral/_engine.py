@@ -8,12 +8,13 @@
                      _run_inbox ─► Dispatcher (_dispatch): idle slot k ◄─ batch.take()
                            │          record slot k → InFlight, then send ─────────────► worker k
                            ▼
-                     backend.wait(timeout = next deadline) ◄────────── message / died ── worker k
-                           │
+                     backend.wait(timeout = next deadline) ◄──── Message / Undecodable / Died
+                           │                 (typed events: the contract in ``_backends``)
                            ├─ Result      → outcomes to the batch's sink; Crew: recycle if due
                            ├─ CallFailed  → Failures.failed_at_edge (unpickling, pickling the
                            │                result): one task fails, several run again one by one
-                           ├─ died        → Crew.on_died: item running at death: WorkerCrashed;
+                           ├─ Undecodable → Failures.failed_at_edge (the result edge)
+                           ├─ Died        → Crew.on_died: item running at death: WorkerCrashed;
                            │                rest requeued; at an edge of the Call: as CallFailed
                            ├─ Handover    → Crew.end_handover: (Ctrl-C) the finished part of a
                            │                cancelled Call
@@ -25,7 +26,8 @@ Who does what on the engine thread (each module's docstring has its own picture)
 
 - ``Engine`` (here): the loop, the inbox, the batches (accept, extend, cancel, completion),
   reading answers (``_on_message``, ``_on_result``), giving up when workers cannot start.
-- ``Dispatcher`` (``_dispatch``): choosing work, building and pickling Calls, prefetch.
+- ``Dispatcher`` (``_dispatch``): choosing work, building Calls (the backend encodes them),
+  prefetch.
 - ``Crew`` (``_crew``): workers' (re)starts, deaths, timeouts, hand-over, recycling.
 - ``Failures`` (``_failures``): a failed attempt retried after back-off or final; a Call lost.
 - ``Slot``/``InFlight`` (``_slots``): the record of each worker and the Calls it holds; the
@@ -37,8 +39,10 @@ engine actions it needs as callables (``complete``, ``settle``, ``wanted``, ``gi
 
 Ownership. The engine thread is the only writer of slots, batches, deadlines and the backend.
 Caller threads talk to it only through ``_post`` (inbox + one byte on the wakeup pipe) and
-read a batch's sink only after its ``done_event`` is set. With the serial backend there is no
-thread: the caller drives ``step`` itself until its batch is done.
+read a batch's sink only after its ``done_event`` is set. With a backend that
+``runs_in_caller_thread`` (serial) there is no thread: the caller drives ``step`` itself until
+its batch is done (``_drivers.SerialDriver``). What differs between backends is asked of their
+``capabilities``, never of their kind.
 
 Invariant: a slot's ``InFlight`` is recorded before its Call is sent, so a death or a timeout
 is always attributed to the Call the worker really had (no acknowledgement race).
