@@ -71,7 +71,7 @@ from .._errors import ConfigError
 
 if TYPE_CHECKING:
     from .._functions import FunctionTable
-    from .._messages import Call
+    from .._messages import Call, Handover
     from .._options import PoolOptions
 
 
@@ -140,7 +140,7 @@ class Backend(Protocol):
 
     def kill(self, slot: int) -> None: ...
 
-    def hand_over(self, slot: int) -> Any: ...
+    def hand_over(self, slot: int) -> Handover | None: ...
 
     def retire(self, slot: int) -> None: ...
 

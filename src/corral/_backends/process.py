@@ -52,7 +52,7 @@ from typing import Any
 from .. import _codec, _worker
 from .._errors import SerializationError
 from .._handover import HANDOVER_SIGNAL
-from .._messages import ARGUMENTS, FUNCTION, STOP, TEARDOWN, Call, CallFailed, Result
+from .._messages import ARGUMENTS, FUNCTION, STOP, TEARDOWN, Call, CallFailed, Handover, Result
 from .._options import PoolOptions
 from .._platform import (
     WORKER_ENV,
@@ -339,7 +339,7 @@ class ProcessBackend:
         except (EOFError, OSError):
             pass  # the sentinel reports the death
 
-    def hand_over(self, slot: int) -> Any:
+    def hand_over(self, slot: int) -> Handover | None:
         worker = self._workers[slot]
         if worker is not None and worker.process.pid is not None:
             # A worker that died a moment ago: its sentinel reports the death on the next wait.

@@ -178,7 +178,7 @@ class SerialBackend:
     def running_item(self, slot: int) -> tuple[int, int, float]:
         return -1, -1, 0.0
 
-    def hand_over(self, slot: int) -> Any:
+    def hand_over(self, slot: int) -> Handover | None:
         progress, self._interrupted = self._interrupted, None
         if progress is None:
             return Handover(-1, None)
