@@ -79,7 +79,7 @@ class Crew:
     ) -> None:
         self._backend = backend
         self._options = options
-        self._in_process: bool = getattr(backend, "in_process", False)
+        self._recycles = backend.capabilities.can_kill_one_call
         self._slots = slots
         self._deadlines = deadlines
         self._failures = failures
@@ -99,8 +99,6 @@ class Crew:
         slot.pid = self._backend.start_worker(slot_id)
         slot.alive = True
         slot.tasks_done = 0
-        slot.fn_ids = set()
-        slot.drop = []
         slot.last_words = None
 
     def restart(self, slot_id: int) -> None:
@@ -144,7 +142,7 @@ class Crew:
             opts.max_tasks_per_worker is not None and slot.tasks_done >= opts.max_tasks_per_worker
         )
         too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
-        if not (too_many or too_big) or self._in_process or slot.handover is not None:
+        if not (too_many or too_big) or not self._recycles or slot.handover is not None:
             return  # (a worker handing over is stopped once it has answered)
         if slot.calls:
             # A Call was already queued behind the one that just ended: the old worker would

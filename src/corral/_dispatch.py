@@ -5,15 +5,18 @@ Engine thread only. The engine calls ``Dispatcher.dispatch`` once per step, befo
     dispatch ─► each idle slot k:  next_work ◄─ batch.take() (oldest batch that may start)
                                       │ skip positions whose fixture is broken, unclaimed ones
                                       ▼
-                                   send: build Call (function bytes the worker lacks, drops)
-                                      │ encode (pickle; unpicklable items fail alone)
+                                   send: build Call (function ids, items, timeouts)
+                                      │ backend.prepare(k, Call): the backend encodes it,
+                                      │   with the function bytes worker k lacks (its own
+                                      │   record); items it could not encode fail alone
                                       │ record slot k → InFlight, arm its timeout
-                                      └─ backend.send(k, bytes) ─────────────────► worker k
+                                      └─ backend.send(k, prepared) ──────────────► worker k
              then each busy slot whose running Call is short (prefetch): the same, once
 
-What it owns: the Call ids, and the prefetch policy (``PREFETCH_SECONDS``). It reads the
-engine's batches, and writes a slot's ``calls``, ``fn_ids`` and ``drop`` only when sending
-(the IDLE → BUSY move of the slot's life in ``_slots``). Positions that cannot be sent (their
+What it owns: the Call ids, and the prefetch policy (``PREFETCH_SECONDS``, where the backend
+``can_queue_calls``). It reads the engine's batches, and writes a slot's ``calls`` only when
+sending (the IDLE → BUSY move of the slot's life in ``_slots``). Which function bytes travel
+is the backend's business (``_backends``). Positions that cannot be sent (their
 fixture failed too often, an unpicklable argument, a claim refused) end through ``Failures``;
 the batch is then handed to ``complete``. Timeouts are armed by ``arm_timeout`` (``_crew``).
 """
@@ -24,10 +27,9 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from . import _codec
-from ._backends import Backend
+from ._backends import Backend, Prepared
 from ._batch import Batch
 from ._errors import SerializationError
 from ._failures import Failures
@@ -61,7 +63,9 @@ class Dispatcher:
         self._backend = backend
         self._functions = functions
         self._max_tasks = options.max_tasks_per_worker
-        self._in_process: bool = getattr(backend, "in_process", False)
+        caps = backend.capabilities
+        self._prefetch = (False, True) if caps.can_queue_calls else (False,)
+        self._times_calls = caps.can_kill_one_call  # else the backend times items itself
         self._slots = slots
         self._batches = batches  # read only: the engine adds and removes batches
         self._fixture_guard = fixture_guard
@@ -72,7 +76,7 @@ class Dispatcher:
 
     def dispatch(self) -> None:
         """Give every idle worker a Call, then queue a second one behind short running ones."""
-        for prefetch in (False, True) if not self._in_process else (False,):
+        for prefetch in self._prefetch:
             for slot_id, slot in enumerate(self._slots):
                 if not slot.alive or len(slot.calls) != int(prefetch):
                     continue
@@ -136,73 +140,45 @@ class Dispatcher:
     def _send(self, slot_id: int, batch: Batch, positions: Sequence[int]) -> None:
         slot = self._slots[slot_id]
         items = batch.payload(positions)
-        needed = {batch.fn_id} if not batch.star else {item[0] for item in items}
         timeouts = [batch.timeout_of(p) for p in positions] if batch.has_timeouts else None
-        call = Call(next(self._call_ids), {}, batch.fn_id, items, batch.star, slot.drop, timeouts)
-        payload: Any = call
-        if not self._in_process:
-            call.fns = {f: self._functions.blob(f) for f in needed - slot.fn_ids}
-            encoded = self._encode(batch, call, positions)
-            if encoded is None:
+        call = Call(next(self._call_ids), {}, batch.fn_id, items, batch.star, [], timeouts)
+        prepared = self._backend.prepare(slot_id, call)
+        if prepared.rejected or prepared.failed is not None:
+            positions = self._rejected(batch, positions, prepared)
+            if not positions:
                 return
-            payload, positions = encoded
-            slot.fn_ids |= needed
-        slot.drop = []
-        mean = batch.mean_duration()
-        expected = mean * len(positions) if mean is not None else None
-        flight = InFlight(
-            call.call_id,
-            batch,
-            positions,
-            time.time(),
-            expected,
-            fns=frozenset(call.fns),
-            drop=call.drop,
-        )
-        slot.calls.append(flight)  # before sending: see the invariant in _slots
-        if batch.has_timeouts and not self._in_process and len(slot.calls) == 1:
-            self._arm_timeout(slot_id, flight, time.monotonic())
-        self._backend.send(slot_id, payload)
-
-    def _encode(
-        self, batch: Batch, call: Call, positions: Sequence[int]
-    ) -> tuple[bytes, Sequence[int]] | None:
-        """Pickle the Call; items whose arguments do not pickle fail alone, the rest go.
-        (Pickling runs the arguments' own code, which may raise anything: SystemExit too.)"""
-        try:
-            data = _codec.dumps_call(call)
-        except BaseException:
-            pass
-        else:
-            shipped = sum(len(blob) for blob in call.fns.values())  # warned about at acquire
+        elif prepared.argument_bytes is not None:  # warned about once, with the item named
             self._functions.sizes.arguments(
-                batch, call.items, call.star, len(data) - shipped,
+                batch, call.items, call.star, prepared.argument_bytes,
                 lambda offset: _item_name(batch, positions[offset]),
             )  # fmt: skip
-            return data, positions
-        bad = _codec.unpicklable(call.items)
-        for offset, error in bad.items():
+        mean = batch.mean_duration()
+        expected = mean * len(positions) if mean is not None else None
+        flight = InFlight(call.call_id, batch, positions, time.time(), expected)
+        slot.calls.append(flight)  # before sending: see the invariant in _slots
+        if batch.has_timeouts and self._times_calls and len(slot.calls) == 1:
+            self._arm_timeout(slot_id, flight, time.monotonic())
+        self._backend.send(slot_id, prepared)
+
+    def _rejected(
+        self, batch: Batch, positions: Sequence[int], prepared: Prepared
+    ) -> Sequence[int]:
+        """Fail the items the backend could not encode (each alone; all of them when the Call
+        as a whole failed); the positions that are still sent."""
+        for offset, error in prepared.rejected.items():
             error.key = batch.key_of(positions[offset])  # type: ignore[attr-defined]
             self._failures.finish_failed(batch, positions[offset], Status.FAILED, error, None, None)
-        keep = [i for i in range(len(positions)) if i not in bad]
-        positions = [positions[i] for i in keep]
-        call.items = [call.items[i] for i in keep]
-        if call.timeouts is not None:
-            call.timeouts = [call.timeouts[i] for i in keep]
-        self._complete(batch)
-        if not positions:
-            return None
-        try:
-            return _codec.dumps_call(call), positions
-        except BaseException as exc:  # the function's bytes or the whole Call: fail them all
-            for pos in positions:
+        kept = [p for i, p in enumerate(positions) if i not in prepared.rejected]
+        if prepared.failed is not None:  # the function's bytes or the whole Call
+            what = _codec.describe_error(prepared.failed)
+            for pos in kept:
                 error = SerializationError(
-                    f"cannot pickle the call for task {batch.key_of(pos)!r}: "
-                    f"{_codec.describe_error(exc)}"
+                    f"cannot pickle the call for task {batch.key_of(pos)!r}: {what}"
                 )
                 self._failures.finish_failed(batch, pos, Status.FAILED, error, None, None)
-            self._complete(batch)
-            return None
+            kept = []
+        self._complete(batch)
+        return kept
 
 
 def _item_name(batch: Batch, pos: int) -> str:

@@ -8,12 +8,13 @@
                      _run_inbox ─► Dispatcher (_dispatch): idle slot k ◄─ batch.take()
                            │          record slot k → InFlight, then send ─────────────► worker k
                            ▼
-                     backend.wait(timeout = next deadline) ◄────────── message / died ── worker k
-                           │
+                     backend.wait(timeout = next deadline) ◄──── Message / Undecodable / Died
+                           │                 (typed events: the contract in ``_backends``)
                            ├─ Result      → outcomes to the batch's sink; Crew: recycle if due
                            ├─ CallFailed  → Failures.failed_at_edge (unpickling, pickling the
                            │                result): one task fails, several run again one by one
-                           ├─ died        → Crew.on_died: item running at death: WorkerCrashed;
+                           ├─ Undecodable → Failures.failed_at_edge (the result edge)
+                           ├─ Died        → Crew.on_died: item running at death: WorkerCrashed;
                            │                rest requeued; at an edge of the Call: as CallFailed
                            ├─ Handover    → Crew.end_handover: (Ctrl-C) the finished part of a
                            │                cancelled Call
@@ -25,7 +26,8 @@ Who does what on the engine thread (each module's docstring has its own picture)
 
 - ``Engine`` (here): the loop, the inbox, the batches (accept, extend, cancel, completion),
   reading answers (``_on_message``, ``_on_result``), giving up when workers cannot start.
-- ``Dispatcher`` (``_dispatch``): choosing work, building and pickling Calls, prefetch.
+- ``Dispatcher`` (``_dispatch``): choosing work, building Calls (the backend encodes them),
+  prefetch.
 - ``Crew`` (``_crew``): workers' (re)starts, deaths, timeouts, hand-over, recycling.
 - ``Failures`` (``_failures``): a failed attempt retried after back-off or final; a Call lost.
 - ``Slot``/``InFlight`` (``_slots``): the record of each worker and the Calls it holds; the
@@ -37,8 +39,10 @@ engine actions it needs as callables (``complete``, ``settle``, ``wanted``, ``gi
 
 Ownership. The engine thread is the only writer of slots, batches, deadlines and the backend.
 Caller threads talk to it only through ``_post`` (inbox + one byte on the wakeup pipe) and
-read a batch's sink only after its ``done_event`` is set. With the serial backend there is no
-thread: the caller drives ``step`` itself until its batch is done.
+read a batch's sink only after its ``done_event`` is set. With a backend that
+``runs_in_caller_thread`` (serial) there is no thread: the caller drives ``step`` itself until
+its batch is done (``_drivers.SerialDriver``). What differs between backends is asked of their
+``capabilities``, never of their kind.
 
 Invariant: a slot's ``InFlight`` is recorded before its Call is sent, so a death or a timeout
 is always attributed to the Call the worker really had (no acknowledgement race).
@@ -80,7 +84,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _codec
-from ._backends import Backend
+from ._backends import Backend, Died, Message, Undecodable
 from ._batch import Batch, OkRecord, item_times
 from ._crew import Crew
 from ._deadlines import Deadlines
@@ -89,7 +93,7 @@ from ._errors import CorralError, SerializationError, TaskTimeout, WorkerStartEr
 from ._failures import EDGE_ERRORS, Failures, edge_error, unwrap, worker_index
 from ._fixtures import FixtureGuard
 from ._functions import FunctionTable
-from ._messages import ARGUMENTS, FUNCTION, RESULT, CallFailed, Handover, InitFailed, Result
+from ._messages import RESULT, CallFailed, Handover, InitFailed, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._scheduler import Ledger
@@ -105,7 +109,7 @@ class Engine:
         self.backend = backend
         self.functions = functions
         self.options = options
-        self.in_process: bool = getattr(backend, "in_process", False)
+        self.capabilities = backend.capabilities
         self.slots = [Slot() for _ in range(backend.slots)]
         self._batches: deque[Batch] = deque()
         self._inbox: deque[Callable[[], None]] = deque()
@@ -116,7 +120,11 @@ class Engine:
         fixture_guard = FixtureGuard(options.fixtures, options.fixture_failures, functions.function)
         complete = self._complete_if_done
         self._failures = Failures(
-            self.slots, self.in_process, self._deadlines, fixture_guard, complete
+            self.slots,
+            self.capabilities.shares_memory_with_coordinator,
+            self._deadlines,
+            fixture_guard,
+            complete,
         )
         self._crew = Crew(
             backend,
@@ -218,12 +226,13 @@ class Engine:
         self._run_inbox()
         if self.broken is None and self._batches:
             self._dispatcher.dispatch()
-        events = self.backend.wait(self._wait_timeout())
-        for kind, slot, data in events:
-            if kind == "message":
-                self._on_message(slot, data)
-            elif kind == "died":
-                self._crew.on_died(slot, *data)
+        for event in self.backend.wait(self._wait_timeout()):
+            if type(event) is Message:
+                self._on_message(event.slot, event.message)
+            elif type(event) is Died:
+                self._crew.on_died(event.slot, event.exitcode, event.call_id, event.index)
+            elif type(event) is Undecodable:
+                self._on_undecodable(event.slot, event.error)
         self._run_inbox()
         for action in self._deadlines.pop_due(time.monotonic()):
             action()
@@ -233,7 +242,7 @@ class Engine:
             return 0.0
         when = self._deadlines.next_time()
         if when is None:
-            if self.in_process and not any(s.call for s in self.slots):
+            if self.capabilities.runs_in_caller_thread and not any(s.call for s in self.slots):
                 return 0.0
             return None
         return max(0.0, when - time.monotonic())
@@ -278,26 +287,24 @@ class Engine:
                 self.cancel(batch)
 
     # -- results ----------------------------------------------------------------------------
-    def _on_message(self, slot_id: int, data: Any) -> None:
+    def _on_undecodable(self, slot_id: int, exc: BaseException) -> None:
+        """The worker's answer did not unpickle (a result's own ``__setstate__`` raised): its
+        running Call fails at the result edge."""
         slot = self.slots[slot_id]
-        try:
-            message = _codec.loads(data) if isinstance(data, bytes) else data
-        except BaseException as exc:  # a result's own code (__setstate__) may raise anything
-            flight = slot.calls.popleft() if slot.calls else None
-            if flight is None:
-                return
-            if flight.deadline is not None:
-                flight.deadline.cancel()
-            what = _codec.describe_error(exc)
-            self._failures.failed_at_edge(
-                slot_id,
-                flight,
-                RESULT,
-                lambda key: SerializationError(
-                    f"cannot unpickle the result of task {key!r}: {what}"
-                ),
-            )
+        flight = slot.calls.popleft() if slot.calls else None
+        if flight is None:
             return
+        if flight.deadline is not None:
+            flight.deadline.cancel()
+        what = _codec.describe_error(exc)
+        self._failures.failed_at_edge(
+            slot_id,
+            flight,
+            RESULT,
+            lambda key: SerializationError(f"cannot unpickle the result of task {key!r}: {what}"),
+        )
+
+    def _on_message(self, slot_id: int, message: Any) -> None:
         if isinstance(message, InitFailed):
             self._crew.init_failed(slot_id, message)
         elif isinstance(message, Result):
@@ -318,10 +325,6 @@ class Engine:
         if flight.deadline is not None:
             flight.deadline.cancel()
         self._crew.answered()
-        if failed.edge in (ARGUMENTS, FUNCTION):  # the worker did not keep the Call's functions
-            slot.fn_ids -= flight.fns
-            if failed.edge == ARGUMENTS:
-                slot.drop.extend(flight.drop)
         if failed.edge not in EDGE_ERRORS:  # CALL: corral's own code around the tasks
             log.error("corral: a worker failed around the tasks of a Call:\n%s", failed.traceback)
         self._failures.failed_at_edge(
@@ -356,7 +359,7 @@ class Engine:
                     positions,
                     None,
                     result,
-                    worker_index(self.in_process, slot_id),
+                    worker_index(self.capabilities.shares_memory_with_coordinator, slot_id),
                     slot.pid,
                     attempts,
                 ),
@@ -384,7 +387,7 @@ class Engine:
                 continue
             error, tb = unwrap(errors[offset])
             status = Status.FAILED
-            if self.in_process and isinstance(error, TaskTimeout):
+            if not self.capabilities.can_kill_one_call and isinstance(error, TaskTimeout):
                 status = Status.TIMEOUT
                 error = TaskTimeout(batch.key_of(pos), error.timeout, pid=os.getpid())
             times = item_times(result, offset)
@@ -397,7 +400,7 @@ class Engine:
                     ok_pos,
                     ok_off,
                     result,
-                    worker_index(self.in_process, slot_id),
+                    worker_index(self.capabilities.shares_memory_with_coordinator, slot_id),
                     self.slots[slot_id].pid,
                     attempts,
                 ),
@@ -430,13 +433,10 @@ class Engine:
         batch.done_event.set()
 
     def _forget_functions(self) -> None:
-        """The functions the table forgot (``_functions``): a worker that has one drops it
-        with its next Call. ``slot.fn_ids`` mirrors what each worker holds."""
+        """The functions the table forgot (``_functions``): the backend tells the workers
+        that hold one to drop it."""
         for gone in self.functions.forgotten():
-            for slot in self.slots:
-                if gone in slot.fn_ids:
-                    slot.fn_ids.discard(gone)
-                    slot.drop.append(gone)
+            self.backend.forget(gone)
 
     # -- read from other threads ----------------------------------------------------------------
     def running_now(self, batch: Batch) -> list[tuple[Any, float]]:
@@ -447,11 +447,14 @@ class Engine:
         """
         running = []
         now = time.monotonic()
+        stamped = self.capabilities.has_running_stamp
         for slot_id, slot in enumerate(self.slots):
             flight = slot.call
             if flight is None or flight.batch is not batch:
                 continue
-            call_id, index, started = self.backend.running_item(slot_id)
+            call_id, index, started = (
+                self.backend.running_item(slot_id) if stamped else (-1, -1, 0.0)
+            )
             if call_id == flight.call_id and 0 <= index < len(flight.positions):
                 running.append((batch.key_of(flight.positions[index]), now - started))
             else:

@@ -62,22 +62,23 @@ DIED_DURING = {
 }
 
 
-def worker_index(in_process: bool, slot_id: int) -> int:
-    """What an Outcome says ran the task: the slot, or -1 for the calling process."""
-    return -1 if in_process else slot_id
+def worker_index(in_caller: bool, slot_id: int) -> int:
+    """What an Outcome says ran the task: the slot, or -1 for the calling process (a backend
+    that ``shares_memory_with_coordinator``)."""
+    return -1 if in_caller else slot_id
 
 
 class Failures:
     def __init__(
         self,
         slots: list[Slot],
-        in_process: bool,
+        in_caller: bool,
         deadlines: Deadlines,
         fixture_guard: FixtureGuard,
         complete: Callable[[Batch], None],
     ) -> None:
         self._slots = slots
-        self._in_process = in_process
+        self._in_caller = in_caller
         self._deadlines = deadlines
         self._fixture_guard = fixture_guard
         self._complete = complete
@@ -136,7 +137,7 @@ class Failures:
             status=status,
             error=error,
             attempts=attempts,
-            worker=worker_index(self._in_process, slot_id) if slot_id is not None else None,
+            worker=worker_index(self._in_caller, slot_id) if slot_id is not None else None,
             pid=slot.pid if slot is not None else None,
             started=started,
             finished=finished,

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from ._backends import lookup as lookup_backend
 from ._errors import ConfigError
 from ._fixtures import FixtureSet, as_fixture_set
 from ._platform import cpu_count
 
-Backend = Literal["process", "serial"]
 ErrorPolicy = Literal["raise", "return"]
 START_METHODS = ("fork", "forkserver", "spawn")
 
@@ -29,7 +29,7 @@ START_METHODS = ("fork", "forkserver", "spawn")
 class PoolOptions:
     workers: int | Literal["auto"] = "auto"
     start_method: str | None = None
-    backend: Backend = "process"
+    backend: str = "process"  # a name in _backends.BACKENDS
     max_tasks_per_worker: int | None = None
     max_worker_memory: int | None = None
     kill_grace: float = 1.0
@@ -50,8 +50,7 @@ class PoolOptions:
                 f"start_method must be one of {', '.join(START_METHODS)} or None, "
                 f"not {self.start_method!r}"
             )
-        if self.backend not in ("process", "serial"):
-            raise ConfigError(f"backend must be 'process' or 'serial', not {self.backend!r}")
+        lookup_backend(self.backend)  # an unknown name: a ConfigError naming the known ones
         _check_positive_int("max_tasks_per_worker", self.max_tasks_per_worker)
         if self.max_worker_memory is not None:
             object.__setattr__(

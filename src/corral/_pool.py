@@ -3,8 +3,10 @@
 A Pool owns an engine (``_engine``), its backend and, for worker processes, the engine thread,
 through its ``Lifetime`` (``_lifetime``), which never refers back to the Pool.
 It turns ``map``/``imap``/``run``/``submit`` calls into batches, waits for them on the caller's
-thread, and handles Ctrl-C there. With the serial backend there is no engine thread: the
-caller's thread drives the engine until its batch is done.
+thread, and handles Ctrl-C there. The backend is made by name through the registry
+(``_backends.BACKENDS``); the Pool talks to the engine through one driver (``_drivers``): an
+engine thread, or (serial backend) the caller's thread driving the engine until its batch is
+done.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from . import _codec, _lifecycle, _signals
-from ._backends.process import ProcessBackend
-from ._backends.serial import SerialBackend
+from . import _lifecycle, _signals
+from ._backends import BackendSetup
+from ._backends import lookup as lookup_backend
 from ._batch import Batch, CollectSink, FutureSink, Sink, StreamSink
+from ._drivers import Driver, SerialDriver, ThreadDriver
 from ._engine import Engine
-from ._errors import BatchError, ConfigError, CorralError, SerializationError, check_callable
-from ._fixture_cache import FixtureCache
+from ._errors import BatchError, ConfigError, CorralError, check_callable
 from ._functions import FunctionTable
 from ._lifetime import Lifetime
 from ._needs import Plan, needs_for_items, plan, pop_item_specs
@@ -37,14 +39,13 @@ from ._options import (
     with_run_overrides,
 )
 from ._outcome import Outcome, Report, result_of
-from ._platform import cpu_count, default_start_method
 from ._progress import make_observer
 from ._public import public
 from ._scheduler import Scheduler
 from ._task import Task
 
-INTERRUPT_WAIT = 10.0
-"""After Ctrl-C, how long to wait for running tasks to be stopped before giving up on them."""
+FALLBACK = "serial"
+"""The backend a Pool runs on when its worker processes cannot be started at all."""
 
 
 @public
@@ -78,7 +79,7 @@ class Pool:
         _refuse_while_importing_main()
         # Before any worker is forked: a share born before this tick is in their memory.
         self.born = _lifecycle.tick()
-        self.start_method: str | None = None  # how the workers start; None: serial
+        self.start_method: str | None = None  # how the workers start; None: in-process
         if _checked is not None:  # corral.map/imap/run checked them already
             self.options, self.run_options = _checked
         else:
@@ -91,15 +92,13 @@ class Pool:
         # In-process only when asked for: a batch of one task (or a Pool of one worker) runs
         # in a worker process too, so a crash, an os.chdir or an os.environ change of the task
         # stays there, whatever the batch size.
-        serial = self.options.backend == "serial" or serial_forced()
+        name = "serial" if serial_forced() else self.options.backend
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
-        self._initializer = (initializer, tuple(initargs)) if initializer is not None else None
+        init = (initializer, tuple(initargs)) if initializer is not None else None
         with _lifecycle.starting(self.born):
-            if serial:
-                self._start_serial()
-            else:
-                self._start_processes()
+            self.engine = self._start(name, init)
+        runs_here = self.engine.capabilities.runs_in_caller_thread
         # What runs (engine thread, workers, pipe) lives in the Lifetime, which never refers
         # back to this object: a Pool dropped without close() is collected and closed then.
         self._life = Lifetime(
@@ -107,46 +106,37 @@ class Pool:
             (self._wakeup_r, self._wakeup_w),
             born=self.born,
             start_method=self.start_method,
-            serial=self.serial,
+            serial=runs_here,
         )
-        if not self.serial:
-            self._life.start_thread()
+        self._driver: Driver = (SerialDriver if runs_here else ThreadDriver)(
+            self.engine, self._life
+        )
+        self._driver.start()
         self._finalizer = weakref.finalize(self, self._life.close, cancel=False, wait=False)
         self._finalizer.atexit = False  # at exit, _lifecycle closes every Lifetime itself
 
     # -- start-up -------------------------------------------------------------------------
-    def _start_serial(self) -> None:
-        self.start_method = None
-        self.functions = FunctionTable(pickle=False)
-        backend = SerialBackend(self.functions.function, _serial_fixtures(self.options))
-        self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
-        self.serial = True
-        self.workers = 1
-        if self._initializer is not None:
-            fn, args = self._initializer
-            fn(*args)
-        self.engine.start_workers()
-
-    def _start_processes(self) -> None:
-        init_blob = _codec.dumps(self._initializer) if self._initializer is not None else None
-        self.start_method = self.options.start_method or default_start_method()
-        backend = ProcessBackend(
-            self.workers,
-            start_method=self.start_method,
-            threads=max(1, cpu_count() // self.workers),
-            initializer=init_blob,
-            measure_rss=self.options.max_worker_memory is not None,
-            kill_grace=self.options.kill_grace,
-            wakeup=self._wakeup_r,
-            fixtures=_worker_fixtures(self.options),
-            teardown_grace=self.options.fixture_teardown_timeout,
+    def _start(
+        self, name: str, initializer: tuple[Callable[..., Any], tuple[Any, ...]] | None
+    ) -> Engine:
+        """The engine of backend ``name`` (``_backends.BACKENDS``), its workers started."""
+        factory = lookup_backend(name)
+        caps = factory.capabilities
+        if caps.runs_in_caller_thread:
+            self.workers = 1
+        self.functions = FunctionTable(pickle=not caps.shares_memory_with_coordinator)
+        setup = BackendSetup(
+            self.workers, self.options, self.functions, initializer, self._wakeup_r
         )
-        self.functions = FunctionTable(pickle=True)
-        self.engine = Engine(backend, self.functions, self.options, self._wakeup_r)
-        self.serial = False
+        backend = factory.create(setup)
+        self.backend = name
+        self.start_method = backend.start_method
+        engine = Engine(backend, self.functions, self.options, self._wakeup_r)
         try:
-            self.engine.start_workers()
+            engine.start_workers()
         except Exception as exc:
+            if name == FALLBACK:
+                raise
             # Only the pool's own failure gets here: the OS refused a process (EAGAIN, ENOMEM,
             # EMFILE), a daemonic process may not have children, the fork server did not
             # answer. No user code runs while a worker is started: what a worker fails on
@@ -158,11 +148,12 @@ class Pool:
                 RuntimeWarning,
                 stacklevel=4,
             )
-            self._start_serial()
+            return self._start(FALLBACK, initializer)
+        return engine
 
     # -- talking to the engine --------------------------------------------------------------
     def _post(self, action: Callable[[], None]) -> None:
-        self._life.post(action)
+        self._driver.post(action)
 
     @property
     def _closed(self) -> bool:
@@ -178,11 +169,7 @@ class Pool:
 
     def _wait(self, batch: Batch) -> None:
         """Block until ``batch`` is done; on Ctrl-C cancel it and re-raise with the report."""
-        if self.serial:
-            while not batch.done_event.is_set():
-                self.engine.step()
-        else:
-            batch.done_event.wait()
+        self._driver.wait(batch)
         if self.engine.fatal is not None:
             raise CorralError(
                 f"the corral engine failed: {self.engine.fatal!r}"
@@ -191,14 +178,7 @@ class Pool:
     def _interrupted(self, batch: Batch) -> None:
         # harvest: the finished items of running chunks end ok, with their values
         self._post(lambda: self.engine.cancel(batch, harvest=True))
-        if self.serial:
-            return
-        deadline = time.monotonic() + INTERRUPT_WAIT
-        while not batch.done_event.is_set() and time.monotonic() < deadline:
-            try:
-                batch.done_event.wait(deadline - time.monotonic())
-            except KeyboardInterrupt:  # a second Ctrl-C: we are already stopping
-                continue
+        self._driver.interrupted(batch)
 
     # -- batches ----------------------------------------------------------------------------
     def _batch_for_map(
@@ -328,8 +308,7 @@ class Pool:
         task = Task(fn, args, kwargs)
         batch = self._batch_for_tasks([task], self.run_options, FutureSink(future))
         self._post(lambda: self.engine.accept(batch))
-        if self.serial:
-            self._wait(batch)
+        self._driver.submitted(batch)
         return future
 
     def imap(
@@ -369,7 +348,7 @@ class Pool:
         self.close(cancel=exc_type is not None)
 
     def __repr__(self) -> str:
-        kind = "serial" if self.serial else f"{self.workers} workers"
+        kind = "serial" if self.backend == "serial" else f"{self.workers} workers"
         return f"<corral.Pool {kind}{' closed' if self._closed else ''}>"
 
 
@@ -389,25 +368,6 @@ def _refuse_while_importing_main() -> None:
         "process (as __mp_main__): the script starts its work when imported. Put that code "
         'under `if __name__ == "__main__":` (corral\'s own workers never import the main '
         "script; this child was started by other multiprocessing code)"
-    )
-
-
-def _worker_fixtures(options: PoolOptions) -> bytes | None:
-    """The pool's fixtures for its worker processes, pickled once, or None."""
-    if not options.fixtures:
-        return None
-    try:
-        return _codec.dumps((options.fixtures, options.fixture_failures))
-    except Exception as exc:
-        raise SerializationError(f"the fixtures cannot be pickled for the workers: {exc}") from exc
-
-
-def _serial_fixtures(options: PoolOptions) -> FixtureCache | None:
-    """The fixture cache of a serial pool: set up in this process, or None."""
-    if not options.fixtures:
-        return None
-    return FixtureCache(
-        options.fixtures, options.fixture_failures, warn_after=options.fixture_teardown_timeout
     )
 
 
@@ -468,12 +428,8 @@ def _stream(
             return sink.queue.get()
         try:
             with _signals.terminating():  # only around a wait: never in the caller's code
-                if pool.serial:
-                    while sink.queue.empty():
-                        if batch.done_event.is_set():
-                            return None
-                        pool.engine.step()
-                return sink.queue.get()
+                entry: tuple[int, Any, Any] | None = pool._driver.receive(sink.queue, batch)
+                return entry
         except _signals.Terminated as terminated:
             _signals.die(terminated.signum)
 
@@ -503,9 +459,7 @@ def _stream(
                 feed(window)
     finally:
         if not batch.done_event.is_set():
-            pool._post(lambda: pool.engine.cancel(batch))
-            if not pool.serial:
-                batch.done_event.wait(INTERRUPT_WAIT)
+            pool._driver.abandon(batch)
 
 
 def _value_or_raise(value: Any, outcome: Outcome | None, options: RunOptions) -> Any:

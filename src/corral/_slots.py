@@ -12,10 +12,9 @@ life, and the module that makes each move::
 
 The slots are one list, built by the engine and handed to its collaborators, all on the engine
 thread; each field has few writers, at the moves above: ``calls`` grows in ``_dispatch`` (send),
-shrinks in ``_engine`` (an answer) and is emptied in ``_crew`` (death, kill); ``fn_ids`` and
-``drop`` mirror the functions the worker holds: added at send, taken back when a Call failed
-to load them (``_engine``) or when the table forgets one, reset at a (re)start (``_crew``);
-``pid``, ``alive``, ``last_words`` and ``handover`` are the Crew's alone; ``tasks_done`` counts
+shrinks in ``_engine`` (an answer) and is emptied in ``_crew`` (death, kill); which functions the
+worker holds is the backend's record, not the slot's (``_backends.process``); ``pid``,
+``alive``, ``last_words`` and ``handover`` are the Crew's alone; ``tasks_done`` counts
 in ``_engine`` and is reset by the Crew.
 
 Invariant: a Call's ``InFlight`` is appended to ``Slot.calls`` before the Call is sent, so a
@@ -42,8 +41,6 @@ class InFlight:
     started: float
     expected: float | None = None
     deadline: Deadline | None = None
-    fns: frozenset[int] = frozenset()  # functions whose bytes the Call carried
-    drop: Sequence[int] = ()  # functions the Call told the worker to forget
 
 
 @dataclass
@@ -57,8 +54,6 @@ class Slot:
     calls: deque[InFlight] = field(default_factory=deque)
     alive: bool = False
     tasks_done: int = 0
-    fn_ids: set[int] = field(default_factory=set)
-    drop: list[int] = field(default_factory=list)
     last_words: str | None = None  # why the worker's loop ended, if it said (InitFailed)
     handover: Deadline | None = None
     """Set while the worker is asked to hand over its finished items (Ctrl-C): the bound."""

@@ -1,52 +1,217 @@
-"""Backends run Calls: the serial one in this process, the process one in worker processes.
+"""Backends run Calls; the engine decides everything else. This is their contract.
 
-The engine talks to a backend through this small interface and owns all decisions; a backend
-only starts, feeds, watches and kills. Events come back from ``wait``:
+A backend starts, feeds, watches and kills workers. The engine (``_engine``) owns every
+decision: what runs where, retries, timeouts, cancels, recycling. Two are built in: ``process``
+(worker processes, ``_backends.process``) and ``serial`` (this process, ``_backends.serial``);
+``BACKENDS`` maps each name (``Pool(backend=...)``) to its ``BackendFactory``, and
+``register`` adds one (a Dask backend will be ``register("dask", ...)``).
 
-    ("result", slot, payload)   a worker answered the Call it was given
-    ("died", slot, (exitcode, call_id, index))
-                                the slot's current worker is gone (exitcode < 0: signal);
-                                it was running item ``index`` of Call ``call_id`` (index -1: none)
-    ("init_failed", slot, err)  the slot's worker initializer raised
+Which thread calls it. Only the engine thread calls a backend, except ``running_item``, which
+the progress renderer also calls (it must read only, and never block). A backend whose
+``capabilities.runs_in_caller_thread`` is set has no engine thread: the caller's own thread
+drives the engine (``_drivers.SerialDriver``) and the Calls run inside ``wait``.
+
+What a backend must do, method by method:
+
+    start_worker(slot)    start (or restart) the worker of ``slot``; its pid (None: none).
+                          Raising means workers cannot be started (the Pool may fall back).
+    prepare(slot, call)   turn a Call into what ``send`` ships to that slot's worker: the
+                          backend decides the bytes (function bytes the worker lacks, those it
+                          may drop: ``fns``/``drop``). A Prepared names the items that could
+                          not be encoded (``rejected``: offset → error); they are not sent.
+    send(slot, prepared)  hand the prepared Call to the worker. Called after the engine has
+                          recorded the Call as in flight (so a death is always attributed).
+    forget(fn_id)         the function table forgot ``fn_id``: workers holding it may drop it.
+    wait(timeout)         block until something happens or ``timeout`` (None: forever);
+                          return the events, in the order they happened per slot.
+    running_item(slot)    ``(call_id, index, monotonic start)`` of the running item (index
+                          -1: none, or unknown without ``has_running_stamp``).
+    kill(slot)            stop the slot's worker now (it and what it started); the slot is
+                          free at once, the worker is reaped later. No ``Died`` follows.
+    hand_over(slot)       Ctrl-C: ask for the finished part of the running Call. A Handover
+                          returned now (in-process), or None and a Handover arrives later
+                          as a ``Message`` (or never: the engine waits a bounded time).
+    retire(slot)          ask the slot's worker to exit after its current work (recycling).
+    close(timeout)        stop every worker; return when none is left.
+
+Events ``wait`` returns (frozen dataclasses below)::
+
+    Message(slot, message)   the slot's worker sent ``message`` (decoded): Result,
+                             CallFailed, InitFailed or Handover (``_messages``)
+    Undecodable(slot, error) the slot's worker sent bytes that do not unpickle (a result
+                             whose own ``__setstate__`` raises): its running Call is lost
+    Died(slot, exitcode, call_id, index)
+                             the slot's worker is gone on its own (exitcode < 0: signal;
+                             None: unknown); it was running item ``index`` of Call ``call_id``
+                             (index -1: between Calls). What it sent before dying comes first.
+
+Capabilities (``Capabilities``), named for what the engine asks:
+
+    can_kill_one_call     the engine can stop one running Call by killing its worker: it
+                          enforces timeouts (arming deadlines), kills on cancel and recycles
+                          workers. False: the backend times items out inside the Call (a
+                          TaskTimeout in a Result is that item's timeout).
+    can_queue_calls       a second Call may be sent to a busy worker (prefetch).
+    shares_memory_with_coordinator
+                          Calls and results travel as objects, never pickled (functions are
+                          known by identity: ``FunctionTable(pickle=False)``); the worker is
+                          the calling process (an Outcome's ``worker`` is -1).
+    has_running_stamp     ``running_item`` says which item of a Call runs, and since when.
+    runs_in_caller_thread Calls run inside ``wait`` on the thread that calls it: there is no
+                          engine thread; the caller drives the engine.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-Event = tuple[str, int, Any]
+from .._errors import ConfigError
+
+if TYPE_CHECKING:
+    from .._functions import FunctionTable
+    from .._messages import Call, Handover
+    from .._options import PoolOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    slot: int
+    message: Any  # Result | CallFailed | InitFailed | Handover
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    slot: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Died:
+    slot: int
+    exitcode: int | None
+    call_id: int
+    index: int
+
+
+Event = Message | Undecodable | Died
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    can_kill_one_call: bool
+    can_queue_calls: bool
+    shares_memory_with_coordinator: bool
+    has_running_stamp: bool
+    runs_in_caller_thread: bool
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A Call as its backend will send it: ``payload`` (bytes, or the Call itself in-process;
+    None: nothing to send), the items it could not encode (``rejected``: offset in the Call as
+    given → error; they are not sent, and the Call's items no longer include them), ``failed``
+    (the rest could not be encoded either: nothing is sent) and the bytes of the arguments (for
+    size warnings; None when not measured)."""
+
+    payload: Any
+    rejected: dict[int, BaseException] = field(default_factory=dict)
+    failed: BaseException | None = None
+    argument_bytes: int | None = None
 
 
 class Backend(Protocol):
     slots: int
+    capabilities: Capabilities
+    start_method: str | None  # how workers start (None: no processes): for ``_share``
 
-    def start_worker(self, slot: int) -> int | None:
-        """Start (or restart) the worker of ``slot``; its pid, or None when in-process."""
-        ...
+    def start_worker(self, slot: int) -> int | None: ...
 
-    def send(self, slot: int, call: Any) -> None: ...
+    def prepare(self, slot: int, call: Call) -> Prepared: ...
 
-    def wait(self, timeout: float | None) -> list[Event]: ...
+    def send(self, slot: int, prepared: Prepared) -> None: ...
 
-    def running_item(self, slot: int) -> tuple[int, int, float]:
-        """``(call_id, index, monotonic start)`` of the slot's running item; index -1 if none."""
-        ...
+    def forget(self, fn_id: int) -> None: ...
 
-    def kill(self, slot: int) -> None:
-        """Stop the slot's worker now: SIGTERM to its group, SIGKILL after the grace period."""
-        ...
+    def wait(self, timeout: float | None) -> Sequence[Event]: ...
 
-    def hand_over(self, slot: int) -> Any:
-        """Ask the slot's worker for the finished part of its running Call (Ctrl-C). The
-        answer is a ``Handover``: returned here when the Call ran in this process, otherwise
-        None now and the ``Handover`` arrives later as a message (or never, if the worker
-        cannot answer: the engine waits a bounded time)."""
-        ...
+    def running_item(self, slot: int) -> tuple[int, int, float]: ...
 
-    def retire(self, slot: int) -> None:
-        """Ask the slot's idle worker to exit when it reads its next message."""
-        ...
+    def kill(self, slot: int) -> None: ...
 
-    def close(self, timeout: float) -> None:
-        """Stop every worker; return when none is left (killing stragglers after ``timeout``)."""
-        ...
+    def hand_over(self, slot: int) -> Handover | None: ...
+
+    def retire(self, slot: int) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSetup:
+    """What a Pool gives a backend factory: its resolved worker count, options, function
+    table (pickled per ``capabilities``), initializer (not pickled) and the engine's wakeup
+    pipe (a byte on it must end ``wait``)."""
+
+    workers: int
+    options: PoolOptions
+    functions: FunctionTable
+    initializer: tuple[Callable[..., Any], tuple[Any, ...]] | None
+    wakeup: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFactory:
+    """How the Pool makes a backend of one name; ``capabilities`` are known before it is
+    made (they choose the function table and the driver)."""
+
+    create: Callable[[BackendSetup], Backend]
+    capabilities: Capabilities
+
+
+def _process(setup: BackendSetup) -> Backend:
+    from .process import create
+
+    return create(setup)
+
+
+def _serial(setup: BackendSetup) -> Backend:
+    from .serial import create
+
+    return create(setup)
+
+
+PROCESS = Capabilities(
+    can_kill_one_call=True,
+    can_queue_calls=True,
+    shares_memory_with_coordinator=False,
+    has_running_stamp=True,
+    runs_in_caller_thread=False,
+)
+SERIAL = Capabilities(
+    can_kill_one_call=False,
+    can_queue_calls=False,
+    shares_memory_with_coordinator=True,
+    has_running_stamp=False,
+    runs_in_caller_thread=True,
+)
+
+BACKENDS: dict[str, BackendFactory] = {
+    "process": BackendFactory(_process, PROCESS),
+    "serial": BackendFactory(_serial, SERIAL),
+}
+"""Every backend by the name ``Pool(backend=...)`` takes."""
+
+
+def register(name: str, factory: BackendFactory) -> None:
+    """Make ``backend=name`` use ``factory`` (replacing one of that name)."""
+    BACKENDS[name] = factory
+
+
+def lookup(name: str) -> BackendFactory:
+    """The factory of backend ``name``; a ConfigError naming the registered ones if none."""
+    factory = BACKENDS.get(name) if isinstance(name, str) else None
+    if factory is None:
+        known = ", ".join(repr(n) for n in BACKENDS)
+        raise ConfigError(f"backend must be one of {known}, not {name!r}")
+    return factory

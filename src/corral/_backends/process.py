@@ -2,14 +2,24 @@
 
     engine thread (coordinator process)                      worker process k (_worker)
     ───────────────────────────────────                      ──────────────────────────
+    prepare(k, Call) → bytes (+ fns k lacks, drop)
     send(k, bytes) ═══ conn k (duplex pipe) ═══════════════► recv → execute → send
-    wait() ◄═══════════ conn k ════════════════════════════ Result / InitFailed
-    wait() ◄─────────── sentinel k (fd, readable at exit) ── process exit
+    wait() → Message ◄═ conn k (decoded here) ═════════════ Result / CallFailed / InitFailed
+    wait() → Died ◄──── sentinel k (fd, readable at exit) ── process exit
     lifeline k (write end, never written) ─────────────────► EOF if the coordinator dies
     running_item(k) ◄── stamp k (3 shared doubles) ───────── [item index, start, call id]
     hand_over(k) ────── SIGUSR1 to the worker alone ───────► Handover on conn k (_handover)
 
-Only the engine thread calls into this object. A worker that is killed (timeout, cancel) or
+Only the engine thread calls into this object (``running_item`` also from the progress
+thread: it reads the stamp). The engine hands ``prepare`` a Call that names its functions by
+id; this backend decides which bytes go with it. It keeps, per worker, the functions whose bytes
+that worker holds (``fn_ids``) and those it may forget (``drop``, from ``forget``); a Call
+carries the bytes of the functions its worker lacks (``fns``) and the drops due. When a worker
+says it could not load a Call's functions (a CallFailed at the function or arguments edge), the
+functions that Call carried are taken back from its record (``_shipped``), so the next Call
+carries them again. A restarted worker starts with an empty record.
+
+A worker that is killed (timeout, cancel) or
 retired (recycling) leaves its slot at once and waits in the graveyard, where ``wait`` reaps
 it and escalates SIGTERM to SIGKILL after the grace period; its slot gets a fresh process
 immediately, so the pool never runs short while a stubborn process dies.
@@ -33,17 +43,22 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .. import _worker
+from .. import _codec, _worker
+from .._errors import SerializationError
 from .._handover import HANDOVER_SIGNAL
-from .._messages import STOP, TEARDOWN
+from .._messages import ARGUMENTS, FUNCTION, STOP, TEARDOWN, Call, CallFailed, Handover, Result
+from .._options import PoolOptions
 from .._platform import (
     WORKER_ENV,
     children_of,
+    cpu_count,
+    default_start_method,
     descendants,
     kill_group,
     kill_marked,
@@ -51,7 +66,7 @@ from .._platform import (
     signal_tree,
     worker_mark,
 )
-from . import Event
+from . import PROCESS, BackendSetup, Died, Event, Message, Prepared, Undecodable
 
 log = logging.getLogger("corral")
 
@@ -68,6 +83,11 @@ class _Worker:
     stamp: Any  # ctypes array of 3 doubles in shared memory: index, start, call id
     mark: str = ""  # _platform.worker_mark, read at start: under forkserver a dead worker is
     # reaped by the fork server, so nothing of it is left to read by the time we learn of it
+    fn_ids: set[int] = field(default_factory=set)  # functions whose bytes it holds
+    drop: list[int] = field(default_factory=list)  # functions it may forget (next Call says)
+    # (call_id, fns carried, drop carried) of sent Calls that carried any, oldest first: taken
+    # back if the worker says it could not load them, forgotten once the Call is answered
+    shipped: deque[tuple[int, frozenset[int], list[int]]] = field(default_factory=deque)
 
 
 @dataclass
@@ -82,12 +102,41 @@ class _Dying:
     mark: str = ""
 
 
+def create(setup: BackendSetup) -> ProcessBackend:
+    """The ``process`` backend of a Pool (``_backends.BACKENDS``)."""
+    options = setup.options
+    init = setup.initializer
+    return ProcessBackend(
+        setup.workers,
+        setup.functions.blob,
+        start_method=options.start_method or default_start_method(),
+        threads=max(1, cpu_count() // setup.workers),
+        initializer=_codec.dumps(init) if init is not None else None,
+        measure_rss=options.max_worker_memory is not None,
+        kill_grace=options.kill_grace,
+        wakeup=setup.wakeup,
+        fixtures=_worker_fixtures(options),
+        teardown_grace=options.fixture_teardown_timeout,
+    )
+
+
+def _worker_fixtures(options: PoolOptions) -> bytes | None:
+    """The pool's fixtures for its worker processes, pickled once, or None."""
+    if not options.fixtures:
+        return None
+    try:
+        return _codec.dumps((options.fixtures, options.fixture_failures))
+    except Exception as exc:
+        raise SerializationError(f"the fixtures cannot be pickled for the workers: {exc}") from exc
+
+
 class ProcessBackend:
-    in_process = False
+    capabilities = PROCESS
 
     def __init__(
         self,
         slots: int,
+        blob: Callable[[int], bytes],
         *,
         start_method: str,
         threads: int,
@@ -99,6 +148,8 @@ class ProcessBackend:
         teardown_grace: float = RETIRE_GRACE,
     ) -> None:
         self.slots = slots
+        self.start_method: str | None = start_method
+        self._blob = blob  # a function's bytes, by id (the Pool's FunctionTable)
         self._fixtures = fixtures  # pickled (FixtureSet, fixture_failures), or None
         # how long a retired worker may take to exit: tearing fixtures down, or just exiting
         self._retire_grace = teardown_grace if fixtures is not None else RETIRE_GRACE
@@ -169,12 +220,68 @@ class ProcessBackend:
         return fds
 
     # -- feeding and watching -------------------------------------------------------------
-    def send(self, slot: int, payload: Any) -> None:
+    def prepare(self, slot: int, call: Call) -> Prepared:
+        """The Call's bytes for the slot's worker, with the bytes of the functions it lacks
+        and the drops due. Items whose arguments do not pickle are rejected alone, the rest
+        go; if the rest do not pickle either, all are rejected (``failed``). Pickling runs the
+        arguments' own code, which may raise anything: SystemExit too."""
+        worker = self._workers[slot]
+        assert worker is not None
+        needed = {call.fn_id} if not call.star else {item[0] for item in call.items}
+        fresh = needed - worker.fn_ids
+        call.fns = {f: self._blob(f) for f in fresh} if fresh else {}
+        call.drop = worker.drop
+        rejected: dict[int, BaseException] = {}
+        try:
+            data = _codec.dumps_call(call)
+        except BaseException:
+            rejected.update(_codec.unpicklable(call.items))
+            keep = [i for i in range(len(call.items)) if i not in rejected]
+            call.items = [call.items[i] for i in keep]
+            if call.timeouts is not None:
+                call.timeouts = [call.timeouts[i] for i in keep]
+            if not keep:
+                return Prepared(None, rejected)
+            try:
+                data = _codec.dumps_call(call)
+            except BaseException as exc:  # the function's bytes or the whole Call
+                return Prepared(None, rejected, failed=exc)
+            argument_bytes = None  # (warned about only on the first try, as before)
+        else:
+            argument_bytes = len(data) - sum(len(b) for b in call.fns.values())
+        worker.fn_ids |= needed
+        if fresh or worker.drop:
+            worker.shipped.append((call.call_id, frozenset(fresh), worker.drop))
+            worker.drop = []
+        return Prepared(data, rejected, argument_bytes=argument_bytes)
+
+    def send(self, slot: int, prepared: Prepared) -> None:
         worker = self._workers[slot]
         assert worker is not None
         # A worker that died a moment ago: its sentinel reports the death on the next wait.
         with contextlib.suppress(OSError):
-            worker.conn.send_bytes(payload)
+            worker.conn.send_bytes(prepared.payload)
+
+    def forget(self, fn_id: int) -> None:
+        for worker in self._workers:
+            if worker is not None and fn_id in worker.fn_ids:
+                worker.fn_ids.discard(fn_id)
+                worker.drop.append(fn_id)
+
+    def _answered(self, worker: _Worker, message: Any) -> None:
+        """A Result or CallFailed arrived: forget the record of the Calls it answers; a
+        worker that could not load a Call's functions does not hold them."""
+        shipped = worker.shipped
+        if not shipped or not isinstance(message, (Result, CallFailed)):
+            return
+        while shipped and shipped[0][0] < message.call_id:
+            shipped.popleft()
+        if shipped and shipped[0][0] == message.call_id:
+            _, fns, drop = shipped.popleft()
+            if isinstance(message, CallFailed) and message.edge in (ARGUMENTS, FUNCTION):
+                worker.fn_ids -= fns
+                if message.edge == ARGUMENTS:
+                    worker.drop.extend(drop)
 
     def running_item(self, slot: int) -> tuple[int, int, float]:
         worker = self._workers[slot]
@@ -211,7 +318,7 @@ class ProcessBackend:
                 self._workers[slot] = None
                 # It died on its own (a crash): its tree is gone, its mark finds the rest.
                 exitcode = self._reap(worker, mark=worker.mark)
-                events.append(("died", slot, (exitcode, call_id, index)))
+                events.append(Died(slot, exitcode, call_id, index))
         self._tend_graveyard()
         return events
 
@@ -221,11 +328,18 @@ class ProcessBackend:
             return
         try:
             while worker.conn.poll():
-                events.append(("message", slot, worker.conn.recv_bytes()))
+                data = worker.conn.recv_bytes()
+                try:
+                    message = _codec.loads(data)
+                except BaseException as exc:  # a result's own code (__setstate__) may raise
+                    events.append(Undecodable(slot, exc))
+                    continue
+                self._answered(worker, message)
+                events.append(Message(slot, message))
         except (EOFError, OSError):
             pass  # the sentinel reports the death
 
-    def hand_over(self, slot: int) -> Any:
+    def hand_over(self, slot: int) -> Handover | None:
         worker = self._workers[slot]
         if worker is not None and worker.process.pid is not None:
             # A worker that died a moment ago: its sentinel reports the death on the next wait.

@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import TaskTimeout
 from .._execute import Progress, execute, partial_result
+from .._fixture_cache import FixtureCache
 from .._messages import Call, Handover
-from . import Event
+from . import SERIAL, BackendSetup, Event, Message, Prepared
 
 if TYPE_CHECKING:
-    from .._fixture_cache import FixtureCache
+    from .._options import PoolOptions
 
 
 TIMEOUTS_OFF_MAIN_THREAD = (
@@ -107,8 +108,28 @@ class _Live:
         pass  # kept: a KeyboardInterrupt ends the loop through here too
 
 
+def create(setup: BackendSetup) -> SerialBackend:
+    """The ``serial`` backend of a Pool (``_backends.BACKENDS``): the initializer runs here,
+    now, in the calling process."""
+    backend = SerialBackend(setup.functions.function, _serial_fixtures(setup.options))
+    if setup.initializer is not None:
+        fn, args = setup.initializer
+        fn(*args)
+    return backend
+
+
+def _serial_fixtures(options: PoolOptions) -> FixtureCache | None:
+    """The fixture cache of a serial pool: set up in this process, or None."""
+    if not options.fixtures:
+        return None
+    return FixtureCache(
+        options.fixtures, options.fixture_failures, warn_after=options.fixture_teardown_timeout
+    )
+
+
 class SerialBackend:
-    in_process = True
+    capabilities = SERIAL
+    start_method: str | None = None
     slots = 1
 
     def __init__(
@@ -124,8 +145,14 @@ class SerialBackend:
     def start_worker(self, slot: int) -> int | None:
         return os.getpid()
 
-    def send(self, slot: int, payload: Any) -> None:
-        self._pending = payload
+    def prepare(self, slot: int, call: Call) -> Prepared:
+        return Prepared(call)  # nothing is pickled: the task sees the caller's objects
+
+    def send(self, slot: int, prepared: Prepared) -> None:
+        self._pending = prepared.payload
+
+    def forget(self, fn_id: int) -> None:
+        pass  # functions are the caller's own objects, looked up by the Pool's table
 
     def wait(self, timeout: float | None) -> list[Event]:
         call, self._pending = self._pending, None
@@ -146,12 +173,12 @@ class SerialBackend:
         except KeyboardInterrupt:
             self._interrupted = live.progress  # what finished before it: see hand_over
             raise
-        return [("message", 0, result)]
+        return [Message(0, result)]
 
     def running_item(self, slot: int) -> tuple[int, int, float]:
         return -1, -1, 0.0
 
-    def hand_over(self, slot: int) -> Any:
+    def hand_over(self, slot: int) -> Handover | None:
         progress, self._interrupted = self._interrupted, None
         if progress is None:
             return Handover(-1, None)
