@@ -25,9 +25,35 @@ class Status(str, enum.Enum):
     CRASHED = "crashed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    CACHED = "cached"
+    """Taken from an earlier run: the task was not run again (its value or error is the one
+    that run left)."""
 
     def __str__(self) -> str:
         return self.value
+
+
+@public
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a task: where and when it ran, and how it ended.
+
+    Attributes:
+        worker: the worker slot that ran it (-1 in-process).
+        pid: the process that ran it.
+        started, finished: wall-clock times (``time.time()``); None where unknown (an item
+            of a chunk that was lost with its worker).
+        status: how this attempt ended (``ok``, ``failed``, ``timeout``, ``crashed``,
+            ``cancelled``).
+        error: ``"Type: message"`` of its error (one line, cut if long), None when ok.
+    """
+
+    worker: int | None
+    pid: int | None
+    started: float | None
+    finished: float | None
+    status: Status
+    error: str | None = None
 
 
 @public
@@ -50,6 +76,9 @@ class Outcome:
         max_rss: the worker's peak resident memory in bytes, as seen right after the attempt.
         traceback: the worker-side traceback text for a task that raised.
         group: the task's group label, if it has one (any hashable; shown with ``str()``).
+        history: every attempt, in order (``Attempt``): the retried ones, then the last;
+            ``len(history) == attempts``. Empty for a task that never started, and for a
+            ``cached`` one (its earlier run's history is kept if it was given).
     """
 
     key: Any
@@ -65,10 +94,13 @@ class Outcome:
     max_rss: int | None = None
     traceback: str | None = None
     group: Hashable | None = None
+    history: tuple[Attempt, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.status is Status.OK
+        """Succeeded: ``ok``, or ``cached`` from a run where it succeeded (no error)."""
+        status = self.status
+        return status is Status.OK or (status is Status.CACHED and self.error is None)
 
     @property
     def duration(self) -> float | None:
@@ -101,7 +133,7 @@ class Failure:
 
 def result_of(outcome: Outcome) -> Any:
     """The value for a result list: the value, or a ``Failure`` for a task that did not succeed."""
-    if outcome.status is Status.OK:
+    if outcome.ok:
         return outcome.value
     return Failure(outcome.key, outcome.status, outcome.error)
 
@@ -122,11 +154,11 @@ class Report:
 
     @property
     def failures(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status is not Status.OK]
+        return [o for o in self.outcomes if not o.ok]
 
     @property
     def ok(self) -> bool:
-        return all(o.status is Status.OK for o in self.outcomes)
+        return all(o.ok for o in self.outcomes)
 
     def counts(self) -> dict[Status, int]:
         counts = dict.fromkeys(Status, 0)
