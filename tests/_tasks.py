@@ -28,3 +28,20 @@ def write_then_fail_odd(arg):  # type: ignore[no-untyped-def]
     if x % 2:
         raise ValueError(f"odd {x}")
     return x
+
+
+def write_then_return(arg):  # type: ignore[no-untyped-def]
+    """Leave ``ran-<x>`` in the directory, then return ``x * 10``."""
+    directory, x = arg
+    Path(directory, f"ran-{x}").write_text("")
+    return x * 10
+
+
+def fail_until_file(arg):  # type: ignore[no-untyped-def]
+    """Fail (leaving ``try-<n>``) until ``directory`` holds ``fails`` tries, then return ``x``."""
+    directory, x, fails = arg
+    tries = len(list(Path(directory).glob(f"try-{x}-*")))
+    Path(directory, f"try-{x}-{tries}").write_text("")
+    if tries < fails:
+        raise ValueError(f"try {tries} of {x}")
+    return x

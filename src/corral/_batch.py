@@ -137,7 +137,7 @@ class Batch:
             timeouts is not None and any(t is not None for t in timeouts)
         )
         self.positions = Positions(len(items), scheduler)
-        self.given = _check_given(given, len(items))
+        self.given = self._cached(given or {})
         for pos in self.given:
             self.positions.give(pos)
         self.closed = closed
@@ -178,6 +178,20 @@ class Batch:
 
     def attempts_of(self, pos: int) -> int:
         return self.positions.attempts(pos)
+
+    def _cached(self, given: Mapping[int, Outcome]) -> dict[int, Outcome]:
+        """The outcomes given up front, as ``cached`` ones with this batch's key and group
+        (an earlier run's ``ok`` or failure; not ``cancelled``: that task did not end)."""
+        cached = {}
+        for pos, outcome in given.items():
+            if not 0 <= pos < self.n:
+                raise ValueError(f"an outcome given for position {pos}; the batch has {self.n}")
+            if outcome.status is Status.CANCELLED:
+                raise ValueError(f"position {pos}: a cancelled outcome cannot be given")
+            cached[pos] = replace(
+                outcome, status=Status.CACHED, key=self.key_of(pos), group=self.group_of(pos)
+            )
+        return cached
 
     # -- growing (imap) -------------------------------------------------------------------
     def extend(self, new_items: list[Any], close: bool) -> None:
@@ -377,23 +391,6 @@ class Batch:
             )
         if full and isinstance(self.sink, CollectSink):
             self.sink.validate(self)
-
-
-def _check_given(given: Mapping[int, Outcome] | None, n: int) -> dict[int, Outcome]:
-    """The outcomes given up front, as ``cached`` ones (an earlier run's ``ok`` or failure;
-    a cancelled task did not end, so it cannot be given)."""
-    if not given:
-        return {}
-    cached = {}
-    for pos, outcome in given.items():
-        if not 0 <= pos < n:
-            raise ValueError(f"given outcome for position {pos}, the batch has {n}")
-        if outcome.status is Status.CANCELLED:
-            raise ValueError(
-                f"position {pos}: a cancelled outcome cannot be given (it did not end)"
-            )
-        cached[pos] = replace(outcome, status=Status.CACHED)
-    return cached
 
 
 def item_times(result: Result, offset: int) -> tuple[float, float]:

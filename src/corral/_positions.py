@@ -80,7 +80,9 @@ class Positions:
         self.n = n
         self.state = bytearray(n)  # all NEW
         self.scheduler = scheduler
-        self.cursor = 0  # plain batches: positions from here on were never handed out
+        # Plain batches: positions from here on were never handed out (a scheduler hands
+        # out a scheduled batch's positions: none is the cursor's).
+        self.cursor = n if scheduler is not None else 0
         self.queue: deque[Sequence[int]] = deque()  # plain batches: WAITING chunks, in order
         self.n_final = 0
         self.stopped = False
