@@ -137,6 +137,7 @@ class Batch:
             timeouts is not None and any(t is not None for t in timeouts)
         )
         self.positions = Positions(len(items), scheduler)
+        self.has_ready = self.positions.has_ready  # asked once per dispatch: no extra call
         self.given = self._cached(given or {})
         for pos in self.given:
             self.positions.give(pos)
@@ -204,8 +205,6 @@ class Batch:
         self.closed = self.closed or close
 
     # -- handing out work -----------------------------------------------------------------
-    def has_ready(self) -> bool:
-        return self.positions.has_ready()
 
     @property
     def prefetchable(self) -> bool:
@@ -221,7 +220,7 @@ class Batch:
             return positions.pick(self._scheduled_chunk(workers))
         if positions.queue:
             return positions.take(0)
-        remaining = positions.remaining()
+        remaining = positions.n - positions.cursor
         return positions.take(min(self.chunk_size(workers, remaining), remaining))
 
     def _scheduled_chunk(self, workers: int) -> int:
@@ -298,7 +297,11 @@ class Batch:
 
     # -- finishing: every final outcome goes through _finish ----------------------------------
     def finish_ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
-        self._finish(positions, OK, None)
+        # _finish's work for successes, inline: this runs once per Call of trivial tasks.
+        self.positions.finish(positions, OK)  # a success skips no dependant
+        self.delivered += len(positions)
+        if isinstance(self.items, dict):
+            self._forget(positions)
         self.sink.ok(positions, values, record)
         if self.observer is not None:
             self.observer.advance(len(positions), 0, self._groups_of(positions))
@@ -316,9 +319,9 @@ class Batch:
             self._finish((pos,), CACHED, given[pos])
 
     def _finish(self, positions: Sequence[int], final: int, outcome: Outcome | None) -> None:
-        """The one path to a final state: ``Positions.finish``, then (for one position with
-        its ``outcome``; successes are the caller's) the sink and the observer; then the
-        dependants that can now never run, skipped the same way."""
+        """Every final outcome but a success (``finish_ok``, the same steps inline):
+        ``Positions.finish``, the sink, the observer; then the dependants that can now never
+        run, skipped the same way."""
         succeeded = outcome.ok if final == CACHED and outcome is not None else None
         skipped = self.positions.finish(positions, final, succeeded)
         self.delivered += len(positions)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._public import public
 
@@ -34,8 +34,7 @@ class Status(str, enum.Enum):
 
 
 @public
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One attempt of a task: where and when it ran, and how it ended.
 
     Attributes:
@@ -46,6 +45,8 @@ class Attempt:
         status: how this attempt ended (``ok``, ``failed``, ``timeout``, ``crashed``,
             ``cancelled``).
         error: ``"Type: message"`` of its error (one line, cut if long), None when ok.
+
+    A named tuple: a Report of many tasks builds one per task cheaply.
     """
 
     worker: int | None

@@ -60,7 +60,12 @@ NEW, WAITING, RUNNING, BACKOFF, OK, FAILED, CANCELLED, CACHED = range(8)
 FINAL = (OK, FAILED, CANCELLED, CACHED)
 NAMES = ("new", "waiting", "running", "backing-off", "ok", "failed", "cancelled", "cached")
 
-_RUNNING_BYTE = bytes((RUNNING,))
+SMALL = 16
+"""Up to this many positions change state one by one; more, as one slice of ``state``."""
+
+_BYTE = [bytes((s,)) for s in range(len(NAMES))]
+_RUNNING_BYTE = _BYTE[RUNNING]
+_NONE: list[tuple[int, int]] = []  # finish's answer without a scheduler (never appended to)
 
 # What a scheduler may say of a position in each state here.
 _AGREES = {
@@ -132,7 +137,13 @@ class Positions:
         start = self.cursor
         if not self._sparse:
             stop = min(self.n, start + size)
-            state[start:stop] = _RUNNING_BYTE * (stop - start)
+            if size == 1 and stop > start:  # a task per Call (timeouts, chunksize=1)
+                state[start] = RUNNING
+            elif stop - start > SMALL:
+                state[start:stop] = _RUNNING_BYTE * (stop - start)
+            else:  # a few: cheaper one by one than a slice
+                for pos in range(start, stop):
+                    state[pos] = RUNNING
             self.cursor = stop
             return range(start, stop)
         picked: list[int] = []
@@ -201,20 +212,27 @@ class Positions:
         dependency)`` for every position that can now never run (scheduled dependants of a
         failure), in order."""
         state = self.state
+        n = len(positions)
         if (
-            isinstance(positions, range)
+            n > SMALL
+            and isinstance(positions, range)
             and positions.step == 1
-            and state.count(RUNNING, positions.start, positions.stop) == len(positions)
+            and state.count(RUNNING, positions.start, positions.stop) == n
         ):  # a whole chunk came back: one slice, not a loop (200,000 trivial tasks)
-            state[positions.start : positions.stop] = bytes((final,)) * len(positions)
-        else:
+            state[positions.start : positions.stop] = _BYTE[final] * n
+        elif n == 1 and not self.strict:
+            state[positions[0]] = final
+        elif self.strict:
             for pos in positions:
-                if self.strict and state[pos] in FINAL:
+                if state[pos] in FINAL:
                     raise InvalidState(f"position {pos} finished twice")
                 state[pos] = final
-        self.n_final += len(positions)
+        else:
+            for pos in positions:
+                state[pos] = final
+        self.n_final += n
         if self.scheduler is None:
-            return []
+            return _NONE
         ok = final == OK if succeeded is None else succeeded
         skipped: list[tuple[int, int]] = []
         for pos in positions:
