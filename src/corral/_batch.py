@@ -410,7 +410,10 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
     started, finished = item_times(result, offset)
     attempts = record.attempts.get(pos, 1) if record.attempts else 1
     n = len(result.values)
-    this = Attempt(record.worker, record.pid, started, finished, Status.OK)
+    # Built for every task of a Report: a plain tuple of the fields, not the named tuple's
+    # keyword-taking constructor (a third of the cost).
+    this = tuple.__new__(Attempt, (record.worker, record.pid, started, finished, Status.OK, None))
+    earlier = batch.positions.earlier.get(pos) if batch.positions.earlier else None
     return Outcome(
         key=batch.key_of(pos),
         status=Status.OK,
@@ -423,7 +426,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         cpu_seconds=result.cpu / n if n else 0.0,
         max_rss=result.max_rss,
         group=batch.group_of(pos),
-        history=(*batch.positions.history(pos), this),
+        history=(*earlier, this) if earlier else (this,),
     )
 
 

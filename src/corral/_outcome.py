@@ -159,7 +159,10 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outcomes)
+        ok, cached = Status.OK, Status.CACHED
+        return all(
+            o.status is ok or (o.status is cached and o.error is None) for o in self.outcomes
+        )
 
     def counts(self) -> dict[Status, int]:
         counts = dict.fromkeys(Status, 0)
