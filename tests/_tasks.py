@@ -41,3 +41,18 @@ def outcomes_of_writes(attempts: dict[str, Callable[[], object]]) -> dict[str, s
         except Exception as exc:
             out[what] = type(exc).__name__
     return out
+def write_then_return(arg):  # type: ignore[no-untyped-def]
+    """Leave ``ran-<x>`` in the directory, then return ``x * 10``."""
+    directory, x = arg
+    Path(directory, f"ran-{x}").write_text("")
+    return x * 10
+
+
+def fail_until_file(arg):  # type: ignore[no-untyped-def]
+    """Fail (leaving ``try-<n>``) until ``directory`` holds ``fails`` tries, then return ``x``."""
+    directory, x, fails = arg
+    tries = len(list(Path(directory).glob(f"try-{x}-*")))
+    Path(directory, f"try-{x}-{tries}").write_text("")
+    if tries < fails:
+        raise ValueError(f"try {tries} of {x}")
+    return x

@@ -26,6 +26,10 @@ LEAK_WAIT = 10.0
 
 faulthandler.enable()
 
+# Every engine checks its batches' position invariants after each step and each batch, and
+# each position transition its "from" state (``_positions``): a violation fails the test.
+os.environ["CORRAL_VALIDATE"] = "1"
+
 
 def leftover_processes() -> list[psutil.Process]:
     helpers = multiprocessing_helpers()

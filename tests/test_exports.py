@@ -14,7 +14,7 @@ import pytest
 import corral
 
 EXPECTED = {
-    "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "FixtureError",
+    "Attempt", "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "FixtureError",
     "Outcome", "Pool", "RemoteError", "Report", "SerializationError", "Service", "ServiceError",
     "Shared", "Status", "Task", "TaskCancelled", "TaskError", "TaskSkipped", "TaskTimeout",
     "WorkerCrashed", "WorkerStartError", "cpu_count", "fixture", "free_port", "imap", "map",

@@ -130,7 +130,7 @@ def test_by_group_keys_are_status_strings():
     counts = report.by_group()["g"]
     assert all(type(k) is str for k in counts)
     assert counts == {"ok": 1, "failed": 0, "timeout": 0, "crashed": 0, "cancelled": 0,
-                      "skipped": 0}  # fmt: skip
+                      "skipped": 0, "cached": 0}  # fmt: skip
     assert counts[Status.OK] == 1  # Status members still find them
     assert "Status" not in repr(report.by_group())
 

@@ -418,7 +418,7 @@ def test_run_of_no_tasks_is_an_empty_ok_report():
 
 def test_status_values_and_string_equality():
     assert {s.value for s in corral.Status} == {
-        "ok", "failed", "timeout", "crashed", "cancelled", "skipped",
+        "ok", "failed", "timeout", "crashed", "cancelled", "skipped", "cached",
     }  # fmt: skip
     for status in corral.Status:
         assert isinstance(status, str)

@@ -2,12 +2,14 @@
 
 Hypothesis draws task sets with random locks, counted resources, memory, dependencies,
 durations, failures and retries; the simulation plays them on W simulated workers through
-``Scheduler`` exactly as the engine does (``pick`` while a worker is idle, then ``finished``
-/ ``requeue`` / ``back_off`` as tasks end). The checks read only the simulated timestamps and
-the task declarations, never the scheduler's internals: no two tasks sharing a lock overlap,
-no capacity or memory budget is exceeded, every dependency succeeded before its dependant
-started, exactly the tasks downstream of a failure are skipped, every other task ran, and
-(with reservations out of the way) no worker idled while a ready task fitted.
+``Positions`` and its ``Scheduler`` exactly as the engine does (``pick`` while a worker is
+idle, then ``finish`` / ``requeue`` / ``back_off`` / ``retry`` as tasks end), and checks the
+position invariants (``Positions.validate``) after every event. The other checks read only
+the simulated timestamps and the task declarations, never the scheduler's internals: no two
+tasks sharing a lock overlap, no capacity or memory budget is exceeded, every dependency
+succeeded before its dependant started, exactly the tasks downstream of a failure are
+skipped, every other task ran, and (with reservations out of the way) no worker idled while
+a ready task fitted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from hypothesis import strategies as st
 from corral import ConfigError
 from corral._needs import Needs, make_needs, plan
 from corral._options import RunOptions
+from corral._outcome import Attempt, Status
+from corral._positions import FAILED, OK, Positions
 from corral._scheduler import Scheduler
 
 LOCKS = ["a", "b", "c", "d"]
@@ -85,6 +89,8 @@ def simulate(specs: list[Spec], workers: int, *, starvation_limit: int = 64) -> 
         )
     assert the_plan is not None
     sched = Scheduler(the_plan, starvation_limit=starvation_limit)
+    positions = Positions(len(specs), sched)
+    positions.strict = True
     trace = Trace()
     failures_left = {p: s.retries for p, s in enumerate(specs)}
     running: dict[int, int] = {}  # pos -> start
@@ -93,14 +99,16 @@ def simulate(specs: list[Spec], workers: int, *, starvation_limit: int = 64) -> 
     now = 0
     while True:
         while len(running) < workers:
-            pos = sched.pick()
-            if pos is None:
+            picked = positions.pick(1)
+            if not picked:
                 break
+            pos = picked[0]
             running[pos] = now
             trace.dispatch_order.append(pos)
             heapq.heappush(events, (now + specs[pos].duration, next(seq), pos))
         if len(running) < workers and starvation_limit > 10**6:
             check_idle(specs, trace, running, now)
+        positions.validate([[p] for p in running])
         if not events:
             break
         now, _, pos = heapq.heappop(events)
@@ -108,17 +116,25 @@ def simulate(specs: list[Spec], workers: int, *, starvation_limit: int = 64) -> 
         trace.attempts.append((pos, start, now))
         if failures_left[pos] > 0:  # an attempt that fails and is retried
             failures_left[pos] -= 1
+            attempt = Attempt(0, None, start, now, Status.FAILED, "Error: boom")
             if failures_left[pos] % 2:
-                sched.back_off(pos)
-                sched.requeue(pos)  # the engine does this when the back-off delay ends
+                positions.back_off(pos, attempt)
+                positions.validate([[p] for p in running])
+                positions.retry(pos)  # the engine does this when the back-off delay ends
             else:
-                sched.requeue(pos)
+                positions.count_attempt(pos, attempt)
+                positions.requeue([pos])
             continue
         trace.starts[pos], trace.ends[pos] = start, now
         ok = not specs[pos].fails
         (trace.ok if ok else trace.failed).add(pos)
-        for skipped, because in sched.finished(pos, ok):
-            trace.skipped[skipped] = because
+        skipped = positions.finish([pos], OK if ok else FAILED)
+        while skipped:
+            (pos, because), *skipped = skipped
+            trace.skipped[pos] = because
+            skipped += positions.finish([pos], FAILED)
+    positions.validate([])
+    assert positions.n_final == len(specs)
     assert sched.idle(), "something still held after every task ended"
     return trace
 

@@ -43,7 +43,7 @@ if _typing.TYPE_CHECKING:
     )
     from ._executor import Executor
     from ._fixtures import fixture
-    from ._outcome import Failure, Outcome, Report, Status
+    from ._outcome import Attempt, Failure, Outcome, Report, Status
     from ._platform import cpu_count
     from ._pool import Pool
     from ._ports import free_port
@@ -54,6 +54,7 @@ if _typing.TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _HOMES = {
+    "Attempt": "_outcome",
     "BatchError": "_errors",
     "ConfigError": "_errors",
     "CorralError": "_errors",
@@ -86,6 +87,7 @@ _HOMES = {
 }
 
 __all__ = [
+    "Attempt",
     "BatchError",
     "ConfigError",
     "CorralError",

@@ -9,15 +9,15 @@ Where finished results go is the batch's ``Sink``:
     FutureSink   submit: one concurrent.futures.Future
 
 Owned by the engine thread (the only writer once submitted). The caller's thread only waits on
-``done_event`` and reads the sink after it is set. A batch whose tasks declare locks,
-resources, memory, dependencies or cost has a ``Scheduler`` (``_scheduler``): positions are
-then the ones it picks (one per Call, a few for very short tasks), and it is told how each
-ended. Otherwise positions move:
+``done_event`` and reads the sink after it is set.
 
-    new (cursor) ──take──► running ──► final (ok / failed / timeout / crashed / cancelled)
-                             │  ▲
-                             ▼  │ requeue (lost with a dead worker, or a retry after back-off)
-                           requeued
+Where each position is in its life (new, waiting, running, backing off, final) and which run
+next is owned by the batch's ``Positions`` (``_positions``, where the transitions are drawn);
+the batch decides how many go together (chunk sizes, from measured durations) and turns each
+final state into an outcome for its sink and observer. A batch whose tasks declare locks,
+resources, memory, dependencies or cost has a ``Scheduler`` (``_scheduler``), which
+``Positions`` asks what may start. Positions given up front (``given``: an earlier run's
+outcomes) end ``cached`` when the engine accepts the batch, before anything is dispatched.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ import logging
 import math
 import queue
 import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ._errors import CorralError, TaskSkipped
 from ._messages import Result
 from ._options import RunOptions
-from ._outcome import Outcome, Report, Status, result_of
+from ._outcome import Attempt, Outcome, Report, Status, result_of
+from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
 from ._reasons import ended
 from ._scheduler import Scheduler
 
@@ -76,6 +76,10 @@ class Sink(Protocol):
 
     def failed(self, pos: int, outcome: Outcome) -> None: ...
 
+    def given(self, pos: int, outcome: Outcome) -> None:
+        """``pos`` is ``cached``: its outcome was given up front."""
+        ...
+
     def close(self) -> None:
         """The batch is done: every position is final."""
         ...
@@ -85,7 +89,8 @@ class Observer(Protocol):
     """Told as a batch's tasks reach their final state (progress). Called on the engine thread;
     must be quick and must not raise. ``groups``: each finished task's group, when the batch
     has groups. ``n_failed`` counts every unsuccessful end except ``cancelled`` (Ctrl-C,
-    close), which is ``n_cancelled``: those tasks did not run to an end."""
+    close), which is ``n_cancelled``: those tasks did not run to an end. ``n_cached``: taken
+    from an earlier run (``given``), told before anything runs."""
 
     def advance(
         self,
@@ -93,6 +98,7 @@ class Observer(Protocol):
         n_failed: int,
         groups: list[str | None] | None,
         n_cancelled: int = 0,
+        n_cached: int = 0,
     ) -> None: ...
 
 
@@ -113,6 +119,7 @@ class Batch:
         observer: Observer | None = None,
         scheduler: Scheduler | None = None,
         groups: Sequence[str | None] | None = None,
+        given: Mapping[int, Outcome] | None = None,
     ) -> None:
         self.items = items
         self.fn_ids = fn_ids
@@ -129,19 +136,26 @@ class Batch:
         self.has_timeouts = options.timeout is not None or (
             timeouts is not None and any(t is not None for t in timeouts)
         )
-        self.n = len(items)
+        self.positions = Positions(len(items), scheduler)
+        self.has_ready = self.positions.has_ready  # asked once per dispatch: no extra call
+        self.given = self._cached(given or {})
+        for pos in self.given:
+            self.positions.give(pos)
         self.closed = closed
-        self.cursor = self.n if scheduler is not None else 0  # the scheduler hands out positions
-        self.requeued: deque[Sequence[int]] = deque()
-        self.backing_off: set[int] = set()
-        self.extra_attempts: dict[int, int] = {}
         self.sink_claims: bool = getattr(sink, "claims", False)
-        self.n_final = 0
+        self.delivered = 0  # final outcomes handed to the sink: one per final position
         self.one_per_call = False  # set by requeue_one_by_one
-        self.cancelled = False
         self.done_event = threading.Event()
         self._work_seconds = 0.0
         self._work_items = 0
+
+    @property
+    def n(self) -> int:
+        return self.positions.n
+
+    @property
+    def cancelled(self) -> bool:
+        return self.positions.stopped
 
     # -- what each position is ------------------------------------------------------------
     def key_of(self, pos: int) -> Any:
@@ -164,24 +178,33 @@ class Batch:
         return self.groups[pos] if self.groups is not None else None
 
     def attempts_of(self, pos: int) -> int:
-        return 1 + self.extra_attempts.get(pos, 0)
+        return self.positions.attempts(pos)
+
+    def _cached(self, given: Mapping[int, Outcome]) -> dict[int, Outcome]:
+        """The outcomes given up front, as ``cached`` ones with this batch's key and group
+        (an earlier run's ``ok`` or failure; not ``cancelled``: that task did not end)."""
+        cached = {}
+        for pos, outcome in given.items():
+            if not 0 <= pos < self.n:
+                raise ValueError(f"an outcome given for position {pos}; the batch has {self.n}")
+            if outcome.status is Status.CANCELLED:
+                raise ValueError(f"position {pos}: a cancelled outcome cannot be given")
+            cached[pos] = replace(
+                outcome, status=Status.CACHED, key=self.key_of(pos), group=self.group_of(pos)
+            )
+        return cached
 
     # -- growing (imap) -------------------------------------------------------------------
     def extend(self, new_items: list[Any], close: bool) -> None:
         items = self.items
         assert isinstance(items, dict)
-        for item in new_items:
-            items[self.n] = item
-            self.n += 1
+        n = self.n
+        for offset, item in enumerate(new_items):
+            items[n + offset] = item
+        self.positions.extend(len(new_items))
         self.closed = self.closed or close
 
     # -- handing out work -----------------------------------------------------------------
-    def has_ready(self) -> bool:
-        if self.cancelled:
-            return False
-        if self.scheduler is not None:
-            return self.scheduler.has_work()
-        return bool(self.requeued) or self.cursor < self.n
 
     @property
     def prefetchable(self) -> bool:
@@ -192,26 +215,13 @@ class Batch:
     def take(self, workers: int) -> Sequence[int]:
         """The next positions to dispatch together: requeued ones first, else a new chunk;
         with a scheduler, what it picks, or nothing when no ready task fits now."""
-        if self.scheduler is not None:
-            return self._pick(self.scheduler, workers)
-        if self.requeued:
-            return self.requeued.popleft()
-        remaining = self.n - self.cursor
-        size = min(self.chunk_size(workers, remaining), remaining)
-        start = self.cursor
-        self.cursor += size
-        return range(start, start + size)
-
-    def _pick(self, scheduler: Scheduler, workers: int) -> Sequence[int]:
-        """Scheduled tasks: one, or for very short tasks several that fit together."""
-        picked: list[int] = []
-        limit = self._scheduled_chunk(workers)
-        while len(picked) < limit:
-            pos = scheduler.pick()
-            if pos is None:
-                break
-            picked.append(pos)
-        return picked
+        positions = self.positions
+        if self.scheduler is not None:  # one, or for very short tasks several that fit
+            return positions.pick(self._scheduled_chunk(workers))
+        if positions.queue:
+            return positions.take(0)
+        remaining = positions.n - positions.cursor
+        return positions.take(min(self.chunk_size(workers, remaining), remaining))
 
     def _scheduled_chunk(self, workers: int) -> int:
         mean = self.mean_duration()
@@ -219,7 +229,7 @@ class Batch:
             return 1
         if mean * 2 > SCHEDULED_CHUNK_SECONDS:
             return 1
-        size = self.chunk_size(workers, self.n - self.n_final)
+        size = self.chunk_size(workers, self.positions.remaining())
         if mean > 0:
             size = min(size, int(SCHEDULED_CHUNK_SECONDS / mean))
         return max(1, size)
@@ -266,13 +276,7 @@ class Batch:
 
     # -- finishing ------------------------------------------------------------------------
     def requeue(self, positions: Sequence[int]) -> None:
-        if self.cancelled or not positions:
-            return
-        if self.scheduler is not None:
-            for pos in positions:
-                self.scheduler.requeue(pos)
-        else:
-            self.requeued.append(positions)
+        self.positions.requeue(positions)
 
     def requeue_one_by_one(self, positions: Sequence[int]) -> None:
         """Requeue ``positions`` to run one per Call: a Call of them broke as a whole (its
@@ -285,52 +289,68 @@ class Batch:
         for pos in positions:
             self.requeue([pos])
 
-    def back_off(self, pos: int) -> None:
-        """A failed attempt waits out its retry delay (the engine requeues it after)."""
-        self.backing_off.add(pos)
-        if self.scheduler is not None:
-            self.scheduler.back_off(pos)
-
     def attempts_snapshot(self, positions: Sequence[int]) -> dict[int, int] | None:
-        if not self.extra_attempts:
+        extra = self.positions.extra
+        if not extra:
             return None
-        extra = self.extra_attempts
         return {p: 1 + extra[p] for p in positions if p in extra} or None
 
-    def count_failed_attempt(self, pos: int) -> None:
-        self.extra_attempts[pos] = self.extra_attempts.get(pos, 0) + 1
-
+    # -- finishing: every final outcome goes through _finish ----------------------------------
     def finish_ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
-        self.n_final += len(positions)
+        # _finish's work for successes, inline: this runs once per Call of trivial tasks.
+        self.positions.finish(positions, OK)  # a success skips no dependant
+        self.delivered += len(positions)
+        if isinstance(self.items, dict):
+            self._forget(positions)
         self.sink.ok(positions, values, record)
-        self._forget(positions)
-        if self.scheduler is not None:
-            for pos in positions:
-                self.scheduler.finished(pos, True)
         if self.observer is not None:
             self.observer.advance(len(positions), 0, self._groups_of(positions))
 
     def finish_failed(self, pos: int, outcome: Outcome) -> None:
-        self._record_failed(pos, outcome)
-        if self.scheduler is not None:
-            for skipped, because in self.scheduler.finished(pos, False):
-                self._record_failed(skipped, self._skipped(skipped, because, pos, outcome))
+        final = CANCELLED if outcome.status is Status.CANCELLED else FAILED
+        self._finish((pos,), final, outcome)
 
-    def _record_failed(self, pos: int, outcome: Outcome) -> None:
-        self.n_final += 1
-        self.sink.failed(pos, outcome)
-        self._forget((pos,))
-        if self.observer is not None:
-            if outcome.status is Status.CANCELLED:
-                self.observer.advance(0, 0, self._groups_of((pos,)), n_cancelled=1)
+    def settle_given(self) -> None:
+        """End the positions given up front ``cached`` (the engine, on accepting the batch):
+        the successes first, so that a dependant of a success and of a failure given later
+        is skipped for the failure, never for the success."""
+        given = self.given
+        for pos in sorted(given, key=lambda p: (not given[p].ok, p)):
+            self._finish((pos,), CACHED, given[pos])
+
+    def _finish(self, positions: Sequence[int], final: int, outcome: Outcome | None) -> None:
+        """Every final outcome but a success (``finish_ok``, the same steps inline):
+        ``Positions.finish``, the sink, the observer; then the dependants that can now never
+        run, skipped the same way."""
+        succeeded = outcome.ok if final == CACHED and outcome is not None else None
+        skipped = self.positions.finish(positions, final, succeeded)
+        self.delivered += len(positions)
+        self._forget(positions)
+        if outcome is not None:
+            pos = positions[0]
+            if final == CACHED:
+                self.sink.given(pos, outcome)
             else:
-                self.observer.advance(0, 1, self._groups_of((pos,)))
+                self.sink.failed(pos, outcome)
+            if self.observer is not None:
+                groups = self._groups_of(positions)
+                if final == CACHED:
+                    self.observer.advance(0, 0, groups, n_cached=1)
+                elif final == CANCELLED:
+                    self.observer.advance(0, 0, groups, n_cancelled=1)
+                else:
+                    self.observer.advance(0, 1, groups)
+        for pos, because in skipped:
+            failed = outcome if because == positions[0] else None
+            self._finish((pos,), FAILED, self._skipped(pos, because, positions[0], failed))
 
-    def _skipped(self, pos: int, because: int, failed_pos: int, failed: Outcome) -> Outcome:
+    def _skipped(self, pos: int, because: int, failed_pos: int, failed: Outcome | None) -> Outcome:
         """The outcome of ``pos``, which can never run: its dependency ``because`` failed
         (it is ``failed_pos``) or was itself skipped."""
         dep = self.key_of(because)
-        how = ended(failed.status) if because == failed_pos else "was skipped"
+        how = (
+            ended(failed.status) if failed is not None and because == failed_pos else "was skipped"
+        )
         error = TaskSkipped(
             f"task {self.key_of(pos)!r} skipped: its dependency {dep!r} {how}",
             key=self.key_of(pos),
@@ -356,21 +376,24 @@ class Batch:
         Returns the positions that are neither running nor final: never dispatched,
         requeued, or waiting out a retry back-off. The caller gives each its final outcome.
         """
-        self.cancelled = True
         self.closed = True
-        waiting = [p for chunk in self.requeued for p in chunk]
-        self.requeued.clear()
-        waiting.extend(range(self.cursor, self.n))
-        self.cursor = self.n
-        if self.scheduler is not None:
-            waiting.extend(self.scheduler.stop())
-        waiting.extend(sorted(self.backing_off))
-        self.backing_off.clear()
-        return waiting
+        return self.positions.stop()
 
     @property
     def done(self) -> bool:
-        return self.closed and self.n_final >= self.n
+        return self.closed and self.positions.n_final >= self.positions.n
+
+    def validate(self, in_flight: Iterable[Sequence[int]], full: bool = True) -> None:
+        """Check the invariants of the positions (``Positions.validate``), and that each
+        final position was handed to the sink exactly once (by count; a collecting sink by
+        position too)."""
+        self.positions.validate(in_flight, full)
+        if self.delivered != self.positions.n_final:
+            raise AssertionError(
+                f"{self.delivered} outcomes delivered for {self.positions.n_final} final positions"
+            )
+        if full and isinstance(self.sink, CollectSink):
+            self.sink.validate(self)
 
 
 def item_times(result: Result, offset: int) -> tuple[float, float]:
@@ -387,6 +410,10 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
     started, finished = item_times(result, offset)
     attempts = record.attempts.get(pos, 1) if record.attempts else 1
     n = len(result.values)
+    # Built for every task of a Report: a plain tuple of the fields, not the named tuple's
+    # keyword-taking constructor (a third of the cost).
+    this = tuple.__new__(Attempt, (record.worker, record.pid, started, finished, Status.OK, None))
+    earlier = batch.positions.earlier.get(pos) if batch.positions.earlier else None
     return Outcome(
         key=batch.key_of(pos),
         status=Status.OK,
@@ -399,6 +426,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         cpu_seconds=result.cpu / n if n else 0.0,
         max_rss=result.max_rss,
         group=batch.group_of(pos),
+        history=(*earlier, this) if earlier else (this,),
     )
 
 
@@ -413,6 +441,7 @@ class CollectSink:
         self.values: list[Any] = [None] * n
         self.records: list[OkRecord] = []
         self.failures: dict[int, Outcome] = {}
+        self.cached: dict[int, Outcome] = {}  # given up front, successful
 
     def claim(self, pos: int) -> bool:
         return True
@@ -429,8 +458,30 @@ class CollectSink:
         self.failures[pos] = outcome
         self.values[pos] = result_of(outcome)
 
+    def given(self, pos: int, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.cached[pos] = outcome
+            self.values[pos] = outcome.value
+        else:
+            self.failed(pos, outcome)
+
     def close(self) -> None:
         pass
+
+    def validate(self, batch: Batch) -> None:
+        """Each final position has exactly one outcome here, of the kind its state says."""
+        state = batch.positions.state
+        seen = [p for record in self.records for p in record.positions]
+        if len(set(seen)) != len(seen) or any(state[p] != OK for p in seen):
+            raise AssertionError("a successful position is recorded twice, or is not ok")
+        if set(seen) & (self.failures.keys() | self.cached.keys()):
+            raise AssertionError("a position has both a value and another outcome")
+        for pos in self.cached:
+            if state[pos] != CACHED:
+                raise AssertionError(f"position {pos} has a cached outcome but is not cached")
+        for pos in self.failures:
+            if state[pos] not in (FAILED, CANCELLED, CACHED):
+                raise AssertionError(f"position {pos} has a failure but is not final")
 
     def outcomes(self, batch: Batch) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * batch.n
@@ -439,6 +490,8 @@ class CollectSink:
             for pos, offset in zip(record.positions, offsets, strict=False):
                 outcomes[pos] = ok_outcome(batch, pos, self.values[pos], record, offset)
         for pos, outcome in self.failures.items():
+            outcomes[pos] = outcome
+        for pos, outcome in self.cached.items():
             outcomes[pos] = outcome
         missing = [i for i, o in enumerate(outcomes) if o is None]
         for pos in missing:
@@ -467,6 +520,9 @@ class StreamSink:
 
     def failed(self, pos: int, outcome: Outcome) -> None:
         self.queue.put((pos, None, outcome))
+
+    def given(self, pos: int, outcome: Outcome) -> None:
+        self.queue.put((pos, outcome.value, None) if outcome.ok else (pos, None, outcome))
 
     def close(self) -> None:
         self.queue.put(None)
@@ -498,6 +554,13 @@ class FutureSink:
             return
         with _callbacks_guarded(self.future):
             self.future.set_exception(outcome.error)
+
+    def given(self, pos: int, outcome: Outcome) -> None:
+        if not outcome.ok:
+            self.failed(pos, outcome)
+        elif self.future.set_running_or_notify_cancel():
+            with _callbacks_guarded(self.future):
+                self.future.set_result(outcome.value)
 
     def close(self) -> None:
         if not self.future.done():  # only when the engine itself failed

@@ -66,9 +66,11 @@ worker running a Call of the batch is asked to hand over the finished part of it
 finished items end ``ok`` (or failed, as they did), the running one ``cancelled`` after one
 attempt, the ones after it ``cancelled`` with no attempt.
 
-A position's life is drawn in ``_batch``. Attempts that fail are retried (after back-off) while
-``attempts <= retries`` and the error matches ``retry_on``; a position's final outcome is given
-exactly once, in ``Failures.finish_failed`` or ``Batch.finish_ok``.
+A position's life is drawn in ``_positions`` (``Positions``, one per batch: the only writer of
+position states). Attempts that fail are retried (after back-off) while ``attempts <= retries``
+and the error matches ``retry_on``; a position's final outcome is given exactly once, through
+``Positions.finish`` (from ``Failures.finish_failed``, ``Batch.finish_ok``, or, for positions
+given up front, ``Batch.settle_given`` when the batch is accepted).
 """
 
 from __future__ import annotations
@@ -155,6 +157,9 @@ class Engine:
         # done callback posts again.
         self._post_lock = threading.RLock()
         self._stopped = False  # the engine thread has ended: posts run on the caller's thread
+        # The tests set CORRAL_VALIDATE=1: every batch's position invariants are checked after
+        # each step and when it completes, and each transition checks its "from" state.
+        self._validate = os.environ.get("CORRAL_VALIDATE", "") not in ("", "0")
 
     # -- caller side (any thread) ---------------------------------------------------------
     def post(self, action: Callable[[], None], wake: Callable[[], None]) -> None:
@@ -236,6 +241,9 @@ class Engine:
         self._run_inbox()
         for action in self._deadlines.pop_due(time.monotonic()):
             action()
+        if self._validate:
+            for batch in self._batches:
+                self._check(batch, full=False)
 
     def _wait_timeout(self) -> float | None:
         if self._inbox or (self._closing and not self._batches):
@@ -253,6 +261,8 @@ class Engine:
 
     # -- accepting and cancelling -----------------------------------------------------------
     def accept(self, batch: Batch) -> None:
+        batch.positions.strict = self._validate
+        batch.settle_given()  # before anything runs, or fails: those are final already
         if self.broken is not None:
             self._failures.fail_all(batch, self.broken)
             return
@@ -422,6 +432,8 @@ class Engine:
     def _complete_if_done(self, batch: Batch) -> None:
         if not batch.done or batch.done_event.is_set():
             return
+        if self._validate:
+            self._check(batch, full=True)
         with contextlib.suppress(ValueError):
             self._batches.remove(batch)
         if batch.scheduler is not None:
@@ -431,6 +443,11 @@ class Engine:
         self._forget_functions()
         batch.sink.close()
         batch.done_event.set()
+
+    def _check(self, batch: Batch, full: bool) -> None:
+        """Raise if ``batch``'s position invariants do not hold (``Positions.validate``)."""
+        in_flight = [f.positions for slot in self.slots for f in slot.calls if f.batch is batch]
+        batch.validate(in_flight, full)
 
     def _forget_functions(self) -> None:
         """The functions the table forgot (``_functions``): the backend tells the workers

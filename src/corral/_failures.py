@@ -4,7 +4,7 @@ Engine thread only. The engine owns one ``Failures``; it, the dispatcher (``_dis
 crew (``_crew``) call it whenever an attempt fails or a position must end without a result::
 
     attempt failed (error, timeout, crash) ──► attempt_failed
-        │ retries left and retry_on matches ──► back-off (a deadline) ──► batch.requeue
+        │ retries left and retry_on matches ──► back_off (a deadline) ──► retry
         └ otherwise ───────────────────────────► finish_failed ──► batch.finish_failed (final)
     cancelled ──► finish_cancelled ──► finish_failed
     Call failed at an edge (CallFailed, died while unpickling/answering) ──► failed_at_edge:
@@ -13,10 +13,10 @@ crew (``_crew``) call it whenever an attempt fails or a position must end withou
 
 What it owns: nothing of its own but the back-off timers it adds to the engine's
 ``Deadlines``. It reads the slots (the pid an Outcome names), counts failed fixture set-ups
-(``FixtureGuard.observe``), and writes positions only through ``Batch`` (``finish_failed``,
-``requeue``, ``back_off``), so a position's final outcome is given exactly once, here or in
-``Batch.finish_ok``. After settling, it hands the batch to ``complete`` (the engine's
-``_complete_if_done``).
+(``FixtureGuard.observe``), and moves positions only through the batch's ``Positions``
+(``requeue``, ``back_off``, ``retry``, with the record of each failed attempt) and
+``Batch.finish_failed``, so a position's final outcome is given exactly once (``_positions``).
+After settling, it hands the batch to ``complete`` (the engine's ``_complete_if_done``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from ._errors import (
 )
 from ._fixtures import FixtureGuard
 from ._messages import ARGUMENTS, FUNCTION, RESULT
-from ._outcome import Outcome, Status
+from ._outcome import Attempt, Outcome, Status
+from ._reasons import reason_lines
 from ._slots import InFlight, Slot
 
 MAX_BACKOFF = 60.0
@@ -103,19 +104,34 @@ class Failures:
         if not retry:
             self.finish_failed(batch, pos, status, error, slot_id, times, tb)
             return
-        batch.count_failed_attempt(pos)
+        attempt = self._attempt(status, error, slot_id, times)
         delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        positions = batch.positions
         if delay <= 0:
-            batch.requeue([pos])
+            positions.count_attempt(pos, attempt)
+            positions.requeue([pos])
             return
-        batch.back_off(pos)
+        positions.back_off(pos, attempt)
+        self._deadlines.add(time.monotonic() + delay, lambda: positions.retry(pos))
 
-        def retry_now() -> None:
-            if pos in batch.backing_off:
-                batch.backing_off.discard(pos)
-                batch.requeue([pos])
-
-        self._deadlines.add(time.monotonic() + delay, retry_now)
+    def _attempt(
+        self,
+        status: Status,
+        error: BaseException,
+        slot_id: int | None,
+        times: tuple[float | None, float | None] | None,
+    ) -> Attempt:
+        """The record of an attempt that ran on ``slot_id`` and ended with ``error``."""
+        started, finished = times or (None, None)
+        slot = self._slots[slot_id] if slot_id is not None else None
+        return Attempt(
+            worker=worker_index(self._in_caller, slot_id) if slot_id is not None else None,
+            pid=slot.pid if slot is not None else None,
+            started=started,
+            finished=finished,
+            status=status,
+            error=next(iter(reason_lines(error, 1)), None),
+        )
 
     def finish_failed(
         self,
@@ -132,6 +148,9 @@ class Failures:
         # A position that never started its current attempt (cancelled while waiting, or
         # failed before dispatch) has made one attempt fewer than attempts_of counts.
         attempts = batch.attempts_of(pos) - (0 if slot is not None else 1)
+        history = batch.positions.history(pos)
+        if slot_id is not None:
+            history = (*history, self._attempt(status, error, slot_id, times))
         outcome = Outcome(
             key=batch.key_of(pos),
             status=status,
@@ -143,6 +162,7 @@ class Failures:
             finished=finished,
             traceback=tb,
             group=batch.group_of(pos),
+            history=history,
         )
         batch.finish_failed(pos, outcome)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._public import public
 
@@ -25,9 +25,36 @@ class Status(str, enum.Enum):
     CRASHED = "crashed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    CACHED = "cached"
+    """Taken from an earlier run: the task was not run again (its value or error is the one
+    that run left)."""
 
     def __str__(self) -> str:
         return self.value
+
+
+@public
+class Attempt(NamedTuple):
+    """One attempt of a task: where and when it ran, and how it ended.
+
+    Attributes:
+        worker: the worker slot that ran it (-1 in-process).
+        pid: the process that ran it.
+        started, finished: wall-clock times (``time.time()``); None where unknown (an item
+            of a chunk that was lost with its worker).
+        status: how this attempt ended (``ok``, ``failed``, ``timeout``, ``crashed``,
+            ``cancelled``).
+        error: ``"Type: message"`` of its error (one line, cut if long), None when ok.
+
+    A named tuple: a Report of many tasks builds one per task cheaply.
+    """
+
+    worker: int | None
+    pid: int | None
+    started: float | None
+    finished: float | None
+    status: Status
+    error: str | None = None
 
 
 @public
@@ -50,6 +77,9 @@ class Outcome:
         max_rss: the worker's peak resident memory in bytes, as seen right after the attempt.
         traceback: the worker-side traceback text for a task that raised.
         group: the task's group label, if it has one (any hashable; shown with ``str()``).
+        history: every attempt, in order (``Attempt``): the retried ones, then the last;
+            ``len(history) == attempts``. Empty for a task that never started, and for a
+            ``cached`` one (its earlier run's history is kept if it was given).
     """
 
     key: Any
@@ -65,10 +95,13 @@ class Outcome:
     max_rss: int | None = None
     traceback: str | None = None
     group: Hashable | None = None
+    history: tuple[Attempt, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.status is Status.OK
+        """Succeeded: ``ok``, or ``cached`` from a run where it succeeded (no error)."""
+        status = self.status
+        return status is Status.OK or (status is Status.CACHED and self.error is None)
 
     @property
     def duration(self) -> float | None:
@@ -101,7 +134,7 @@ class Failure:
 
 def result_of(outcome: Outcome) -> Any:
     """The value for a result list: the value, or a ``Failure`` for a task that did not succeed."""
-    if outcome.status is Status.OK:
+    if outcome.ok:
         return outcome.value
     return Failure(outcome.key, outcome.status, outcome.error)
 
@@ -122,11 +155,14 @@ class Report:
 
     @property
     def failures(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status is not Status.OK]
+        return [o for o in self.outcomes if not o.ok]
 
     @property
     def ok(self) -> bool:
-        return all(o.status is Status.OK for o in self.outcomes)
+        ok, cached = Status.OK, Status.CACHED
+        return all(
+            o.status is ok or (o.status is cached and o.error is None) for o in self.outcomes
+        )
 
     def counts(self) -> dict[Status, int]:
         counts = dict.fromkeys(Status, 0)

@@ -16,7 +16,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -190,6 +190,7 @@ class Pool:
         closed: bool = True,
         plan: Plan | None = None,
         groups: list[str | None] | None = None,
+        given: Mapping[int, Outcome] | None = None,
     ) -> Batch:
         check_callable(fn, "fn")
         self.options.fixtures.check(fn)  # a parameter nobody fills fails here
@@ -204,12 +205,18 @@ class Pool:
             closed=closed,
             scheduler=Scheduler(plan) if plan is not None else None,
             groups=groups,
+            given=given,
         )
         batch.assume_duration(self.functions.mean_seconds(fn_id))
         return batch
 
     def _batch_for_tasks(
-        self, tasks: list[Task], options: RunOptions, sink: Sink, plan: Plan | None = None
+        self,
+        tasks: list[Task],
+        options: RunOptions,
+        sink: Sink,
+        plan: Plan | None = None,
+        given: Mapping[int, Outcome] | None = None,
     ) -> Batch:
         for task in tasks:  # a parameter nobody fills fails here, before any work
             self.options.fixtures.check(task.fn, task._kwargs, len(task.args))
@@ -230,6 +237,7 @@ class Pool:
             retries=[t.retries for t in tasks],
             scheduler=Scheduler(plan) if plan is not None else None,
             groups=groups if any(g is not None for g in groups) else None,
+            given=given,
         )
 
     def _run_batch(self, batch: Batch, sink: CollectSink, options: RunOptions, total: int) -> float:
@@ -273,10 +281,14 @@ class Pool:
         run_options: RunOptions,
         plan: Plan | None,
         groups: list[str | None] | None,
+        given: Mapping[int, Outcome] | None = None,
     ) -> list[Any]:
-        """``map`` once its input is read and checked."""
+        """``map`` once its input is read and checked. ``given``: positions final already
+        (an earlier run's outcomes), which end ``cached`` and are not run."""
         sink = CollectSink(len(items))
-        batch = self._batch_for_map(fn, items, run_options, sink, plan=plan, groups=groups)
+        batch = self._batch_for_map(
+            fn, items, run_options, sink, plan=plan, groups=groups, given=given
+        )
         wall = self._run_batch(batch, sink, run_options, len(items))
         if sink.failures and run_options.errors == "raise":
             raise BatchError(sink.report(batch, wall, self.workers), items=items)
@@ -290,11 +302,15 @@ class Pool:
         return self._run_tasks(task_list, run_options, plan_tasks(task_list, run_options))
 
     def _run_tasks(
-        self, task_list: list[Task], run_options: RunOptions, plan: Plan | None
+        self,
+        task_list: list[Task],
+        run_options: RunOptions,
+        plan: Plan | None,
+        given: Mapping[int, Outcome] | None = None,
     ) -> Report:
-        """``run`` once its tasks are checked."""
+        """``run`` once its tasks are checked. ``given``: as for ``_map``."""
         sink = CollectSink(len(task_list))
-        batch = self._batch_for_tasks(task_list, run_options, sink, plan)
+        batch = self._batch_for_tasks(task_list, run_options, sink, plan, given)
         wall = self._run_batch(batch, sink, run_options, len(task_list))
         report = sink.report(batch, wall, self.workers)
         if not report.ok and run_options.errors == "raise":

@@ -5,9 +5,10 @@ refresh thread redraws a few times a second, reading the counters and asking the
 tasks are running (``Engine.running_now``). Nothing here can stop a batch: a drawing error
 is logged and the display turned off.
 
-Each bar counts the tasks that ended (ok or failed) against its total; cancelled tasks (Ctrl-C)
-did not end, so they do not move it: after Ctrl-C a bar stops where the work stopped and says
-how many were cancelled.
+Each bar counts the tasks that ended (ok, failed, or cached: taken from an earlier run) against
+its total, and says how many failed and were cached; cancelled tasks (Ctrl-C) did not end, so
+they do not move it: after Ctrl-C a bar stops where the work stopped and says how many were
+cancelled.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ProgressView:
 
         self.failed = 0
         self.cancelled = 0
+        self.cached = 0
         self._running = running
         self._progress = Progress(
             TextColumn("{task.description}"),
@@ -81,15 +83,26 @@ class ProgressView:
         n_failed: int,
         groups: list[str | None] | None = None,
         n_cancelled: int = 0,
+        n_cached: int = 0,
     ) -> None:
-        if n_failed or n_cancelled:
+        if n_failed or n_cancelled or n_cached:
             self.failed += n_failed
             self.cancelled += n_cancelled
-            self._progress.update(self._task, failed=_notes(self.failed, self.cancelled))
-        if n_ok + n_failed:
-            self._progress.advance(self._task, n_ok + n_failed)
+            self.cached += n_cached
+            notes = _notes(self.failed, self.cancelled, self.cached)
+            self._progress.update(self._task, failed=notes)
+        if n_ok + n_failed + n_cached:
+            self._progress.advance(self._task, n_ok + n_failed + n_cached)
         if groups and self._groups:
-            kind = "cancelled" if n_cancelled else "failed" if n_failed else "ok"
+            kind = (
+                "cancelled"
+                if n_cancelled
+                else "failed"
+                if n_failed
+                else "cached"
+                if n_cached
+                else "ok"
+            )
             self._advance_groups(groups, kind)
 
     def _advance_groups(self, groups: list[str | None], kind: str) -> None:
@@ -101,7 +114,8 @@ class ProgressView:
             if kind != "ok":
                 counts = self._group_counts.setdefault(group, Counter())
                 counts[kind] += count
-                self._progress.update(task, failed=_notes(counts["failed"], counts["cancelled"]))
+                notes = _notes(counts["failed"], counts["cancelled"], counts["cached"])
+                self._progress.update(task, failed=notes)
             if kind != "cancelled":
                 self._progress.advance(task, count)
 
@@ -132,9 +146,11 @@ class ProgressView:
             self._live.stop()
 
 
-def _notes(failed: int, cancelled: int) -> str:
-    """What a bar says beside its counts: how many failed, how many were cancelled."""
+def _notes(failed: int, cancelled: int, cached: int = 0) -> str:
+    """What a bar says beside its counts: how many failed, were cancelled, were cached."""
     notes = []
+    if cached:
+        notes.append(f"[cyan]{cached} cached[/cyan]")
     if failed:
         notes.append(f"[red]{failed} failed[/red]")
     if cancelled:

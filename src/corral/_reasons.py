@@ -59,6 +59,7 @@ _ENDED = {
     Status.CRASHED: "crashed (its worker died)",
     Status.CANCELLED: "was cancelled",
     Status.SKIPPED: "was skipped",
+    Status.CACHED: "failed in an earlier run",
 }
 
 
@@ -109,18 +110,24 @@ def first_cause(report: Report) -> BaseException | None:
     """The exception of the first task that failed (else of the first that did not succeed):
     the ``__cause__`` of the BatchError, so that its traceback is shown."""
     for outcome in report.outcomes:
-        if outcome.status in FAILED and outcome.error is not None:
+        if _failed(outcome) and outcome.error is not None:
             return outcome.error
     for outcome in report.outcomes:
-        if outcome.status is not Status.OK and outcome.error is not None:
+        if not outcome.ok and outcome.error is not None:
             return outcome.error
     return None
+
+
+def _failed(outcome: Outcome) -> bool:
+    """Failed, timed out or crashed, in this run or (``cached``) in an earlier one."""
+    status = outcome.status
+    return status in FAILED or (status is Status.CACHED and outcome.error is not None)
 
 
 def batch_message(report: Report, items: Sequence[Any] | None = None) -> str:
     """What a BatchError says. ``items``: the input of ``map``, whose keys are positions."""
     outcomes = report.outcomes
-    failed = [o for o in outcomes if o.status in FAILED]
+    failed = [o for o in outcomes if _failed(o)]
     skipped = [o for o in outcomes if o.status is Status.SKIPPED]
     cancelled = [o for o in outcomes if o.status is Status.CANCELLED]
     lines = [_headline(len(outcomes), len(failed), len(skipped), len(cancelled))]

@@ -160,6 +160,8 @@ class Scheduler:
         ready = self._ready
         while ready:
             pos = heapq.heappop(ready)[2]
+            if self._state[pos] == DONE:
+                continue  # final before it ran: given up front (cached)
             gate = self._pending.pop(pos, None)
             if gate is not None:
                 gate.pending = None
@@ -176,8 +178,10 @@ class Scheduler:
 
     # -- what the engine reports ----------------------------------------------------------------
     def finished(self, pos: int, ok: bool) -> list[tuple[int, int]]:
-        """``pos`` reached its final state. Returns ``(position, failed dependency)`` for every
-        task that can now never run (dependants of a failure, transitively), in order."""
+        """``pos`` reached its final state (having run, or not: a cached position, told
+        before any pick, is left in the ready heap and passed over there). Returns
+        ``(position, failed dependency)`` for every task that can now never run (dependants
+        of a failure, transitively), in order."""
         self._release(pos)
         self._state[pos] = DONE
         if self.stopped:

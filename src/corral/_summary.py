@@ -26,6 +26,7 @@ STATUS_STYLE = {
     Status.CRASHED: "magenta",
     Status.CANCELLED: "dim",
     Status.SKIPPED: "dim",
+    Status.CACHED: "cyan",
 }
 
 
