@@ -377,7 +377,9 @@ def s4_pebble() -> Started:
     return pool.schedule(inc, args=(1,)).result(), stop
 
 
-HELPER_MARKS = ("forkserver", "resource_tracker", "semaphore_tracker")
+# corral titles its fork server "corral fork server [pool N]" (setproctitle), hiding the
+# "forkserver" of multiprocessing's command line.
+HELPER_MARKS = ("forkserver", "corral fork server", "resource_tracker", "semaphore_tracker")
 
 
 def pool_processes() -> tuple[list[int], list[str]]:
