@@ -88,3 +88,17 @@ def run_script(script, *args):  # type: ignore[no-untyped-def]
         text=True,
         start_new_session=True,
     )
+
+
+def kill_script(proc, marker_dir):  # type: ignore[no-untyped-def]
+    """After a test: SIGKILL the script if it still runs, and every worker it noted in
+    ``marker_dir`` (``worker-PID`` files) that is still alive."""
+    import os
+    import signal
+
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pid in marked(marker_dir, "worker") - {proc.pid}:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _procs import alive, marked, run_script, still_alive_after, wait_until
+from _procs import kill_script, marked, run_script, still_alive_after, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -65,12 +65,7 @@ def interrupt(tmp_path: Path, mode: str, running: int) -> Run:
             marked(tmp_path, "worker"),
         )
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in marked(tmp_path, "worker") - {proc.pid}:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_script(proc, tmp_path)
 
 
 def check_report(run: Run) -> None:

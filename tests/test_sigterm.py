@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _procs import alive, marked, run_script, still_alive_after, wait_until
+from _procs import kill_script, marked, run_script, still_alive_after, wait_until
 
 import corral
 from corral import _shm
@@ -47,12 +47,7 @@ def signalled(tmp_path: Path, mode: str, signum: int, running: int = 2):
             raise AssertionError(f"the script still runs {EXIT_WAIT} s after {signum}") from None
         return proc.returncode, path, marked(tmp_path, "worker") - {proc.pid}, stderr, proc.pid
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in marked(tmp_path, "worker") - {proc.pid}:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_script(proc, tmp_path)
 
 
 def segments_of(pid: int) -> list[str]:
