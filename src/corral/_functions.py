@@ -40,6 +40,7 @@ With the serial backend nothing is pickled: functions are known by identity.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import pickle
@@ -89,7 +90,9 @@ class _Entry:
 class _Seen:
     """A function object acquired recently, and what its bytes were then."""
 
-    ref: weakref.ref[Any]
+    ref: Callable[[], Any]
+    """A weak reference; a strong one for what is pickled by name and cannot be weakly
+    referenced (a builtin such as ``abs``: its module holds it anyway)."""
     fingerprint: bytes | None
     fn_id: int
     """Its entry's id (not the entry: a forgotten entry's pickle must not stay alive here)."""
@@ -188,10 +191,13 @@ class FunctionTable:
     def _remember(self, fn: Callable[..., Any], print_: bytes | None, entry: _Entry) -> None:
         """Note what ``fn`` pickled to, for its next batch (lock held). Without a fingerprint
         (the first time it is seen), the next batch pickles it again and makes one."""
+        ref: Callable[[], Any]
         try:
             ref = weakref.ref(fn)
-        except TypeError:  # not weakly referable: pickled every time
-            return
+        except TypeError:  # not weakly referable: pickled every time, unless pickled by name
+            if not entry.by_reference:
+                return
+            ref = functools.partial(_same, fn)
         self._seen[id(fn)] = _Seen(ref, print_, entry.fn_id)
         self._seen.move_to_end(id(fn))
         while len(self._seen) > SEEN_MAX:
@@ -311,3 +317,7 @@ def _by_reference(fn: Callable[..., Any], blob: bytes) -> bool:
         return pickle.dumps(fn, PROTOCOL) == blob
     except Exception:  # a lambda, a __main__ function pickled by value: not by reference
         return False
+
+
+def _same(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
