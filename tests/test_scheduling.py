@@ -258,9 +258,11 @@ def test_longest_tasks_first_shortens_the_makespan():
     # workers finish in about 0.6 s instead of 0.3 + 0.6.
     tasks = [Task(sleep_then, (0.1, i), key=i, cost=0.1) for i in range(6)]
     tasks.append(Task(sleep_then, (0.6, "long"), key="long", cost=0.6))
-    report = corral.run(tasks, workers=2)
-    # Each worker gets one of the first two tasks dispatched; which worker is up first is
-    # luck, so "long" is one of the first two to start, never later.
+    with corral.Pool(2) as pool:
+        pool.map(abs, range(4))  # both workers up: a late-starting worker would let the
+        report = pool.run(tasks)  # other run two short tasks before "long" starts
+    # Each worker gets one of the first two tasks dispatched, so "long" is one of the first
+    # two to start, never later.
     first_two = sorted(report.outcomes, key=lambda o: o.started)[:2]
     assert "long" in [o.key for o in first_two]
 

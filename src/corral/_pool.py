@@ -11,6 +11,7 @@ done.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing.process
 import os
 import time
@@ -153,6 +154,9 @@ class Pool:
 
     # -- talking to the engine --------------------------------------------------------------
     def _post(self, action: Callable[[], None]) -> None:
+        # ``action`` must not refer to this Pool (partials of the engine's methods, not lambdas
+        # over ``self``): it waits in the engine's inbox, and a Pool dropped meanwhile must be
+        # collectable so that its finalizer closes it.
         self._driver.post(action)
 
     @property
@@ -177,7 +181,7 @@ class Pool:
 
     def _interrupted(self, batch: Batch) -> None:
         # harvest: the finished items of running chunks end ok, with their values
-        self._post(lambda: self.engine.cancel(batch, harvest=True))
+        self._post(functools.partial(self.engine.cancel, batch, harvest=True))
         self._driver.interrupted(batch)
 
     # -- batches ----------------------------------------------------------------------------
@@ -248,10 +252,10 @@ class Pool:
         self._check_open()
         started = time.time()
         with make_observer(
-            options.progress, total, lambda: self.engine.running_now(batch), batch.groups
+            options.progress, total, functools.partial(self.engine.running_now, batch), batch.groups
         ) as observer:
             batch.observer = observer
-            self._post(lambda: self.engine.accept(batch))
+            self._post(functools.partial(self.engine.accept, batch))
             try:
                 with _signals.terminating():
                     self._wait(batch)
@@ -323,7 +327,7 @@ class Pool:
         future: Future[Any] = Future()
         task = Task(fn, args, kwargs)
         batch = self._batch_for_tasks([task], self.run_options, FutureSink(future))
-        self._post(lambda: self.engine.accept(batch))
+        self._post(functools.partial(self.engine.accept, batch))
         self._driver.submitted(batch)
         return future
 
@@ -437,7 +441,7 @@ def _stream(
                 exhausted = True
         submitted += len(items)
         done = exhausted
-        pool._post(lambda: pool.engine.extend(batch, items, done))
+        pool._post(functools.partial(pool.engine.extend, batch, items, done))
 
     def receive() -> tuple[int, Any, Any] | None:
         if not sink.queue.empty():
@@ -449,7 +453,7 @@ def _stream(
         except _signals.Terminated as terminated:
             _signals.die(terminated.signum)
 
-    pool._post(lambda: pool.engine.accept(batch))
+    pool._post(functools.partial(pool.engine.accept, batch))
     try:
         feed(window)
         while True:
