@@ -92,6 +92,7 @@ from ._crew import Crew
 from ._deadlines import Deadlines
 from ._dispatch import Dispatcher
 from ._errors import CorralError, SerializationError, TaskTimeout, WorkerStartError
+from ._events import Events, TaskQueued
 from ._failures import EDGE_ERRORS, Failures, edge_error, unwrap, worker_index
 from ._fixtures import FixtureGuard
 from ._functions import FunctionTable
@@ -118,6 +119,7 @@ class Engine:
         self._wakeup = wakeup
         self._deadlines = Deadlines()
         self._ledger = Ledger()  # locks and resources held by scheduled tasks, Pool-wide
+        self.events = Events()  # the event stream (``_events``): subscribers, in order
         # counts failed fixture set-ups; past the limit, tasks needing one are failed
         fixture_guard = FixtureGuard(options.fixtures, options.fixture_failures, functions.function)
         complete = self._complete_if_done
@@ -127,6 +129,7 @@ class Engine:
             self._deadlines,
             fixture_guard,
             complete,
+            self.events,
         )
         self._crew = Crew(
             backend,
@@ -138,6 +141,7 @@ class Engine:
             settle=self._split_result,
             wanted=self._wants_workers,
             give_up=self._break,
+            events=self.events,
         )
         self._dispatcher = Dispatcher(
             backend,
@@ -149,6 +153,7 @@ class Engine:
             self._failures,
             complete,
             self._crew.arm_timeout,
+            self.events,
         )
         self.broken: BaseException | None = None
         self.fatal: BaseException | None = None
@@ -262,6 +267,9 @@ class Engine:
     # -- accepting and cancelling -----------------------------------------------------------
     def accept(self, batch: Batch) -> None:
         batch.positions.strict = self._validate
+        batch.events = self.events
+        if self.events.active:
+            self._queued(batch, range(batch.n))
         batch.settle_given()  # before anything runs, or fails: those are final already
         if self.broken is not None:
             self._failures.fail_all(batch, self.broken)
@@ -272,8 +280,17 @@ class Engine:
         self._complete_if_done(batch)
 
     def extend(self, batch: Batch, items: list[Any], close: bool) -> None:
+        n = batch.n
         batch.extend(items, close)
+        if self.events.active:
+            self._queued(batch, range(n, batch.n))
         self._complete_if_done(batch)
+
+    def _queued(self, batch: Batch, positions: range) -> None:
+        emit, ident, given = self.events.emit, id(batch), batch.given
+        for pos in positions:
+            if pos not in given:  # given up front: finished (cached), never queued
+                emit(TaskQueued(ident, pos, batch.key_of(pos)))
 
     def cancel(self, batch: Batch, harvest: bool = False) -> None:
         """Cancel what has not finished: waiting positions now, running ones by killing their
