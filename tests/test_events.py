@@ -18,6 +18,7 @@ from corral._events import (
     TaskRetried,
     TaskStarted,
     WorkerDied,
+    WorkerRetired,
     WorkerStarted,
 )
 
@@ -73,6 +74,10 @@ def test_each_task_is_queued_then_started_then_finished_in_order():
         assert started.attempt == 1 and started.worker in (0, 1) and started.pid > 0
         assert finished.status == corral.Status.OK and finished.error is None
         assert finished.key == pos
+    # closing the pool retires each worker, after every task finished
+    retired = rec.of(WorkerRetired)
+    assert sorted(e.worker for e in retired) == [0, 1]
+    assert rec.events[-2:] == retired
 
 
 def test_a_retried_task_is_started_twice_with_a_retried_between(tmp_path):

@@ -145,6 +145,13 @@ class Crew:
                     worker = worker_index(self._in_caller, slot_id)
                     self._events.emit(WorkerRetired(worker, slot.pid))
 
+    def retired_all(self) -> None:
+        """The pool closes (the engine loop ends): ``WorkerRetired`` for each live worker."""
+        for slot_id, slot in enumerate(self._slots):
+            if slot.alive:
+                worker = worker_index(self._in_caller, slot_id)
+                self._events.emit(WorkerRetired(worker, slot.pid))
+
     def recycle_if_due(self, slot_id: int, rss: int) -> None:
         opts, slot = self._options, self._slots[slot_id]
         too_many = (

@@ -191,6 +191,8 @@ class Engine:
             log.exception("corral engine thread failed")
             self._fail_everything(exc)
         finally:
+            if self.events.active:  # the pool closes: each live worker is retired
+                _run_logged(self._crew.retired_all, "telling subscribers the workers retire")
             _run_logged(
                 lambda: self.backend.close(timeout=self.options.kill_grace + 2.0),
                 "stopping the workers",

@@ -9,7 +9,7 @@
     Crew._start ──────────── WorkerStarted┤                  (one that raises: logged, detached)
     Crew.recycle_if_due ─── WorkerRecycled┤
     Crew.on_died ──────────── WorkerDied ─┤
-    Crew.stop_all ────────── WorkerRetired┘
+    Crew.stop_all, retired_all WorkerRetired┘
 
 Each event is emitted from the one place its transition happens: ``TaskFinished`` from the two
 ``Batch`` methods that call ``Positions.finish`` (every final outcome, cached ones included),
@@ -119,7 +119,8 @@ class WorkerDied:
 
 @dataclass(frozen=True)
 class WorkerRetired:
-    """The worker was stopped for good (workers cannot be started: the pool gives up)."""
+    """The worker was stopped for good: the pool closes (the engine loop ends; not with the
+    serial backend, whose caller drives the engine), or workers cannot be started."""
 
     worker: int
     pid: int | None
