@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from corral._events import (
     TaskRetried,
     TaskStarted,
     WorkerDied,
+    WorkerKilled,
+    WorkerRecycled,
     WorkerRetired,
     WorkerStarted,
 )
@@ -45,6 +48,12 @@ def crash_first(path, value):
         p.write_text("1")
         os._exit(3)
     return value
+
+
+def hang_on_one(x):
+    if x == 1:
+        time.sleep(1000)
+    return x
 
 
 class Recorder:
@@ -172,3 +181,31 @@ def test_unsubscribe_stops_delivery():
     assert not events.active
     events.emit(WorkerStarted(0, 2))
     assert got == [WorkerStarted(0, 1)]
+
+
+def test_a_recycled_worker_gives_recycled_then_a_new_worker_started():
+    rec = Recorder()
+    with corral.Pool(1, max_tasks_per_worker=2) as pool:
+        pool._events.subscribe(rec)
+        assert pool.map(square, range(6), chunksize=1) == [x * x for x in range(6)]
+    recycled = rec.of(WorkerRecycled)
+    assert len(recycled) >= 2
+    first = rec.events.index(recycled[0])
+    restarted = [e for e in rec.events[first:] if isinstance(e, WorkerStarted)]
+    assert restarted and restarted[0].pid != recycled[0].pid
+
+
+def test_a_timeout_gives_killed_then_the_task_finished_timeout():
+    rec = Recorder()
+    with corral.Pool(2) as pool:
+        pool._events.subscribe(rec)
+        report = pool.run(
+            [corral.Task(hang_on_one, (x,), key=x) for x in range(3)], timeout=1.0, errors="return"
+        )
+    assert [o.status for o in report.outcomes][1] == corral.Status.TIMEOUT
+    killed = rec.of(WorkerKilled)
+    assert [k.reason for k in killed] == ["timeout"]
+    finished = next(e for e in rec.of(TaskFinished) if e.key == 1)
+    assert rec.events.index(killed[0]) < rec.events.index(finished)
+    assert isinstance(finished.error, corral.TaskTimeout)
+    assert not rec.of(WorkerDied)  # killed by the coordinator: not a death

@@ -41,7 +41,7 @@ from ._backends import Backend
 from ._batch import Batch
 from ._deadlines import Deadlines
 from ._errors import TaskTimeout, WorkerCrashed, WorkerStartError
-from ._events import Events, WorkerDied, WorkerRecycled, WorkerRetired, WorkerStarted
+from ._events import Events, WorkerDied, WorkerKilled, WorkerRecycled, WorkerRetired, WorkerStarted
 from ._failures import DIED_DURING, Failures, unwrap, worker_index
 from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Result
 from ._options import PoolOptions
@@ -135,15 +135,15 @@ class Crew:
         """Workers cannot be started (the engine gives up): stop every worker; the positions
         of their Calls go back to their batches, which the engine then fails."""
         for slot_id, slot in enumerate(self._slots):
+            if self._events.active and slot.alive:
+                worker = worker_index(self._in_caller, slot_id)
+                self._events.emit(WorkerRetired(worker, slot.pid))
             if slot.calls:
                 for flight in self._abandon(slot_id):
                     flight.batch.requeue(flight.positions)
             elif slot.alive:
                 self._backend.retire(slot_id)
                 slot.alive = False
-                if self._events.active:
-                    worker = worker_index(self._in_caller, slot_id)
-                    self._events.emit(WorkerRetired(worker, slot.pid))
 
     def retired_all(self) -> None:
         """The pool closes (the engine loop ends): ``WorkerRetired`` for each live worker."""
@@ -179,6 +179,7 @@ class Crew:
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerDied(worker, self._slots[slot_id].pid, exitcode, sig))
         if self._slots[slot_id].handover is not None:  # asked to hand over; gone instead
+            self._slots[slot_id].alive = False  # (died, not killed: no WorkerKilled)
             self._stop(slot_id, 0, self._ran(slot_id, None, (call_id, index)))
             return
         slot = self._slots[slot_id]
@@ -229,6 +230,11 @@ class Crew:
             )
             return
         self.restart(slot_id)
+
+    def _killed(self, slot_id: int, reason: str) -> None:
+        if self._events.active and self._slots[slot_id].alive:
+            worker = worker_index(self._in_caller, slot_id)
+            self._events.emit(WorkerKilled(worker, self._slots[slot_id].pid, reason))
 
     def _abandon(self, slot_id: int) -> list[InFlight]:
         """Kill the slot's worker and forget its Calls, which are returned, oldest first:
@@ -285,6 +291,7 @@ class Crew:
             )
             return
         pid = self._slots[slot_id].pid
+        self._killed(slot_id, "timeout")
         for queued in self._abandon(slot_id)[1:]:
             queued.batch.requeue(queued.positions)
         error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid)
@@ -360,6 +367,7 @@ class Crew:
         ``cancelled`` (after the ``done`` finished ones of the running Call; an attempt is
         counted for its ``ran`` first items, which had started), the others go back to their
         queue."""
+        self._killed(slot_id, "cancelled")
         for i, flight in enumerate(self._abandon(slot_id)):
             batch = flight.batch
             if not batch.cancelled:

@@ -9,6 +9,7 @@
     Crew._start ──────────── WorkerStarted┤                  (one that raises: logged, detached)
     Crew.recycle_if_due ─── WorkerRecycled┤
     Crew.on_died ──────────── WorkerDied ─┤
+    Crew timeout / _stop ──── WorkerKilled┤
     Crew.stop_all, retired_all WorkerRetired┘
 
 Each event is emitted from the one place its transition happens: ``TaskFinished`` from the two
@@ -118,6 +119,16 @@ class WorkerDied:
 
 
 @dataclass(frozen=True)
+class WorkerKilled:
+    """The coordinator killed the worker: a task ran past its timeout (``reason``
+    "timeout"), or its batch was cancelled ("cancelled"). A new worker starts next."""
+
+    worker: int
+    pid: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class WorkerRetired:
     """The worker was stopped for good: the pool closes (the engine loop ends; not with the
     serial backend, whose caller drives the engine), or workers cannot be started."""
@@ -134,6 +145,7 @@ Event = (
     | WorkerStarted
     | WorkerRecycled
     | WorkerDied
+    | WorkerKilled
     | WorkerRetired
 )
 Subscriber = Callable[[Any], None]
