@@ -209,3 +209,15 @@ def test_a_timeout_gives_killed_then_the_task_finished_timeout():
     assert rec.events.index(killed[0]) < rec.events.index(finished)
     assert isinstance(finished.error, corral.TaskTimeout)
     assert not rec.of(WorkerDied)  # killed by the coordinator: not a death
+
+
+def test_the_serial_backend_emits_the_same_task_events_on_the_callers_thread():
+    rec = Recorder()
+    with corral.Pool(1, backend="serial") as pool:
+        pool._events.subscribe(rec)
+        assert pool.map(square, range(5)) == [x * x for x in range(5)]
+    assert rec.threads == {threading.get_ident()}
+    for pos in range(5):
+        kinds = [type(e) for e in rec.events if getattr(e, "position", None) == pos]
+        assert kinds == [TaskQueued, TaskStarted, TaskFinished], kinds
+    assert {e.worker for e in rec.of(TaskStarted)} == {-1}

@@ -32,6 +32,9 @@ Who does what on the engine thread (each module's docstring has its own picture)
 - ``Failures`` (``_failures``): a failed attempt retried after back-off or final; a Call lost.
 - ``Slot``/``InFlight`` (``_slots``): the record of each worker and the Calls it holds; the
   slot's life is drawn there.
+- ``Events`` (``_events``): the event stream. Each of the above emits the typed event of a
+  transition where it makes it (tasks queued here; started in ``Dispatcher``; retried in
+  ``Failures``; finished in ``Batch``; workers in ``Crew``), to ``pool._events`` subscribers.
 
 They are parts of one thread's work, not separate actors: the Engine builds them and hands
 each exactly the state it uses (the slot list, the batches to read, the deadlines) and the

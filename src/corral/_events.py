@@ -29,12 +29,18 @@ site checks it before building an event, so a run with no subscribers pays one a
 read per Call (not per task) and builds nothing.
 
 Subscribers. ``pool._events.subscribe(fn)`` (internal API; ``unsubscribe`` to stop). ``fn`` is
-called on the engine thread, synchronously, for every event after it subscribed: it must not
+called on the engine thread (with the serial backend: the caller's thread, which drives the
+engine), synchronously, for every event after it subscribed: it must not
 block, and must be quick, since while it runs no answer is read and no work is sent. A slow
 subscriber (a journal that writes to disk, telemetry that talks to a network) hands each
 event to its own queue and does its work on its own thread (``queue.SimpleQueue.put`` is all
 that runs on the engine thread); it flushes that thread when the pool closes. A subscriber
 that raises is logged (logger ``corral``) and detached; the run goes on.
+
+A subscriber can only be added once the Pool exists, so it misses the first
+``WorkerStarted`` of each slot. Measured: a no-op subscriber costs ~2.7 µs per event (three
+per task), i.e. a warm ``pool.map(abs, range(200000))`` goes from ~0.08 s to ~1.6 s; that is
+why progress stays a per-batch ``Observer`` advanced once per Call, not a subscriber.
 """
 
 from __future__ import annotations
