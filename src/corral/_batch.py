@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ._errors import CorralError, TaskSkipped
+from ._events import Events, TaskFinished
 from ._messages import Result
 from ._options import RunOptions
 from ._outcome import Attempt, Outcome, Report, Status, result_of
@@ -148,6 +149,7 @@ class Batch:
         self.done_event = threading.Event()
         self._work_seconds = 0.0
         self._work_items = 0
+        self.events: Events | None = None  # the engine's, set when it accepts the batch
 
     @property
     def n(self) -> int:
@@ -300,6 +302,10 @@ class Batch:
         # _finish's work for successes, inline: this runs once per Call of trivial tasks.
         self.positions.finish(positions, OK)  # a success skips no dependant
         self.delivered += len(positions)
+        events = self.events
+        if events is not None and events.active:
+            for pos in positions:
+                events.emit(TaskFinished(id(self), pos, self.key_of(pos), Status.OK, None))
         if isinstance(self.items, dict):
             self._forget(positions)
         self.sink.ok(positions, values, record)
@@ -328,6 +334,9 @@ class Batch:
         self._forget(positions)
         if outcome is not None:
             pos = positions[0]
+            events = self.events
+            if events is not None and events.active:
+                events.emit(TaskFinished(id(self), pos, outcome.key, outcome.status, outcome.error))
             if final == CACHED:
                 self.sink.given(pos, outcome)
             else:

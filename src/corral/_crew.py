@@ -41,7 +41,8 @@ from ._backends import Backend
 from ._batch import Batch
 from ._deadlines import Deadlines
 from ._errors import TaskTimeout, WorkerCrashed, WorkerStartError
-from ._failures import DIED_DURING, Failures, unwrap
+from ._events import Events, WorkerDied, WorkerKilled, WorkerRecycled, WorkerRetired, WorkerStarted
+from ._failures import DIED_DURING, Failures, unwrap, worker_index
 from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Result
 from ._options import PoolOptions
 from ._outcome import Status
@@ -76,7 +77,10 @@ class Crew:
         settle: Settle,
         wanted: Callable[[], bool],
         give_up: Callable[[WorkerStartError], None],
+        events: Events | None = None,
     ) -> None:
+        self._events = events if events is not None else Events()
+        self._in_caller = backend.capabilities.shares_memory_with_coordinator
         self._backend = backend
         self._options = options
         self._recycles = backend.capabilities.can_kill_one_call
@@ -100,6 +104,8 @@ class Crew:
         slot.alive = True
         slot.tasks_done = 0
         slot.last_words = None
+        if self._events.active:
+            self._events.emit(WorkerStarted(worker_index(self._in_caller, slot_id), slot.pid))
 
     def restart(self, slot_id: int) -> None:
         if not self._wanted():
@@ -129,12 +135,22 @@ class Crew:
         """Workers cannot be started (the engine gives up): stop every worker; the positions
         of their Calls go back to their batches, which the engine then fails."""
         for slot_id, slot in enumerate(self._slots):
+            if self._events.active and slot.alive:
+                worker = worker_index(self._in_caller, slot_id)
+                self._events.emit(WorkerRetired(worker, slot.pid))
             if slot.calls:
                 for flight in self._abandon(slot_id):
                     flight.batch.requeue(flight.positions)
             elif slot.alive:
                 self._backend.retire(slot_id)
                 slot.alive = False
+
+    def retired_all(self) -> None:
+        """The pool closes (the engine loop ends): ``WorkerRetired`` for each live worker."""
+        for slot_id, slot in enumerate(self._slots):
+            if slot.alive:
+                worker = worker_index(self._in_caller, slot_id)
+                self._events.emit(WorkerRetired(worker, slot.pid))
 
     def recycle_if_due(self, slot_id: int, rss: int) -> None:
         opts, slot = self._options, self._slots[slot_id]
@@ -144,6 +160,9 @@ class Crew:
         too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
         if not (too_many or too_big) or not self._recycles or slot.handover is not None:
             return  # (a worker handing over is stopped once it has answered)
+        if self._events.active:
+            worker = worker_index(self._in_caller, slot_id)
+            self._events.emit(WorkerRecycled(worker, slot.pid, rss))
         if slot.calls:
             # A Call was already queued behind the one that just ended: the old worker would
             # run it and nobody would read the answer. Take it back and stop the worker now.
@@ -155,7 +174,12 @@ class Crew:
 
     # -- deaths -----------------------------------------------------------------------------
     def on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
+        if self._events.active:
+            sig = -exitcode if exitcode is not None and exitcode < 0 else None
+            worker = worker_index(self._in_caller, slot_id)
+            self._events.emit(WorkerDied(worker, self._slots[slot_id].pid, exitcode, sig))
         if self._slots[slot_id].handover is not None:  # asked to hand over; gone instead
+            self._slots[slot_id].alive = False  # (died, not killed: no WorkerKilled)
             self._stop(slot_id, 0, self._ran(slot_id, None, (call_id, index)))
             return
         slot = self._slots[slot_id]
@@ -206,6 +230,11 @@ class Crew:
             )
             return
         self.restart(slot_id)
+
+    def _killed(self, slot_id: int, reason: str) -> None:
+        if self._events.active and self._slots[slot_id].alive:
+            worker = worker_index(self._in_caller, slot_id)
+            self._events.emit(WorkerKilled(worker, self._slots[slot_id].pid, reason))
 
     def _abandon(self, slot_id: int) -> list[InFlight]:
         """Kill the slot's worker and forget its Calls, which are returned, oldest first:
@@ -262,6 +291,7 @@ class Crew:
             )
             return
         pid = self._slots[slot_id].pid
+        self._killed(slot_id, "timeout")
         for queued in self._abandon(slot_id)[1:]:
             queued.batch.requeue(queued.positions)
         error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid)
@@ -337,6 +367,7 @@ class Crew:
         ``cancelled`` (after the ``done`` finished ones of the running Call; an attempt is
         counted for its ``ran`` first items, which had started), the others go back to their
         queue."""
+        self._killed(slot_id, "cancelled")
         for i, flight in enumerate(self._abandon(slot_id)):
             batch = flight.batch
             if not batch.cancelled:

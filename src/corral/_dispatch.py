@@ -32,7 +32,8 @@ from . import _codec
 from ._backends import Backend, Prepared
 from ._batch import Batch
 from ._errors import SerializationError
-from ._failures import Failures
+from ._events import Events, TaskStarted
+from ._failures import Failures, worker_index
 from ._fixtures import FixtureGuard
 from ._functions import FunctionTable
 from ._messages import Call
@@ -59,13 +60,16 @@ class Dispatcher:
         failures: Failures,
         complete: Callable[[Batch], None],
         arm_timeout: Callable[[int, InFlight, float], None],
+        events: Events | None = None,
     ) -> None:
+        self._events = events if events is not None else Events()
         self._backend = backend
         self._functions = functions
         self._max_tasks = options.max_tasks_per_worker
         caps = backend.capabilities
         self._prefetch = (False, True) if caps.can_queue_calls else (False,)
         self._times_calls = caps.can_kill_one_call  # else the backend times items itself
+        self._in_caller = caps.shares_memory_with_coordinator
         self._slots = slots
         self._batches = batches  # read only: the engine adds and removes batches
         self._fixture_guard = fixture_guard
@@ -158,7 +162,16 @@ class Dispatcher:
         slot.calls.append(flight)  # before sending: see the invariant in _slots
         if batch.has_timeouts and self._times_calls and len(slot.calls) == 1:
             self._arm_timeout(slot_id, flight, time.monotonic())
+        if self._events.active:
+            self._started(slot_id, batch, positions)
         self._backend.send(slot_id, prepared)
+
+    def _started(self, slot_id: int, batch: Batch, positions: Sequence[int]) -> None:
+        events, ident, pid = self._events, id(batch), self._slots[slot_id].pid
+        worker = worker_index(self._in_caller, slot_id)
+        for pos in positions:
+            attempt = batch.attempts_of(pos)
+            events.emit(TaskStarted(ident, pos, batch.key_of(pos), worker, pid, attempt))
 
     def _rejected(
         self, batch: Batch, positions: Sequence[int], prepared: Prepared

@@ -32,6 +32,9 @@ Who does what on the engine thread (each module's docstring has its own picture)
 - ``Failures`` (``_failures``): a failed attempt retried after back-off or final; a Call lost.
 - ``Slot``/``InFlight`` (``_slots``): the record of each worker and the Calls it holds; the
   slot's life is drawn there.
+- ``Events`` (``_events``): the event stream. Each of the above emits the typed event of a
+  transition where it makes it (tasks queued here; started in ``Dispatcher``; retried in
+  ``Failures``; finished in ``Batch``; workers in ``Crew``), to ``pool._events`` subscribers.
 
 They are parts of one thread's work, not separate actors: the Engine builds them and hands
 each exactly the state it uses (the slot list, the batches to read, the deadlines) and the
@@ -92,6 +95,7 @@ from ._crew import Crew
 from ._deadlines import Deadlines
 from ._dispatch import Dispatcher
 from ._errors import CorralError, SerializationError, TaskTimeout, WorkerStartError
+from ._events import Events, TaskQueued
 from ._failures import EDGE_ERRORS, Failures, edge_error, unwrap, worker_index
 from ._fixtures import FixtureGuard
 from ._functions import FunctionTable
@@ -118,6 +122,7 @@ class Engine:
         self._wakeup = wakeup
         self._deadlines = Deadlines()
         self._ledger = Ledger()  # locks and resources held by scheduled tasks, Pool-wide
+        self.events = Events()  # the event stream (``_events``): subscribers, in order
         # counts failed fixture set-ups; past the limit, tasks needing one are failed
         fixture_guard = FixtureGuard(options.fixtures, options.fixture_failures, functions.function)
         complete = self._complete_if_done
@@ -127,6 +132,7 @@ class Engine:
             self._deadlines,
             fixture_guard,
             complete,
+            self.events,
         )
         self._crew = Crew(
             backend,
@@ -138,6 +144,7 @@ class Engine:
             settle=self._split_result,
             wanted=self._wants_workers,
             give_up=self._break,
+            events=self.events,
         )
         self._dispatcher = Dispatcher(
             backend,
@@ -149,6 +156,7 @@ class Engine:
             self._failures,
             complete,
             self._crew.arm_timeout,
+            self.events,
         )
         self.broken: BaseException | None = None
         self.fatal: BaseException | None = None
@@ -186,6 +194,8 @@ class Engine:
             log.exception("corral engine thread failed")
             self._fail_everything(exc)
         finally:
+            if self.events.active:  # the pool closes: each live worker is retired
+                _run_logged(self._crew.retired_all, "telling subscribers the workers retire")
             _run_logged(
                 lambda: self.backend.close(timeout=self.options.kill_grace + 2.0),
                 "stopping the workers",
@@ -262,6 +272,9 @@ class Engine:
     # -- accepting and cancelling -----------------------------------------------------------
     def accept(self, batch: Batch) -> None:
         batch.positions.strict = self._validate
+        batch.events = self.events
+        if self.events.active:
+            self._queued(batch, range(batch.n))
         batch.settle_given()  # before anything runs, or fails: those are final already
         if self.broken is not None:
             self._failures.fail_all(batch, self.broken)
@@ -272,8 +285,17 @@ class Engine:
         self._complete_if_done(batch)
 
     def extend(self, batch: Batch, items: list[Any], close: bool) -> None:
+        n = batch.n
         batch.extend(items, close)
+        if self.events.active:
+            self._queued(batch, range(n, batch.n))
         self._complete_if_done(batch)
+
+    def _queued(self, batch: Batch, positions: range) -> None:
+        emit, ident, given = self.events.emit, id(batch), batch.given
+        for pos in positions:
+            if pos not in given:  # given up front: finished (cached), never queued
+                emit(TaskQueued(ident, pos, batch.key_of(pos)))
 
     def cancel(self, batch: Batch, harvest: bool = False) -> None:
         """Cancel what has not finished: waiting positions now, running ones by killing their

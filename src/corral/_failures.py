@@ -34,6 +34,7 @@ from ._errors import (
     SerializationError,
     TaskCancelled,
 )
+from ._events import Events, TaskRetried
 from ._fixtures import FixtureGuard
 from ._messages import ARGUMENTS, FUNCTION, RESULT
 from ._outcome import Attempt, Outcome, Status
@@ -77,7 +78,9 @@ class Failures:
         deadlines: Deadlines,
         fixture_guard: FixtureGuard,
         complete: Callable[[Batch], None],
+        events: Events | None = None,
     ) -> None:
+        self.events = events if events is not None else Events()
         self._slots = slots
         self._in_caller = in_caller
         self._deadlines = deadlines
@@ -107,6 +110,10 @@ class Failures:
         attempt = self._attempt(status, error, slot_id, times)
         delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
         positions = batch.positions
+        if self.events.active:
+            self.events.emit(
+                TaskRetried(id(batch), pos, batch.key_of(pos), attempts, error, max(delay, 0.0))
+            )
         if delay <= 0:
             positions.count_attempt(pos, attempt)
             positions.requeue([pos])

@@ -99,6 +99,8 @@ class Pool:
         init = (initializer, tuple(initargs)) if initializer is not None else None
         with _lifecycle.starting(self.born):
             self.engine = self._start(name, init)
+        # The event stream (``_events``), internal API: ``pool._events.subscribe(fn)``.
+        self._events = self.engine.events
         runs_here = self.engine.capabilities.runs_in_caller_thread
         # What runs (engine thread, workers, pipe) lives in the Lifetime, which never refers
         # back to this object: a Pool dropped without close() is collected and closed then.
