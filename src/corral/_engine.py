@@ -103,7 +103,7 @@ from ._messages import RESULT, CallFailed, Handover, InitFailed, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._scheduler import Ledger
-from ._slots import Slot
+from ._slots import InFlight, Slot
 
 log = logging.getLogger("corral")
 
@@ -346,17 +346,25 @@ class Engine:
         elif isinstance(message, Handover) and self.slots[slot_id].handover is not None:
             self._crew.end_handover(slot_id, message)
 
-    def _on_call_failed(self, slot_id: int, failed: CallFailed) -> None:
-        """The worker could not run or answer its Call and is still fine: the Call's tasks
-        fail (or run again one by one, to find the one at fault), the worker goes on."""
+    def _answered(self, slot_id: int, call_id: int) -> InFlight | None:
+        """The slot's running Call, taken off the slot now that the worker answered it; None
+        for an answer to a Call that was abandoned (cancelled) before the kill landed."""
         slot = self.slots[slot_id]
         flight = slot.call
-        if flight is None or flight.call_id != failed.call_id:
-            return  # answer to a call that was abandoned (cancelled) before the kill landed
+        if flight is None or flight.call_id != call_id:
+            return None
         slot.calls.popleft()
         if flight.deadline is not None:
             flight.deadline.cancel()
         self._crew.answered()
+        return flight
+
+    def _on_call_failed(self, slot_id: int, failed: CallFailed) -> None:
+        """The worker could not run or answer its Call and is still fine: the Call's tasks
+        fail (or run again one by one, to find the one at fault), the worker goes on."""
+        flight = self._answered(slot_id, failed.call_id)
+        if flight is None:
+            return
         if failed.edge not in EDGE_ERRORS:  # CALL: corral's own code around the tasks
             log.error("corral: a worker failed around the tasks of a Call:\n%s", failed.traceback)
         self._failures.failed_at_edge(
@@ -368,14 +376,10 @@ class Engine:
         )
 
     def _on_result(self, slot_id: int, result: Result) -> None:
+        flight = self._answered(slot_id, result.call_id)
+        if flight is None:
+            return
         slot = self.slots[slot_id]
-        flight = slot.call
-        if flight is None or flight.call_id != result.call_id:
-            return  # answer to a call that was abandoned (cancelled) before the kill landed
-        slot.calls.popleft()
-        if flight.deadline is not None:
-            flight.deadline.cancel()
-        self._crew.answered()
         batch, positions = flight.batch, flight.positions
         slot.tasks_done += len(positions)
         batch.learn_duration(result)
