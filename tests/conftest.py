@@ -20,7 +20,7 @@ import psutil
 import pytest
 from _procs import multiprocessing_helpers
 
-from corral import _shm
+from corral._sharing import segments as _shm
 
 LEAK_WAIT = 10.0
 

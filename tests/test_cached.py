@@ -16,7 +16,7 @@ from corral import Failure, Outcome, Status
 from corral._needs import make_needs, plan
 from corral._options import with_run_overrides
 from corral._pool import plan_tasks
-from corral._progress import ProgressView
+from corral._report.progress import ProgressView
 
 
 def ran(directory: Path) -> set[int]:

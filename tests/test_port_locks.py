@@ -15,7 +15,7 @@ import pytest
 from _procs import wait_until
 
 import corral
-from corral._ports import ports_dir, reserve
+from corral._services.ports import ports_dir, reserve
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 # marker file created with O_EXCL: a second holder of the same port cannot create it.
 CHURN = r"""
 import os, sys
-from corral._ports import reserve
+from corral._services.ports import reserve
 start, rounds, markers = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 sys.stdin.readline()  # every process started: go together
 for _ in range(rounds):
@@ -38,7 +38,7 @@ print("done", flush=True)
 
 HOLD = r"""
 import sys
-from corral._ports import reserve
+from corral._services.ports import reserve
 r = reserve(start=int(sys.argv[1]))
 print(r.port, flush=True)
 sys.stdin.read()  # hold it until the test closes our stdin (or kills us)
@@ -144,6 +144,6 @@ def reserve_then_release_port():
 
 
 def _bindable(port):
-    from corral._ports import _bindable as bindable
+    from corral._services.ports import _bindable as bindable
 
     return bindable("127.0.0.1", port)

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from corral._progress import ProgressView
+from corral._report.progress import ProgressView
 
 
 def render(view: ProgressView) -> str:

@@ -24,7 +24,7 @@ from _deps import require_module, require_program
 from _procs import alive, still_alive_after, wait_until
 
 import corral
-from corral._ports import reserve
+from corral._services.ports import reserve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -312,7 +312,7 @@ def test_free_port_never_gives_two_processes_the_same_port():
 
 
 RESERVE_FROM = (
-    "import sys; from corral._ports import reserve; sys.stdin.readline(); "
+    "import sys; from corral._services.ports import reserve; sys.stdin.readline(); "
     "print(reserve(start=int(sys.argv[1])).port, flush=True); sys.stdin.read()"
 )
 
@@ -340,7 +340,7 @@ def test_processes_asking_for_the_same_start_port_at_once_get_different_ports():
 def test_a_port_reserved_by_another_process_is_not_given(tmp_path):
     port = corral.free_port()
     code = (
-        "import sys; from corral._ports import reserve; "
+        "import sys; from corral._services.ports import reserve; "
         f"r = reserve(start={port}); print(r.port, flush=True); sys.stdin.read()"
     )
     # This process holds ``port`` (free_port); the child must skip it, and we must skip the

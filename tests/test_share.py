@@ -27,7 +27,8 @@ from _procs import alive, marked, run_script, wait_until
 from _tasks import outcomes_of_writes
 
 import corral
-from corral import _share, _shm
+from corral._sharing import segments as _shm
+from corral._sharing import share as _share
 
 SCRIPT = Path(__file__).parent / "scripts" / "share_batch.py"
 EXIT_WAIT = 30.0

@@ -16,7 +16,7 @@ import pytest
 from _tasks import outcomes_of_writes
 
 import corral
-from corral import _share
+from corral._sharing import share as _share
 
 N = 200
 

@@ -20,7 +20,7 @@ import pytest
 from _procs import kill_script, marked, run_script, still_alive_after, wait_until
 
 import corral
-from corral import _shm
+from corral._sharing import segments as _shm
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

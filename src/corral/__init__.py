@@ -14,7 +14,7 @@ The public names, and nothing else::
 
 Everything in underscore modules is internal and may change.
 
-The names are loaded on first use (PEP 562): a worker process imports ``corral._worker``,
+The names are loaded on first use (PEP 562): a worker process imports ``corral._worker.loop``,
 which imports this package, and must not pay for the coordinator's modules (the engine,
 the pools, rich) at every start.
 """
@@ -43,12 +43,13 @@ if _typing.TYPE_CHECKING:
     )
     from ._executor import Executor
     from ._fixtures import fixture
-    from ._outcome import Attempt, Failure, Outcome, Report, Status
+    from ._outcome import Attempt, Failure, Outcome, Status
     from ._platform import cpu_count
     from ._pool import Pool
-    from ._ports import free_port
-    from ._services import Service
-    from ._share import Shared, share
+    from ._report.report import Report
+    from ._services.ports import free_port
+    from ._services.service import Service
+    from ._sharing.share import Shared, share
     from ._task import Task
 
 __version__ = "0.1.0"
@@ -64,11 +65,11 @@ _HOMES = {
     "Outcome": "_outcome",
     "Pool": "_pool",
     "RemoteError": "_errors",
-    "Report": "_outcome",
+    "Report": "_report.report",
     "SerializationError": "_errors",
-    "Service": "_services",
+    "Service": "_services.service",
     "ServiceError": "_errors",
-    "Shared": "_share",
+    "Shared": "_sharing.share",
     "Status": "_outcome",
     "Task": "_task",
     "TaskCancelled": "_errors",
@@ -79,11 +80,11 @@ _HOMES = {
     "WorkerStartError": "_errors",
     "cpu_count": "_platform",
     "fixture": "_fixtures",
-    "free_port": "_ports",
+    "free_port": "_services.ports",
     "imap": "_api",
     "map": "_api",
     "run": "_api",
-    "share": "_share",
+    "share": "_sharing.share",
 }
 
 __all__ = [

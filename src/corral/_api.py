@@ -12,9 +12,9 @@ from typing import Any
 from ._errors import ConfigError, check_callable
 from ._needs import check_item_specs, needs_for_items, plan, pop_item_specs
 from ._options import PoolOptions, RunOptions, split_options
-from ._outcome import Report
 from ._pool import Pool, _check_tasks, plan_tasks
 from ._public import public
+from ._report.report import Report
 from ._task import Task
 
 

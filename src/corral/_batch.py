@@ -36,9 +36,10 @@ from ._errors import CorralError, TaskSkipped
 from ._events import Events, TaskFinished
 from ._messages import Result
 from ._options import RunOptions
-from ._outcome import Attempt, Outcome, Report, Status, result_of
+from ._outcome import Attempt, Outcome, Status, result_of
 from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
 from ._reasons import ended
+from ._report.report import Report
 from ._scheduler import Scheduler
 
 CHUNK_TARGET_SECONDS = 0.1

@@ -12,7 +12,7 @@ import random
 import time
 
 from ._api import run
-from ._outcome import Report
+from ._report.report import Report
 from ._task import Task
 
 N_TASKS = 300

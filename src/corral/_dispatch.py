@@ -33,8 +33,7 @@ from ._backends import Backend, Prepared
 from ._batch import Batch
 from ._errors import SerializationError
 from ._events import Events, TaskStarted
-from ._failures import Failures, worker_index
-from ._fixtures import FixtureGuard
+from ._failures import Failures, FixtureGuard, worker_index
 from ._functions import FunctionTable
 from ._messages import Call
 from ._options import PoolOptions

@@ -96,8 +96,7 @@ from ._deadlines import Deadlines
 from ._dispatch import Dispatcher
 from ._errors import CorralError, SerializationError, TaskTimeout, WorkerStartError
 from ._events import Events, TaskQueued
-from ._failures import EDGE_ERRORS, Failures, edge_error, unwrap, worker_index
-from ._fixtures import FixtureGuard
+from ._failures import EDGE_ERRORS, Failures, FixtureGuard, edge_error, unwrap, worker_index
 from ._functions import FunctionTable
 from ._messages import RESULT, CallFailed, Handover, InitFailed, Result
 from ._options import PoolOptions

@@ -33,7 +33,7 @@ from ._public import public
 from ._reasons import batch_message, first_cause
 
 if TYPE_CHECKING:
-    from ._outcome import Report
+    from ._report.report import Report
 
 
 @public

@@ -22,7 +22,7 @@ cached, skipped after a failed dependency) has ``TaskFinished`` with no ``TaskSt
 
 Not yet events: a worker being *ready* (the worker protocol has no ready message; its first
 answer is the first sign of life), and services starting/stopping: services live in the
-workers (``_services``), so their events need a worker-to-coordinator message first.
+workers (``_services.service``), so their events need a worker-to-coordinator message first.
 
 Cost. ``Events.active`` is a plain bool, true only while someone subscribes; every emitting
 site checks it before building an event, so a run with no subscribers pays one attribute

@@ -22,7 +22,7 @@ After settling, it hands the batch to ``complete`` (the engine's ``_complete_if_
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._batch import Batch
@@ -30,12 +30,13 @@ from ._deadlines import Deadlines
 from ._errors import (
     CorralError,
     ExceptionWithTraceback,
+    FixtureError,
     RemoteTraceback,
     SerializationError,
     TaskCancelled,
 )
 from ._events import Events, TaskRetried
-from ._fixtures import FixtureGuard
+from ._fixtures import FixtureSet
 from ._messages import ARGUMENTS, FUNCTION, RESULT
 from ._outcome import Attempt, Outcome, Status
 from ._reasons import reason_lines
@@ -229,3 +230,87 @@ def unwrap(error: Any) -> tuple[BaseException, str | None]:
         return error.exc, error.tb
     cause = getattr(error, "__cause__", None)
     return error, (cause.tb if isinstance(cause, RemoteTraceback) else None)
+
+
+class FixtureGuard:
+    """The engine's memory of failed set-ups: stops dispatching tasks whose fixture keeps
+    failing. Engine thread only.
+
+    Each ``FixtureError`` from a worker names its fixture and the set-up attempt it comes
+    from; tasks failed by the same attempt count once. After ``limit`` distinct failed
+    attempts the fixture is broken for the rest of the Pool's life, and every task that needs
+    it (directly or through another fixture) fails with a FixtureError when its turn comes.
+    """
+
+    def __init__(
+        self,
+        fixtures: FixtureSet,
+        limit: int | None,
+        function: Callable[[int], Callable[..., Any]],
+    ) -> None:
+        self._fixtures = fixtures
+        self._limit = limit
+        self._function = function
+        self._attempts: dict[str, set[str]] = {}
+        self._broken: dict[str, FixtureError] = {}
+        self._needs: dict[int, set[str]] = {}
+
+    def observe(self, error: BaseException) -> None:
+        if not isinstance(error, FixtureError) or error.attempt is None or self._limit is None:
+            return
+        if error.fixture in self._broken:
+            return
+        seen = self._attempts.setdefault(error.fixture, set())
+        seen.add(error.attempt)
+        if len(seen) >= self._limit or getattr(error.cause, "permanent", False):
+            self._broken[error.fixture] = error
+
+    def blocked(self, batch: Batch, positions: Sequence[int]) -> dict[int, FixtureError]:
+        """The positions that must not be dispatched, each with its own error."""
+        if not self._broken:
+            return {}
+        blocked: dict[int, FixtureError] = {}
+        for pos in positions:
+            if batch.star:
+                fn_id, _, kwargs = batch.payload([pos])[0]
+                broken = self._broken_for(fn_id, kwargs)
+            else:
+                broken = self._broken_for(batch.fn_id, ())
+            if broken is not None:
+                blocked[pos] = self._refusal(broken, batch.key_of(pos))
+        return blocked
+
+    def _broken_for(self, fn_id: int, supplied: Iterable[str]) -> str | None:
+        needs = self._needs.get(fn_id) if not supplied else None
+        if needs is None:
+            injected = self._fixtures.injectable(self._function(fn_id))
+            names = [n for n in injected if n not in supplied]
+            needs = self._fixtures.closure(names)
+            if not supplied:
+                self._needs[fn_id] = needs
+        for name in sorted(needs):
+            if name in self._broken:
+                return name
+        return None
+
+    def _refusal(self, name: str, key: Any) -> FixtureError:
+        last = self._broken[name]
+        cause = last.cause
+        reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(last)
+        if getattr(cause, "permanent", False):
+            why = "failed to set up, and would fail the same way again"
+        else:
+            why = f"failed to set up {len(self._attempts[name])} times"
+        error = FixtureError(
+            f"task {key!r} was not run: fixture {name!r} {why} "
+            f"(fixture_failures={self._limit}); "
+            f"last error: {reason}",  # whole: a ServiceError says why on its later lines
+            fixture=name,
+            key=key,
+            cause=cause,
+        )
+        error.__cause__ = last
+        return error
+
+
+# -- signatures ---------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ sides of a worker's pipe:
                          requests, cycles, scopes) and each task function (``check``): a
                          keyword-only parameter nobody supplies is a ``ConfigError`` before
                          any task is dispatched
-    worker process       ``_fixture_cache`` unpickles the same ``FixtureSet`` and sets fixtures
-                         up on first need (``injectable`` says which parameters to fill)
-    engine thread        ``FixtureGuard`` counts the failed set-ups that ``FixtureError``s
-                         report and, past ``fixture_failures``, fails the tasks that need a
-                         broken fixture instead of dispatching them to fail again
+    worker process       ``_worker.fixture_cache`` unpickles the same ``FixtureSet`` and sets
+                         fixtures up on first need (``injectable`` says which parameters to
+                         fill)
+    engine thread        ``_failures.FixtureGuard`` counts the failed set-ups that
+                         ``FixtureError``s report and, past ``fixture_failures``, fails the
+                         tasks that need a broken fixture instead of dispatching them to fail
+                         again
 
 Injection follows pytest: a task function receives a fixture through a keyword-only parameter
 of the same name (``def f(x, *, omc)``); a fixture function receives other fixtures through
@@ -27,14 +29,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
-from ._errors import ConfigError, FixtureError
+from ._errors import ConfigError
 from ._public import public
 
 if TYPE_CHECKING:
-    from ._batch import Batch
+    pass
 
 Scope = Literal["worker", "task"]
 SCOPES = ("worker", "task")
@@ -239,88 +241,6 @@ def as_fixture_set(fixtures: Any) -> FixtureSet:
     return FixtureSet(fixtures)
 
 
-class FixtureGuard:
-    """The engine's memory of failed set-ups: stops dispatching tasks whose fixture keeps
-    failing. Engine thread only.
-
-    Each ``FixtureError`` from a worker names its fixture and the set-up attempt it comes
-    from; tasks failed by the same attempt count once. After ``limit`` distinct failed
-    attempts the fixture is broken for the rest of the Pool's life, and every task that needs
-    it (directly or through another fixture) fails with a FixtureError when its turn comes.
-    """
-
-    def __init__(
-        self,
-        fixtures: FixtureSet,
-        limit: int | None,
-        function: Callable[[int], Callable[..., Any]],
-    ) -> None:
-        self._fixtures = fixtures
-        self._limit = limit
-        self._function = function
-        self._attempts: dict[str, set[str]] = {}
-        self._broken: dict[str, FixtureError] = {}
-        self._needs: dict[int, set[str]] = {}
-
-    def observe(self, error: BaseException) -> None:
-        if not isinstance(error, FixtureError) or error.attempt is None or self._limit is None:
-            return
-        if error.fixture in self._broken:
-            return
-        seen = self._attempts.setdefault(error.fixture, set())
-        seen.add(error.attempt)
-        if len(seen) >= self._limit or getattr(error.cause, "permanent", False):
-            self._broken[error.fixture] = error
-
-    def blocked(self, batch: Batch, positions: Sequence[int]) -> dict[int, FixtureError]:
-        """The positions that must not be dispatched, each with its own error."""
-        if not self._broken:
-            return {}
-        blocked: dict[int, FixtureError] = {}
-        for pos in positions:
-            if batch.star:
-                fn_id, _, kwargs = batch.payload([pos])[0]
-                broken = self._broken_for(fn_id, kwargs)
-            else:
-                broken = self._broken_for(batch.fn_id, ())
-            if broken is not None:
-                blocked[pos] = self._refusal(broken, batch.key_of(pos))
-        return blocked
-
-    def _broken_for(self, fn_id: int, supplied: Iterable[str]) -> str | None:
-        needs = self._needs.get(fn_id) if not supplied else None
-        if needs is None:
-            injected = self._fixtures.injectable(self._function(fn_id))
-            names = [n for n in injected if n not in supplied]
-            needs = self._fixtures.closure(names)
-            if not supplied:
-                self._needs[fn_id] = needs
-        for name in sorted(needs):
-            if name in self._broken:
-                return name
-        return None
-
-    def _refusal(self, name: str, key: Any) -> FixtureError:
-        last = self._broken[name]
-        cause = last.cause
-        reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(last)
-        if getattr(cause, "permanent", False):
-            why = "failed to set up, and would fail the same way again"
-        else:
-            why = f"failed to set up {len(self._attempts[name])} times"
-        error = FixtureError(
-            f"task {key!r} was not run: fixture {name!r} {why} "
-            f"(fixture_failures={self._limit}); "
-            f"last error: {reason}",  # whole: a ServiceError says why on its later lines
-            fixture=name,
-            key=key,
-            cause=cause,
-        )
-        error.__cause__ = last
-        return error
-
-
-# -- signatures ---------------------------------------------------------------------------------
 class Parameters(NamedTuple):
     """``(name, has_default)`` of a function's positional and keyword-only parameters."""
 

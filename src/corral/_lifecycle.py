@@ -1,5 +1,5 @@
 """The process-wide hooks corral needs, and nothing else: stop live pools at interpreter exit,
-and tell shared data (``_share``) which pools are open and when they started.
+and tell shared data (``_sharing.share``) which pools are open and when they started.
 
 A Pool that was never closed (a script that forgot ``with``) would otherwise leave worker
 processes behind and make ``multiprocessing``'s own exit handler wait on them forever. The
@@ -8,11 +8,11 @@ never the Pool itself) from its start until its workers are gone, weakly: a runn
 held by its engine thread, and a Pool that is collected is closed by its finalizer, so
 interpreter exit finds (and closes) every pool that still has workers, collected or not.
 
-Every Pool start sweeps the shared-memory segments of dead coordinators (``_shm.sweep``). A
-Pool's close does not release shares: a share lives as long as its owner holds it. Pools and
-shares take a number from one counter (``tick``: when each was born), so that ``_share`` can
-tell whether the workers of a fork Pool were forked after a share was made, and so already
-hold its data.
+Every Pool start sweeps the shared-memory segments of dead coordinators
+(``_sharing.segments.sweep``). A Pool's close does not release shares: a share lives as long as
+its owner holds it. Pools and shares take a number from one counter (``tick``: when each was
+born), so that ``_sharing.share`` can tell whether the workers of a fork Pool were forked after
+a share was made, and so already hold its data.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def register(pool: Any) -> None:
         atexit.register(_close_all)
         _registered = True
     _live.add(pool)
-    from . import _shm
+    from ._sharing import segments as _shm
 
     _shm.sweep()
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 class Lifetime:
     """Owns the engine thread, the wakeup pipe and the open / closing / released state of
-    one Pool. ``born`` and ``start_method`` are the Pool's (``_share`` reads them of every
+    one Pool. ``born`` and ``start_method`` are the Pool's (``_sharing.share`` reads them of every
     live Lifetime to know whether its workers inherited a share)."""
 
     def __init__(

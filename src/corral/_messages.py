@@ -1,7 +1,7 @@
 """What travels on a worker's pipe, in both directions.
 
     coordinator ──► worker:  Call (one attempt of one or more tasks) | Stop
-                             (and the hand-over signal, not a message: see ``_handover``)
+                             (and the hand-over signal, not a message: see ``_worker.handover``)
     worker ──► coordinator:  Result or CallFailed (one per Call)
                              | InitFailed (once, then the worker exits)
                              | TEARDOWN (after Stop: the fixture it tears down now)
@@ -11,7 +11,7 @@ Messages are pickled with cloudpickle by ``_codec``; a Call's bytes start with i
 (``_codec.dumps_call``), so a worker knows which Call it is unpacking before it unpickles
 it. A Call names its function by ``fn_id``; the function's bytes travel once per worker, in
 the ``fns`` of the first Call that needs it, and the worker keeps them (``functions`` in
-``_execute``). That keeps a 20,000-item ``map`` of a lambda from pickling the lambda 20,000
+``_worker.execute``). That keeps a 20,000-item ``map`` of a lambda from pickling the lambda 20,000
 times.
 """
 

@@ -39,9 +39,10 @@ from ._options import (
     split_options,
     with_run_overrides,
 )
-from ._outcome import Outcome, Report, result_of
-from ._progress import make_observer
+from ._outcome import Outcome, result_of
 from ._public import public
+from ._report.progress import make_observer
+from ._report.report import Report
 from ._scheduler import Scheduler
 from ._task import Task
 

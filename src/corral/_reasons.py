@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from ._outcome import Status
 
 if TYPE_CHECKING:
-    from ._outcome import Outcome, Report
+    from ._outcome import Outcome
+    from ._report.report import Report
 
 FAILURES_LISTED = 10
 """Failures a BatchError message lists; ``.report`` holds them all."""

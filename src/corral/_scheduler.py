@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._needs import Plan
+if TYPE_CHECKING:
+    from ._needs import Plan
 
 EPSILON = 1e-9
 """Slack for float capacities (three tasks using 0.1 of a resource with capacity 0.3 fit)."""

@@ -87,7 +87,7 @@ def die(signum: int) -> NoReturn:
                 pool.close(cancel=True)
             except Exception:
                 log.warning("corral: closing %r on %s failed", pool, signum, exc_info=True)
-        share = sys.modules.get("corral._share")  # not imported: no share exists here
+        share = sys.modules.get("corral._sharing.share")  # not imported: no share exists here
         if share is not None:
             share.release_all()
     finally:

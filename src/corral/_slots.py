@@ -26,9 +26,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ._batch import Batch
-from ._deadlines import Deadline
+if TYPE_CHECKING:
+    from ._batch import Batch
+    from ._deadlines import Deadline
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The process backend: starts, feeds, watches and kills the local worker processes.
 
-    engine thread (coordinator process)                      worker process k (_worker)
+    engine thread (coordinator process)                      worker process k (_worker.loop)
     ───────────────────────────────────                      ──────────────────────────
     prepare(k, Call) → bytes (+ fns k lacks, drop)
     send(k, bytes) ═══ conn k (duplex pipe) ═══════════════► recv → execute → send
@@ -8,7 +8,7 @@
     wait() → Died ◄──── sentinel k (fd, readable at exit) ── process exit
     lifeline k (write end, never written) ─────────────────► EOF if the coordinator dies
     running_item(k) ◄── stamp k (3 shared doubles) ───────── [item index, start, call id]
-    hand_over(k) ────── SIGUSR1 to the worker alone ───────► Handover on conn k (_handover)
+    hand_over(k) ────── SIGUSR1 to the worker alone ───────► Handover on conn k (_worker.handover)
 
 Only the engine thread calls into this object (``running_item`` also from the progress
 thread: it reads the stamp). The engine hands ``prepare`` a Call that names its functions by
@@ -47,13 +47,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import _codec, _worker
+from .. import _codec
 from .._errors import SerializationError
-from .._handover import HANDOVER_SIGNAL
 from .._messages import ARGUMENTS, FUNCTION, STOP, TEARDOWN, Call, CallFailed, Handover, Result
-from .._options import PoolOptions
 from .._platform import (
     WORKER_ENV,
     children_of,
@@ -66,7 +64,12 @@ from .._platform import (
     signal_tree,
     worker_mark,
 )
-from . import PROCESS, BackendSetup, Died, Event, Message, Prepared, Undecodable
+from .._worker import loop as worker_loop
+from .._worker.handover import HANDOVER_SIGNAL
+from .contract import PROCESS, BackendSetup, Died, Event, Message, Prepared, Undecodable
+
+if TYPE_CHECKING:
+    from .._options import PoolOptions
 
 log = logging.getLogger("corral")
 
@@ -157,7 +160,7 @@ class ProcessBackend:
         if start_method == "forkserver":
             # The fork server then imports corral once (and names itself); each worker forks
             # with it loaded. Never "__main__": the server would run the user's script.
-            self._ctx.set_forkserver_preload(["corral._forkserver_preload"])
+            self._ctx.set_forkserver_preload(["corral._worker.preload"])
         self._fork = start_method == "fork"
         self._threads = threads
         self._measure_rss = measure_rss
@@ -174,7 +177,7 @@ class ProcessBackend:
         stamp = self._ctx.RawArray("d", 3)
         stamp[0] = stamp[2] = -1.0
         process = self._ctx.Process(
-            target=_worker.main,
+            target=worker_loop.main,
             args=(
                 child_conn,
                 lifeline_r,

@@ -30,10 +30,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import TaskTimeout
-from .._execute import Progress, execute, partial_result
-from .._fixture_cache import FixtureCache
 from .._messages import Call, Handover
-from . import SERIAL, BackendSetup, Event, Message, Prepared
+from .._worker.execute import Progress, execute, partial_result
+from .._worker.fixture_cache import FixtureCache
+from .contract import SERIAL, BackendSetup, Event, Message, Prepared
 
 if TYPE_CHECKING:
     from .._options import PoolOptions

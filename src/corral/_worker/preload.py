@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import _worker  # noqa: F401 - preloaded so that forked workers need not import it
-from ._proctitle import set_title
+from .._proctitle import set_title
+from . import loop  # noqa: F401 - preloaded so that forked workers need not import it
 
 set_title(f"corral fork server [pool {os.getppid()}]")

@@ -37,8 +37,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._errors import ServiceError
-from ._public import public
+from .._errors import ServiceError
+from .._public import public
 
 SCAN = 1000
 """From an explicit start port, how many ports upward are candidates."""

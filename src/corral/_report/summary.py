@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._outcome import Status
-from ._reasons import reason_lines
+from .._outcome import Status
+from .._reasons import reason_lines
 
 if TYPE_CHECKING:
-    from ._outcome import Report
+    from .report import Report
 
 FAILURES_SHOWN = 20
 REASON_LINES = 12

@@ -12,7 +12,7 @@
     stamp (3 shared doubles) ◄────────────────── main thread writes [item index or phase,
                                                  start time, call id] as it works through a Call
     SIGUSR1 (Ctrl-C: hand over) ───────────────► handler sends a Handover on conn: the
-                                                 finished items of the running Call (_handover)
+                                                 finished items of the running Call (handover)
 
     what a task starts, and who kills it:
 
@@ -48,7 +48,7 @@ Fixtures: a pool with fixtures sends them pickled at start-up; the worker binds 
 task function to the fixtures it asks for and, when its loop ends normally (STOP: retired or
 pool closed; EOF), tears them down. A killed worker tears nothing down: a ``corral.Service``
 started by a fixture runs in a process group of its own, which the watchdog's group kill does
-not reach; the Service's own keeper process stops it when this process dies (``_services``).
+not reach; the Service's own keeper process stops it when this process dies (``_services.service``).
 
 The stamp lets the coordinator tell, without a message per item, which item of a chunk was
 running when the worker died or overran its timeout, or at which edge of the Call it was:
@@ -72,12 +72,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from . import _codec
-from ._errors import ExceptionWithTraceback
-from ._execute import execute
-from ._handover import Responder
-from ._handover import install as install_handover
-from ._messages import (
+from .. import _codec
+from .._errors import ExceptionWithTraceback
+from .._messages import (
     ARGUMENTS,
     BETWEEN,
     CALL,
@@ -93,7 +90,7 @@ from ._messages import (
     InitFailed,
     Result,
 )
-from ._platform import (
+from .._platform import (
     WORKER_ENV,
     become_group_leader,
     become_subreaper,
@@ -104,10 +101,13 @@ from ._platform import (
     set_parent_death_signal,
     worker_mark,
 )
-from ._proctitle import set_title
+from .._proctitle import set_title
+from .execute import execute
+from .handover import Responder
+from .handover import install as install_handover
 
 if TYPE_CHECKING:
-    from ._fixture_cache import FixtureCache
+    from .fixture_cache import FixtureCache
 
 
 class Stamp:
@@ -161,7 +161,7 @@ def main(
     """Entry point of a worker process (the target given to ``multiprocessing``).
 
     ``fixtures``: the pool's pickled fixtures, set up here on first need and torn down when
-    the loop ends (STOP or EOF); see ``_fixture_cache``. ``title``: the process title.
+    the loop ends (STOP or EOF); see ``_worker.fixture_cache``. ``title``: the process title.
 
     Whatever stops the worker before its first Call (the initializer, the fixtures that do
     not unpickle, anything else) is sent back as ``InitFailed`` with its traceback, so the
@@ -208,7 +208,7 @@ def _loop(
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
 ) -> None:
     functions: dict[int, Callable[..., Any]] = {}
-    handover = install_handover(conn)  # Ctrl-C: the finished part of a chunk (_handover)
+    handover = install_handover(conn)  # Ctrl-C: the finished part of a chunk (_worker.handover)
     while True:
         handover.idle()
         try:
@@ -287,7 +287,7 @@ def _unbound(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _fixture_cache(fixtures: bytes | None) -> FixtureCache | None:
     if fixtures is None:
         return None
-    from ._fixture_cache import from_bytes  # only workers of pools with fixtures pay for it
+    from .fixture_cache import from_bytes  # only workers of pools with fixtures pay for it
 
     return from_bytes(fixtures)
 
@@ -386,4 +386,4 @@ def _picklable_error(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit("corral._worker is started by corral, not run directly")
+    sys.exit("corral._worker.loop is started by corral, not run directly")

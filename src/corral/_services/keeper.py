@@ -27,8 +27,8 @@ import os
 import subprocess
 import sys
 
-from ._platform import SERVICE_ENV
-from ._proctitle import TITLE_IN_ISOLATED_PYTHON, title_args
+from .._platform import SERVICE_ENV
+from .._proctitle import TITLE_IN_ISOLATED_PYTHON, title_args
 
 SCRIPT = r"""
 import os, signal, sys, time

@@ -1,11 +1,11 @@
 """Run one Call in this process and describe what happened: the only place user code is called.
 
-Runs in a worker process (``_worker``) or, for the serial backend, in the caller's own process.
+Runs in a worker process (``_worker.loop``) or, for the serial backend, in the caller's own process.
 Every exception a task raises is caught here and turned into an entry of ``Result.errors``;
 nothing a task does can stop the loop over the Call's other items.
 
 Fixtures (``fixtures=``) are injected here too, without this module knowing: the functions
-that ``resolve`` returns are bound to the process's fixture cache (``_fixture_cache.Bound``),
+that ``resolve`` returns are bound to the process's fixture cache (``_worker.fixture_cache.Bound``),
 so a fixture's set-up runs inside the item that first needs it, and a set-up that raises is
 that item's error (a ``FixtureError``), like any exception of the task.
 
@@ -16,9 +16,9 @@ timeout, only writes the running item's index to shared memory: a chunk of 20,00
 tasks must cost little more than the calls themselves (see benchmarks S1).
 
 Both loops fill a ``Progress`` in place, so that what a Call has produced so far can be read
-at any moment at no cost to the loop: by the worker's hand-over signal handler (``_handover``)
-and by the serial backend after a KeyboardInterrupt. ``partial_result`` turns it into the
-Result of the items that finished.
+at any moment at no cost to the loop: by the worker's hand-over signal handler
+(``handover``) and by the serial backend after a KeyboardInterrupt. ``partial_result`` turns
+it into the Result of the items that finished.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._errors import ExceptionWithTraceback
-from ._messages import Call, Result
-from ._platform import max_rss_bytes, rss_bytes
+from .._errors import ExceptionWithTraceback
+from .._messages import Call, Result
+from .._platform import max_rss_bytes, rss_bytes
 
 TIMED_ITEMS = 256
 """Chunks up to this size record each item's finish time; longer chunks (of very short tasks)

@@ -3,10 +3,10 @@ at all, for workers forked after the share.
 
     coordinator (the owner)                            worker process (any number)
     ───────────────────────                            ───────────────────────────
-    share(obj): lay out (_layout), check space,
+    share(obj): lay out (_sharing.layout), check space,
       name the segment; an array or bytes is kept
       in place, anything else is copied now into
-      the segment (_shm)
+      the segment (_sharing.segments)
       ──► a Shared handle: path, size (~200 bytes)
     the handle, pickled inside task arguments ═══════► unpickled: a Shared handle again
       (unless every open Pool forks its workers        handle.value, once per process:
@@ -61,10 +61,12 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from . import _layout, _lifecycle, _shm
-from ._codec import human_size
-from ._errors import ConfigError, CorralError
-from ._public import public
+from .. import _lifecycle
+from .._codec import human_size
+from .._errors import ConfigError, CorralError
+from .._public import public
+from . import layout as _layout
+from . import segments as _shm
 
 
 @dataclass
@@ -354,7 +356,7 @@ def _array_view(arr: Any) -> Any:
 
 def _frame_view(obj: Any) -> Any:
     """A Series or DataFrame over read-only views of the original's columns, built like the
-    segment's (``_layout``): a frame of one numpy block stays one block (so pandas never
+    segment's (``_sharing.layout``): a frame of one numpy block stays one block (so pandas never
     consolidates it, which would copy it), other frames get one block per column."""
     import pandas as pd
 

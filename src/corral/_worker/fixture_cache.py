@@ -17,9 +17,9 @@ the time passes, the coordinator kills it and logs the fixture it was stuck on. 
 the teardown runs in the caller's process, where nothing can stop it: a warning names it.
 
 Fixture code is user code: it runs only inside a task's call (through ``Bound``, called by
-``_execute``) and in ``close``. Nothing runs on a worker that is killed (timeout, cancel,
+``_worker.execute``) and in ``close``. Nothing runs on a worker that is killed (timeout, cancel,
 crash, the coordinator's death): a ``corral.Service`` guards against that itself, with a
-keeper process (``_services``).
+keeper process (``_services.service``).
 
 A set-up that raises fails the task with a ``FixtureError`` and is tried again for the next
 task. After ``limit`` failures in a row of the same fixture in this process, the next tasks
@@ -38,9 +38,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator
 from typing import Any
 
-from . import _codec
-from ._errors import ExceptionWithTraceback, FixtureError, TaskTimeout
-from ._fixtures import Fixture, FixtureSet
+from .. import _codec
+from .._errors import ExceptionWithTraceback, FixtureError, TaskTimeout
+from .._fixtures import Fixture, FixtureSet
 
 log = logging.getLogger("corral")
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 MAGIC = b"CORRAL1\0"
 ALIGN = 64

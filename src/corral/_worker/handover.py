@@ -39,9 +39,9 @@ import signal
 from multiprocessing.connection import Connection
 from types import FrameType
 
-from . import _codec
-from ._execute import Progress, partial_result
-from ._messages import Handover
+from .. import _codec
+from .._messages import Handover
+from .execute import Progress, partial_result
 
 log = logging.getLogger("corral")
 

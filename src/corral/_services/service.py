@@ -1,10 +1,10 @@
 """``corral.Service``: an external program on a port of its own, ready before it is used, and
 never left running.
 
-    worker process (or the caller)       keeper process (_keeper)   the service
+    worker process (or the caller)       keeper process (_services.keeper)   the service
     ──────────────────────────────       (own session)              (own session = own group)
     start():
-      reserve a port (_ports: lock file + bind test)
+      reserve a port (_services.ports: lock file + bind test)
       keeper pipe, write end ──────────► reads "+pgid" / "-pgid"
       Popen(argv with {port}, {token},
             env CORRAL_SERVICE=<mark>) ───────────────────────────► program (and all it starts
@@ -17,7 +17,7 @@ never left running.
 Ownership: a Service's program, everything it starts, and its keeper belong to the Service.
 Its starter stops them (``stop``), or, when the starter dies first, its keeper. Nothing else
 kills them: the tree kills of a worker (timeout, cancel, crash, the coordinator's death; see
-``_worker``) spare every process that carries ``CORRAL_SERVICE`` and whatever is under it.
+``_worker.loop``) spare every process that carries ``CORRAL_SERVICE`` and whatever is under it.
 
 Who kills whom:
 
@@ -58,17 +58,17 @@ from typing import IO, Any, Literal
 
 import psutil
 
-from ._errors import ConfigError, ServiceError
-from ._keeper import Keeper
-from ._platform import (
+from .._errors import ConfigError, ServiceError
+from .._platform import (
     SERVICE_ENV,
     descendants,
     kill_group,
     kill_marked,
     signal_processes,
 )
-from ._ports import Reservation, reserve
-from ._public import public
+from .._public import public
+from .keeper import Keeper
+from .ports import Reservation, reserve
 
 TAIL_LINES = 50
 """Output lines kept (for ``ServiceError`` and ``Service.output``)."""
@@ -296,7 +296,7 @@ class Service:
         argv = [_substitute(a, subst) for a in self.argv]
         env = {**os.environ, **{k: _substitute(v, subst) for k, v in self._env.items()}}
         assert self._keeper is not None
-        env[SERVICE_ENV] = self._keeper.mark  # its keeper's, not a worker's (see _keeper)
+        env[SERVICE_ENV] = self._keeper.mark  # its keeper's, not a worker's (see _services.keeper)
         shown = [_substitute(a, {"{port}": str(self.port), "{token}": MASK}) for a in self.argv]
         self._write_log(f"--- corral: starting {' '.join(shown)}")
         try:

@@ -35,8 +35,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._codec import human_size
-from ._errors import ConfigError
+from .._codec import human_size
+from .._errors import ConfigError
 
 PREFIX = "corral-"
 SHM_DIR = "/dev/shm"

@@ -1,0 +1,124 @@
+"""The types of the backend contract (described in ``_backends/__init__``): the events a
+backend's ``wait`` returns, its capability flags, a prepared Call, the ``Backend`` protocol
+and what a factory is given. Imported by the engine and by every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .._functions import FunctionTable
+    from .._messages import Call, CallFailed, Handover, InitFailed, Result
+    from .._options import PoolOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    slot: int
+    message: Result | CallFailed | InitFailed | Handover
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    slot: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Died:
+    slot: int
+    exitcode: int | None
+    call_id: int
+    index: int
+
+
+Event = Message | Undecodable | Died
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    can_kill_one_call: bool
+    can_queue_calls: bool
+    shares_memory_with_coordinator: bool
+    has_running_stamp: bool
+    runs_in_caller_thread: bool
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A Call as its backend will send it: ``payload`` (bytes, or the Call itself in-process;
+    None: nothing to send), the items it could not encode (``rejected``: offset in the Call as
+    given → error; they are not sent, and the Call's items no longer include them), ``failed``
+    (the rest could not be encoded either: nothing is sent) and the bytes of the arguments (for
+    size warnings; None when not measured)."""
+
+    payload: Any
+    rejected: dict[int, BaseException] = field(default_factory=dict)
+    failed: BaseException | None = None
+    argument_bytes: int | None = None
+
+
+class Backend(Protocol):
+    slots: int
+    capabilities: Capabilities
+    start_method: str | None  # how workers start (None: no processes): for ``_sharing.share``
+
+    def start_worker(self, slot: int) -> int | None: ...
+
+    def prepare(self, slot: int, call: Call) -> Prepared: ...
+
+    def send(self, slot: int, prepared: Prepared) -> None: ...
+
+    def forget(self, fn_id: int) -> None: ...
+
+    def wait(self, timeout: float | None) -> Sequence[Event]: ...
+
+    def running_item(self, slot: int) -> tuple[int, int, float]: ...
+
+    def kill(self, slot: int) -> None: ...
+
+    def hand_over(self, slot: int) -> Handover | None: ...
+
+    def retire(self, slot: int) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSetup:
+    """What a Pool gives a backend factory: its resolved worker count, options, function
+    table (pickled per ``capabilities``), initializer (not pickled) and the engine's wakeup
+    pipe (a byte on it must end ``wait``)."""
+
+    workers: int
+    options: PoolOptions
+    functions: FunctionTable
+    initializer: tuple[Callable[..., Any], tuple[Any, ...]] | None
+    wakeup: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFactory:
+    """How the Pool makes a backend of one name; ``capabilities`` are known before it is
+    made (they choose the function table and the driver)."""
+
+    create: Callable[[BackendSetup], Backend]
+    capabilities: Capabilities
+
+
+PROCESS = Capabilities(
+    can_kill_one_call=True,
+    can_queue_calls=True,
+    shares_memory_with_coordinator=False,
+    has_running_stamp=True,
+    runs_in_caller_thread=False,
+)
+SERIAL = Capabilities(
+    can_kill_one_call=False,
+    can_queue_calls=False,
+    shares_memory_with_coordinator=True,
+    has_running_stamp=False,
+    runs_in_caller_thread=True,
+)
