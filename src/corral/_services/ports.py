@@ -47,7 +47,7 @@ EPHEMERAL_TRIES = 200
 """How many ports chosen by the OS are tried for ``port="auto"`` before giving up."""
 
 
-class Reservation:
+class HeldPort:
     """A port held for this process until ``release`` (or until this process dies)."""
 
     def __init__(self, port: int, fd: int, path: Path) -> None:
@@ -67,12 +67,12 @@ class Reservation:
             os.close(fd)
 
     def __repr__(self) -> str:
-        return f"<Reservation port {self.port}{'' if self._fd is not None else ' released'}>"
+        return f"<HeldPort port {self.port}{'' if self._fd is not None else ' released'}>"
 
 
 def reserve(
     host: str = "127.0.0.1", *, start: int | None = None, avoid: frozenset[int] = frozenset()
-) -> Reservation:
+) -> HeldPort:
     """Reserve a free port on ``host``: chosen by the OS (``start`` None), or the first free
     one from ``start`` upward. Ports in ``avoid`` are skipped (those a caller saw fail)."""
     candidates = _ephemeral(host) if start is None else iter(range(start, min(start + SCAN, 65536)))
@@ -84,7 +84,7 @@ def reserve(
         fd = _lock(path)
         if fd is None:
             continue
-        reservation = Reservation(port, fd, path)
+        reservation = HeldPort(port, fd, path)
         if _bindable(host, port):
             return reservation
         reservation.release()
@@ -92,7 +92,7 @@ def reserve(
     raise ServiceError(f"no free TCP port on {host} {where}")
 
 
-_held: dict[int, Reservation] = {}
+_held: dict[int, HeldPort] = {}
 """Ports handed out by ``free_port``: reserved for the life of this process, since the caller
 only gets a number back (this registry is the reservation; nothing else reads it)."""
 

@@ -68,7 +68,7 @@ from .._platform import (
 )
 from .._public import public
 from .keeper import Keeper
-from .ports import Reservation, reserve
+from .ports import HeldPort, reserve
 
 TAIL_LINES = 50
 """Output lines kept (for ``ServiceError`` and ``Service.output``)."""
@@ -184,7 +184,7 @@ class Service:
         self.token: str | None = None
         self.pid: int | None = None
         self._run: _Run | None = None
-        self._reservation: Reservation | None = None
+        self._reservation: HeldPort | None = None
         self._keeper: Keeper | None = None
         self._check_error: Exception | None = None  # the ready callable's last exception
 
@@ -279,12 +279,12 @@ class Service:
             return None
         return failures, tail, False
 
-    def _reserve(self, start: int | None, avoid: set[int]) -> Reservation | None:
+    def _reserve(self, start: int | None, avoid: set[int]) -> HeldPort | None:
         if not self._needs_port:
             return None
         return reserve(self.host, start=start, avoid=frozenset(avoid))
 
-    def _attempt(self, reservation: Reservation | None) -> None:
+    def _attempt(self, reservation: HeldPort | None) -> None:
         self.port = reservation.port if reservation is not None else None
         self.token = secrets.token_hex(16)
         self._launch()
@@ -382,7 +382,7 @@ class Service:
             self._log.close()
         self._log = None
 
-    def _discard(self, reservation: Reservation | None) -> list[str]:
+    def _discard(self, reservation: HeldPort | None) -> list[str]:
         """Stop a failed attempt's program and free its port (the next attempt avoids it);
         the program's last output lines, complete once its output pipe is drained."""
         run, self._run = self._run, None
