@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._config.apply import apply_config
 from ._errors import ConfigError, check_callable
 from ._needs import check_item_specs, needs_for_items, plan, pop_item_specs
 from ._options import PoolOptions, RunOptions, split_options
@@ -60,6 +59,8 @@ def map(
         start_method=start_method, backend=backend, progress=progress, **options,
     )  # fmt: skip
     if config is not None:  # corral.Settings (_config): the file under the arguments
+        from ._config.apply import apply_config  # pydantic and yaml: only when asked for
+
         workers, opts = apply_config(config, workers, opts, map)
     checked_options = _validate(workers, opts, fn)
     items = list(iterable)
@@ -93,6 +94,8 @@ def imap(
         )
     config = options.pop("config", None)
     if config is not None:  # corral.Settings (_config): the file under the arguments
+        from ._config.apply import apply_config
+
         workers, options = apply_config(config, workers, options, imap)
     checked = _validate(workers, options, fn)
 
@@ -121,6 +124,8 @@ def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -
     """
     config = options.pop("config", None)
     if config is not None:  # corral.Settings (_config): the file under the arguments
+        from ._config.apply import apply_config
+
         workers, options = apply_config(config, workers, options, run)
     checked_options = _validate(workers, options)
     task_list = _check_tasks(tasks)

@@ -15,7 +15,9 @@ Supervision is corral's: a timeout or a cancel kills the worker's tree (SIGTERM 
 its group, the program's group included, SIGKILL after ``kill_grace``; docs/failures.md, "What
 a task starts"), the program's grandchildren too. With the serial backend the timeout arrives
 as an exception in the caller (SIGALRM), and Ctrl-C as KeyboardInterrupt: either way the
-``finally`` below kills the program's whole process group before the task ends.
+program's whole process group is killed before the task ends, and what it started in other
+sessions, found by the mark in its environment (``COMMAND_ENV``). A program that ends on its
+own ends its task; what it left running in the background is its business, as for any task.
 
 ``{%}`` (the worker's slot, 1..N) is a lock file held by each worker for its life, the first
 free one of the run's; ``{port}`` a port reserved by that worker (``corral.free_port``) and
@@ -38,7 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import TaskError
+from ._platform import kill_marked
 from ._public import public
+
+COMMAND_ENV = "CORRAL_COMMAND"
+"""Set, to a mark of its own, in each program's environment: what it starts carries it."""
 
 TAIL_LINES = 20
 """How many last lines of a failed program's stderr its CommandFailed says."""
@@ -70,7 +76,8 @@ class CommandFailed(TaskError):
         self.stderr = stderr
         self.stderr_tail = "\n".join(stderr.splitlines()[-TAIL_LINES:])
         how = f"was killed by {signal}" if signal else f"exited with status {exit_code}"
-        tail = f"\n  stderr: ...\n    " + "\n    ".join(self.stderr_tail.splitlines()) if self.stderr_tail else ""
+        lines = self.stderr_tail.splitlines()
+        tail = "\n  last lines of stderr:\n    " + "\n    ".join(lines) if lines else ""
         super().__init__(f"command {command!r} {how}{tail}", key=key)
 
 
@@ -201,6 +208,7 @@ def run_command(
         os.makedirs(cwd, exist_ok=True)
     start = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        mark = secrets.token_hex(8)
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
             stdin=subprocess.DEVNULL,
@@ -208,17 +216,19 @@ def run_command(
             stderr=err,
             cwd=cwd,
             start_new_session=True,
+            env={**os.environ, COMMAND_ENV: mark},
         )
         try:
             code = proc.wait()
-        finally:
-            # whatever ended the wait (the program, a timeout, Ctrl-C): nothing of the
-            # program's group outlives the task
+        except BaseException:
+            # interrupted in this process (serial timeout, Ctrl-C): the program's group and
+            # whatever it started elsewhere (found by the mark) go with the task
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            if proc.returncode is None:
-                with contextlib.suppress(Exception):
-                    proc.wait(timeout=5)
+            kill_marked(COMMAND_ENV, mark, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+            raise
         stdout, stderr = _read(out), _read(err)
     if code != 0:
         name = _signal_name(-code) if code < 0 else None

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     exe = commands.add_parser(
         "exec", help="run a program per input", epilog=EXEC_EXAMPLES, formatter_class=raw
     )
-    exe.add_argument("command", metavar="COMMAND", help="a shell command with {} strings")
+    exe.add_argument("template", metavar="COMMAND", help="a shell command with {} strings")
     exe.add_argument("inputs", metavar="INPUT", nargs="*", help="inputs or globs")
     exe.add_argument("--inputs", dest="inputs_file", metavar="FILE", help="one input per line")
     exe.add_argument("--workdir", metavar="DIR", help="run each program here ({} strings apply)")

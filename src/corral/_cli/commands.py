@@ -46,7 +46,7 @@ def exec_command(args: argparse.Namespace) -> int:
     from .._command import has_placeholder
     from .._command import run_command as run_program
 
-    template = args.command
+    template = args.template
     if not template.strip():
         raise ConfigError("the command is empty")
     if not has_placeholder(template):
