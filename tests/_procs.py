@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import sys
-import multiprocessing.resource_tracker
 import time
 from pathlib import Path
 

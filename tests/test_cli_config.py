@@ -37,7 +37,7 @@ WHERE = textwrap.dedent(
 def _lines(out: str) -> dict[str, tuple[str, str]]:
     rows = {}
     for line in out.splitlines()[1:]:
-        key, value, source = (line.split(None, 2) + ["", ""])[:3]
+        key, value, source = ([*line.split(None, 2), "", ""])[:3]
         rows[key] = (value, source)
     return rows
 

@@ -142,9 +142,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
         start_new_session=True,
     )  # fmt: skip
     try:
-        wait_until(
-            lambda: len(list(tmp_path.glob("started-*"))) == 2, "both programs", proc=proc
-        )
+        wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2, "both programs", proc=proc)
         assert len(_left_behind(mark)) >= 4  # the CLI, workers, programs: the mark finds them
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)

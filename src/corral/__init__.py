@@ -26,6 +26,8 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from ._api import imap, map, run
+    from ._command import CommandFailed
+    from ._config.settings import Settings
     from ._errors import (
         BatchError,
         ConfigError,
@@ -41,8 +43,6 @@ if _typing.TYPE_CHECKING:
         WorkerCrashed,
         WorkerStartError,
     )
-    from ._command import CommandFailed
-    from ._config.settings import Settings
     from ._executor import Executor
     from ._fixtures import fixture
     from ._outcome import Attempt, Failure, Outcome, Status

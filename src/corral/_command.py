@@ -129,7 +129,11 @@ def expand(template: str, value: str, job: int, slot: int | str, quote: bool = T
                     text = _worker_token()
                 else:
                     text = parts[s]
-                out.append(shlex.quote(text) if quote and s in ("{}", "{.}", "{/}", "{//}", "{/.}") else text)
+                out.append(
+                    shlex.quote(text)
+                    if quote and s in ("{}", "{.}", "{/}", "{//}", "{/.}")
+                    else text
+                )
                 i += len(s)
                 break
         else:

@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("function", metavar="MODULE:FUNCTION", help="e.g. sims.model:simulate")
     run.add_argument("inputs", metavar="INPUT", nargs="*", help="inputs or globs ('sims/*.sim')")
     run.add_argument("--inputs", dest="inputs_file", metavar="FILE", help="one input per line")
-    run.add_argument("--params", metavar="FILE", help="rows as keyword arguments: .csv/.jsonl/.parquet")
+    run.add_argument(
+        "--params", metavar="FILE", help="rows as keyword arguments: .csv/.jsonl/.parquet"
+    )
     add_run_options(run)
     add_config_options(run)
     run.add_argument("--debug", action="store_true", help="show tracebacks of errors")

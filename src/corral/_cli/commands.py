@@ -137,9 +137,7 @@ def load_function(ref: str) -> Callable[..., Any]:
     except ImportError as exc:
         raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
     except Exception as exc:  # the module's own code failed: say so, in one line
-        raise ConfigError(
-            f"importing {module_name!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ConfigError(f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

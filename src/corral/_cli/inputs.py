@@ -113,9 +113,7 @@ def _read_parquet(file: Path) -> list[dict[str, Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ConfigError(
-            "reading .parquet needs pyarrow (pip install 'corral[share]')"
-        ) from None
+        raise ConfigError("reading .parquet needs pyarrow (pip install 'corral[share]')") from None
     try:
         table = pq.read_table(file)
     except Exception as exc:  # pyarrow raises its own kinds for a bad file

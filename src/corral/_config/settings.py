@@ -49,6 +49,12 @@ PASS_THROUGH = (
 )  # fmt: skip
 """Options of features provided elsewhere in corral, handed to the API by name."""
 
+NULLABLE = frozenset(
+    {"timeout", "start_method", "progress", "max_tasks_per_worker", "max_worker_memory",
+     "resources", "fixture_failures", *PASS_THROUGH}
+)  # fmt: skip
+"""Keys whose null means something (no limit, automatic, off); null elsewhere is an error."""
+
 EXPECTED = {
     "workers": "a positive integer or 'auto'",
     "timeout": "a positive number of seconds",
@@ -158,7 +164,9 @@ class Settings:
         return settings
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], section: str | Sequence[str] | None = None) -> Settings:
+    def load(
+        cls, path: str | os.PathLike[str], section: str | Sequence[str] | None = None
+    ) -> Settings:
         """The settings of one file (YAML or TOML), or of its ``section`` (a dotted key path:
         ``"parallel_processing"``, ``"analysis.parallel_processing"``). A ``pyproject.toml``
         is read at ``[tool.corral]``."""
@@ -196,7 +204,9 @@ class Settings:
         return getattr(self._model, name)
 
     def __repr__(self) -> str:
-        set_values = ", ".join(f"{k}={getattr(self._model, k)!r}" for k in KEYS if k in self.sources)
+        set_values = ", ".join(
+            f"{k}={getattr(self._model, k)!r}" for k in KEYS if k in self.sources
+        )
         return f"Settings({set_values})"
 
     def __eq__(self, other: object) -> bool:
@@ -237,6 +247,8 @@ class Settings:
         problems = []
         for key, value in self.values().items():
             source = self.sources[key]
+            if value is None and key in PASS_THROUGH:
+                continue  # off: nothing to hand on, whatever this corral supports
             if key not in known and source.key.rpartition(".")[2] in TEAM_KEYS:
                 # The team's block as it is must run on any corral: a feature it turns on
                 # that this one lacks (save_error_reports) is said, not fatal.
@@ -281,8 +293,7 @@ def config_layer(config: Any, start: Path | None = None) -> Layer:
     if isinstance(config, (str, os.PathLike)):
         return read_file(config)
     raise ConfigError(
-        f"config must be a path, (path, section), a corral.Settings, 'auto' or None, "
-        f"not {config!r}"
+        f"config must be a path, (path, section), a corral.Settings, 'auto' or None, not {config!r}"
     )
 
 
@@ -350,12 +361,12 @@ def _map_team_keys(layer: Layer, problems: list[str]) -> tuple[dict[str, Any], d
             continue
         values[target] = converted
         sources[target] = source
-    if team.get("enabled", (True,))[0] is False:
-        # The team's switch: off keeps the other keys as they are (max_workers included),
-        # and runs in-process.
-        if sources.get("workers") is not None and sources["workers"].key.endswith("max_workers"):
-            values.pop("workers")
-            sources.pop("workers")
+    workers = sources.get("workers")
+    if team.get("enabled", (True,))[0] is False and workers and workers.key.endswith("max_workers"):
+        # The team's switch: off runs in-process and leaves the other keys as they are
+        # (max_workers too, so switching back on needs no other edit).
+        values.pop("workers")
+        sources.pop("workers")
     return values, sources
 
 
@@ -432,6 +443,9 @@ def _check_model(model: _Model, sources: Mapping[str, Source]) -> list[str]:
     from .._options import parse_size
 
     problems = []
+    for key in sorted(model.model_fields_set - NULLABLE):
+        if getattr(model, key) is None:  # null in a file: a value, and not one allowed here
+            problems.append(f"{_where(sources[key])}: must be {EXPECTED[key]}, not null")
     for key in ("max_worker_memory", "memory_budget"):
         value = getattr(model, key)
         if value is None or (key == "memory_budget" and value == "auto"):

@@ -146,8 +146,7 @@ def read_file(path: str | os.PathLike[str], section: str | Sequence[str] | None 
                 raise ConfigError(f"{_where(source)}: setting names must be strings, not {key!r}")
             if key in values:
                 raise ConfigError(
-                    f"{_where(source)}: {key!r} is also set at {_where(sources[key])}; "
-                    "give it once"
+                    f"{_where(source)}: {key!r} is also set at {_where(sources[key])}; give it once"
                 )
             values[key] = value
             sources[key] = source
@@ -173,7 +172,7 @@ def _yaml_with_lines(text: str, shown: str) -> tuple[Any, dict[tuple[str, ...], 
     given twice in one mapping is an error (PyYAML would keep the last silently)."""
     try:
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f", line {mark.line + 1}" if mark is not None else ""
@@ -196,11 +195,11 @@ def _yaml_with_lines(text: str, shown: str) -> tuple[Any, dict[tuple[str, ...], 
                         f"(first at line {seen[key]})"
                     )
                 seen[key] = line
-                lines[(*path, key)] = line
+                lines[path + (key,)] = line
                 walk(value_node, (*path, key))
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):
-                lines[(*path, str(i))] = item.start_mark.line + 1
+                lines[path + (str(i),)] = item.start_mark.line + 1
                 walk(item, (*path, str(i)))
 
     if node is not None:
@@ -209,7 +208,8 @@ def _yaml_with_lines(text: str, shown: str) -> tuple[Any, dict[tuple[str, ...], 
 
 
 _TOML_HEADER = re.compile(r"^\s*\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?\s*(#.*)?$")
-_TOML_KEY = re.compile(r"^\s*(?P<key>(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+_TOML_BARE = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+_TOML_KEY = re.compile(rf"^\s*(?P<key>{_TOML_BARE}(?:\s*\.\s*{_TOML_BARE})*)\s*=")
 _TOML_PART = re.compile(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)")
 
 
