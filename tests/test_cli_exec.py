@@ -137,7 +137,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
     env.update({MARK: mark, "PYTHONPATH": src})
     proc = subprocess.Popen(
         [sys.executable, "-m", "corral", "exec", "touch started-{#}; sleep 600", "a", "b",
-         "--workers", "2", "--no-progress"],
+         "--workers", "2", "--no-progress", "--out", "o.jsonl"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip
@@ -148,6 +148,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
+        assert {r["status"] for r in _rows(tmp_path / "o.jsonl")} == {"cancelled"}
         wait_until(lambda: not _left_behind(mark), "every process of the run to be gone")
     finally:
         if proc.poll() is None:

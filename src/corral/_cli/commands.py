@@ -81,7 +81,16 @@ def _run(
     if not tasks:
         raise ConfigError("nothing to run: give inputs, --inputs FILE or --params FILE")
     options["errors"] = "return"  # the CLI reports failures itself, by exit status
-    report: Report = corral.run(tasks, **options)
+    try:
+        report: Report = corral.run(tasks, **options)
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C: the library stopped the run; keep what finished, then exit 130 (main)
+        partial = getattr(interrupt, "report", None)
+        if partial is not None:
+            if args.out is not None:
+                write_out(args.out, partial.outcomes)
+            print(partial.summary(), file=sys.stderr)
+        raise
     if show_output:
         _print_output(report)
     if args.out is not None:
