@@ -78,7 +78,8 @@ def test_config_show_names_where_each_setting_came_from(tmp_path: Path) -> None:
     sub.mkdir(parents=True)
     proc = corral_cli("config", "show", cwd=sub, env={"CORRAL_RETRIES": "5"})
     assert proc.returncode == 0, proc.stderr
-    rows = _lines("x\n" + proc.stdout)
+    assert proc.stdout.splitlines()[0] == f"# settings file: {tmp_path.resolve() / 'corral.yaml'}"
+    rows = _lines(proc.stdout)
     assert rows["timeout"][0] == "30.0" and "corral.yaml:1" in rows["timeout"][1]
     assert rows["retries"] == ("5", "environment variable CORRAL_RETRIES")
     assert rows["errors"] == ("raise", "default")

@@ -2,8 +2,9 @@
 
 Commands: ``run`` (a Python function over inputs), ``exec`` (a program over inputs, GNU
 parallel's way), ``config show`` (the effective settings and where each came from),
-``demo`` and ``info``. Modules: ``options`` (the shared options, turned into settings),
-``inputs`` (globs, input lists, parameter tables, results files), ``commands`` (run, exec).
+``status`` and ``report`` (a run's journal), ``demo`` and ``info``. Modules: ``options``
+(the shared options, turned into settings), ``inputs`` (globs, input lists, parameter
+tables, results files), ``commands`` (run, exec), ``journal`` (status, report).
 
 Exit status: 0 every task succeeded, 1 some task failed, 2 a usage or configuration error
 (nothing ran), 130 interrupted (Ctrl-C). An error is one line on standard error; ``--debug``
@@ -61,6 +62,16 @@ examples:
 """
 
 
+STATUS_EXAMPLES = """\
+examples:
+  corral status runs/sweep.journal         # counts, failed and unfinished keys (live)
+  corral report runs/sweep.journal --out results.csv
+
+Both read a journal written by `corral run --journal FILE` (or journal= in the API);
+they need the journal feature of corral.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -109,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(show)
     show.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
+    status = commands.add_parser(
+        "status", help="what a run's journal says so far", epilog=STATUS_EXAMPLES,
+        formatter_class=raw,
+    )  # fmt: skip
+    status.add_argument("journal", metavar="JOURNAL", help="the journal file of a run")
+    status.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    report = commands.add_parser(
+        "report", help="the summary of a journaled run", epilog=STATUS_EXAMPLES,
+        formatter_class=raw,
+    )  # fmt: skip
+    report.add_argument("journal", metavar="JOURNAL", help="the journal file of a run")
+    report.add_argument("--out", metavar="FILE", help="results: .jsonl, .csv or .parquet")
+    report.add_argument("--html", metavar="FILE", help="an HTML report")
+    report.add_argument("--trace", metavar="FILE", help="a trace of the run")
+    report.add_argument("--errors", metavar="DIR", help="an error report per failure")
+    report.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
     demo = commands.add_parser("demo", help="run a demo batch with progress and a summary")
     demo.add_argument("--workers", default="auto", help="worker processes (default: auto)")
     commands.add_parser("info", help="what corral sees on this machine")
@@ -148,10 +176,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .commands import exec_command
 
         return exec_command(args)
-    if args.command == "config":
-        from .options import settings_from
+    if args.command in ("status", "report"):
+        from .journal import report_command, status_command
 
-        print(settings_from(args).explain())
+        return (status_command if args.command == "status" else report_command)(args)
+    if args.command == "config":
+        from .options import config_file, settings_from
+
+        settings = settings_from(args)
+        print(f"# settings file: {config_file(args) or 'none'}")
+        print(settings.explain())
         return EXIT_OK
     if args.command == "demo":
         from .._demo import demo as run_demo

@@ -132,3 +132,16 @@ def amounts(pairs: list[str], flag: str) -> dict[str, float]:
             raise ConfigError(f"argument {flag}: expected NAME=N with N > 0, not {pair!r}")
         out[name.strip()] = number
     return out
+
+
+def config_file(args: argparse.Namespace) -> str | None:
+    """The settings file these arguments read, if any (for ``corral config show``)."""
+    from .._config.sources import discover
+
+    config = config_of(args)
+    if config == "auto":
+        found = discover()
+        return str(found) if found is not None else None
+    if isinstance(config, tuple):
+        return f"{config[0]} (section {config[1]})"
+    return None if config is None else str(config)

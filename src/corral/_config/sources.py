@@ -195,12 +195,14 @@ def _yaml_with_lines(text: str, shown: str) -> tuple[Any, dict[tuple[str, ...], 
                         f"(first at line {seen[key]})"
                     )
                 seen[key] = line
-                lines[path + (key,)] = line
-                walk(value_node, (*path, key))
+                here = (*path, key)
+                lines[here] = line
+                walk(value_node, here)
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):
-                lines[path + (str(i),)] = item.start_mark.line + 1
-                walk(item, (*path, str(i)))
+                here = (*path, str(i))
+                lines[here] = item.start_mark.line + 1
+                walk(item, here)
 
     if node is not None:
         walk(node, ())
