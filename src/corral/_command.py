@@ -168,13 +168,18 @@ def _worker_token() -> str:
     return token
 
 
+def slots_dir(run: str) -> Path:
+    """The lock files of run ``run``'s slots; the command line removes it after the run."""
+    return Path(tempfile.gettempdir()) / f"corral-{os.getuid()}" / "slots" / run
+
+
 def worker_slot(run: str, limit: int) -> int:
     """This process's slot in run ``run``: 1..limit, the first whose lock file it could take
     (held until the process exits, so two live workers never share one)."""
     if _worker_state.get("slot_run") == run:
         slot: int = _worker_state["slot"]
         return slot
-    directory = Path(tempfile.gettempdir()) / f"corral-{os.getuid()}" / "slots" / run
+    directory = slots_dir(run)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for slot in range(1, limit + 1):
         fd = os.open(directory / f"{slot}", os.O_CREAT | os.O_RDWR, 0o600)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -43,8 +44,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def exec_command(args: argparse.Namespace) -> int:
     """``corral exec 'COMMAND {}' [INPUT ...]``."""
-    from .._command import has_placeholder
+    from .._command import has_placeholder, slots_dir
     from .._command import run_command as run_program
+    from .._options import resolve_workers
 
     template = args.template
     if not template.strip():
@@ -56,8 +58,7 @@ def exec_command(args: argparse.Namespace) -> int:
     check_out(args.out)
     values = expand_inputs(args.inputs, args.inputs_file)
     options = settings.options(_api_run())
-    workers = options.get("workers", "auto")
-    slots = max(1, len(values)) if workers == "auto" else int(workers)
+    slots = resolve_workers(options.get("workers", "auto"), len(values))
     run_id = f"{os.getpid()}-{id(args)}"
     tasks = [
         Task(
@@ -70,7 +71,10 @@ def exec_command(args: argparse.Namespace) -> int:
         )
         for job, value in enumerate(values, start=1)
     ]
-    return _run(tasks, options, args, show_output=True)
+    try:
+        return _run(tasks, options, args, show_output=True)
+    finally:
+        shutil.rmtree(slots_dir(run_id), ignore_errors=True)
 
 
 def _run(

@@ -3,8 +3,10 @@
 - ``sources``: reading files (YAML, TOML, ``[tool.corral]``) with the line of every key,
   finding them from the working directory up, and the environment; each value tagged with
   its ``Source``.
-- ``settings``: the ``Settings`` object: layers merged by precedence, validated by pydantic,
-  turned into the API's keyword options.
+- ``keys``: every setting's type and meaning (a pydantic model), and the team's spelling.
+- ``validate``: merged layers checked, each problem at its source.
+- ``settings``: the ``Settings`` object: layers merged by precedence, validated, turned into
+  the API's keyword options.
 - ``apply``: the hook ``corral.map``/``imap``/``run`` and ``Pool`` call for ``config=``.
 """
 
