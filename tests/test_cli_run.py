@@ -160,7 +160,9 @@ def test_debug_shows_the_traceback(project: Path) -> None:
 def test_help_of_every_command_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     from corral._cli import main
 
-    for command in (["run"], ["exec"], ["config"], ["config", "show"]):
+    commands = (["run"], ["exec"], ["config"], ["config", "show"], ["status"], ["report"],
+                ["demo"], ["info"])  # fmt: skip
+    for command in commands:
         with pytest.raises(SystemExit) as exit:
             main([*command, "--help"])
         assert exit.value.code == 0

@@ -137,9 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--errors", metavar="DIR", help="an error report per failure")
     report.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
-    demo = commands.add_parser("demo", help="run a demo batch with progress and a summary")
+    demo = commands.add_parser(
+        "demo", help="run a demo batch with progress and a summary", formatter_class=raw,
+        epilog="examples:\n  corral demo\n  corral demo --workers 2\n",
+    )  # fmt: skip
     demo.add_argument("--workers", default="auto", help="worker processes (default: auto)")
-    commands.add_parser("info", help="what corral sees on this machine")
+    commands.add_parser(
+        "info", help="what corral sees on this machine", formatter_class=raw,
+        epilog="examples:\n  corral info    # CPUs (cgroup aware), start methods\n",
+    )  # fmt: skip
     return parser
 
 
