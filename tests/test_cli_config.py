@@ -198,3 +198,24 @@ def test_option_the_api_lacks_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "corral.yaml, line 1, key journal" in proc.stderr
     assert "not supported by this version" in proc.stderr
+
+
+def test_precedence_through_the_console_script(tmp_path: Path) -> None:
+    """file (serial) < CORRAL_BACKEND (process) < --backend (serial): where the task ran
+    says which won (a worker process carries CORRAL_WORKER in its environment)."""
+    (tmp_path / "corral.yaml").write_text("backend: serial\n")
+    (tmp_path / "probe.py").write_text(
+        "import os\ndef in_worker(x):\n    return 'CORRAL_WORKER' in os.environ\n"
+    )
+
+    def ran_in_worker(*args: str, env: dict[str, str] | None = None) -> bool:
+        proc = corral_cli("run", "probe:in_worker", "x", "--out", "-", *args, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        import json
+
+        value: bool = json.loads(proc.stdout)["value"]
+        return value
+
+    assert ran_in_worker() is False
+    assert ran_in_worker(env={"CORRAL_BACKEND": "process"}) is True
+    assert ran_in_worker("--backend", "serial", env={"CORRAL_BACKEND": "process"}) is False
