@@ -87,7 +87,7 @@ def _toml(doc: dict[str, object]) -> str:
     return "".join(f"{json.dumps(k)} = {value(v)}\n" for k, v in doc.items())
 
 
-@FUZZ
+@settings(FUZZ, max_examples=40)
 @given(doc=documents, as_toml=st.booleans())
 def test_any_settings_file_is_accepted_or_refused_in_one_clear_line(
     doc: dict[str, object], as_toml: bool, capsys: pytest.CaptureFixture[str], clean_env: None
