@@ -85,16 +85,22 @@ def test_nonzero_exit_and_signal_are_failures_with_code_signal_and_stderr(tmp_pa
     assert "fine" in proc.stdout
 
 
-def test_command_failed_carries_exit_code_signal_and_stderr_tail(tmp_path: Path) -> None:
-    import corral
-    from corral._command import run_command
+def test_command_failed_carries_exit_code_signal_and_stderr_tail(
+    request: pytest.FixtureRequest,
+) -> None:
+    import shutil
 
+    import corral
+    from corral._command import run_command, slots_dir
+
+    run = uuid.uuid4().hex
+    request.addfinalizer(lambda: shutil.rmtree(slots_dir(run), ignore_errors=True))
     report = corral.run(
         [
             corral.Task(run_command, ("echo {} >&2; exit 4", "x"), kwargs=dict(
-                job=1, run="t", slots=1), key="x"),
+                job=1, run=run, slots=1), key="x"),
             corral.Task(run_command, ("kill -TERM $$ # {}", "y"), kwargs=dict(
-                job=2, run="t", slots=1), key="y"),
+                job=2, run=run, slots=1), key="y"),
         ],
         errors="return",
         backend="serial",
