@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -102,3 +104,20 @@ def kill_script(proc, marker_dir):  # type: ignore[no-untyped-def]
     for pid in marked(marker_dir, "worker") - {proc.pid}:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def corral_cli(*args, cwd, env=None, timeout=120, input=None):  # type: ignore[no-untyped-def]
+    """Run the real command line, ``python -m corral ARGS``, in ``cwd``; the finished process
+    (stdout, stderr, returncode). ``env`` adds to this environment (CORRAL_* settings of the
+    test run removed, so each test says its own)."""
+    import pathlib
+    import subprocess
+
+    src = str(pathlib.Path(__file__).resolve().parent.parent / "src")
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (src, full.get("PYTHONPATH", "")) if p)
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "corral", *args],
+        cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout, input=input,
+    )  # fmt: skip

@@ -26,6 +26,8 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from ._api import imap, map, run
+    from ._command import CommandFailed
+    from ._config.settings import Settings
     from ._errors import (
         BatchError,
         ConfigError,
@@ -57,6 +59,7 @@ __version__ = "0.1.0"
 _HOMES = {
     "Attempt": "_outcome",
     "BatchError": "_errors",
+    "CommandFailed": "_command",
     "ConfigError": "_errors",
     "CorralError": "_errors",
     "Executor": "_executor",
@@ -69,6 +72,7 @@ _HOMES = {
     "SerializationError": "_errors",
     "Service": "_services.service",
     "ServiceError": "_errors",
+    "Settings": "_config.settings",
     "Shared": "_sharing.share",
     "Status": "_outcome",
     "Task": "_task",
@@ -90,6 +94,7 @@ _HOMES = {
 __all__ = [
     "Attempt",
     "BatchError",
+    "CommandFailed",
     "ConfigError",
     "CorralError",
     "Executor",
@@ -102,6 +107,7 @@ __all__ = [
     "SerializationError",
     "Service",
     "ServiceError",
+    "Settings",
     "Shared",
     "Status",
     "Task",

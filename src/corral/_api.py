@@ -53,10 +53,15 @@ def map(
     check_callable(fn, "fn")
     specs = pop_item_specs(options)
     check_item_specs(specs)
+    config = options.pop("config", None)
     opts = dict(
         timeout=timeout, retries=retries, errors=errors, chunksize=chunksize,
         start_method=start_method, backend=backend, progress=progress, **options,
     )  # fmt: skip
+    if config is not None:  # corral.Settings (_config): the file under the arguments
+        from ._config.apply import apply_config  # pydantic and yaml: only when asked for
+
+        workers, opts = apply_config(config, workers, opts, map)
     checked_options = _validate(workers, opts, fn)
     items = list(iterable)
     needs, groups = needs_for_items(specs, items)
@@ -87,6 +92,11 @@ def imap(
             "imap does not take locks=, uses=, memory=, after=, cost=, priority= or group=: "
             "use map or run, which see the whole batch"
         )
+    config = options.pop("config", None)
+    if config is not None:  # corral.Settings (_config): the file under the arguments
+        from ._config.apply import apply_config
+
+        workers, options = apply_config(config, workers, options, imap)
     checked = _validate(workers, options, fn)
 
     def generate() -> Iterator[Any]:
@@ -112,6 +122,11 @@ def run(tasks: Iterable[Task], *, workers: int | str = "auto", **options: Any) -
     capacities in ``resources=``), memory (against ``memory_budget=``), dependencies and
     cost hints; the whole batch is checked before any worker starts.
     """
+    config = options.pop("config", None)
+    if config is not None:  # corral.Settings (_config): the file under the arguments
+        from ._config.apply import apply_config
+
+        workers, options = apply_config(config, workers, options, run)
     checked_options = _validate(workers, options)
     task_list = _check_tasks(tasks)
     checked = plan_tasks(task_list, checked_options[1])

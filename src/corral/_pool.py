@@ -85,6 +85,11 @@ class Pool:
         if _checked is not None:  # corral.map/imap/run checked them already
             self.options, self.run_options = _checked
         else:
+            config = options.pop("config", None)
+            if config is not None:  # corral.Settings (_config): the file under the arguments
+                from ._config.apply import apply_config
+
+                workers, options = apply_config(config, workers, options, Pool.__init__)
             pool_kw, run_kw = split_options(options)
             self.options = PoolOptions(workers=workers, **pool_kw)  # type: ignore[arg-type]
             self.run_options = RunOptions(**run_kw)
