@@ -14,11 +14,11 @@ import pytest
 import corral
 
 EXPECTED = {
-    "Attempt", "BatchError", "ConfigError", "CorralError", "Executor", "Failure", "FixtureError",
+    "Attempt", "BatchError", "ConfigError", "CorralError", "EffectError", "Executor", "Failure", "FixtureError",
     "Outcome", "Pool", "RemoteError", "Report", "SerializationError", "Service", "ServiceError",
     "Shared", "Status", "Task", "TaskCancelled", "TaskError", "TaskSkipped", "TaskTimeout",
     "WorkerCrashed", "WorkerStartError", "cpu_count", "fixture", "free_port", "imap", "map",
-    "run", "share",
+    "record", "run", "share",
 }  # fmt: skip
 
 

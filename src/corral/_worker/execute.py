@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from .._errors import ExceptionWithTraceback
 from .._messages import Call, Result
 from .._platform import max_rss_bytes, rss_bytes
+from . import effects as _effects
 
 TIMED_ITEMS = 256
 """Chunks up to this size record each item's finish time; longer chunks (of very short tasks)
@@ -72,6 +73,8 @@ class Progress:
     values: list[Any]
     errors: dict[int, ExceptionWithTraceback]
     finished: array[float] | None
+    effects: list[tuple[int, Any]] | None = None
+    """What ``corral.record`` appended while the items ran: ``(item index, effect)``."""
 
 
 class Live(Protocol):
@@ -107,6 +110,7 @@ def execute(
     fast = buffer is not None and not call.star
     timed = not fast or len(call.items) <= TIMED_ITEMS
     progress = Progress(call.call_id, started, cpu0, [], {}, array("d") if timed else None)
+    progress.effects, previous = _effects.running(progress.values)
     if live is not None:
         live.running(progress)
     try:
@@ -115,9 +119,11 @@ def execute(
         else:
             _general(call, resolve, watch, reraise, progress)
     finally:
+        _effects.stopped(previous)
         if live is not None:
             live.stopped()
     ended = time.time()
+    log = progress.effects
     return Result(
         call_id=call.call_id,
         values=progress.values,
@@ -128,6 +134,7 @@ def execute(
         cpu=time.process_time() - cpu0,
         max_rss=max_rss_bytes(),
         rss=rss_bytes() if measure_rss else 0,
+        effects=_effects.by_item(log, progress.errors, len(progress.values)) if log else None,
     )
 
 
@@ -151,6 +158,7 @@ def partial_result(progress: Progress) -> Result:
         cpu=time.process_time() - progress.cpu0,
         max_rss=max_rss_bytes(),
         rss=0,
+        effects=_effects.by_item(list(progress.effects), errors, n) if progress.effects else None,
     )
 
 
