@@ -7,7 +7,8 @@
     of this batch, cached ones included      │ (all it does on the engine thread)
                                              ▼
                                            task-<key>.md, task-<key>.json  (write, rename)
-                                           index.json, each time the queue runs dry
+                                           index.json: at the start, when the queue runs dry,
+                                           and every INDEX_EVERY s under a stream
     batch done (caller's thread): finish ─► drain, last index.json ("complete": true), and
                                            remove the reports of the previous run into this
                                            folder whose task did not fail in this one
@@ -16,9 +17,13 @@ Ownership: the writer thread alone writes the folder; the subscriber (engine thr
 puts on the queue; ``finish`` (the caller's thread) joins the writer before it writes the
 last index. Every file is written to a temporary name in the folder and renamed over its
 final name (``os.replace``), so a coordinator killed at any moment leaves each report and
-the index whole: the old version or the new one, never half of one. ``index.json`` always
-lists exactly the reports in the folder: during the run, this run's reports so far and the
-previous run's not yet superseded (``"this_run": false``); at the end, this run's only.
+the index whole: the old version or the new one, never half of one. ``index.json`` lists
+the reports in the folder: during the run, this run's reports written so far (the last
+second's may be missing from it) and the previous run's not yet superseded (``"this_run":
+false``, ``"complete": false``); at the end, exactly this run's (``"complete": true``).
+
+An earlier run's reports are those its index lists and, when it was killed before its last
+index, the ``task-*.json`` files that say they are corral's reports (``"format"``).
 
 Which tasks get a report: every outcome that is not ``ok``, except ``cancelled`` (the run was
 stopped; the task did not fail): ``failed``, ``timeout``, ``crashed``, ``skipped``, and a
@@ -62,6 +67,9 @@ NAME_CHARS = 60
 """Longest part of a file name taken from a task's key (then a hash, when it was cut)."""
 OUTPUT_TAIL = 8000
 """Characters kept of a task's captured output (its end)."""
+INDEX_EVERY = 1.0
+"""Seconds between rewrites of the index while failures keep coming."""
+"""Characters kept of a task's captured output (its end)."""
 
 CallOf = Callable[[int, Any], tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]
 """The function and arguments of the task at a position (and its item, for ``map``)."""
@@ -87,7 +95,7 @@ class ErrorReports:
             raise ConfigError(f"error_dir {str(folder)!r} is not writable")
         self._call_of = call_of
         self._started = time.time()
-        self._earlier = _read_index(self.folder / INDEX)  # key repr -> its entry
+        self._earlier = _earlier_reports(self.folder)  # key repr -> its entry
         self._names = {e["key"]: Path(e["markdown"]).stem for e in self._earlier.values()}
         self._entries: dict[str, dict[str, Any]] = {}  # this run's, by key repr
         self._queue: queue.SimpleQueue[tuple[int, Outcome, Any] | None] = queue.SimpleQueue()
@@ -138,16 +146,22 @@ class ErrorReports:
 
     # -- writer thread -----------------------------------------------------------------------
     def _write_loop(self) -> None:
+        self._index_now()
         while True:
             job = self._queue.get()
             if job is None:
                 return
             try:
                 self._write(*job)
-                if self._queue.empty():
-                    self._write_index(finished=False, complete=False)
+                # when the queue runs dry, and at least every INDEX_EVERY s under a stream
+                if self._queue.empty() or time.monotonic() - self._indexed > INDEX_EVERY:
+                    self._index_now()
             except Exception:
                 log.exception("corral: writing the error report of task %r failed", job[1].key)
+
+    def _index_now(self) -> None:
+        self._write_index(finished=False, complete=False)
+        self._indexed = time.monotonic()
 
     def _write(self, position: int, outcome: Outcome, item: Any) -> None:
         key = _key_text(outcome.key)
@@ -215,6 +229,8 @@ def describe(
         traceback = cause.tb
     exitcode = getattr(error, "exitcode", None)
     return {
+        "format": FORMAT,
+        "version": VERSION,
         "key": _key_text(outcome.key),
         "position": position,
         "group": None if outcome.group is None else str(outcome.group),
@@ -387,6 +403,26 @@ def _write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _earlier_reports(folder: Path) -> dict[str, dict[str, Any]]:
+    """The reports an earlier run left here (key repr -> entry): those its index lists, and
+    those it wrote after its last index (it was killed): a ``task-*.json`` that says it is
+    corral's, with its Markdown twin."""
+    found = _read_index(folder / INDEX)
+    known = {e["json"] for e in found.values()}
+    for path in folder.glob("task-*.json"):
+        if path.name in known:
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("format") == FORMAT and isinstance(doc.get("key"), str):
+            found.setdefault(doc["key"], {
+                "key": doc["key"], "markdown": f"{path.stem}.md", "json": path.name
+            })  # fmt: skip
+    return found
 
 
 def _read_index(path: Path) -> dict[str, dict[str, Any]]:
