@@ -196,7 +196,10 @@ def test_pool_map_run_and_imap_take_on_effect() -> None:
         pool.map(record_twice, range(5), on_effect=lambda k, e: got.append((k, e)))
         assert got == [(x, (t, x)) for x in range(5) for t in "ab"]
         got.clear()
-        pool.run([corral.Task(record_twice, (x,), key=-x) for x in range(3)], on_effect=lambda k, e: got.append((k, e)))
+        pool.run(
+            [corral.Task(record_twice, (x,), key=-x) for x in range(3)],
+            on_effect=lambda k, e: got.append((k, e)),
+        )
         assert got == [(-x, (t, x)) for x in range(3) for t in "ab"]
         got.clear()
         seen_before_yield = []
@@ -206,7 +209,11 @@ def test_pool_map_run_and_imap_take_on_effect() -> None:
         assert all(seen_before_yield)
         assert got == [(x, (t, x)) for x in range(50) for t in "ab"]
         got.clear()
-        unordered = set(pool.imap(record_twice, range(50), ordered=False, on_effect=lambda k, e: got.append((k, e))))
+        unordered = set(
+            pool.imap(
+                record_twice, range(50), ordered=False, on_effect=lambda k, e: got.append((k, e))
+            )
+        )
         assert unordered == set(range(50))
         assert got == [(x, (t, x)) for x in range(50) for t in "ab"]  # all, in order, at the end
 

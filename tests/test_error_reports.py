@@ -50,7 +50,9 @@ def index_of(folder: Path) -> dict[str, Any]:
 
 
 def reports_by_key(folder: Path) -> dict[str, dict[str, Any]]:
-    return {e["key"]: json.loads((folder / e["json"]).read_text()) for e in index_of(folder)["reports"]}
+    return {
+        e["key"]: json.loads((folder / e["json"]).read_text()) for e in index_of(folder)["reports"]
+    }
 
 
 # -- what a report says ---------------------------------------------------------------------------
@@ -73,7 +75,12 @@ def test_each_failed_task_has_a_markdown_and_json_report_and_an_index_entry(tmp_
     ]  # fmt: skip
     index = index_of(folder)
     assert index["run"]["complete"] is True and index["failed"] == 4
-    assert [e["key"] for e in index["reports"]] == ["'bad input'", "'crash'", "'hang'", "'after crash'"]
+    assert [e["key"] for e in index["reports"]] == [
+        "'bad input'",
+        "'crash'",
+        "'hang'",
+        "'after crash'",
+    ]
     assert all(e["this_run"] for e in index["reports"])
     files = {p.name for p in folder.iterdir()}
     expected = {"index.json"} | {e[k] for e in index["reports"] for k in ("markdown", "json")}
@@ -93,7 +100,10 @@ def test_each_failed_task_has_a_markdown_and_json_report_and_an_index_entry(tmp_
     crash = docs["'crash'"]
     assert crash["status"] == "crashed"
     assert crash["worker"]["exitcode"] == -signal.SIGKILL and crash["worker"]["signal"] == "SIGKILL"
-    assert docs["'hang'"]["worker"]["timeout"] == 2 and docs["'hang'"]["error"]["type"] == "TaskTimeout"
+    assert (
+        docs["'hang'"]["worker"]["timeout"] == 2
+        and docs["'hang'"]["error"]["type"] == "TaskTimeout"
+    )
     assert docs["'after crash'"]["status"] == "skipped"
 
     md = (folder / index["reports"][0]["markdown"]).read_text()

@@ -14,11 +14,11 @@ import pytest
 import corral
 
 EXPECTED = {
-    "Attempt", "BatchError", "ConfigError", "CorralError", "EffectError", "Executor", "Failure", "FixtureError",
-    "Outcome", "Pool", "RemoteError", "Report", "SerializationError", "Service", "ServiceError",
-    "Shared", "Status", "Task", "TaskCancelled", "TaskError", "TaskSkipped", "TaskTimeout",
-    "WorkerCrashed", "WorkerStartError", "cpu_count", "fixture", "free_port", "imap", "map",
-    "record", "run", "share",
+    "Attempt", "BatchError", "ConfigError", "CorralError", "EffectError", "Executor", "Failure",
+    "FixtureError", "Outcome", "Pool", "RemoteError", "Report", "SerializationError", "Service",
+    "ServiceError", "Shared", "Status", "Task", "TaskCancelled", "TaskError", "TaskSkipped",
+    "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count", "fixture", "free_port",
+    "imap", "map", "record", "run", "share",
 }  # fmt: skip
 
 

@@ -304,7 +304,12 @@ def markdown(doc: dict[str, Any]) -> str:
         if text:
             lines += ["", f"## {title}", "", "```text", text.rstrip("\n"), "```"]
     if doc["attempts"]:
-        lines += ["", "## Attempts", "", "| # | worker | pid | started | finished | status | error |"]
+        lines += [
+            "",
+            "## Attempts",
+            "",
+            "| # | worker | pid | started | finished | status | error |",
+        ]
         lines.append("|---|---|---|---|---|---|---|")
         for a in doc["attempts"]:
             cells = [a["attempt"], a["worker"], a["pid"], a["started"], a["finished"]]
@@ -371,7 +376,9 @@ def _error_line(outcome: Outcome) -> str:
 
 def _exit_text(worker: dict[str, Any]) -> str | None:
     if worker["signal"]:
-        return f"killed by {worker['signal']}" + (f" {worker['during']}" if worker["during"] else "")
+        return f"killed by {worker['signal']}" + (
+            f" {worker['during']}" if worker["during"] else ""
+        )
     if worker["exitcode"] is not None:
         return f"exit code {worker['exitcode']}"
     if worker["timeout"] is not None:
@@ -382,10 +389,8 @@ def _exit_text(worker: dict[str, Any]) -> str | None:
 def _tail(text: Any) -> str | None:
     if not text:
         return None
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = str(text)
-    return text if len(text) <= OUTPUT_TAIL else "...\n" + text[-OUTPUT_TAIL:]
+    said = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return said if len(said) <= OUTPUT_TAIL else "...\n" + said[-OUTPUT_TAIL:]
 
 
 def _iso(when: float | None) -> str | None:
@@ -418,7 +423,11 @@ def _earlier_reports(folder: Path) -> dict[str, dict[str, Any]]:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(doc, dict) and doc.get("format") == FORMAT and isinstance(doc.get("key"), str):
+        if (
+            isinstance(doc, dict)
+            and doc.get("format") == FORMAT
+            and isinstance(doc.get("key"), str)
+        ):
             found.setdefault(doc["key"], {
                 "key": doc["key"], "markdown": f"{path.stem}.md", "json": path.name
             })  # fmt: skip
