@@ -4,14 +4,17 @@ workers; the serial backend where it says so."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _procs import kill_script, marked, run_script, wait_until
 from _tasks import wait_for_file
 
 import corral
@@ -286,3 +289,27 @@ def test_cached_tasks_effects_are_replayed_in_their_place() -> None:
     assert values[:3] == [0, 1, 2] and values[4] == 4
     # the cached failure's effects are not replayed: only a success's count
     assert got == [(x, (t, x)) for x in (0, 1, 2, 4) for t in "ab"]
+
+
+# -- Ctrl-C in the middle of a chunk ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ctrl_c_keeps_the_effects_of_the_tasks_that_finished(tmp_path: Path) -> None:
+    script = Path(__file__).parent / "scripts" / "interrupt_effects.py"
+    proc = run_script(script, tmp_path)
+    try:
+        wait_until(lambda: len(marked(tmp_path, "running")) >= 2, "2 hanging tasks", proc=proc)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        kill_script(proc, tmp_path)
+    [line] = [json.loads(x) for x in stdout.splitlines() if x.startswith("{")]
+    statuses = line["statuses"]
+    ok = [x for x, s in enumerate(statuses) if s == "ok"]
+    assert {0, 1, 2, 5, 6, 7} <= set(ok) and statuses[3] == statuses[8] == "cancelled"
+    # the finished tasks' effects, whole; none of the tasks that were running or never ran
+    assert line["effects"] == [[x, [tag, x]] for x in ok for tag in ("start", "end")]
+    # on_effect had applied a prefix of them, in order, when Ctrl-C came
+    assert line["applied"] == line["effects"][: len(line["applied"])]
