@@ -19,6 +19,11 @@ Both loops fill a ``Progress`` in place, so that what a Call has produced so far
 at any moment at no cost to the loop: by the worker's hand-over signal handler
 (``handover``) and by the serial backend after a KeyboardInterrupt. ``partial_result`` turns
 it into the Result of the items that finished.
+
+Effects (``corral.record``, ``_worker.effects``): each Call opens a thread-local log for its
+items and closes it however the loop ends; an entry names its item by ``len(progress.values)``
+(the running item, by the invariant above), so neither loop does anything per item for it.
+The Result carries the successful items' effects; a failed item's are dropped here.
 """
 
 from __future__ import annotations
