@@ -285,10 +285,11 @@ def test_cached_tasks_effects_are_replayed_in_their_place() -> None:
         options = with_run_overrides(
             pool.run_options, {"errors": "return", "on_effect": lambda k, e: got.append((k, e))}
         )
-        values = pool._map(record_twice, list(range(5)), options, None, None, given=given)
-    assert values[:3] == [0, 1, 2] and values[4] == 4
+        tasks = [corral.Task(record_twice, (x,)) for x in range(5)]
+        report = pool._run_tasks(tasks, options, None, given=given)
+    assert [o.value for o in report.outcomes[:3]] == [0, 1, 2]
     # the cached failure's effects are not replayed: only a success's count
-    assert got == [(x, (t, x)) for x in (0, 1, 2, 4) for t in "ab"]
+    assert got == [(x, (t, x)) for x in (0, 1, 2, 4) for t in "ab"] == report.effects
 
 
 # -- Ctrl-C in the middle of a chunk ------------------------------------------------------------
