@@ -303,7 +303,7 @@ def test_ctrl_c_keeps_the_effects_of_the_tasks_that_finished(tmp_path: Path) -> 
     try:
         wait_until(lambda: len(marked(tmp_path, "running")) >= 2, "2 hanging tasks", proc=proc)
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout, _ = proc.communicate(timeout=30)
     finally:
         kill_script(proc, tmp_path)
     [line] = [json.loads(x) for x in stdout.splitlines() if x.startswith("{")]

@@ -8,15 +8,16 @@
                               Result.effects {index: (effect, ...)} ──► the coordinator
                               (Outcome.effects, Report.effects, on_effect: ``_effects``)
 
-Ownership: ``execute`` opens a log on the thread that runs a Call, for the Call's duration
-(``running``), and closes it whatever way the Call ends; ``record`` only appends. The log is
-thread-local: a task records from the thread that runs it (a thread the task starts has no
-log and gets the same clear error as code outside any task), and two serial Pools driven from
-two threads never mix their logs.
+Ownership: ``execute`` points ``current`` at the running Call's ``Progress`` on the thread that
+runs it, for the Call's duration, and restores it whatever way the Call ends (a serial task may
+run a nested serial batch on the same thread); ``record`` only appends to that Progress's
+``effects`` (made on the first record). The pointer is thread-local: a task records from the
+thread that runs it (a thread the task starts has no log and gets the same clear error as code
+outside any task), and two serial Pools driven from two threads never mix their logs.
 
 Which item an effect belongs to costs the item loops nothing: both keep the invariant that
-the running item is ``len(progress.values)`` (see ``execute.Progress``), and the log holds
-that list. Cost when unused: two thread-local stores per Call, and one truth test.
+the running item is ``len(progress.values)`` (see ``execute.Progress``). Cost when unused:
+one thread-local load and two stores per Call, and one truth test.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ OUTSIDE = (
 
 
 class _Current(threading.local):
-    log: list[tuple[int, Any]] | None = None
-    values: list[Any] | None = None  # the running Call's values: its length is the item running
+    progress: Any = None
+    """The running Call's ``execute.Progress`` (its ``values`` and ``effects``), or None."""
 
 
-_current = _Current()
+current = _Current()
+"""Set by ``execute`` around each Call's items: one load and two stores per Call."""
 
 
 @public
@@ -56,24 +58,13 @@ def record(effect: Any) -> None:
 
     Raises ``corral.CorralError`` when no corral task runs on this thread.
     """
-    log = _current.log
-    if log is None:
+    progress = current.progress
+    if progress is None:
         raise CorralError(OUTSIDE)
-    log.append((len(_current.values), effect))  # type: ignore[arg-type]
-
-
-def running(values: list[Any]) -> tuple[list[tuple[int, Any]], Any]:
-    """Open a log for the Call whose item loop fills ``values``; returns the log and what
-    ``stopped`` restores (a serial task may run a nested serial batch on the same thread)."""
-    previous = (_current.log, _current.values)
-    log: list[tuple[int, Any]] = []
-    _current.log = log
-    _current.values = values
-    return log, previous
-
-
-def stopped(previous: Any) -> None:
-    _current.log, _current.values = previous
+    log = progress.effects
+    if log is None:  # the Call's first effect
+        log = progress.effects = []
+    log.append((len(progress.values), effect))
 
 
 def by_item(

@@ -20,10 +20,11 @@ at any moment at no cost to the loop: by the worker's hand-over signal handler
 (``handover``) and by the serial backend after a KeyboardInterrupt. ``partial_result`` turns
 it into the Result of the items that finished.
 
-Effects (``corral.record``, ``_worker.effects``): each Call opens a thread-local log for its
-items and closes it however the loop ends; an entry names its item by ``len(progress.values)``
-(the running item, by the invariant above), so neither loop does anything per item for it.
-The Result carries the successful items' effects; a failed item's are dropped here.
+Effects (``corral.record``, ``_worker.effects``): each Call points the thread's current
+Progress at its own and restores it however the loop ends; ``record`` appends to
+``progress.effects``, naming its item by ``len(progress.values)`` (the running item, by the
+invariant above), so neither loop does anything per item for it. The Result carries the
+successful items' effects; a failed item's are dropped here.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def execute(
     fast = buffer is not None and not call.star
     timed = not fast or len(call.items) <= TIMED_ITEMS
     progress = Progress(call.call_id, started, cpu0, [], {}, array("d") if timed else None)
-    progress.effects, previous = _effects.running(progress.values)
+    current = _effects.current
+    previous, current.progress = current.progress, progress  # corral.record appends there
     if live is not None:
         live.running(progress)
     try:
@@ -124,7 +126,7 @@ def execute(
         else:
             _general(call, resolve, watch, reraise, progress)
     finally:
-        _effects.stopped(previous)
+        current.progress = previous
         if live is not None:
             live.stopped()
     ended = time.time()
