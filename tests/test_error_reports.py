@@ -154,8 +154,10 @@ def test_file_names_are_safe_and_do_not_collide(tmp_path: Path) -> None:
 def test_an_error_dir_that_cannot_be_a_folder_fails_before_any_work(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(corral.ConfigError, match="error_dir"):
-        corral.map(fail_how, ["ok"], workers=1, error_dir=blocker)
+    with corral.Pool(1) as pool:
+        with pytest.raises(corral.ConfigError, match="error_dir"):
+            pool.map(fail_how, ["ok"], error_dir=blocker)
+        assert pool.map(fail_how, ["ok"]) == ["ok"]  # the pool is fine
     with pytest.raises(corral.ConfigError, match="error_dir"):
         corral.map(fail_how, ["ok"], workers=1, error_dir=42)
 

@@ -305,7 +305,12 @@ class Pool:
         failures are reported too)."""
         if options.error_dir is None:
             return None
-        reports = ErrorReports(options.error_dir, call_of)
+        try:
+            reports = ErrorReports(options.error_dir, call_of)
+        except ConfigError:  # before the engine saw the batch: it will not release them
+            for fn_id in batch.fn_ids:
+                self.functions.release(fn_id)
+            raise
         reports.subscribe(self._events, batch)
         return reports
 
