@@ -14,12 +14,41 @@ import pytest
 import corral
 
 EXPECTED = {
-    "Attempt", "BatchError", "CommandFailed", "ConfigError", "CorralError", "Executor",
-    "Failure", "FixtureError", "Outcome", "Pool", "RemoteError", "Report", "SerializationError",
-    "Service", "ServiceError", "Settings", "Shared", "Status", "Task", "TaskCancelled",
-    "TaskError", "TaskSkipped", "TaskTimeout", "WorkerCrashed", "WorkerStartError", "cpu_count",
-    "fixture", "free_port", "imap", "map", "run", "share",
-}  # fmt: skip
+    "Attempt",
+    "BatchError",
+    "CommandFailed",
+    "ConfigError",
+    "CorralError",
+    "EffectError",
+    "Executor",
+    "Failure",
+    "FixtureError",
+    "Outcome",
+    "Pool",
+    "RemoteError",
+    "Report",
+    "SerializationError",
+    "Service",
+    "ServiceError",
+    "Settings",
+    "Shared",
+    "Status",
+    "Task",
+    "TaskCancelled",
+    "TaskError",
+    "TaskSkipped",
+    "TaskTimeout",
+    "WorkerCrashed",
+    "WorkerStartError",
+    "cpu_count",
+    "fixture",
+    "free_port",
+    "imap",
+    "map",
+    "record",
+    "run",
+    "share",
+}  # one name a line: branches that add names merge cleanly
 
 
 def public_names():

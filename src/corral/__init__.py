@@ -11,6 +11,7 @@ The public names, and nothing else::
     corral.Service(argv, ...)         an external program on a free port, never left behind
     corral.free_port()                a port no other corral process will be given
     corral.share(data)                -> corral.Shared, read-only zero-copy data for tasks
+    corral.record(effect)             in a task: an effect, replayed in order by on_effect=
 
 Everything in underscore modules is internal and may change.
 
@@ -32,6 +33,7 @@ if _typing.TYPE_CHECKING:
         BatchError,
         ConfigError,
         CorralError,
+        EffectError,
         FixtureError,
         RemoteError,
         SerializationError,
@@ -53,6 +55,7 @@ if _typing.TYPE_CHECKING:
     from ._services.service import Service
     from ._sharing.share import Shared, share
     from ._task import Task
+    from ._worker.effects import record
 
 __version__ = "0.1.0"
 
@@ -62,6 +65,7 @@ _HOMES = {
     "CommandFailed": "_command",
     "ConfigError": "_errors",
     "CorralError": "_errors",
+    "EffectError": "_errors",
     "Executor": "_executor",
     "Failure": "_outcome",
     "FixtureError": "_errors",
@@ -87,6 +91,7 @@ _HOMES = {
     "free_port": "_services.ports",
     "imap": "_api",
     "map": "_api",
+    "record": "_worker.effects",
     "run": "_api",
     "share": "_sharing.share",
 }
@@ -97,6 +102,7 @@ __all__ = [
     "CommandFailed",
     "ConfigError",
     "CorralError",
+    "EffectError",
     "Executor",
     "Failure",
     "FixtureError",
@@ -122,6 +128,7 @@ __all__ = [
     "free_port",
     "imap",
     "map",
+    "record",
     "run",
     "share",
 ]

@@ -332,12 +332,14 @@ class Batch:
         succeeded = outcome.ok if final == CACHED and outcome is not None else None
         skipped = self.positions.finish(positions, final, succeeded)
         self.delivered += len(positions)
-        self._forget(positions)
         if outcome is not None:
             pos = positions[0]
             events = self.events
-            if events is not None and events.active:
-                events.emit(TaskFinished(id(self), pos, outcome.key, outcome.status, outcome.error))
+            if events is not None and events.active:  # before _forget: a subscriber may read
+                # the item (error reports)
+                events.emit(
+                    TaskFinished(id(self), pos, outcome.key, outcome.status, outcome.error, outcome)
+                )
             if final == CACHED:
                 self.sink.given(pos, outcome)
             else:
@@ -350,6 +352,7 @@ class Batch:
                     self.observer.advance(0, 0, groups, n_cancelled=1)
                 else:
                     self.observer.advance(0, 1, groups)
+        self._forget(positions)
         for pos, because in skipped:
             failed = outcome if because == positions[0] else None
             self._finish((pos,), FAILED, self._skipped(pos, because, positions[0], failed))
@@ -437,6 +440,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         max_rss=result.max_rss,
         group=batch.group_of(pos),
         history=(*earlier, this) if earlier else (this,),
+        effects=result.effects.get(offset, ()) if result.effects else (),
     )
 
 

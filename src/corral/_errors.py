@@ -15,7 +15,8 @@ The hierarchy::
      │    └── FixtureError                    a fixture the task needs could not be set up
      ├── ServiceError                         an external program (corral.Service) did not start
      ├── RemoteError                          a worker exception that could not travel as itself
-     └── BatchError                           raised after a batch in which some task failed
+     ├── BatchError                           raised after a batch in which some task failed
+     └── EffectError                          on_effect raised: the run was stopped
 
 An exception raised by user code in a worker reaches the caller as itself (same type, same
 args) with the worker's formatted traceback attached as ``__cause__`` (a ``RemoteTraceback``),
@@ -236,6 +237,48 @@ def _rebuild_batch_error(args: tuple[Any, ...], report: Report) -> BatchError:
     Exception.__init__(error, *args)
     error.report = report
     return error
+
+
+@public
+class EffectError(CorralError):
+    """``on_effect`` raised while replaying an effect (``corral.record``): the run was
+    stopped (what had not finished was cancelled) and no later effect was applied.
+
+    ``key`` and ``effect`` name the task and the effect it failed on; the exception that
+    ``on_effect`` raised is the ``__cause__``; ``report`` holds every outcome (the tasks
+    cancelled by the stop among them).
+    """
+
+    def __init__(self, key: Any, effect: Any, error: BaseException) -> None:
+        super().__init__(
+            f"on_effect raised on effect {_short(effect)} of task {key!r}: "
+            f"{type(error).__name__}: {error}; the run was stopped (tasks not yet finished "
+            "were cancelled) and no later effect was applied"
+        )
+        self.key = key
+        self.effect = effect
+        self.report: Report | None = None
+        self.__cause__ = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_effect_error, (self.args, self.key, self.effect, self.report))
+
+
+def _rebuild_effect_error(
+    args: tuple[Any, ...], key: Any, effect: Any, report: Report | None
+) -> EffectError:
+    error = EffectError.__new__(EffectError)
+    Exception.__init__(error, *args)
+    error.key, error.effect, error.report = key, effect, report
+    return error
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RemoteTraceback(Exception):

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._outcome import Status
+from ._outcome import Outcome, Status
 
 log = logging.getLogger("corral")
 
@@ -90,13 +90,16 @@ class TaskRetried:
 
 @dataclass(frozen=True)
 class TaskFinished:
-    """The task's final outcome (given exactly once). ``error`` is ``None`` for ``ok``."""
+    """The task's final outcome (given exactly once). ``error`` is ``None`` for ``ok``.
+    ``outcome``: the whole Outcome of a task that did not succeed, or a ``cached`` one; None
+    for ``ok`` (a chunk's Outcomes are built only when a Report asks for them)."""
 
     batch: int
     position: int
     key: Any
     status: Status
     error: BaseException | None
+    outcome: Outcome | None = None
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ class Result:
     ``finished[i]`` is the wall-clock time item i ended; item i started when item i-1 ended
     (item 0 at ``started``). For long chunks of short tasks ``finished`` is None and item
     times are interpolated between ``started`` and ``ended``. ``cpu`` is the CPU time of the
-    whole Call.
+    whole Call. ``effects[i]``: what item i recorded with ``corral.record``, in order, for
+    the items that succeeded (None when no item recorded any).
     """
 
     call_id: int
@@ -63,6 +64,7 @@ class Result:
     cpu: float
     max_rss: int
     rss: int
+    effects: dict[int, tuple[Any, ...]] | None = None
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -77,9 +77,20 @@ class RunOptions:
     progress: bool | None = None
     resources: Mapping[str, float] | None = None
     memory_budget: int | str = "auto"
+    # fn(key, effect) for each effect tasks record (corral.record), on the caller's thread,
+    # in task order (_effects)
+    on_effect: Callable[[Any, Any], Any] | None = None
+    # a folder of one report per failed task and an index (_report.error_dir)
+    error_dir: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         check_seconds("timeout", self.timeout)
+        if self.on_effect is not None and not callable(self.on_effect):
+            raise ConfigError(
+                f"on_effect must be a function of (key, effect) or None, not {self.on_effect!r}"
+            )
+        if self.error_dir is not None and not isinstance(self.error_dir, (str, os.PathLike)):
+            raise ConfigError(f"error_dir must be a folder's path or None, not {self.error_dir!r}")
         object.__setattr__(self, "resources", _check_resources(self.resources))
         if self.memory_budget != "auto":
             object.__setattr__(

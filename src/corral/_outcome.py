@@ -80,6 +80,9 @@ class Outcome:
         history: every attempt, in order (``Attempt``): the retried ones, then the last;
             ``len(history) == attempts``. Empty for a task that never started, and for a
             ``cached`` one (its earlier run's history is kept if it was given).
+        effects: what the successful attempt recorded with ``corral.record``, in record
+            order (a failed, timed-out or retried attempt's effects are discarded); a
+            ``cached`` task's are the ones its earlier run recorded. Empty otherwise.
     """
 
     key: Any
@@ -96,6 +99,7 @@ class Outcome:
     traceback: str | None = None
     group: Hashable | None = None
     history: tuple[Attempt, ...] = ()
+    effects: tuple[Any, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -26,8 +26,9 @@ from ._backends import BackendSetup
 from ._backends import lookup as lookup_backend
 from ._batch import Batch, CollectSink, FutureSink, Sink, StreamSink
 from ._drivers import Driver, SerialDriver, ThreadDriver
+from ._effects import Replay, collect_sink, replay_of, stream_sink
 from ._engine import Engine
-from ._errors import BatchError, ConfigError, CorralError, check_callable
+from ._errors import BatchError, ConfigError, CorralError, EffectError, check_callable
 from ._functions import FunctionTable
 from ._lifetime import Lifetime
 from ._needs import Plan, needs_for_items, plan, pop_item_specs
@@ -41,6 +42,7 @@ from ._options import (
 )
 from ._outcome import Outcome, result_of
 from ._public import public
+from ._report.error_dir import CallOf, ErrorReports
 from ._report.progress import make_observer
 from ._report.report import Report
 from ._scheduler import Scheduler
@@ -252,13 +254,20 @@ class Pool:
             given=given,
         )
 
-    def _run_batch(self, batch: Batch, sink: CollectSink, options: RunOptions, total: int) -> float:
+    def _run_batch(
+        self, batch: Batch, sink: CollectSink, options: RunOptions, total: int, call_of: CallOf
+    ) -> float:
         """Run a batch to completion; its wall time. On Ctrl-C, cancel it and re-raise the
         KeyboardInterrupt with the partial Report as ``.report``. On SIGTERM or SIGHUP (with
         their default disposition), clean up and end the process by the signal
-        (``_signals``)."""
+        (``_signals``). With ``on_effect``, the effects are applied on this thread as tasks
+        finish (``_effects``); with ``error_dir``, failures are written there (``call_of``
+        names a position's function and arguments: ``_report.error_dir``)."""
         self._check_open()
         started = time.time()
+        replay = replay_of(sink)
+        reports = self._error_reports(batch, options, call_of)
+        complete = False
         with make_observer(
             options.progress, total, functools.partial(self.engine.running_now, batch), batch.groups
         ) as observer:
@@ -266,14 +275,49 @@ class Pool:
             self._post(functools.partial(self.engine.accept, batch))
             try:
                 with _signals.terminating():
+                    if replay is not None:
+                        self._follow(replay, batch)
                     self._wait(batch)
+                complete = True
             except _signals.Terminated as terminated:
                 _signals.die(terminated.signum)
             except KeyboardInterrupt as interrupt:
                 self._interrupted(batch)
                 interrupt.report = sink.report(batch, time.time() - started, self.workers)  # type: ignore[attr-defined]
                 raise
+            except EffectError as error:
+                error.report = sink.report(batch, time.time() - started, self.workers)
+                raise
+            finally:
+                if reports is not None:
+                    reports.finish(complete)
         return time.time() - started
+
+    def _follow(self, replay: Replay, batch: Batch) -> None:
+        """Apply effects until the batch is done; when ``on_effect`` raised, stop the batch
+        (what has not finished is cancelled) and raise its EffectError."""
+        replay.key_of = batch.key_of
+        replay.follow(self._driver, batch)
+        if replay.error is not None:
+            self._post(functools.partial(self.engine.cancel, batch))
+            self._wait(batch)
+            raise replay.error
+
+    def _error_reports(
+        self, batch: Batch, options: RunOptions, call_of: CallOf
+    ) -> ErrorReports | None:
+        """The writer of ``error_dir``, subscribed before the batch is accepted (its cached
+        failures are reported too)."""
+        if options.error_dir is None:
+            return None
+        try:
+            reports = ErrorReports(options.error_dir, call_of)
+        except ConfigError:  # before the engine saw the batch: it will not release them
+            for fn_id in batch.fn_ids:
+                self.functions.release(fn_id)
+            raise
+        reports.subscribe(self._events, batch)
+        return reports
 
     def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], **options: Any) -> list[Any]:
         """``[fn(x) for x in iterable]``, in parallel, in input order. See ``corral.map``."""
@@ -297,11 +341,11 @@ class Pool:
     ) -> list[Any]:
         """``map`` once its input is read and checked. ``given``: positions final already
         (an earlier run's outcomes), which end ``cached`` and are not run."""
-        sink = CollectSink(len(items))
+        sink = collect_sink(len(items), run_options.on_effect)
         batch = self._batch_for_map(
             fn, items, run_options, sink, plan=plan, groups=groups, given=given
         )
-        wall = self._run_batch(batch, sink, run_options, len(items))
+        wall = self._run_batch(batch, sink, run_options, len(items), _map_call(fn))
         if sink.failures and run_options.errors == "raise":
             raise BatchError(sink.report(batch, wall, self.workers), items=items)
         return sink.values
@@ -321,9 +365,9 @@ class Pool:
         given: Mapping[int, Outcome] | None = None,
     ) -> Report:
         """``run`` once its tasks are checked. ``given``: as for ``_map``."""
-        sink = CollectSink(len(task_list))
+        sink = collect_sink(len(task_list), run_options.on_effect)
         batch = self._batch_for_tasks(task_list, run_options, sink, plan, given)
-        wall = self._run_batch(batch, sink, run_options, len(task_list))
+        wall = self._run_batch(batch, sink, run_options, len(task_list), _task_call(task_list))
         report = sink.report(batch, wall, self.workers)
         if not report.ok and run_options.errors == "raise":
             raise BatchError(report)
@@ -355,9 +399,9 @@ class Pool:
                 "use map or run, which see the whole batch"
             )
         run_options = with_run_overrides(self.run_options, options)
-        sink = StreamSink()
+        sink = stream_sink(run_options.on_effect)
         batch = self._batch_for_map(fn, {}, run_options, sink, closed=False)  # type: ignore[arg-type]
-        return _stream(self, batch, sink, iter(iterable), ordered, run_options)
+        return _stream(self, batch, sink, iter(iterable), ordered, run_options, _map_call(fn))
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self, *, cancel: bool = False, wait: bool = True) -> None:
@@ -422,6 +466,14 @@ def _check_tasks(tasks: Iterable[Task]) -> list[Task]:
     return task_list
 
 
+def _map_call(fn: Callable[..., Any]) -> CallOf:
+    return lambda pos, item: (fn, (item,), {})
+
+
+def _task_call(tasks: list[Task]) -> CallOf:
+    return lambda pos, item: (tasks[pos].fn, tasks[pos].args, tasks[pos]._kwargs)
+
+
 def _stream(
     pool: Pool,
     batch: Batch,
@@ -429,9 +481,11 @@ def _stream(
     source: Iterator[Any],
     ordered: bool,
     options: RunOptions,
+    call_of: CallOf,
 ) -> Iterator[Any]:
     """The iterator behind ``imap``: keeps at most ``window`` tasks submitted but not yet
-    yielded, so an endless generator streams in bounded memory."""
+    yielded, so an endless generator streams in bounded memory. Effects (``on_effect``) are
+    applied here, on the caller's thread, before each result is yielded (``_effects``)."""
     chunk = options.chunksize if options.chunksize != "auto" else 64
     window = max(256, 4 * pool.workers * chunk)
     submitted = yielded = 0
@@ -461,16 +515,26 @@ def _stream(
         except _signals.Terminated as terminated:
             _signals.die(terminated.signum)
 
+    replay = replay_of(sink)
+    if replay is not None:
+        replay.key_of = batch.key_of
+    reports = pool._error_reports(batch, options, call_of)
+    complete = False
     pool._post(functools.partial(pool.engine.accept, batch))
     try:
         feed(window)
         while True:
             entry = receive()
+            if replay is not None:
+                replay.drain()  # what finished up to this entry (queued before it)
+                if replay.error is not None:
+                    raise replay.error
             if entry is None:
                 if pool.engine.fatal is not None:  # not a normal end: the engine failed
                     raise CorralError(
                         f"the corral engine failed: {pool.engine.fatal!r}"
                     ) from pool.engine.fatal
+                complete = True
                 break
             pos, value, outcome = entry
             if not ordered:
@@ -488,6 +552,8 @@ def _stream(
     finally:
         if not batch.done_event.is_set():
             pool._driver.abandon(batch)
+        if reports is not None:
+            reports.finish(complete)
 
 
 def _value_or_raise(value: Any, outcome: Outcome | None, options: RunOptions) -> Any:

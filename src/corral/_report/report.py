@@ -35,6 +35,14 @@ class Report:
             o.status is ok or (o.status is cached and o.error is None) for o in self.outcomes
         )
 
+    @property
+    def effects(self) -> list[tuple[Any, Any]]:
+        """``(key, effect)`` of every effect the tasks recorded (``corral.record``) and
+        kept (those of the tasks that succeeded, cached successes included): in task order,
+        then in the order each task recorded them (what ``on_effect`` is given, in the same
+        order)."""
+        return [(o.key, effect) for o in self.outcomes if o.ok for effect in o.effects]
+
     def counts(self) -> dict[Status, int]:
         counts = dict.fromkeys(Status, 0)
         for outcome in self.outcomes:

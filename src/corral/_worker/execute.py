@@ -19,6 +19,12 @@ Both loops fill a ``Progress`` in place, so that what a Call has produced so far
 at any moment at no cost to the loop: by the worker's hand-over signal handler
 (``handover``) and by the serial backend after a KeyboardInterrupt. ``partial_result`` turns
 it into the Result of the items that finished.
+
+Effects (``corral.record``, ``_worker.effects``): each Call points the thread's current
+Progress at its own and restores it however the loop ends; ``record`` appends to
+``progress.effects``, naming its item by ``len(progress.values)`` (the running item, by the
+invariant above), so neither loop does anything per item for it. The Result carries the
+successful items' effects; a failed item's are dropped here.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Any, Protocol
 from .._errors import ExceptionWithTraceback
 from .._messages import Call, Result
 from .._platform import max_rss_bytes, rss_bytes
+from . import effects as _effects
 
 TIMED_ITEMS = 256
 """Chunks up to this size record each item's finish time; longer chunks (of very short tasks)
@@ -72,6 +79,8 @@ class Progress:
     values: list[Any]
     errors: dict[int, ExceptionWithTraceback]
     finished: array[float] | None
+    effects: list[tuple[int, Any]] | None = None
+    """What ``corral.record`` appended while the items ran: ``(item index, effect)``."""
 
 
 class Live(Protocol):
@@ -107,6 +116,8 @@ def execute(
     fast = buffer is not None and not call.star
     timed = not fast or len(call.items) <= TIMED_ITEMS
     progress = Progress(call.call_id, started, cpu0, [], {}, array("d") if timed else None)
+    current = _effects.current
+    previous, current.progress = current.progress, progress  # corral.record appends there
     if live is not None:
         live.running(progress)
     try:
@@ -115,9 +126,11 @@ def execute(
         else:
             _general(call, resolve, watch, reraise, progress)
     finally:
+        current.progress = previous
         if live is not None:
             live.stopped()
     ended = time.time()
+    log = progress.effects
     return Result(
         call_id=call.call_id,
         values=progress.values,
@@ -128,6 +141,7 @@ def execute(
         cpu=time.process_time() - cpu0,
         max_rss=max_rss_bytes(),
         rss=rss_bytes() if measure_rss else 0,
+        effects=_effects.by_item(log, progress.errors, len(progress.values)) if log else None,
     )
 
 
@@ -151,6 +165,7 @@ def partial_result(progress: Progress) -> Result:
         cpu=time.process_time() - progress.cpu0,
         max_rss=max_rss_bytes(),
         rss=0,
+        effects=_effects.by_item(list(progress.effects), errors, n) if progress.effects else None,
     )
 
 

@@ -353,7 +353,8 @@ def _kill_descendants_of(worker: int) -> None:
 
 
 def encode_result(result: Result) -> bytes:
-    """Pickle a Result; values or exceptions that do not pickle fail only their own item."""
+    """Pickle a Result; values, effects or exceptions that do not pickle fail only their own
+    item."""
     if result.errors:
         for i, wrapped in result.errors.items():
             result.errors[i] = _picklable_error(wrapped.exc, wrapped)
@@ -375,6 +376,16 @@ def encode_result(result: Result) -> bytes:
             result.values[i] = None
             errors[i] = ExceptionWithTraceback(bad[0])
             errors[i].tb = f"{bad[0]} (the task's return value)\n"
+    effects = result.effects or {}
+    for i in [i for i in effects if i not in errors]:
+        unpicklable = _codec.unpicklable(list(effects[i]), "an effect recorded by the task, ")
+        if unpicklable:  # the task fails: its effects would be lost, silently
+            del effects[i]
+            first = next(iter(unpicklable.values()))
+            result.values[i] = None
+            errors[i] = ExceptionWithTraceback(first)
+            errors[i].tb = f"{first} (corral.record)\n"
+    result.effects = effects or None
     result.errors = errors
     return _codec.dumps(result)
 
