@@ -51,7 +51,12 @@ class Result:
     ``finished[i]`` is the wall-clock time item i ended; item i started when item i-1 ended
     (item 0 at ``started``). For long chunks of short tasks ``finished`` is None and item
     times are interpolated between ``started`` and ``ended``. ``cpu`` is the CPU time of the
-    whole Call.
+    whole Call. ``max_rss``: the worker's peak resident size since it started.
+
+    Telemetry (``_worker.meter``; zero when the pool has ``telemetry=False``):
+    ``child_cpu`` is the CPU time of the worker's child processes that ended during the Call,
+    ``peak_rss`` the worker's peak resident size during the Call plus that of its largest
+    child that ended then (0: not measured).
     """
 
     call_id: int
@@ -63,6 +68,8 @@ class Result:
     cpu: float
     max_rss: int
     rss: int
+    child_cpu: float = 0.0
+    peak_rss: int = 0
 
 
 @dataclass(slots=True)
