@@ -42,6 +42,7 @@ from ._outcome import Attempt, Outcome, Status, result_of
 from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
 from ._reasons import ended
 from ._report.report import Report
+from ._report.telemetry import WorkerLog
 from ._scheduler import Scheduler
 
 CHUNK_TARGET_SECONDS = 0.1
@@ -546,8 +547,20 @@ class CollectSink:
             )
         return outcomes  # type: ignore[return-value]
 
-    def report(self, batch: Batch, wall: float, workers: int) -> Report:
-        return Report(self.outcomes(batch), wall_seconds=wall, workers=workers)
+    def report(
+        self, batch: Batch, wall: float, workers: int, log: WorkerLog | None = None
+    ) -> Report:
+        """The Report of ``batch``; ``log``: the pool's worker log (``_report.telemetry``),
+        from which the lives of the workers during the run are taken."""
+        start = batch.queued_at
+        return Report(
+            self.outcomes(batch),
+            wall_seconds=wall,
+            workers=workers,
+            started=start,
+            worker_spans=log.spans(start, start + wall) if log is not None else (),
+            happenings=log.happenings(start, start + wall) if log is not None else (),
+        )
 
 
 class StreamSink:
