@@ -7,6 +7,7 @@ the exports are ``records`` (``to_records``, ``to_dataframe``), ``trace`` (``to_
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from .._outcome import Outcome, Status, result_of
 from .._public import public
 
 if TYPE_CHECKING:
+    from .._outcome import Attempt
     from .telemetry import Happening, WorkerSpan, WorkerStartup
 
 
@@ -76,6 +78,19 @@ class Report:
         return groups
 
     # -- where the time went (telemetry) --------------------------------------------------
+    @functools.cached_property
+    def _timed(self) -> list[tuple[Outcome, int, Attempt, float, float]]:
+        """Every attempt with a known start and end (computed once: 100,000 tasks)."""
+        from .telemetry import timed
+
+        return list(timed(self.outcomes))
+
+    @functools.cached_property
+    def _startups(self) -> list[WorkerStartup]:
+        from .telemetry import worker_startup
+
+        return worker_startup(self)
+
     @property
     def wall(self) -> float:
         """The run's wall time in seconds, from submission to the last outcome."""
@@ -110,9 +125,7 @@ class Report:
     def worker_startup(self) -> list[WorkerStartup]:
         """Each worker process of the run: slot, pid, when it was started, when it ran its
         first task, and the seconds in between (None if it ran none)."""
-        from .telemetry import worker_startup
-
-        return worker_startup(self)
+        return list(self._startups)
 
     def idle_seconds(self) -> dict[int, float]:
         """For each worker slot, the seconds of the run it was neither starting nor running

@@ -159,12 +159,12 @@ def timed(outcomes: Sequence[Outcome]) -> Iterator[tuple[Outcome, int, Attempt, 
 
 
 def busy_seconds(report: Report) -> float:
-    return math.fsum(f - s for _, _, _, s, f in timed(report.outcomes))
+    return math.fsum(f - s for _, _, _, s, f in report._timed)
 
 
 def busy_by_worker(report: Report) -> dict[int, float]:
     busy: dict[int, float] = {}
-    for _, _, attempt, s, f in timed(report.outcomes):
+    for _, _, attempt, s, f in report._timed:
         if attempt.worker is not None:
             busy[attempt.worker] = busy.get(attempt.worker, 0.0) + f - s
     return busy
@@ -179,7 +179,7 @@ def tasks_run(report: Report) -> int:
 def worker_startup(report: Report) -> list[WorkerStartup]:
     """Each worker process of the run: when it was started, when it first ran a task."""
     first: dict[int | None, float] = {}
-    for _, _, attempt, s, _ in timed(report.outcomes):
+    for _, _, attempt, s, _ in report._timed:
         if attempt.pid not in first or s < first[attempt.pid]:
             first[attempt.pid] = s
     out = []
@@ -196,7 +196,7 @@ def run_window(report: Report) -> tuple[float, float]:
     """``(start, end)`` of the run in ``time.time()``: from its submission for ``wall``."""
     start = report.started
     if start is None:
-        times = [s for _, _, _, s, _ in timed(report.outcomes)]
+        times = [s for _, _, _, s, _ in report._timed]
         start = min(times) if times else 0.0
     return start, start + report.wall_seconds
 
@@ -206,7 +206,7 @@ def idle_seconds(report: Report) -> dict[int, float]:
     start, end = run_window(report)
     busy = busy_by_worker(report)
     starting: dict[int, float] = {}
-    for s in worker_startup(report):
+    for s in report._startups:
         if s.ready is not None:
             overlap = min(s.ready, end) - max(s.started, start)
             starting[s.worker] = starting.get(s.worker, 0.0) + max(0.0, overlap)
@@ -223,7 +223,7 @@ def concurrency(report: Report, bins: int | None = None) -> list[tuple[float, fl
     """
     start, end = run_window(report)
     edges: list[tuple[float, int]] = []
-    for _, _, _, s, f in timed(report.outcomes):
+    for _, _, _, s, f in report._timed:
         if f > s:
             edges.append((s - start, 1))
             edges.append((f - start, -1))

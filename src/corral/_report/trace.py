@@ -38,7 +38,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .telemetry import Happening, run_window, timed, worker_startup
+from .telemetry import Happening, run_window
 
 if TYPE_CHECKING:
     from .report import Report
@@ -61,12 +61,7 @@ def write_trace(report: Report, path: str | os.PathLike[str]) -> None:
         f.write('{"displayTimeUnit":"ms","otherData":')
         f.write(json.dumps(_other_data(report, origin)))
         f.write(',"traceEvents":[\n')
-        first = True
-        for event in _events(report, origin):
-            if not first:
-                f.write(",\n")
-            f.write(json.dumps(event, separators=(",", ":"), default=str))
-            first = False
+        f.write(",\n".join(_events(report, origin)))
         f.write("\n]}\n")
 
 
@@ -80,99 +75,122 @@ def _other_data(report: Report, origin: float) -> dict[str, Any]:
     }
 
 
-def _events(report: Report, origin: float) -> Iterator[dict[str, Any]]:
+def _dump(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), default=str)
+
+
+def _events(report: Report, origin: float) -> Iterator[str]:
+    """The trace's events, each as its JSON text. Attempts are formatted by hand: at
+    100,000 tasks ``json.dumps`` per event was most of the time taken."""
+
     def us(t: float) -> float:
         return round((t - origin) * 1e6, 3)
 
-    yield {"ph": "M", "name": "process_name", "pid": PID, "tid": 0, "args": {"name": "corral run"}}
+    yield _dump({"ph": "M", "name": "process_name", "pid": PID, "tid": 0,
+                 "args": {"name": "corral run"}})  # fmt: skip
     tracks: set[int] = set()
-    # Per track, X events as [ts, dur, event], put in order and made disjoint before writing.
-    slices: dict[int, list[list[Any]]] = {}
+    # Per track, X events as (ts, dur, text before ts, text after dur): put in time order
+    # and made disjoint before writing.
+    slices: dict[int, list[tuple[float, float, str, str]]] = {}
     instants: list[dict[str, Any]] = []
+    group_text: dict[Any, str] = {}
 
-    for outcome, number, attempt, started, finished in timed(report.outcomes):
+    for outcome, number, attempt, started, finished in report._timed:
         tid = _tid(attempt.worker)
-        args: dict[str, Any] = {"key": _text(outcome.key), "attempt": number}
-        if outcome.group is not None:
-            args["group"] = _text(outcome.group)
-        args["status"] = attempt.status.value
-        for name in ("exitcode", "signal", "error"):
-            value = getattr(attempt, name)
-            if value is not None:
-                args[name] = value
-        event = {"ph": "X", "name": args["key"], "cat": attempt.status.value, "pid": PID,
-                 "tid": tid, "args": args}  # fmt: skip
-        colour = COLOUR.get(attempt.status.value)
+        key = _quote(_text(outcome.key))
+        status = attempt.status.value
+        args = f'"key":{key},"attempt":{number}'
+        group = outcome.group
+        if group is not None:
+            text = group_text.get(group)
+            if text is None:
+                text = group_text[group] = f',"group":{_quote(_text(group))}'
+            args += text
+        args += f',"status":"{status}"'
+        if attempt.exitcode is not None:
+            args += f',"exitcode":{int(attempt.exitcode)}'
+        if attempt.signal is not None:
+            args += f',"signal":{int(attempt.signal)}'
+        if attempt.error is not None:
+            args += f',"error":{_quote(attempt.error)}'
+        colour = COLOUR.get(status)
+        head = f'{{"ph":"X","name":{key},"cat":"{status}","pid":{PID},"tid":{tid},'
         if colour is not None:
-            event["cname"] = colour
-        slices.setdefault(tid, []).append([us(started), us(finished) - us(started), event])
+            head += f'"cname":"{colour}",'
+        ts = us(started)
+        slices.setdefault(tid, []).append((ts, us(finished) - ts, head, f',"args":{{{args}}}}}'))
 
-    for s in worker_startup(report):
+    for s in report._startups:
         tid = _tid(s.worker)
         tracks.add(tid)
-        args = {"pid": s.pid, "seconds": s.seconds}
+        sargs = {"pid": s.pid, "seconds": s.seconds}
         if s.ready is not None:
-            event = {"ph": "X", "name": "start-up", "cat": "worker", "pid": PID, "tid": tid,
-                     "args": args}  # fmt: skip
-            slices.setdefault(tid, []).append([us(s.started), us(s.ready) - us(s.started), event])
+            ts = us(s.started)
+            head = f'{{"ph":"X","name":"start-up","cat":"worker","pid":{PID},"tid":{tid},'
+            slices.setdefault(tid, []).append(
+                (ts, us(s.ready) - ts, head, f',"args":{_dump(sargs)}}}')
+            )
         else:
             instants.append({"ph": "i", "s": "t", "name": "worker started", "cat": "worker",
-                             "ts": us(s.started), "pid": PID, "tid": tid, "args": args})  # fmt: skip
+                             "ts": us(s.started), "pid": PID, "tid": tid, "args": sargs})  # fmt: skip
     for span in report.worker_spans:
         if span.ended is not None and span.how not in ("retired", None):
-            args = {"pid": span.pid, "exitcode": span.exitcode, "signal": span.signal}
+            wargs = {"pid": span.pid, "exitcode": span.exitcode, "signal": span.signal}
             instants.append({"ph": "i", "s": "t", "name": f"worker {span.how}", "cat": "worker",
                              "ts": us(span.ended), "pid": PID, "tid": _tid(span.worker),
-                             "args": {k: v for k, v in args.items() if v is not None}})  # fmt: skip
+                             "args": {k: v for k, v in wargs.items() if v is not None}})  # fmt: skip
 
     for happening in report.happenings:
         tid, event, seconds = _happening(happening)
         if seconds is not None:
-            start = us(happening.when - seconds)
-            slices.setdefault(tid, []).append([start, us(happening.when) - start, event])
+            ts = us(happening.when - seconds)
+            head = _dump(event)[:-1] + ","  # the event without its closing brace
+            slices.setdefault(tid, []).append((ts, us(happening.when) - ts, head, "}"))
         else:
             instants.append({**event, "ph": "i", "s": "t", "ts": us(happening.when)})
 
     tracks |= slices.keys() | {e["tid"] for e in instants}
     for tid in sorted(tracks):
-        yield {"ph": "M", "name": "thread_name", "pid": PID, "tid": tid,
-               "args": {"name": _track_name(tid)}}  # fmt: skip
-        yield {"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid,
-               "args": {"sort_index": tid}}  # fmt: skip
+        yield _dump({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid,
+                     "args": {"name": _track_name(tid)}})  # fmt: skip
+        yield _dump({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid,
+                     "args": {"sort_index": tid}})  # fmt: skip
     for tid in sorted(slices):
         yield from _disjoint(slices[tid])
-    yield from instants
+    for event in instants:
+        yield _dump(event)
     yield from _rss_counters(report, us)
 
 
-def _disjoint(track: list[list[Any]]) -> Iterator[dict[str, Any]]:
+def _disjoint(track: list[tuple[float, float, str, str]]) -> Iterator[str]:
     """The X events of one track in time order, none starting before the previous ended."""
     track.sort(key=lambda s: s[0])
     end = -math.inf
-    for ts, dur, event in track:
+    for ts, dur, head, tail in track:
         if ts < end:
             dur = max(0.0, round(ts + dur - end, 3))
             ts = end
-        event["ts"] = ts
-        event["dur"] = dur
+        dur = round(dur, 3)
         end = max(end, round(ts + dur, 3))
-        yield event
+        yield f'{head}"ts":{ts!r},"dur":{dur!r}{tail}'
 
 
-def _rss_counters(report: Report, us: Any) -> Iterator[dict[str, Any]]:
+def _rss_counters(report: Report, us: Any) -> Iterator[str]:
     last: dict[int | None, float] = {}
     samples = []
-    for _, _, attempt, started, _ in timed(report.outcomes):
+    for _, _, attempt, started, _ in report._timed:
         if attempt.peak_rss is None:
             continue
         mib = round(attempt.peak_rss / 2**20, 1)
-        samples.append((started, attempt.worker, mib))
+        if last.get(attempt.worker) != mib:  # per worker, in time order already
+            last[attempt.worker] = mib
+            samples.append((started, attempt.worker, mib))
     samples.sort(key=lambda s: s[0])
     for started, worker, mib in samples:
-        if last.get(worker) != mib:
-            last[worker] = mib
-            yield {"ph": "C", "name": f"peak RSS worker {worker}", "pid": PID,
-                   "ts": us(started), "args": {"MiB": mib}}  # fmt: skip
+        yield (
+            f'{{"ph":"C","name":"peak RSS worker {worker}","pid":{PID},'
+            f'"ts":{us(started)!r},"args":{{"MiB":{mib!r}}}}}'
+        )
 
 
 def _happening(h: Happening) -> tuple[int, dict[str, Any], float | None]:
@@ -208,6 +226,10 @@ def _track_name(tid: int) -> str:
 def _text(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
     return text if len(text) <= KEY_CHARS else text[: KEY_CHARS - 1] + "…"
+
+
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+"""A str as a JSON string, quotes included (the C encoder's)."""
 
 
 def _jsonable(value: Any) -> Any:
