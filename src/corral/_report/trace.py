@@ -57,6 +57,8 @@ COLOUR = {"failed": "terrible", "timeout": "bad", "crashed": "terrible", "cancel
 def write_trace(report: Report, path: str | os.PathLike[str]) -> None:
     origin, _ = run_window(report)
     origin = min([origin, *(s.started for s in report.worker_spans)])
+    for happening in report.happenings:  # a service's start may begin before the run
+        origin = min(origin, happening.when - (_happening(happening)[2] or 0.0))
     with open(path, "w", encoding="utf-8") as f:
         f.write('{"displayTimeUnit":"ms","otherData":')
         f.write(json.dumps(_other_data(report, origin)))
@@ -144,7 +146,7 @@ def _events(report: Report, origin: float) -> Iterator[str]:
         tid, event, seconds = _happening(happening)
         if seconds is not None:
             ts = us(happening.when - seconds)
-            head = _dump(event)[:-1] + ","  # the event without its closing brace
+            head = _dump({"ph": "X", **event})[:-1] + ","  # without its closing brace
             slices.setdefault(tid, []).append((ts, us(happening.when) - ts, head, "}"))
         else:
             instants.append({**event, "ph": "i", "s": "t", "ts": us(happening.when)})
@@ -163,15 +165,18 @@ def _events(report: Report, origin: float) -> Iterator[str]:
 
 
 def _disjoint(track: list[tuple[float, float, str, str]]) -> Iterator[str]:
-    """The X events of one track in time order, none starting before the previous ended."""
+    """The X events of one track in time order, none starting before the previous ended.
+
+    ``end`` is ``ts + dur`` computed as a reader computes it (floats), and a clamped start
+    is that very float: so ``next ts >= ts + dur`` holds in the reader's arithmetic too."""
     track.sort(key=lambda s: s[0])
     end = -math.inf
     for ts, dur, head, tail in track:
+        dur = round(dur, 3)
         if ts < end:
             dur = max(0.0, round(ts + dur - end, 3))
             ts = end
-        dur = round(dur, 3)
-        end = max(end, round(ts + dur, 3))
+        end = max(end, ts + dur)
         yield f'{head}"ts":{ts!r},"dur":{dur!r}{tail}'
 
 
