@@ -29,9 +29,11 @@ def synthetic_report(n: int = 100_000, workers: int = 8) -> Report:
         failed = i % 1000 == 999
         status = Status.FAILED if failed else Status.OK
         error = ValueError(f"bad input {i}") if failed else None
-        attempt = Attempt(w, 1000 + w, started, finished, status,
-                          f"ValueError: bad input {i}" if failed else None,
-                          T0, duration * 0.9, 60 * 2**20 + (i // 5000) * 2**20, None, None)  # fmt: skip
+        reason = f"ValueError: bad input {i}" if failed else None
+        rss = 60 * 2**20 + (i // 5000) * 2**20
+        attempt = Attempt(
+            w, 1000 + w, started, finished, status, reason, T0, duration * 0.9, rss, None, None
+        )
         outcomes.append(
             Outcome(
                 key=f"file-{i:06d}.nc",

@@ -5,6 +5,7 @@ worker processes; records and the DataFrame."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -242,7 +243,7 @@ def test_run_figures_agree_with_the_attempts():
 
     steps = report.concurrency()
     assert max(n for _, n in steps) <= 2 and steps[-1][1] == 0
-    area = math.fsum((t1 - t0) * n for (t0, n), (t1, _) in zip(steps, steps[1:], strict=False))
+    area = math.fsum((t1 - t0) * n for (t0, n), (t1, _) in itertools.pairwise(steps))
     assert area == pytest.approx(busy)
     bins = report.concurrency(bins=20)
     assert len(bins) == 20 and all(0 <= n <= 2 + 1e-9 for _, n in bins)

@@ -5,6 +5,7 @@ events on a track, worker start-ups, services when their events exist, RSS count
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -71,7 +72,7 @@ def check_format(events: list[dict]) -> None:
             assert all(isinstance(v, (int, float)) for v in e["args"].values())
     for spans in per_track.values():
         spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end, "two events overlap on one track"
 
 
@@ -102,7 +103,7 @@ def test_a_real_run_as_a_trace(tmp_path):
     assert by_key["crash"][0]["signal"] == signal.SIGKILL
     assert by_key["t0"][0]["group"] == "a" and by_key["t1"][0]["group"] == "b"
 
-    # microseconds from the run's start: an attempt's dur is its duration × 1e6
+    # microseconds from the run's start: an attempt's dur is its duration * 1e6
     t0 = next(o for o in report.outcomes if o.key == "t0")
     event = next(e for e in attempts if e["args"]["key"] == "t0")
     assert event["dur"] == pytest.approx(t0.duration * 1e6, abs=1.0)

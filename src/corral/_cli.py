@@ -18,13 +18,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a demo batch with progress and a summary")
     demo.add_argument("--workers", default="auto", help="worker processes (default: auto)")
+    demo.add_argument(
+        "--out", default=".", help="where report.html and trace.json go (default: here)"
+    )
     commands.add_parser("info", help="what corral sees on this machine")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import demo as run_demo
 
         workers = args.workers if args.workers == "auto" else int(args.workers)
-        report = run_demo(workers)
+        report = run_demo(workers, args.out)
         expected = {"ok": 298, "failed": 1, "timeout": 1}
         got = {s.value: n for s, n in report.counts().items() if n}
         return 0 if got == expected else 1

@@ -271,9 +271,9 @@ class Pool:
                 _signals.die(terminated.signum)
             except KeyboardInterrupt as interrupt:
                 self._interrupted(batch)
-                interrupt.report = sink.report(
-                    batch, time.time() - started, self.workers, self._worker_log
-                )  # type: ignore[attr-defined]
+                wall = time.time() - started
+                report = sink.report(batch, wall, self.workers, self._worker_log)
+                interrupt.report = report  # type: ignore[attr-defined]
                 raise
         return time.time() - started
 

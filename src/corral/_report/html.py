@@ -121,8 +121,10 @@ def _colour_css(groups: dict[Hashable, int]) -> str:
              for s, c in STATUS_COLOURS.items()]  # fmt: skip
     for index in sorted(set(groups.values())):
         colour = GROUP_COLOURS[index % len(GROUP_COLOURS)]
-        rules.append(f".by-group .g-{index},.legend .g-{index}{{fill:{colour};background:{colour}}}")
-    rules.append(f".by-group .g-none{{fill:#90a4ae}}")
+        rules.append(
+            f".by-group .g-{index},.legend .g-{index}{{fill:{colour};background:{colour}}}"
+        )
+    rules.append(".by-group .g-none{fill:#90a4ae}")
     return "\n".join(rules)
 
 
@@ -148,12 +150,15 @@ def _summary(report: Report) -> str:
         ("wall", _seconds(report.wall)),
         ("workers", str(report.workers)),
         ("utilisation", f"{100 * report.utilisation:.1f} %"),
-        ("speedup", f"{report.speedup:.2f}×"),
+        ("speedup", f"{report.speedup:.2f}&times;"),
         ("tasks per second", f"{report.tasks_per_second:,.1f}"),
         ("busy worker time", _seconds(report.busy_seconds)),
         ("CPU time (workers and children)", _seconds(cpu)),
-        ("worker start-up (mean)", _seconds(sum(startups) / len(startups)) if startups else "–"),
-        ("idle worker time", _seconds(sum(idle.values())) if idle else "–"),
+        (
+            "worker start-up (mean)",
+            _seconds(sum(startups) / len(startups)) if startups else "&ndash;",
+        ),
+        ("idle worker time", _seconds(sum(idle.values())) if idle else "&ndash;"),
     ]
     body = "".join(f"<tr><th>{k}</th><td class='n'>{v}</td></tr>" for k, v in rows)
     return f"<h2 id='summary'>Summary</h2><table class='summary'>{body}</table>"
@@ -239,7 +244,8 @@ def _timeline(report: Report, groups: dict[Hashable, int]) -> str:
     axis_y = len(workers) * ROW_HEIGHT + 14
     for k in range(6):
         t = start + (end - start) * k / 5
-        out.append(f"<text x='{x(t) - (20 if k == 5 else 0)}' y='{axis_y}'>{_seconds(t - start)}</text>")
+        left = x(t) - (40 if k == 5 else 0)
+        out.append(f"<text x='{left}' y='{axis_y}'>{_seconds(t - start)}</text>")
     out.append("</svg>")
     if not detailed:
         out.append(
@@ -284,7 +290,7 @@ def _utilisation(report: Report) -> str:
     bins = report.concurrency(bins=UTILISATION_BINS)
     height = 120
     span = report.wall
-    pts = [(LABEL_WIDTH, height)]
+    pts: list[tuple[float, float]] = [(LABEL_WIDTH, height)]
     for t, level in bins:
         share = min(1.0, level / report.workers)
         xa = LABEL_WIDTH + t / span * PLOT_WIDTH
@@ -323,7 +329,7 @@ def _workers(report: Report) -> str:
         rows.append(
             f"<tr><td>{span.worker}</td><td>{span.pid}</td>"
             f"<td class='n'>{_seconds(span.started - start)}</td>"
-            f"<td class='n'>{_seconds(s.seconds) if s and s.seconds is not None else '–'}</td>"
+            f"<td class='n'>{_seconds(s.seconds if s else None)}</td>"
             f"<td>{_e(how)}</td></tr>"
         )
     busy_rows = "".join(
@@ -455,7 +461,11 @@ def _short(value: Any, limit: int = 120) -> str:
 
 def _seconds(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "&ndash;"
+    if value < 0:
+        return "-" + _seconds(-value)
+    if value == 0:
+        return "0 s"
     if value < 1e-3:
         return f"{value * 1e6:.0f} µs"
     if value < 1:
@@ -466,7 +476,7 @@ def _seconds(value: float | None) -> str:
 
 
 def _mib(value: int | None) -> str:
-    return "–" if value is None else f"{value / 2**20:.1f} MiB"
+    return "&ndash;" if value is None else f"{value / 2**20:.1f} MiB"
 
 
 def _e(value: Any) -> str:

@@ -105,7 +105,7 @@ class Report:
 
     @property
     def utilisation(self) -> float:
-        """Busy worker-seconds / available worker-seconds (``workers × wall``), 0 to 1."""
+        """Busy worker-seconds / available worker-seconds (``workers * wall``), 0 to 1."""
         available = self.workers * self.wall_seconds
         return self.busy_seconds / available if available > 0 else 0.0
 

@@ -33,7 +33,14 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._events import TASK_EVENTS, WorkerDied, WorkerKilled, WorkerRecycled, WorkerRetired, WorkerStarted
+from .._events import (
+    TASK_EVENTS,
+    WorkerDied,
+    WorkerKilled,
+    WorkerRecycled,
+    WorkerRetired,
+    WorkerStarted,
+)
 from .._outcome import Attempt, Outcome, Status
 
 if TYPE_CHECKING:
@@ -130,9 +137,7 @@ class WorkerLog:
         """The worker lives that overlap ``[start, end]``."""
         with self._lock:
             return tuple(
-                s
-                for s in self._spans
-                if s.started <= end and (s.ended is None or s.ended >= start)
+                s for s in self._spans if s.started <= end and (s.ended is None or s.ended >= start)
             )
 
     def happenings(self, start: float, end: float) -> tuple[Happening, ...]:

@@ -133,14 +133,21 @@ def _events(report: Report, origin: float) -> Iterator[str]:
                 (ts, us(s.ready) - ts, head, f',"args":{_dump(sargs)}}}')
             )
         else:
-            instants.append({"ph": "i", "s": "t", "name": "worker started", "cat": "worker",
-                             "ts": us(s.started), "pid": PID, "tid": tid, "args": sargs})  # fmt: skip
+            instant = {"ph": "i", "s": "t", "name": "worker started", "cat": "worker"}
+            instants.append({**instant, "ts": us(s.started), "pid": PID, "tid": tid, "args": sargs})
     for span in report.worker_spans:
         if span.ended is not None and span.how not in ("retired", None):
             wargs = {"pid": span.pid, "exitcode": span.exitcode, "signal": span.signal}
-            instants.append({"ph": "i", "s": "t", "name": f"worker {span.how}", "cat": "worker",
-                             "ts": us(span.ended), "pid": PID, "tid": _tid(span.worker),
-                             "args": {k: v for k, v in wargs.items() if v is not None}})  # fmt: skip
+            instant = {"ph": "i", "s": "t", "name": f"worker {span.how}", "cat": "worker"}
+            instants.append(
+                {
+                    **instant,
+                    "ts": us(span.ended),
+                    "pid": PID,
+                    "tid": _tid(span.worker),
+                    "args": {k: v for k, v in wargs.items() if v is not None},
+                }
+            )
 
     for happening in report.happenings:
         tid, event, seconds = _happening(happening)
@@ -233,7 +240,7 @@ def _text(value: Any) -> str:
     return text if len(text) <= KEY_CHARS else text[: KEY_CHARS - 1] + "…"
 
 
-_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_quote = json.encoder.encode_basestring
 """A str as a JSON string, quotes included (the C encoder's)."""
 
 
