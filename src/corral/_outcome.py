@@ -52,10 +52,11 @@ class Attempt(NamedTuple):
             ended during the attempt; a chunk's share (its CPU divided evenly) for a task
             run in a chunk. None when unknown (the worker died).
         peak_rss: bytes: the worker's peak resident size during the attempt's Call (Linux:
-            the kernel's high-water mark, reset at each Call's start), plus the peak of the
-            largest child process that ended during it (see ``docs/observability.md`` for
-            the limits). Elsewhere, or with ``telemetry=False``: the worker's peak so far.
-            None when unknown.
+            the kernel's high-water mark, reset after each Call of 5 ms or more; a shorter
+            Call gets the peak since the last reset, an upper bound), plus the peak of the
+            largest child process that ended during it (``_worker.meter`` and
+            ``docs/observability.md`` say the limits). Elsewhere, or with
+            ``telemetry=False``: the worker's peak so far. None when unknown.
         exitcode, signal: how the worker ended when the attempt ended with its death: its
             exit status, or the signal that killed it (``crashed``); the signal corral sent
             to stop it (``timeout``: SIGTERM, then SIGKILL past ``kill_grace``). None while

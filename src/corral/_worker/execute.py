@@ -124,7 +124,7 @@ def execute(
             live.stopped()
     ended = time.time()
     if meter is not None:
-        cpu, child_cpu, peak_rss = meter.end()
+        cpu, child_cpu, peak_rss = meter.end(ended - started)
         max_rss = meter.lifetime_peak
     else:
         cpu, child_cpu, peak_rss = time.process_time() - cpu0, 0.0, 0

@@ -11,10 +11,15 @@ How each figure is taken, and how far it can be trusted:
   counts a child's CPU only once the child has ended and been waited for: a subprocess the
   task ran and waited for (``subprocess.run``) is counted; one still running when the Call
   ends is not (its CPU lands in the Call during which it is reaped, or nowhere).
-- Peak RSS, Linux: the worker writes ``5`` to ``/proc/self/clear_refs`` at the Call's start,
-  which resets the kernel's high-water mark of its resident size to the current size, and
-  reads ``VmHWM`` from ``/proc/self/status`` at the end: the exact peak of the worker
-  during the Call (a few µs each). To it is added the peak of the largest child that ended
+- Peak RSS, Linux: at the end of each Call the worker reads ``VmHWM`` from
+  ``/proc/self/status`` (the kernel's high-water mark of its resident size) and writes ``5``
+  to ``/proc/self/clear_refs``, which resets that mark to the current size: the exact peak
+  of the worker since the previous Call ended, i.e. during this Call and while its
+  arguments were unpickled (and the previous Result pickled). About 20 µs per Call, most of
+  it the kernel formatting ``status``: so only for Calls of at least ``EXACT_AFTER``; a
+  shorter Call gets ``ru_maxrss``, the peak since the last reset, an upper bound (with
+  every thread alive it is the kernel's mark; a thread that exited stored the mark of that
+  moment in it, which no reset lowers: hence ``VmHWM`` for the exact figure). To it is added the peak of the largest child that ended
   during the Call, when it set a new record for this worker: the kernel keeps only the
   largest peak of all the children ever waited for (``RUSAGE_CHILDREN``'s ``ru_maxrss``),
   so a child smaller than an earlier one, or still running, is not seen, and the sum is an
@@ -40,6 +45,13 @@ import time
 from .._platform import max_rss_bytes
 
 _KIB = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+
+EXACT_AFTER = 0.005
+"""Calls at least this long (seconds) get their exact peak (``VmHWM``, then a reset: ~15
+µs). Shorter ones (chunks of tiny tasks, benchmark S1) get ``ru_maxrss`` (~1 µs): the peak
+since the last exact reading, an upper bound. Growing the resident size costs a page fault
+per page (tens of µs per MiB), so a Call this short cannot have added more than a few
+tens of MiB that the next exact reading would not also see."""
 
 
 class Meter:
@@ -69,31 +81,33 @@ class Meter:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._child_cpu0 = children.ru_utime + children.ru_stime
         self._child_peak0 = children.ru_maxrss
-        if self._clear is not None:
-            self._peak_so_far()  # the mark about to be reset may be a new lifetime peak
-            try:
-                os.write(self._clear, b"5")
-            except OSError:
-                self.close()
         self._cpu0 = time.process_time()
 
-    def end(self) -> tuple[float, float, int]:
-        """``(cpu, child_cpu, peak_rss)`` of the Call since ``begin``."""
+    def end(self, seconds: float) -> tuple[float, float, int]:
+        """``(cpu, child_cpu, peak_rss)`` of the Call since ``begin``, which took
+        ``seconds``. Past ``EXACT_AFTER`` the high-water mark is read, then reset for the
+        next Call; a shorter Call gets the peak since the last reset (an upper bound)."""
         cpu = time.process_time() - self._cpu0
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         child_cpu = children.ru_utime + children.ru_stime - self._child_cpu0
-        peak = self._peak_so_far()
+        if seconds >= EXACT_AFTER or self._clear is None:
+            peak = self._peak()
+        else:
+            peak = max_rss_bytes()  # max(kernel mark since the last reset, exited threads')
+            if peak > self.lifetime_peak:
+                self.lifetime_peak = peak
         if children.ru_maxrss > self._child_peak0:
             peak += children.ru_maxrss * _KIB
         return cpu, max(0.0, child_cpu), peak
 
-    def _peak_so_far(self) -> int:
-        """The kernel's high-water mark now (since the last reset), folded into the
-        worker's lifetime peak."""
+    def _peak(self) -> int:
+        """The kernel's high-water mark since the last reset (then reset), folded into the
+        worker's lifetime peak; or, without resets, the lifetime peak."""
         peak = 0
-        if self._status is not None:
+        if self._status is not None and self._clear is not None:
             try:
                 peak = _vm_hwm(os.pread(self._status, 4096, 0))
+                os.write(self._clear, b"5")
             except OSError:
                 self.close()
         if not peak:
