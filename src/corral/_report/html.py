@@ -263,17 +263,28 @@ def _aggregated(
     width = PLOT_WIDTH / SLICES
     busy: dict[tuple[int, int], float] = {}
     what: dict[tuple[int, int], dict[str, float]] = {}
+    classes: dict[tuple[str, Hashable], str] = {}
     for outcome, _, attempt, s0, f0 in attempts:
-        if attempt.worker not in row_of:
+        row = row_of.get(attempt.worker)
+        if row is None:
             continue
-        row = row_of[attempt.worker]
+        status = attempt.status.value
+        cls = classes.get((status, outcome.group))
+        if cls is None:
+            cls = f"s-{status} {_group_class(outcome.group, groups)}"
+            classes[status, outcome.group] = cls
         a, b = (s0 - start) * scale, (f0 - start) * scale
-        cls = f"s-{attempt.status.value} {_group_class(outcome.group, groups)}"
-        for k in range(max(0, int(a / width)), min(SLICES - 1, int(b / width)) + 1):
-            lo, hi = max(a, k * width), min(b, (k + 1) * width)
-            share = max(hi - lo, 0.0) / width if b > a else 0.0
-            busy[row, k] = busy.get((row, k), 0.0) + share
-            kinds = what.setdefault((row, k), {})
+        first, last = max(0, int(a / width)), min(SLICES - 1, int(b / width))
+        for k in range(first, last + 1):
+            if first == last:
+                share = (b - a) / width
+            else:
+                share = max(min(b, (k + 1) * width) - max(a, k * width), 0.0) / width
+            cell = (row, k)
+            busy[cell] = busy.get(cell, 0.0) + share
+            kinds = what.get(cell)
+            if kinds is None:
+                kinds = what[cell] = {}
             kinds[cls] = kinds.get(cls, 0.0) + share + 1e-9
     for (row, k), share in busy.items():
         cls = max(what[row, k].items(), key=lambda kv: kv[1])[0]

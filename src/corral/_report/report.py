@@ -96,7 +96,7 @@ class Report:
         """The run's wall time in seconds, from submission to the last outcome."""
         return self.wall_seconds
 
-    @property
+    @functools.cached_property
     def busy_seconds(self) -> float:
         """Worker-seconds spent running tasks (every attempt, retries included)."""
         from .telemetry import busy_seconds

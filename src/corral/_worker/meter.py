@@ -6,8 +6,9 @@ on S1 (20,000 trivial tasks): see ``benchmarks/RESULTS.md`` and ``docs/observabi
 
 How each figure is taken, and how far it can be trusted:
 
-- CPU: ``time.process_time()`` (user + system, every thread of the worker) plus
-  ``getrusage(RUSAGE_CHILDREN)`` user + system, as differences over the Call. The kernel
+- CPU: ``time.process_time()`` (user + system, every thread of the worker) over the Call,
+  plus ``getrusage(RUSAGE_CHILDREN)`` user + system since the previous Call's end (one
+  syscall per Call: a child reaped between Calls counts in the next Call). The kernel
   counts a child's CPU only once the child has ended and been waited for: a subprocess the
   task ran and waited for (``subprocess.run``) is counted; one still running when the Call
   ends is not (its CPU lands in the Call during which it is reaped, or nowhere).
@@ -15,12 +16,13 @@ How each figure is taken, and how far it can be trusted:
   ``/proc/self/status`` (the kernel's high-water mark of its resident size) and writes ``5``
   to ``/proc/self/clear_refs``, which resets that mark to the current size: the exact peak
   of the worker since the previous Call ended, i.e. during this Call and while its
-  arguments were unpickled (and the previous Result pickled). About 20 µs per Call, most of
+  arguments were unpickled (and the previous Result pickled). About 15 µs per Call, most of
   it the kernel formatting ``status``: so only for Calls of at least ``EXACT_AFTER``; a
   shorter Call gets ``ru_maxrss``, the peak since the last reset, an upper bound (with
   every thread alive it is the kernel's mark; a thread that exited stored the mark of that
-  moment in it, which no reset lowers: hence ``VmHWM`` for the exact figure). To it is added the peak of the largest child that ended
-  during the Call, when it set a new record for this worker: the kernel keeps only the
+  moment in it, which no reset lowers: hence ``VmHWM`` for the exact figure). To it is
+  added the peak of the largest child that ended during the Call (or since the previous
+  Call), when it set a new record for this worker: the kernel keeps only the
   largest peak of all the children ever waited for (``RUSAGE_CHILDREN``'s ``ru_maxrss``),
   so a child smaller than an earlier one, or still running, is not seen, and the sum is an
   upper bound of the real joint peak (the worker's and the child's peaks need not
@@ -69,8 +71,9 @@ class Meter:
             except OSError:
                 self.close()
         self._cpu0 = 0.0
-        self._child_cpu0 = 0.0
-        self._child_peak0 = 0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._child_cpu0 = children.ru_utime + children.ru_stime
+        self._child_peak0 = children.ru_maxrss
 
     @property
     def resets(self) -> bool:
@@ -78,9 +81,6 @@ class Meter:
         return self._clear is not None
 
     def begin(self) -> None:
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self._child_cpu0 = children.ru_utime + children.ru_stime
-        self._child_peak0 = children.ru_maxrss
         self._cpu0 = time.process_time()
 
     def end(self, seconds: float) -> tuple[float, float, int]:
@@ -88,8 +88,12 @@ class Meter:
         ``seconds``. Past ``EXACT_AFTER`` the high-water mark is read, then reset for the
         next Call; a shorter Call gets the peak since the last reset (an upper bound)."""
         cpu = time.process_time() - self._cpu0
+        # Children: since the previous Call's end (one syscall per Call, not two), so a
+        # child reaped between Calls counts in the next one.
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        child_cpu = children.ru_utime + children.ru_stime - self._child_cpu0
+        child_total = children.ru_utime + children.ru_stime
+        child_cpu = child_total - self._child_cpu0
+        self._child_cpu0 = child_total
         if seconds >= EXACT_AFTER or self._clear is None:
             peak = self._peak()
         else:
@@ -97,6 +101,7 @@ class Meter:
             if peak > self.lifetime_peak:
                 self.lifetime_peak = peak
         if children.ru_maxrss > self._child_peak0:
+            self._child_peak0 = children.ru_maxrss
             peak += children.ru_maxrss * _KIB
         return cpu, max(0.0, child_cpu), peak
 
