@@ -137,3 +137,12 @@ def test_100000_tasks_give_a_file_under_10_mb_that_loads(tmp_path):
         assert failed == 100  # failures are drawn one by one, never lost in an aggregate
         assert page.evaluate("document.querySelectorAll('.failure').length") == 100
         loaded_cleanly(page, path)
+
+
+def test_an_in_process_run_has_one_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("CORRAL_WORKERS", "1")
+    report = corral.run([corral.Task(simulate, (i,), key=i) for i in range(3)], progress=False)
+    path = tmp_path / "report.html"
+    report.to_html(path)
+    text = path.read_text()
+    assert text.count("<g class='row'") == 1 and "in-process" in text

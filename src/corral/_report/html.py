@@ -183,11 +183,10 @@ def _timeline(report: Report, groups: dict[Hashable, int]) -> str:
     start, end = _extent(report)
     scale = PLOT_WIDTH / (end - start) if end > start else 1.0
     attempts = report._timed
-    workers = sorted(
-        {a.worker for _, _, a, _, _ in attempts if a.worker is not None}
-        | {s.worker for s in report.worker_spans}
-        | set(range(report.workers))
-    )
+    seen = {a.worker for _, _, a, _, _ in attempts if a.worker is not None}
+    seen |= {s.worker for s in report.worker_spans}
+    # every slot gets a row, idle ones too; in the calling process there is only that one
+    workers = sorted(seen if -1 in seen else seen | set(range(report.workers)))
     row_of = {w: i for i, w in enumerate(workers)}
     height = ROW_HEIGHT * len(workers) + 24
     out = [
