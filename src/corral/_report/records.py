@@ -92,6 +92,7 @@ def to_dataframe(report: Report) -> Any:
     except ImportError:
         raise ImportError(
             "Report.to_dataframe() needs pandas, which is not installed: "
-            "pip install pandas (or use Report.to_records(), a list of dicts)"
+            "pip install pandas, or pip install 'corral[dataframe]' "
+            "(or use Report.to_records(), a list of dicts)"
         ) from None
     return pd.DataFrame.from_records(to_records(report), columns=list(COLUMNS))
