@@ -27,6 +27,8 @@ import logging
 import math
 import queue
 import threading
+import time
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -40,6 +42,7 @@ from ._outcome import Attempt, Outcome, Status, result_of
 from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
 from ._reasons import ended
 from ._report.report import Report
+from ._report.telemetry import WorkerLog
 from ._scheduler import Scheduler
 
 CHUNK_TARGET_SECONDS = 0.1
@@ -151,6 +154,11 @@ class Batch:
         self._work_seconds = 0.0
         self._work_items = 0
         self.events: Events | None = None  # the engine's, set when it accepts the batch
+        # When positions became ready (Attempt.queued): the batch's submission; for an
+        # imap's later input, when each part was read; for a retry, when its back-off ends.
+        self.queued_at = time.time()
+        self._parts: list[tuple[int, float]] | None = None  # (first position, when)
+        self.retry_queued: dict[int, float] = {}
 
     @property
     def n(self) -> int:
@@ -180,6 +188,17 @@ class Batch:
     def group_of(self, pos: int) -> str | None:
         return self.groups[pos] if self.groups is not None else None
 
+    def queued_of(self, pos: int) -> float:
+        """When position ``pos`` became ready for its current attempt (``Attempt.queued``)."""
+        if self.retry_queued:
+            when = self.retry_queued.get(pos)
+            if when is not None:
+                return when
+        parts = self._parts
+        if parts is None or pos < parts[0][0]:
+            return self.queued_at
+        return parts[bisect_right(parts, (pos, math.inf)) - 1][1]
+
     def attempts_of(self, pos: int) -> int:
         return self.positions.attempts(pos)
 
@@ -202,6 +221,8 @@ class Batch:
         items = self.items
         assert isinstance(items, dict)
         n = self.n
+        if new_items and n:  # the first part's time is queued_at, the batch's own
+            self._parts = [*(self._parts or ()), (n, time.time())]
         for offset, item in enumerate(new_items):
             items[n + offset] = item
         self.positions.extend(len(new_items))
@@ -423,9 +444,25 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
     started, finished = item_times(result, offset)
     attempts = record.attempts.get(pos, 1) if record.attempts else 1
     n = len(result.values)
+    cpu = (result.cpu + result.child_cpu) / n if n else 0.0
     # Built for every task of a Report: a plain tuple of the fields, not the named tuple's
     # keyword-taking constructor (a third of the cost).
-    this = tuple.__new__(Attempt, (record.worker, record.pid, started, finished, Status.OK, None))
+    this = tuple.__new__(
+        Attempt,
+        (
+            record.worker,
+            record.pid,
+            started,
+            finished,
+            Status.OK,
+            None,
+            batch.queued_of(pos),
+            cpu,
+            result.peak_rss or result.max_rss,
+            None,
+            None,
+        ),
+    )
     earlier = batch.positions.earlier.get(pos) if batch.positions.earlier else None
     return Outcome(
         key=batch.key_of(pos),
@@ -436,7 +473,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         pid=record.pid,
         started=started,
         finished=finished,
-        cpu_seconds=result.cpu / n if n else 0.0,
+        cpu_seconds=cpu,
         max_rss=result.max_rss,
         group=batch.group_of(pos),
         history=(*earlier, this) if earlier else (this,),
@@ -514,8 +551,20 @@ class CollectSink:
             )
         return outcomes  # type: ignore[return-value]
 
-    def report(self, batch: Batch, wall: float, workers: int) -> Report:
-        return Report(self.outcomes(batch), wall_seconds=wall, workers=workers)
+    def report(
+        self, batch: Batch, wall: float, workers: int, log: WorkerLog | None = None
+    ) -> Report:
+        """The Report of ``batch``; ``log``: the pool's worker log (``_report.telemetry``),
+        from which the lives of the workers during the run are taken."""
+        start = batch.queued_at
+        return Report(
+            self.outcomes(batch),
+            wall_seconds=wall,
+            workers=workers,
+            started=start,
+            worker_spans=log.spans(start, start + wall) if log is not None else (),
+            happenings=log.happenings(start, start + wall) if log is not None else (),
+        )
 
 
 class StreamSink:

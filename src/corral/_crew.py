@@ -104,7 +104,7 @@ class Crew:
         slot.alive = True
         slot.tasks_done = 0
         slot.last_words = None
-        if self._events.active:
+        if self._events.listened:
             self._events.emit(WorkerStarted(worker_index(self._in_caller, slot_id), slot.pid))
 
     def restart(self, slot_id: int) -> None:
@@ -135,7 +135,7 @@ class Crew:
         """Workers cannot be started (the engine gives up): stop every worker; the positions
         of their Calls go back to their batches, which the engine then fails."""
         for slot_id, slot in enumerate(self._slots):
-            if self._events.active and slot.alive:
+            if self._events.listened and slot.alive:
                 worker = worker_index(self._in_caller, slot_id)
                 self._events.emit(WorkerRetired(worker, slot.pid))
             if slot.calls:
@@ -148,7 +148,7 @@ class Crew:
     def retired_all(self) -> None:
         """The pool closes (the engine loop ends): ``WorkerRetired`` for each live worker."""
         for slot_id, slot in enumerate(self._slots):
-            if slot.alive:
+            if slot.alive and self._events.listened:
                 worker = worker_index(self._in_caller, slot_id)
                 self._events.emit(WorkerRetired(worker, slot.pid))
 
@@ -160,7 +160,7 @@ class Crew:
         too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
         if not (too_many or too_big) or not self._recycles or slot.handover is not None:
             return  # (a worker handing over is stopped once it has answered)
-        if self._events.active:
+        if self._events.listened:
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerRecycled(worker, slot.pid, rss))
         if slot.calls:
@@ -174,7 +174,7 @@ class Crew:
 
     # -- deaths -----------------------------------------------------------------------------
     def on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
-        if self._events.active:
+        if self._events.listened:
             sig = -exitcode if exitcode is not None and exitcode < 0 else None
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerDied(worker, self._slots[slot_id].pid, exitcode, sig))
@@ -232,7 +232,7 @@ class Crew:
         self.restart(slot_id)
 
     def _killed(self, slot_id: int, reason: str) -> None:
-        if self._events.active and self._slots[slot_id].alive:
+        if self._events.listened and self._slots[slot_id].alive:
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerKilled(worker, self._slots[slot_id].pid, reason))
 

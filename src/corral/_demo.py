@@ -3,13 +3,17 @@
 300 small Monte-Carlo simulations in three groups of sample sizes run on all CPUs, the
 largest first (``cost``), with a live progress bar per group; one is given a bad parameter
 and raises, one hangs and is killed by its timeout; the rest finish, and the summary table
-shows all of it, by group too.
+shows all of it, by group too. It ends by writing ``report.html`` (open it in a browser) and
+``trace.json`` (open it in ui.perfetto.dev) in ``out`` (the current directory by default)
+and printing their paths.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from pathlib import Path
 
 from ._api import run
 from ._report.report import Report
@@ -34,7 +38,7 @@ def estimate_pi(seed: int, samples: int) -> float:
 SAMPLES = (30_000, 60_000, 90_000)
 
 
-def demo(workers: int | str = "auto") -> Report:
+def demo(workers: int | str = "auto", out: str | os.PathLike[str] = ".") -> Report:
     tasks = []
     for seed in range(N_TASKS):
         samples = SAMPLES[seed % len(SAMPLES)]
@@ -52,4 +56,9 @@ def demo(workers: int | str = "auto") -> Report:
     estimates = [r for r in report.results if isinstance(r, float)]
     print(report.summary())
     print(f"pi ~ {sum(estimates) / len(estimates):.5f} from {len(estimates)} simulations")
+    html, trace = Path(out, "report.html").resolve(), Path(out, "trace.json").resolve()
+    report.to_html(html)
+    report.to_trace(trace)
+    print(f"report: {html}  (open it in a browser)")
+    print(f"trace:  {trace}  (open it in https://ui.perfetto.dev or chrome://tracing)")
     return report

@@ -193,7 +193,7 @@ class Engine:
             log.exception("corral engine thread failed")
             self._fail_everything(exc)
         finally:
-            if self.events.active:  # the pool closes: each live worker is retired
+            if self.events.listened:  # the pool closes: each live worker is retired
                 _run_logged(self._crew.retired_all, "telling subscribers the workers retire")
             _run_logged(
                 lambda: self.backend.close(timeout=self.options.kill_grace + 2.0),
@@ -414,6 +414,7 @@ class Engine:
         attempts: dict[int, int] | None,
     ) -> None:
         ok_pos, ok_off, ok_val = [], [], []
+        n = len(result.values) or 1
         for offset, pos in enumerate(positions):
             if offset not in errors:
                 ok_pos.append(pos)
@@ -426,7 +427,8 @@ class Engine:
                 status = Status.TIMEOUT
                 error = TaskTimeout(batch.key_of(pos), error.timeout, pid=os.getpid())
             times = item_times(result, offset)
-            self._failures.attempt_failed(batch, pos, status, error, slot_id, times, tb)
+            usage = ((result.cpu + result.child_cpu) / n, result.peak_rss or result.max_rss)
+            self._failures.attempt_failed(batch, pos, status, error, slot_id, times, tb, usage)
         if ok_pos:
             batch.finish_ok(
                 ok_pos,

@@ -24,9 +24,14 @@ Not yet events: a worker being *ready* (the worker protocol has no ready message
 answer is the first sign of life), and services starting/stopping: services live in the
 workers (``_services.service``), so their events need a worker-to-coordinator message first.
 
-Cost. ``Events.active`` is a plain bool, true only while someone subscribes; every emitting
-site checks it before building an event, so a run with no subscribers pays one attribute
-read per Call (not per task) and builds nothing.
+Cost. ``Events.active`` is a plain bool, true only while someone subscribes to the task
+events; every site emitting a task event checks it before building the event, so a run with
+no such subscriber pays one attribute read per Call (not per task) and builds nothing.
+``Events.listened`` is true while anyone subscribes: the sites of the rare events (a worker's
+start, death, recycling, retirement; one per worker, not per task) check it instead. A
+subscriber that asks only for those (``subscribe(fn, tasks=False)``: the worker log of
+``_report.telemetry``, subscribed by every Pool before its workers start) costs a bulk
+``map`` nothing per task.
 
 Subscribers. ``pool._events.subscribe(fn)`` (internal API; ``unsubscribe`` to stop). ``fn`` is
 called on the engine thread (with the serial backend: the caller's thread, which drives the
@@ -160,24 +165,44 @@ Event = (
 Subscriber = Callable[[Any], None]
 
 
+TASK_EVENTS = (TaskQueued, TaskStarted, TaskRetried, TaskFinished)
+"""The per-task events: only subscribers that asked for them (the default) are given them."""
+
+
 class Events:
-    """One per engine: the subscribers, and the flag that emitting sites check first."""
+    """One per engine: the subscribers, and the flags that emitting sites check first
+    (``active``: someone wants the task events; ``listened``: someone wants any event)."""
 
     def __init__(self) -> None:
         self.active = False
+        self.listened = False
         self._subscribers: list[Subscriber] = []
+        self._rare_only: frozenset[Subscriber] = frozenset()
 
-    def subscribe(self, fn: Subscriber) -> None:
+    def subscribe(self, fn: Subscriber, *, tasks: bool = True) -> None:
+        """Call ``fn(event)`` for every event from now on; with ``tasks=False``, for every
+        event but the per-task ones (``TASK_EVENTS``), which then cost the run nothing."""
         # A new list, never changed in place: emit may be iterating the old one.
         self._subscribers = [*self._subscribers, fn]
-        self.active = True
+        if not tasks:
+            self._rare_only = self._rare_only | {fn}
+        self._update()
 
     def unsubscribe(self, fn: Subscriber) -> None:
         self._subscribers = [s for s in self._subscribers if s != fn]
-        self.active = bool(self._subscribers)
+        self._rare_only = self._rare_only - {fn}
+        self._update()
+
+    def _update(self) -> None:
+        self.listened = bool(self._subscribers)
+        self.active = any(s not in self._rare_only for s in self._subscribers)
 
     def emit(self, event: Event) -> None:
+        rare_only = self._rare_only
+        per_task = bool(rare_only) and isinstance(event, TASK_EVENTS)
         for fn in self._subscribers:
+            if per_task and fn in rare_only:
+                continue
             try:
                 fn(event)
             except Exception:

@@ -21,6 +21,7 @@ After settling, it hands the batch to ``complete`` (the engine's ``_complete_if_
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from ._errors import (
     RemoteTraceback,
     SerializationError,
     TaskCancelled,
+    WorkerCrashed,
 )
 from ._events import Events, TaskRetried
 from ._fixtures import FixtureSet
@@ -97,7 +99,10 @@ class Failures:
         slot_id: int | None,
         times: tuple[float | None, float | None],
         tb: str | None = None,
+        usage: Usage | None = None,
     ) -> None:
+        """An attempt of ``pos`` ended with ``error``: retried (after back-off) or final.
+        ``usage``: its share of its Call's ``(cpu, peak_rss)`` when its Result came back."""
         self._fixture_guard.observe(error)  # count failed fixture set-ups
         attempts = batch.attempts_of(pos)
         retry = (
@@ -106,10 +111,11 @@ class Failures:
             and isinstance(error, batch.options.retry_on)
         )
         if not retry:
-            self.finish_failed(batch, pos, status, error, slot_id, times, tb)
+            self.finish_failed(batch, pos, status, error, slot_id, times, tb, usage)
             return
-        attempt = self._attempt(status, error, slot_id, times)
+        attempt = self._attempt(batch, pos, status, error, slot_id, times, usage)
         delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        batch.retry_queued[pos] = time.time() + max(delay, 0.0)
         positions = batch.positions
         if self.events.active:
             self.events.emit(
@@ -124,14 +130,20 @@ class Failures:
 
     def _attempt(
         self,
+        batch: Batch,
+        pos: int,
         status: Status,
         error: BaseException,
         slot_id: int | None,
         times: tuple[float | None, float | None] | None,
+        usage: Usage | None = None,
     ) -> Attempt:
         """The record of an attempt that ran on ``slot_id`` and ended with ``error``."""
         started, finished = times or (None, None)
         slot = self._slots[slot_id] if slot_id is not None else None
+        cpu, peak_rss = usage or (None, None)
+        # an attempt whose Result came back ran in a worker that lived on
+        exitcode, sig = _exit_of(status, error) if usage is None else (None, None)
         return Attempt(
             worker=worker_index(self._in_caller, slot_id) if slot_id is not None else None,
             pid=slot.pid if slot is not None else None,
@@ -139,6 +151,11 @@ class Failures:
             finished=finished,
             status=status,
             error=next(iter(reason_lines(error, 1)), None),
+            queued=batch.queued_of(pos),
+            cpu=cpu,
+            peak_rss=peak_rss,
+            exitcode=exitcode,
+            signal=sig,
         )
 
     def finish_failed(
@@ -150,6 +167,7 @@ class Failures:
         slot_id: int | None,
         times: tuple[float | None, float | None] | None,
         tb: str | None = None,
+        usage: Usage | None = None,
     ) -> None:
         started, finished = times or (None, None)
         slot = self._slots[slot_id] if slot_id is not None else None
@@ -158,7 +176,7 @@ class Failures:
         attempts = batch.attempts_of(pos) - (0 if slot is not None else 1)
         history = batch.positions.history(pos)
         if slot_id is not None:
-            history = (*history, self._attempt(status, error, slot_id, times))
+            history = (*history, self._attempt(batch, pos, status, error, slot_id, times, usage))
         outcome = Outcome(
             key=batch.key_of(pos),
             status=status,
@@ -168,6 +186,8 @@ class Failures:
             pid=slot.pid if slot is not None else None,
             started=started,
             finished=finished,
+            cpu_seconds=usage[0] if usage is not None else None,
+            max_rss=usage[1] if usage is not None else None,
             traceback=tb,
             group=batch.group_of(pos),
             history=history,
@@ -222,6 +242,22 @@ class Failures:
         started = flight.started if index == 0 else None
         self.attempt_failed(batch, positions[index], status, error, slot_id, (started, time.time()))
         self._complete(batch)
+
+
+Usage = tuple[float, int]
+"""An attempt's ``(cpu, peak_rss)``, from its Call's Result (``Attempt.cpu``, ``.peak_rss``)."""
+
+
+def _exit_of(status: Status, error: BaseException) -> tuple[int | None, int | None]:
+    """``(exitcode, signal)`` of the worker an attempt ended with: how it died (crashed), or
+    the signal corral stopped it with (timeout: SIGTERM, then SIGKILL past ``kill_grace``);
+    ``(None, None)`` otherwise."""
+    if isinstance(error, WorkerCrashed) and error.exitcode is not None:
+        code = error.exitcode
+        return (None, -code) if code < 0 else (code, None)
+    if status is Status.TIMEOUT and not isinstance(error, WorkerCrashed):
+        return None, int(signal.SIGTERM)
+    return None, None
 
 
 def unwrap(error: Any) -> tuple[BaseException, str | None]:

@@ -51,8 +51,14 @@ class Result:
     ``finished[i]`` is the wall-clock time item i ended; item i started when item i-1 ended
     (item 0 at ``started``). For long chunks of short tasks ``finished`` is None and item
     times are interpolated between ``started`` and ``ended``. ``cpu`` is the CPU time of the
-    whole Call. ``effects[i]``: what item i recorded with ``corral.record``, in order, for
-    the items that succeeded (None when no item recorded any).
+    whole Call. ``max_rss``: the worker's peak resident size since it started.
+    ``effects[i]``: what item i recorded with ``corral.record``, in order, for the items that
+    succeeded (None when no item recorded any).
+
+    Telemetry (``_worker.meter``; zero when the pool has ``telemetry=False``):
+    ``child_cpu`` is the CPU time of the worker's child processes that ended during the Call,
+    ``peak_rss`` the worker's peak resident size during the Call plus that of its largest
+    child that ended then (0: not measured).
     """
 
     call_id: int
@@ -65,6 +71,8 @@ class Result:
     max_rss: int
     rss: int
     effects: dict[int, tuple[Any, ...]] | None = None
+    child_cpu: float = 0.0
+    peak_rss: int = 0
 
 
 @dataclass(slots=True)

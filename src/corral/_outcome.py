@@ -45,6 +45,22 @@ class Attempt(NamedTuple):
         status: how this attempt ended (``ok``, ``failed``, ``timeout``, ``crashed``,
             ``cancelled``).
         error: ``"Type: message"`` of its error (one line, cut if long), None when ok.
+        queued: when the task became ready to run for this attempt (``time.time()``): when
+            its batch was submitted (or an ``imap``'s input was read), or, for a retry, when
+            its back-off ended.
+        cpu: CPU seconds (user + system) of the worker and of the child processes that
+            ended during the attempt; a chunk's share (its CPU divided evenly) for a task
+            run in a chunk. None when unknown (the worker died).
+        peak_rss: bytes: the worker's peak resident size during the attempt's Call (Linux:
+            the kernel's high-water mark, reset after each Call of 5 ms or more; a shorter
+            Call gets the peak since the last reset, an upper bound), plus the peak of the
+            largest child process that ended during it (``_worker.meter`` and
+            ``docs/observability.md`` say the limits). Elsewhere, or with
+            ``telemetry=False``: the worker's peak so far. None when unknown.
+        exitcode, signal: how the worker ended when the attempt ended with its death: its
+            exit status, or the signal that killed it (``crashed``); the signal corral sent
+            to stop it (``timeout``: SIGTERM, then SIGKILL past ``kill_grace``). None while
+            the worker lived on.
 
     A named tuple: a Report of many tasks builds one per task cheaply.
     """
@@ -55,6 +71,17 @@ class Attempt(NamedTuple):
     finished: float | None
     status: Status
     error: str | None = None
+    queued: float | None = None
+    cpu: float | None = None
+    peak_rss: int | None = None
+    exitcode: int | None = None
+    signal: int | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
 
 
 @public

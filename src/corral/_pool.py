@@ -45,6 +45,7 @@ from ._public import public
 from ._report.error_dir import CallOf, ErrorReports
 from ._report.progress import make_observer
 from ._report.report import Report
+from ._report.telemetry import WorkerLog
 from ._scheduler import Scheduler
 from ._task import Task
 
@@ -143,6 +144,10 @@ class Pool:
         self.backend = name
         self.start_method = backend.start_method
         engine = Engine(backend, self.functions, self.options, self._wakeup_r)
+        # Telemetry hook: the workers' lives, for each Report (_report.telemetry). Before the
+        # first worker starts; rare events only, so a bulk map pays nothing per task.
+        self._worker_log = WorkerLog()
+        engine.events.subscribe(self._worker_log.on_event, tasks=False)
         try:
             engine.start_workers()
         except Exception as exc:
@@ -283,10 +288,14 @@ class Pool:
                 _signals.die(terminated.signum)
             except KeyboardInterrupt as interrupt:
                 self._interrupted(batch)
-                interrupt.report = sink.report(batch, time.time() - started, self.workers)  # type: ignore[attr-defined]
+                wall = time.time() - started
+                report = sink.report(batch, wall, self.workers, self._worker_log)
+                interrupt.report = report  # type: ignore[attr-defined]
                 raise
             except EffectError as error:
-                error.report = sink.report(batch, time.time() - started, self.workers)
+                error.report = sink.report(
+                    batch, time.time() - started, self.workers, self._worker_log
+                )
                 raise
             finally:
                 if reports is not None:
@@ -347,7 +356,7 @@ class Pool:
         )
         wall = self._run_batch(batch, sink, run_options, len(items), _map_call(fn))
         if sink.failures and run_options.errors == "raise":
-            raise BatchError(sink.report(batch, wall, self.workers), items=items)
+            raise BatchError(sink.report(batch, wall, self.workers, self._worker_log), items=items)
         return sink.values
 
     def run(self, tasks: Iterable[Task], **options: Any) -> Report:
@@ -368,7 +377,7 @@ class Pool:
         sink = collect_sink(len(task_list), run_options.on_effect)
         batch = self._batch_for_tasks(task_list, run_options, sink, plan, given)
         wall = self._run_batch(batch, sink, run_options, len(task_list), _task_call(task_list))
-        report = sink.report(batch, wall, self.workers)
+        report = sink.report(batch, wall, self.workers, self._worker_log)
         if not report.ok and run_options.errors == "raise":
             raise BatchError(report)
         return report

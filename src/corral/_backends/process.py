@@ -120,6 +120,7 @@ def create(setup: BackendSetup) -> ProcessBackend:
         wakeup=setup.wakeup,
         fixtures=_worker_fixtures(options),
         teardown_grace=options.fixture_teardown_timeout,
+        telemetry=options.telemetry,
     )
 
 
@@ -149,8 +150,10 @@ class ProcessBackend:
         measure_rss: bool = False,
         fixtures: bytes | None = None,
         teardown_grace: float = RETIRE_GRACE,
+        telemetry: bool = True,
     ) -> None:
         self.slots = slots
+        self._telemetry = telemetry
         self.start_method: str | None = start_method
         self._blob = blob  # a function's bytes, by id (the Pool's FunctionTable)
         self._fixtures = fixtures  # pickled (FixtureSet, fixture_failures), or None
@@ -190,6 +193,7 @@ class ProcessBackend:
                 "close_fds": self._inherited_fds(parent_conn, lifeline_w),
                 "fixtures": self._fixtures,
                 "title": f"corral worker {slot} [pool {os.getpid()}]",
+                "telemetry": self._telemetry,
             },
             name=f"corral-worker-{slot}",
         )

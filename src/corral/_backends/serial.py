@@ -33,6 +33,7 @@ from .._errors import TaskTimeout
 from .._messages import Call, Handover
 from .._worker.execute import Progress, execute, partial_result
 from .._worker.fixture_cache import FixtureCache
+from .._worker.meter import Meter
 from .contract import SERIAL, BackendSetup, Event, Message, Prepared
 
 if TYPE_CHECKING:
@@ -111,7 +112,12 @@ class _Live:
 def create(setup: BackendSetup) -> SerialBackend:
     """The ``serial`` backend of a Pool (``_backends.BACKENDS``): the initializer runs here,
     now, in the calling process."""
-    backend = SerialBackend(setup.functions.function, _serial_fixtures(setup.options))
+    backend = SerialBackend(
+        setup.functions.function,
+        _serial_fixtures(setup.options),
+        # in the caller's process: its high-water mark is the user's, not reset (_worker.meter)
+        meter=Meter(reset_peak=False) if setup.options.telemetry else None,
+    )
     if setup.initializer is not None:
         fn, args = setup.initializer
         fn(*args)
@@ -133,8 +139,12 @@ class SerialBackend:
     slots = 1
 
     def __init__(
-        self, resolve: Callable[[int], Callable[..., Any]], fixtures: FixtureCache | None = None
+        self,
+        resolve: Callable[[int], Callable[..., Any]],
+        fixtures: FixtureCache | None = None,
+        meter: Meter | None = None,
     ) -> None:
+        self._meter = meter
         # with fixtures, functions are bound to them here and torn down in close()
         self._fixtures = fixtures
         self._resolve = fixtures.resolver(resolve) if fixtures is not None else resolve
@@ -169,6 +179,7 @@ class SerialBackend:
                 _AlarmWatch(call.timeouts),
                 reraise=(KeyboardInterrupt,),
                 live=live,
+                meter=self._meter,
             )
         except KeyboardInterrupt:
             self._interrupted = live.progress  # what finished before it: see hand_over

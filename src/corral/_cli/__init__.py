@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  corral demo\n  corral demo --workers 2\n",
     )  # fmt: skip
     demo.add_argument("--workers", default="auto", help="worker processes (default: auto)")
+    demo.add_argument(
+        "--out", default=".", help="where report.html and trace.json go (default: here)"
+    )
     commands.add_parser(
         "info", help="what corral sees on this machine", formatter_class=raw,
         epilog="examples:\n  corral info    # CPUs (cgroup aware), start methods\n",
@@ -197,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .._demo import demo as run_demo
 
         workers = args.workers if args.workers == "auto" else int(args.workers)
-        report = run_demo(workers)
+        report = run_demo(workers, args.out)
         expected = {"ok": 298, "failed": 1, "timeout": 1}
         got = {s.value: n for s, n in report.counts().items() if n}
         return EXIT_OK if got == expected else EXIT_FAILED

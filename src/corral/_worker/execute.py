@@ -40,6 +40,7 @@ from .._errors import ExceptionWithTraceback
 from .._messages import Call, Result
 from .._platform import max_rss_bytes, rss_bytes
 from . import effects as _effects
+from .meter import Meter
 
 TIMED_ITEMS = 256
 """Chunks up to this size record each item's finish time; longer chunks (of very short tasks)
@@ -100,6 +101,7 @@ def execute(
     reraise: tuple[type[BaseException], ...] = (),
     measure_rss: bool = False,
     live: Live | None = None,
+    meter: Meter | None = None,
 ) -> Result:
     """Run every item of ``call`` in order; exceptions become ``Result.errors`` entries.
 
@@ -107,8 +109,11 @@ def execute(
     KeyboardInterrupt through so that Ctrl-C stops the caller; a worker ignores SIGINT).
     ``measure_rss`` reads the current resident size for ``max_worker_memory`` (a file read
     per Call, skipped when no limit is set); ``Result.rss`` is 0 otherwise. ``live`` is told
-    the Call's ``Progress`` while its items run.
+    the Call's ``Progress`` while its items run. ``meter``: measures the Call's CPU
+    (children included) and peak memory (``telemetry``); twice per Call, not per item.
     """
+    if meter is not None:
+        meter.begin()
     started = time.time()
     cpu0 = time.process_time()
     watch.start(call.call_id)
@@ -131,6 +136,12 @@ def execute(
             live.stopped()
     ended = time.time()
     log = progress.effects
+    if meter is not None:
+        cpu, child_cpu, peak_rss = meter.end(ended - started)
+        max_rss = meter.lifetime_peak
+    else:
+        cpu, child_cpu, peak_rss = time.process_time() - cpu0, 0.0, 0
+        max_rss = max_rss_bytes()
     return Result(
         call_id=call.call_id,
         values=progress.values,
@@ -138,10 +149,12 @@ def execute(
         started=started,
         ended=ended,
         finished=progress.finished,
-        cpu=time.process_time() - cpu0,
-        max_rss=max_rss_bytes(),
+        cpu=cpu,
+        max_rss=max_rss,
         rss=rss_bytes() if measure_rss else 0,
         effects=_effects.by_item(log, progress.errors, len(progress.values)) if log else None,
+        child_cpu=child_cpu,
+        peak_rss=peak_rss,
     )
 
 

@@ -105,6 +105,7 @@ from .._proctitle import set_title
 from .execute import execute
 from .handover import Responder
 from .handover import install as install_handover
+from .meter import Meter
 
 if TYPE_CHECKING:
     from .fixture_cache import FixtureCache
@@ -157,11 +158,13 @@ def main(
     close_fds: list[int] | tuple[int, ...] = (),
     fixtures: bytes | None = None,
     title: str = "corral worker",
+    telemetry: bool = True,
 ) -> None:
     """Entry point of a worker process (the target given to ``multiprocessing``).
 
     ``fixtures``: the pool's pickled fixtures, set up here on first need and torn down when
     the loop ends (STOP or EOF); see ``_worker.fixture_cache``. ``title``: the process title.
+    ``telemetry``: measure each Call's CPU and peak memory (``_worker.meter``).
 
     Whatever stops the worker before its first Call (the initializer, the fixtures that do
     not unpickle, anything else) is sent back as ``InitFailed`` with its traceback, so the
@@ -192,7 +195,8 @@ def main(
         if cache is not None:
             cache.on_set_up = watch.restart
             cache.on_teardown = lambda name: _announce_teardown(conn, name)
-        _loop(conn, watch, measure_rss, cache.bind if cache is not None else _unbound)
+        meter = Meter() if telemetry else None
+        _loop(conn, watch, measure_rss, cache.bind if cache is not None else _unbound, meter)
     except BaseException as exc:  # the coordinator learns why, then the worker dies of it
         _report_start_failure(conn, exc, "loop")
         raise
@@ -206,6 +210,7 @@ def _loop(
     watch: Stamp,
     measure_rss: bool,
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
+    meter: Meter | None = None,
 ) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     handover = install_handover(conn)  # Ctrl-C: the finished part of a chunk (_worker.handover)
@@ -219,7 +224,7 @@ def _loop(
         handover.busy()
         if data == STOP:
             return
-        answer = _answer(data, functions, watch, measure_rss, bind, handover)
+        answer = _answer(data, functions, watch, measure_rss, bind, handover, meter)
         del data
         try:
             conn.send_bytes(answer)
@@ -237,6 +242,7 @@ def _answer(
     measure_rss: bool,
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
     handover: Responder,
+    meter: Meter | None = None,
 ) -> bytes:
     """The bytes that answer one Call: its Result, or a CallFailed naming the edge of the
     Call that raised. Nothing raised here ends the worker (``SystemExit`` from an argument's
@@ -257,7 +263,14 @@ def _answer(
     functions.update(loaded)
     del loaded
     try:
-        result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss, live=handover)
+        result = execute(
+            call,
+            functions.__getitem__,
+            watch,
+            measure_rss=measure_rss,
+            live=handover,
+            meter=meter,
+        )
     except BaseException as exc:  # a bug in corral: the tasks themselves catch everything
         return _failed(call_id, CALL, exc)
     del call
