@@ -110,11 +110,12 @@ def test_pyproject_tool_corral_found_from_a_subdirectory(tmp_path: Path) -> None
 def test_api_config_argument_and_explicit_arguments_win(tmp_path: Path) -> None:
     (tmp_path / "analysis.yml").write_text(SEED)
     config = (str(tmp_path / "analysis.yml"), "parallel_processing")
-    with pytest.warns(RuntimeWarning, match="save_error_reports"):
-        assert corral.map(abs, [-1, -2], config=config, timeout=5) == [1, 2]
-    with pytest.warns(RuntimeWarning), corral.Pool(config=config) as pool:
+    assert corral.map(abs, [-1, -2], config=config, timeout=5) == [1, 2]
+    with corral.Pool(config=config) as pool:
         assert pool.backend == "serial"
         assert pool.run_options.timeout == 3600
+        # save_error_reports: true -> error reports beside the config file
+        assert os.fspath(pool.run_options.error_dir) == os.fspath(tmp_path / "errors")
 
 
 @pytest.mark.parametrize(
