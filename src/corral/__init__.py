@@ -11,6 +11,7 @@ The public names, and nothing else::
     corral.Service(argv, ...)         an external program on a free port, never left behind
     corral.free_port()                a port no other corral process will be given
     corral.share(data)                -> corral.Shared, read-only zero-copy data for tasks
+    corral.open_journal(path)         -> corral.JournalView, a snapshot of a run's journal
 
 Everything in underscore modules is internal and may change.
 
@@ -31,6 +32,8 @@ if _typing.TYPE_CHECKING:
         ConfigError,
         CorralError,
         FixtureError,
+        JournalError,
+        JournalLocked,
         RemoteError,
         SerializationError,
         ServiceError,
@@ -43,6 +46,7 @@ if _typing.TYPE_CHECKING:
     )
     from ._executor import Executor
     from ._fixtures import fixture
+    from ._journal.reader import JournalView, open_journal
     from ._outcome import Attempt, Failure, Outcome, Status
     from ._platform import cpu_count
     from ._pool import Pool
@@ -61,6 +65,9 @@ _HOMES = {
     "CorralError": "_errors",
     "Executor": "_executor",
     "Failure": "_outcome",
+    "JournalError": "_errors",
+    "JournalLocked": "_errors",
+    "JournalView": "_journal.reader",
     "FixtureError": "_errors",
     "Outcome": "_outcome",
     "Pool": "_pool",
@@ -83,6 +90,7 @@ _HOMES = {
     "free_port": "_services.ports",
     "imap": "_api",
     "map": "_api",
+    "open_journal": "_journal.reader",
     "run": "_api",
     "share": "_sharing.share",
 }
@@ -95,6 +103,9 @@ __all__ = [
     "Executor",
     "Failure",
     "FixtureError",
+    "JournalError",
+    "JournalLocked",
+    "JournalView",
     "Outcome",
     "Pool",
     "RemoteError",
@@ -116,6 +127,7 @@ __all__ = [
     "free_port",
     "imap",
     "map",
+    "open_journal",
     "run",
     "share",
 ]

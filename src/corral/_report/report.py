@@ -18,6 +18,10 @@ class Report:
     outcomes: Sequence[Outcome]
     wall_seconds: float = 0.0
     workers: int = 0
+    journal: Any = None
+    """With ``journal=``: a ``JournalSummary`` (``_journal.session``) of what the journal did
+    for this call: how many tasks were cached, which ran again because their function or
+    arguments changed, which had been interrupted, which failures ran again."""
 
     @property
     def results(self) -> list[Any]:

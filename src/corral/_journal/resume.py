@@ -1,0 +1,205 @@
+"""Resume: what a journal already holds for one batch, matched against the batch run now.
+
+For each key the latest ``finished`` row decides (rows are in commit order):
+
+    journaled ok,      same digest  ─► given: ``cached``, its value as journaled
+    journaled failure, same digest  ─► rerun_failed: runs again; else given: ``cached`` failure
+    digest differs                  ─► runs again; ``changed`` names the key and what changed
+    started in an earlier run,
+      never finished                ─► runs again; marked ``interrupted`` in the journal
+    not journaled                   ─► runs
+
+A batch for which the journal holds results of which *none* has the same digest (another
+function, other inputs) is not this batch: ``JournalError``, before any work starts, rather
+than a silent rerun of everything over the old results.
+
+Reads happen on the caller's thread, through a read-only snapshot, before the batch is
+accepted; nothing here writes (the marks go through the writer).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import JournalError, RemoteError
+from .._outcome import Attempt, Outcome, Status
+from . import identity
+from .store import finished_rows, loads, read_value, snapshot
+
+D = identity.DIGEST_BYTES
+
+
+@dataclass
+class Resumed:
+    """What resuming one batch found. ``given``: position → the journaled outcome;
+    ``changed``: (key, what changed) of the journaled tasks that run again because of it;
+    ``interrupted``: keys that were running when an earlier run stopped; ``rerun``: keys of
+    journaled failures that run again (``rerun_failed``)."""
+
+    given: dict[int, Outcome] = field(default_factory=dict)
+    changed: list[tuple[Any, str]] = field(default_factory=list)
+    interrupted: list[Any] = field(default_factory=list)
+    rerun: list[Any] = field(default_factory=list)
+
+
+class Journaled:
+    """The journal's rows for one batch, read in one snapshot: the latest row of each key."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, number: int, kind: str,
+                 run: int) -> None:  # fmt: skip
+        self.path = path
+        self.number = number
+        with snapshot(conn):
+            row = conn.execute("SELECT kind, fn FROM batches WHERE batch = ?", (number,)).fetchone()
+            if row is not None and row[0] != kind:
+                raise JournalError(
+                    f"journal {path}: call #{number} of the journaled run was a {row[0]} "
+                    f"({row[1]}), this one is a {kind}: it is a journal of another program or "
+                    "batch. Use another journal file"
+                )
+            self.rows = finished_rows(conn, number)
+            starts = conn.execute(
+                "SELECT positions, run FROM started WHERE batch = ? AND run < ? ORDER BY id",
+                (number, run),
+            ).fetchall()
+            marked = {
+                (r[0], r[1])
+                for r in conn.execute(
+                    "SELECT key, detail FROM marks WHERE batch = ? AND status = 'interrupted'",
+                    (number,),
+                )
+            }
+        self.latest: dict[Any, tuple[int, int]] = {}
+        for index, r in enumerate(self.rows):
+            keys = loads(r[6] if r[6] is not None else r[5], path, "a row's keys")
+            for offset, key in enumerate(keys):
+                self.latest[key] = (index, offset)
+        # started in an earlier run, never finished: interrupted (marked once per start)
+        self.interrupted: list[tuple[Any, str]] = []
+        for blob, start_run in starts:
+            for key in loads(blob, path, "a start record"):
+                detail = f"started in run {start_run}"
+                if key in self.latest or (_blob(key), detail) in marked:
+                    continue
+                marked.add((_blob(key), detail))
+                self.interrupted.append((key, detail))
+        self._values: dict[int, list[Any]] = {}
+        self.matched = 0
+
+    def match(self, key: Any, digest: bytes, rerun_failed: bool, out: Resumed) -> Outcome | None:
+        """The outcome to give for ``key`` (None: it runs), noting in ``out`` why not."""
+        found = self.latest.get(key)
+        if found is None:
+            return None
+        index, offset = found
+        r = self.rows[index]
+        what = identity.changed(r[7][offset * D : (offset + 1) * D], digest)
+        if what:
+            out.changed.append((key, what))
+            return None
+        self.matched += 1
+        if r[3] != "ok":
+            if rerun_failed:
+                out.rerun.append(key)
+                return None
+            return _failed_outcome(key, r, self.path)
+        if r[8] is None and r[9] is None:
+            return None  # its result could not be journaled: it runs again
+        values = self._values.get(index)
+        if values is None:
+            values = self._values[index] = read_value(
+                self.path, r[8], r[9], f"the results of row {r[0]}"
+            )
+        return _ok_outcome(key, r, offset, values, self.path)
+
+    def check_same_batch(self, out: Resumed) -> None:
+        """Raise when the journal holds results for this call and none of them matches."""
+        if self.latest and not self.matched and out.changed:
+            key, what = out.changed[0]
+            raise JournalError(
+                f"journal {self.path}: call #{self.number} does not match what the journal "
+                f"holds for it: none of its {len(self.latest)} journaled tasks has the same "
+                f"call (task {key!r}: the {what} changed). It looks like a journal of another "
+                "batch; use another journal file, or delete this one to start over"
+            )
+
+
+def resume(
+    journaled: Journaled,
+    keys: Sequence[Any],
+    digests: Sequence[bytes],
+    rerun_failed: bool,
+) -> Resumed:
+    """Match a whole batch (``keys[pos]``, ``digests[pos]``) against the journal."""
+    out = Resumed()
+    match, given = journaled.match, out.given
+    if journaled.latest:
+        for pos, key in enumerate(keys):
+            outcome = match(key, digests[pos], rerun_failed, out)
+            if outcome is not None:
+                given[pos] = outcome
+        journaled.check_same_batch(out)
+    out.interrupted = [key for key, _ in journaled.interrupted]
+    return out
+
+
+def _blob(key: Any) -> bytes:
+    from .store import dumps
+
+    return dumps(key)
+
+
+def _ok_outcome(key: Any, r: Sequence[Any], offset: int, values: list[Any], path: Path) -> Outcome:
+    n = r[4]
+    started, ended = r[13], r[14]
+    step = (ended - started) / n if started is not None and ended is not None and n else 0.0
+    t0 = started + offset * step if started is not None else None
+    t1 = t0 + step if t0 is not None else None
+    count = 1
+    if r[12] is not None:  # retried tasks in this Call: their attempts, by position
+        attempts = loads(r[12], path, "attempts")
+        count = attempts.get(loads(r[5], path, "positions")[offset], 1)
+    worker, pid = r[10], r[11]
+    return Outcome(
+        key=key,
+        status=Status.OK,
+        value=values[offset],
+        attempts=count,
+        worker=worker,
+        pid=pid,
+        started=t0,
+        finished=t1,
+        cpu_seconds=r[15] / n if r[15] is not None and n else None,
+        max_rss=r[16],
+        history=(Attempt(worker, pid, t0, t1, Status.OK, None),),
+    )
+
+
+def _failed_outcome(key: Any, r: Sequence[Any], path: Path) -> Outcome:
+    error_type, message, tb = r[17], r[18], r[19]
+    try:
+        error = loads(r[20], path, "an error")
+    except JournalError:
+        error = None
+    if error is None and error_type is not None:
+        error = RemoteError(error_type, message or "", tb or "")
+    history = loads(r[21], path, "a history") if r[21] is not None else ()
+    attempts = loads(r[12], path, "attempts") if r[12] is not None else {}
+    return Outcome(
+        key=key,
+        status=Status(r[3]),
+        error=error,
+        attempts=next(iter(attempts.values()), len(history)),
+        worker=r[10],
+        pid=r[11],
+        started=r[13],
+        finished=r[14],
+        cpu_seconds=r[15],
+        max_rss=r[16],
+        traceback=tb,
+        history=tuple(history),
+    )
