@@ -19,6 +19,7 @@ EXPECTED = {
     "Shared", "Status", "Task", "TaskCancelled", "TaskError", "TaskSkipped", "TaskTimeout",
     "WorkerCrashed", "WorkerStartError", "cpu_count", "fixture", "free_port", "imap", "map",
     "run", "share",
+    "JournalError", "JournalLocked", "JournalView", "open_journal",
 }  # fmt: skip
 
 
