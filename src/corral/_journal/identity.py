@@ -156,10 +156,11 @@ def _items(d: dict[Any, Any]) -> Iterable[Any]:
         yield v
 
 
-def changed(old: bytes, new: bytes) -> str:
+def changed(old: bytes, new: bytes, ignore_fn: bool = False) -> str:
     """What differs between two digests: "function", "arguments" or "function and arguments"
-    ("" when equal)."""
-    fn = old[:FN_BYTES] != new[:FN_BYTES]
+    ("" when equal). ``ignore_fn`` (journal_code="ignore"): the function never differs, so
+    results journaled under any journal_code are kept."""
+    fn = not ignore_fn and old[:FN_BYTES] != new[:FN_BYTES]
     args = old[FN_BYTES:] != new[FN_BYTES:]
     if fn and args:
         return "function and arguments"

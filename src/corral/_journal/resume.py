@@ -89,6 +89,7 @@ class Journaled:
                 self.interrupted.append((key, detail))
         self._values: dict[int, list[Any]] = {}
         self.matched = 0
+        self.ignore_fn = False  # journal_code="ignore": only the arguments' halves compared
 
     def match(self, key: Any, digest: bytes, rerun_failed: bool, out: Resumed) -> Outcome | None:
         """The outcome to give for ``key`` (None: it runs), noting in ``out`` why not."""
@@ -97,7 +98,7 @@ class Journaled:
             return None
         index, offset = found
         r = self.rows[index]
-        what = identity.changed(r[7][offset * D : (offset + 1) * D], digest)
+        what = identity.changed(r[7][offset * D : (offset + 1) * D], digest, self.ignore_fn)
         if what:
             out.changed.append((key, what))
             return None

@@ -107,9 +107,11 @@ class Journal:
     def _journaled(self, number: int, kind: str) -> Journaled:
         conn = store.connect(self.path, readonly=True)
         try:
-            return Journaled(conn, self.path, number, kind, self.run)
+            journaled = Journaled(conn, self.path, number, kind, self.run)
         finally:
             conn.close()
+        journaled.ignore_fn = self.code == "ignore"
+        return journaled
 
     def for_map(self, fn: Callable[..., Any], items: Sequence[Any]) -> JournalBatch:
         number = next(self._numbers)
