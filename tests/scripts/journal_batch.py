@@ -29,27 +29,21 @@ def task(x: int, marker_dir: str, coordinator: int, pause: float) -> int:
 
 
 def one(x: int) -> int:
-    return task(x, MARKERS, PARENT, PAUSE)
+    # MARKERS and PAUSE travel with this __main__ function as they are when the map starts
+    return task(x, MARKERS, COORDINATOR, PAUSE)
 
 
-def _setup(marker_dir: str, coordinator: int, pause: float) -> None:
-    global MARKERS, PARENT, PAUSE
-    MARKERS, PARENT, PAUSE = marker_dir, coordinator, pause
-
-
-MARKERS, PARENT, PAUSE = "", 0, 0.0
+MARKERS, PAUSE = "", 0.0
 
 if __name__ == "__main__":
     journal, markers, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     Path(markers).mkdir(exist_ok=True)
-    pause = 0.005 if mode == "slow" else 0.001
+    MARKERS, PAUSE = markers, 0.005 if mode == "slow" else 0.001
     retries = 3 if mode == "crashy" else 0
     try:
         with corral.Pool(
             2,
             journal=journal,
-            initializer=_setup,
-            initargs=(markers, COORDINATOR, pause),
             chunksize=4,
             retries=retries,
         ) as pool:
