@@ -150,9 +150,11 @@ def test_calls_journaled_in_another_order_are_refused(tmp_path):
     journal = tmp_path / "run.corral"
     with corral.Pool(backend="serial", journal=journal) as pool:
         pool.map(double, range(5))
-    with corral.Pool(backend="serial", journal=journal) as pool:
-        with pytest.raises(JournalError, match="call #0 of the journaled run was a map"):
-            pool.run([Task(double, (x,)) for x in range(5)])
+    with (
+        corral.Pool(backend="serial", journal=journal) as pool,
+        pytest.raises(JournalError, match="call #0 of the journaled run was a map"),
+    ):
+        pool.run([Task(double, (x,)) for x in range(5)])
 
 
 # -- identity ----------------------------------------------------------------------------------
@@ -322,7 +324,7 @@ def test_a_reader_sees_consistent_snapshots_while_a_run_writes(tmp_path):
     proc = run_script(SCRIPTS / "journal_batch.py", journal, tmp_path / "m", 600, "slow")
     seen = []
     try:
-        wait_until(lambda: journal.exists() and journal.stat().st_size > 0, "the journal", proc=proc)
+        wait_until(lambda: journal.exists() and journal.stat().st_size, "the journal", proc=proc)
         while proc.poll() is None or not seen:
             try:
                 view = corral.open_journal(journal)

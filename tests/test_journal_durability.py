@@ -71,7 +71,8 @@ def check_journal(journal: Path, marker_dir: Path, n: int) -> dict[int, int]:
     extra: collections.Counter[int] = collections.Counter()
     for task, pid in markers(marker_dir):
         run = runs[pid]
-        assert run <= ok[task][0], f"task {task} ran in run {run} after its success in {ok[task][0]}"
+        first = ok[task][0]
+        assert run <= first, f"task {task} ran in run {run} after its success in run {first}"
         if run < ok[task][0]:
             extra[run] += 1
     return dict(extra)
@@ -86,7 +87,7 @@ def resume_until_done(journal, marker_dir, n, mode, stop, times, seed):
         proc = run_script(SCRIPT, journal, marker_dir, n, mode)
         try:
             wait_until(
-                lambda: marker_dir.exists() and len(markers(marker_dir)) > before,
+                lambda before=before: marker_dir.exists() and len(markers(marker_dir)) > before,
                 "the batch to run tasks",
                 timeout=60,
                 proc=proc,
@@ -115,7 +116,7 @@ def sigkill(proc):
 
 def ctrl_c(proc):
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode in (130, 0), err  # 0: it finished before the signal landed
 
 
@@ -174,6 +175,6 @@ def test_workers_sigkilled_during_a_journaled_run(tmp_path):
     # a resume now runs nothing
     before = len(markers(marker_dir))
     proc = run_script(SCRIPT, journal, marker_dir, n, "crashy")
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert len(markers(marker_dir)) == before
