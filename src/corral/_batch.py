@@ -187,14 +187,17 @@ class Batch:
         """The outcomes given up front, as ``cached`` ones with this batch's key and group
         (an earlier run's ``ok`` or failure; not ``cancelled``: that task did not end)."""
         cached = {}
+        n, CACHED_ = self.n, Status.CACHED
         for pos, outcome in given.items():
-            if not 0 <= pos < self.n:
-                raise ValueError(f"an outcome given for position {pos}; the batch has {self.n}")
+            if not 0 <= pos < n:
+                raise ValueError(f"an outcome given for position {pos}; the batch has {n}")
             if outcome.status is Status.CANCELLED:
                 raise ValueError(f"position {pos}: a cancelled outcome cannot be given")
-            cached[pos] = replace(
-                outcome, status=Status.CACHED, key=self.key_of(pos), group=self.group_of(pos)
-            )
+            key, group = self.key_of(pos), self.group_of(pos)
+            if outcome.status is CACHED_ and outcome.key == key and outcome.group == group:
+                cached[pos] = outcome  # built cached already (a journal's resume: 1M of them)
+                continue
+            cached[pos] = replace(outcome, status=CACHED_, key=key, group=group)
         return cached
 
     # -- growing (imap) -------------------------------------------------------------------

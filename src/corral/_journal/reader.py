@@ -118,7 +118,7 @@ class JournalView:
             values = self._values[index] = store.read_value(
                 self.path, r[8], r[9], f"the results of row {r[0]}"
             )
-        return _ok_outcome(key, r, offset, values, self.path)
+        return _ok_outcome(key, r, offset, values, self.path, Status.OK)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()) if v)

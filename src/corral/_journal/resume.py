@@ -74,10 +74,15 @@ class Journaled:
                 )
             }
         self.latest: dict[Any, tuple[int, int]] = {}
+        self.row_keys: list[Sequence[Any]] = []
+        total = 0
         for index, r in enumerate(self.rows):
             keys = loads(r[6] if r[6] is not None else r[5], path, "a row's keys")
+            self.row_keys.append(keys)
+            total += len(keys)
             for offset, key in enumerate(keys):
                 self.latest[key] = (index, offset)
+        self.unique = total == len(self.latest)  # no key journaled twice: rows are the state
         # started in an earlier run, never finished: interrupted (marked once per start)
         self.interrupted: list[tuple[Any, str]] = []
         for blob, start_run in starts:
@@ -98,16 +103,18 @@ class Journaled:
             return None
         index, offset = found
         r = self.rows[index]
-        what = identity.changed(r[7][offset * D : (offset + 1) * D], digest, self.ignore_fn)
-        if what:
-            out.changed.append((key, what))
-            return None
+        old = r[7][offset * D : (offset + 1) * D]
+        if old != digest:
+            what = identity.changed(old, digest, self.ignore_fn)
+            if what:
+                out.changed.append((key, what))
+                return None
         self.matched += 1
         if r[3] != "ok":
             if rerun_failed:
                 out.rerun.append(key)
                 return None
-            return _failed_outcome(key, r, self.path)
+            return _failed_outcome(key, r, self.path)  # (its status shows how it failed)
         if r[8] is None and r[9] is None:
             return None  # its result could not be journaled: it runs again
         values = self._values.get(index)
@@ -115,7 +122,7 @@ class Journaled:
             values = self._values[index] = read_value(
                 self.path, r[8], r[9], f"the results of row {r[0]}"
             )
-        return _ok_outcome(key, r, offset, values, self.path)
+        return _ok_outcome(key, r, offset, values, self.path, Status.CACHED)
 
     def check_same_batch(self, out: Resumed) -> None:
         """Raise when the journal holds results for this call and none of them matches."""
@@ -138,14 +145,46 @@ def resume(
     """Match a whole batch (``keys[pos]``, ``digests[pos]``) against the journal."""
     out = Resumed()
     match, given = journaled.match, out.given
-    if journaled.latest:
+    if journaled.latest and isinstance(keys, range) and journaled.unique:
+        _resume_rows(journaled, len(keys), digests, rerun_failed, out)
+    elif journaled.latest:
         for pos, key in enumerate(keys):
             outcome = match(key, digests[pos], rerun_failed, out)
             if outcome is not None:
                 given[pos] = outcome
+    if journaled.latest:
         journaled.check_same_batch(out)
     out.interrupted = [key for key, _ in journaled.interrupted]
     return out
+
+
+def _resume_rows(
+    journaled: Journaled, n: int, digests: Sequence[bytes], rerun_failed: bool, out: Resumed
+) -> None:
+    """``resume`` of a map whose journal has one row per key, a row (a Call) at a time: when
+    a row's digests all match, its outcomes are built without a lookup per task (a resume of
+    a million tasks is mostly this loop)."""
+    given, path = out.given, journaled.path
+    for index, r in enumerate(journaled.rows):
+        keys = journaled.row_keys[index]
+        if r[3] == "ok" and (r[8] is not None or r[9] is not None):
+            if isinstance(keys, range) and 0 <= keys.start and keys.stop <= n:
+                now = b"".join(digests[keys.start : keys.stop])
+            elif all(isinstance(k, int) and 0 <= k < n for k in keys):
+                now = b"".join([digests[k] for k in keys])
+            else:
+                now = b""
+            if now == r[7]:  # every task of the Call is unchanged
+                values = read_value(path, r[8], r[9], f"the results of row {r[0]}")
+                journaled.matched += len(keys)
+                for offset, key in enumerate(keys):
+                    given[key] = _ok_outcome(key, r, offset, values, path, Status.CACHED)
+                continue
+        for key in keys:
+            if isinstance(key, int) and 0 <= key < n:
+                outcome = journaled.match(key, digests[key], rerun_failed, out)
+                if outcome is not None:
+                    given[key] = outcome
 
 
 def _blob(key: Any) -> bytes:
@@ -154,33 +193,32 @@ def _blob(key: Any) -> bytes:
     return dumps(key)
 
 
-def _ok_outcome(key: Any, r: Sequence[Any], offset: int, values: list[Any], path: Path) -> Outcome:
+def _ok_outcome(
+    key: Any, r: Sequence[Any], offset: int, values: list[Any], path: Path, status: Status
+) -> Outcome:
+    """A journaled success (``status``: ``cached`` for resume, ``ok`` for the reader); item
+    times interpolated over its Call. Built positionally: a resume builds millions."""
     n = r[4]
     started, ended = r[13], r[14]
-    step = (ended - started) / n if started is not None and ended is not None and n else 0.0
-    t0 = started + offset * step if started is not None else None
-    t1 = t0 + step if t0 is not None else None
+    t0 = t1 = None
+    if started is not None and ended is not None and n:
+        step = (ended - started) / n
+        t0 = started + offset * step
+        t1 = t0 + step
     count = 1
     if r[12] is not None:  # retried tasks in this Call: their attempts, by position
         attempts = loads(r[12], path, "attempts")
         count = attempts.get(loads(r[5], path, "positions")[offset], 1)
     worker, pid = r[10], r[11]
-    return Outcome(
-        key=key,
-        status=Status.OK,
-        value=values[offset],
-        attempts=count,
-        worker=worker,
-        pid=pid,
-        started=t0,
-        finished=t1,
-        cpu_seconds=r[15] / n if r[15] is not None and n else None,
-        max_rss=r[16],
-        history=(Attempt(worker, pid, t0, t1, Status.OK, None),),
-    )
+    attempt = tuple.__new__(Attempt, (worker, pid, t0, t1, Status.OK, None))
+    cpu = r[15] / n if r[15] is not None and n else None
+    return Outcome(key, status, values[offset], None, count, worker, pid, t0, t1, cpu, r[16],
+                   None, None, (attempt,))  # fmt: skip
 
 
-def _failed_outcome(key: Any, r: Sequence[Any], path: Path) -> Outcome:
+def _failed_outcome(
+    key: Any, r: Sequence[Any], path: Path, status: Status | None = None
+) -> Outcome:
     error_type, message, tb = r[17], r[18], r[19]
     try:
         error = loads(r[20], path, "an error")
@@ -192,7 +230,7 @@ def _failed_outcome(key: Any, r: Sequence[Any], path: Path) -> Outcome:
     attempts = loads(r[12], path, "attempts") if r[12] is not None else {}
     return Outcome(
         key=key,
-        status=Status(r[3]),
+        status=status or Status(r[3]),
         error=error,
         attempts=next(iter(attempts.values()), len(history)),
         worker=r[10],

@@ -1,0 +1,86 @@
+"""The journal's cost: S1 with and without ``journal=``, a 1,000,000-task resume, size per task.
+
+    .venv/bin/python benchmarks/bench_journal.py             # S1 x5 each way, 1M resume
+    .venv/bin/python benchmarks/bench_journal.py --quick     # smaller, for a smoke run
+
+S1 is the dispatch benchmark of ``run.py`` (20,000 calls of ``f(x) = x + 1`` on a warm Pool
+of 2 workers): both rows run in this process, interleaved, each journaled repetition on a
+new journal file (nothing to resume), so the ratio is the journal's whole cost: digests of
+the inputs, the writer's pickling and commits, and the final flush. The resume is
+``corral.map`` of ``inc`` over 1,000,001 items with a journal that holds the first
+1,000,000: from the call to the return, i.e. reading what is done, giving it as cached, and
+running the one new task (pool start-up included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import corral  # noqa: E402
+from bench_tasks import inc  # noqa: E402
+
+
+def s1(reps: int, n: int) -> dict[str, list[float]]:
+    walls: dict[str, list[float]] = {"plain": [], "journal": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for rep in range(reps):
+            for kind in ("plain", "journal"):
+                options = {"journal": Path(folder, f"s1-{rep}.corral")} if kind == "journal" else {}
+                with corral.Pool(2, **options) as pool:
+                    pool.map(inc, range(100))  # warm
+                    t = time.perf_counter()
+                    out = pool.map(inc, range(n))
+                    walls[kind].append(time.perf_counter() - t)
+                assert out == [x + 1 for x in range(n)]
+    return walls
+
+
+def resume(n: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "big.corral")
+        t = time.perf_counter()
+        corral.map(inc, range(n), journal=path, workers=2)
+        first = time.perf_counter() - t
+        size = path.stat().st_size
+        t = time.perf_counter()
+        out = corral.map(inc, range(n + 1), journal=path, workers=2)
+        again = time.perf_counter() - t
+        assert out[-1] == n + 1 and out[0] == 1
+        view_t = time.perf_counter()
+        view = corral.open_journal(path)
+        counts = view.counts
+        view_s = time.perf_counter() - view_t
+        assert counts["ok"] == n + 1
+    return {"first": first, "resume": again, "size": size, "open_journal": view_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    reps, n, big = (2, 5000, 50_000) if args.quick else (5, 20_000, 1_000_000)
+    walls = s1(reps, n)
+    plain, journal = statistics.median(walls["plain"]), statistics.median(walls["journal"])
+    print(f"S1 {n} tasks, {reps} reps (median): plain {plain * 1e3:.2f} ms "
+          f"[{min(walls['plain']) * 1e3:.2f}-{max(walls['plain']) * 1e3:.2f}], journal "
+          f"{journal * 1e3:.2f} ms [{min(walls['journal']) * 1e3:.2f}-"
+          f"{max(walls['journal']) * 1e3:.2f}]; journal/plain = {journal / plain:.2f}x "
+          f"(+{(journal - plain) * 1e3:.2f} ms, {(journal - plain) / n * 1e6:.2f} us/task)")  # fmt: skip
+    r = resume(big)
+    print(f"{big} tasks: first run {r['first']:.1f} s; resume of all + 1 new {r['resume']:.2f} s; "
+          f"open_journal {r['open_journal']:.2f} s; size {r['size'] / 1e6:.1f} MB = "
+          f"{r['size'] / big:.1f} B/task; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
