@@ -196,7 +196,7 @@ def test_a_wholly_different_batch_is_refused(tmp_path):
     corral.map(double, range(3), journal=journal, **serial())
     before = journal.read_bytes()
     with pytest.raises(JournalError, match=r"run\.corral.*does not match.*another batch"):
-        corral.map(also_double, range(3), journal=journal, **serial())
+        corral.map(also_double, [10, 11, 12], journal=journal, **serial())
     with pytest.raises(JournalError, match=r"run\.corral.*was a map.*this one is a tasks"):
         corral.run([Task(double, (1,))], journal=journal, **serial())
     assert corral.open_journal(journal).counts["ok"] == 3
@@ -211,14 +211,19 @@ def test_journal_code_source_sees_body_edits(tmp_path, monkeypatch):
 
     import jmod  # type: ignore[import-not-found]
 
-    journal, named = tmp_path / "src.corral", tmp_path / "name.corral"
-    assert corral.map(jmod.f, [1, 2], journal=journal, journal_code="source", **serial()) == [2, 3]
-    corral.map(jmod.f, [1, 2], journal=named, **serial())
+    source, named = tmp_path / "src.corral", tmp_path / "name.corral"
+
+    def tasks():
+        return [Task(jmod.f, (x,), key=x) for x in (1, 2)]
+
+    corral.run(tasks(), journal=source, journal_code="source", **serial())
+    assert corral.map(jmod.f, [1, 2], journal=named, **serial()) == [2, 3]
     module.write_text("def f(x):\n    return x + 100\n")
     importlib.reload(jmod)
     sys.modules.pop("jmod", None)
-    with pytest.raises(JournalError, match="function changed"):
-        corral.map(jmod.f, [1, 2], journal=journal, journal_code="source", **serial())
+    report = corral.run(tasks(), journal=source, journal_code="source", **serial())
+    assert [o.value for o in report.outcomes] == [101, 102]  # the body changed: they ran
+    assert report.journal.changed == ((1, "function"), (2, "function"))
     # "name" (default): an edited body keeps the journaled results
     assert corral.map(jmod.f, [1, 2], journal=named, **serial()) == [2, 3]
 

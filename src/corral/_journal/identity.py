@@ -36,6 +36,7 @@ DIGEST_BYTES = FN_BYTES + ARGS_BYTES
 CODE_MODES = ("ignore", "name", "source")
 INPUT_MODES = ("digest", "key")
 _NO_ARGS = bytes(ARGS_BYTES)
+BOTH = "function and arguments"
 _STABLE_SET_ITEMS = (int, float, bool, type(None))
 # pickle opcodes that build a set or frozenset (protocol 4+): EMPTY_SET, FROZENSET
 _SET_OPCODES = (b"\x8f", b"\x91")
@@ -163,7 +164,7 @@ def changed(old: bytes, new: bytes, ignore_fn: bool = False) -> str:
     fn = not ignore_fn and old[:FN_BYTES] != new[:FN_BYTES]
     args = old[FN_BYTES:] != new[FN_BYTES:]
     if fn and args:
-        return "function and arguments"
+        return BOTH
     return "function" if fn else "arguments" if args else ""
 
 

@@ -94,6 +94,7 @@ class Journaled:
                 self.interrupted.append((key, detail))
         self._values: dict[int, list[Any]] = {}
         self.matched = 0
+        self.related = 0  # changed, but only in the function or only in the arguments
         self.ignore_fn = False  # journal_code="ignore": only the arguments' halves compared
 
     def match(self, key: Any, digest: bytes, rerun_failed: bool, out: Resumed) -> Outcome | None:
@@ -108,6 +109,8 @@ class Journaled:
             what = identity.changed(old, digest, self.ignore_fn)
             if what:
                 out.changed.append((key, what))
+                if what != identity.BOTH:
+                    self.related += 1
                 return None
         self.matched += 1
         if r[3] != "ok":
@@ -125,14 +128,17 @@ class Journaled:
         return _ok_outcome(key, r, offset, values, self.path, Status.CACHED)
 
     def check_same_batch(self, out: Resumed) -> None:
-        """Raise when the journal holds results for this call and none of them matches."""
-        if self.latest and not self.matched and out.changed:
+        """Raise when the journal holds results for this call and none of them has the same
+        function or the same arguments: a journal of another batch. (All functions changed,
+        or all arguments: everything runs again, and the report says so.)"""
+        if self.latest and not self.matched and not self.related and out.changed:
             key, what = out.changed[0]
             raise JournalError(
                 f"journal {self.path}: call #{self.number} does not match what the journal "
                 f"holds for it: none of its {len(self.latest)} journaled tasks has the same "
-                f"call (task {key!r}: the {what} changed). It looks like a journal of another "
-                "batch; use another journal file, or delete this one to start over"
+                f"function or the same arguments (task {key!r}: the {what} changed). It looks "
+                "like a journal of another batch; use another journal file, or delete this "
+                "one to start over"
             )
 
 
