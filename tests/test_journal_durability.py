@@ -162,7 +162,7 @@ def test_workers_sigkilled_during_a_journaled_run(tmp_path):
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
             killed.add(pid)
-        out, err = proc.communicate(timeout=180)
+        _, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
     finally:
         kill_script(proc, marker_dir)

@@ -5,11 +5,18 @@
                  journal_code="source": that, plus a hash of the function's source and of the
                                         functions of the same module it calls (by name)
                  journal_code="ignore": ""  (the function never invalidates a result)
-    digest       8 bytes of the fn identity's hash + 16 bytes of the arguments' hash
-                 (BLAKE2b of their pickle, protocol 5; journal_inputs="key": no arguments hash)
+    digest       of a Call's tasks together (``call_digest``): 16 bytes of BLAKE2b over
+                 their fn identities' hashes (8 bytes each) and the pickle (protocol 5) of
+                 their arguments as one list; journal_inputs="key": the fn hashes alone.
+    detail       kept with it, to tell which task of a Call changed, and how: the fn hashes,
+                 and the arguments' pickle itself when small (``DETAIL_INLINE``), else a
+                 16-byte hash per task (``Detail``)
 
-Two digests are compared in their two halves, so that a changed task can be reported as
-"function" or "arguments" changed.
+Hashing a Call's arguments as one pickle is what keeps the journal cheap on trivial tasks:
+one C-level pickle and one hash per Call, no Python work per task (the digest of each task
+apart would cost more than such a task). At resume the same digest is computed over the
+new arguments of the Call's keys: equal (the usual case), every task of it is unchanged;
+otherwise the detail says which task changed, and whether its function or its arguments.
 
 A pickle is a stable fingerprint of a value when its bytes depend only on the value. That
 fails for a set or frozenset of strings, bytes or tuples (their iteration order follows the
@@ -86,13 +93,80 @@ def _source_hash(fn: Any) -> str:
     return h.hexdigest()
 
 
+DETAIL_INLINE = 64 * 1024
+"""A Call's arguments pickle up to this size is kept whole in its detail; a bigger one, as a
+hash per task."""
+
+
+def check_inputs(calls: Sequence[Any], keys: Sequence[Any], inputs: str) -> None:
+    """Raise ConfigError, before any work starts, naming the first task whose arguments
+    cannot be fingerprinted stably (do not pickle, or hold a hash-ordered set). One pickle
+    of them all; a task at a time only to name the culprit."""
+    if inputs == "key" or not calls:
+        return
+    try:
+        blob = pickle.dumps(list(calls), 5)
+    except Exception:
+        blob = None
+    if blob is not None and _SET_OPCODES[0] not in blob and _SET_OPCODES[1] not in blob:
+        return
+    fingerprints([b""] * len(calls), calls, keys, inputs)
+
+
+def digest_of(fn_part: bytes, calls: list[Any], inputs: str) -> bytes:
+    """A Call's digest alone (what resume compares)."""
+    if inputs == "key":
+        return hashlib.blake2b(fn_part, digest_size=ARGS_BYTES).digest()
+    return hashlib.blake2b(fn_part + pickle.dumps(calls, 5), digest_size=ARGS_BYTES).digest()
+
+
+def call_digest(fn_part: bytes, calls: list[Any], inputs: str) -> tuple[bytes, bytes]:
+    """A Call's digest and its detail (see the module docstring). ``fn_part``: each task's
+    fn hash, concatenated (a map: its one function's hash, once)."""
+    if inputs == "key":
+        return digest_of(fn_part, calls, inputs), pickle.dumps((fn_part, None, None), 5)
+    blob = pickle.dumps(calls, 5)
+    digest = hashlib.blake2b(fn_part + blob, digest_size=ARGS_BYTES).digest()
+    if len(blob) <= DETAIL_INLINE:
+        return digest, pickle.dumps((fn_part, blob, None), 5)
+    each = b"".join(_args_hash(call) for call in calls)
+    return digest, pickle.dumps((fn_part, None, each), 5)
+
+
+def _args_hash(call: Any) -> bytes:
+    return hashlib.blake2b(pickle.dumps(call, 5), digest_size=ARGS_BYTES).digest()
+
+
+class Detail:
+    """A journaled Call's detail, read back: which of its tasks differ from new ones."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.fn_part, items, self.each = pickle.loads(blob)
+        self.items: list[Any] | None = pickle.loads(items) if items is not None else None
+
+    def changed(self, offset: int, fn_hash: bytes, call: Any, ignore_fn: bool) -> str:
+        """What changed for the task at ``offset`` ("" if nothing), given its new call."""
+        fp = self.fn_part
+        old_fn = fp[offset * FN_BYTES : (offset + 1) * FN_BYTES] if len(fp) > FN_BYTES else fp
+        fn = not ignore_fn and old_fn != fn_hash
+        if self.items is not None:
+            args = pickle.dumps(self.items[offset], 5) != pickle.dumps(call, 5)
+        elif self.each is not None:
+            args = self.each[offset * ARGS_BYTES : (offset + 1) * ARGS_BYTES] != _args_hash(call)
+        else:  # journal_inputs="key"
+            args = False
+        if fn and args:
+            return BOTH
+        return "function" if fn else "arguments" if args else ""
+
+
 def fingerprints(
     fn_digests: Sequence[bytes], calls: Sequence[Any], keys: Sequence[Any], inputs: str
 ) -> list[bytes]:
-    """The digest of each call (``fn_digests[i]`` + the hash of ``calls[i]``'s pickle).
+    """The digest of each call apart (``fn_digests[i]`` + the hash of ``calls[i]``'s
+    pickle); used to name the task whose arguments cannot be fingerprinted stably.
 
-    Raises ConfigError naming the first item whose arguments cannot be fingerprinted
-    stably, before any work starts.
+    Raises ConfigError naming the first such task.
     """
     if inputs == "key":
         return [d + _NO_ARGS for d in fn_digests]

@@ -23,14 +23,12 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._errors import JournalError, RemoteError
 from .._outcome import Attempt, Outcome, Status
 from . import identity
 from .store import finished_rows, loads, read_value, snapshot
-
-D = identity.DIGEST_BYTES
 
 
 @dataclass
@@ -93,26 +91,43 @@ class Journaled:
                 marked.add((_blob(key), detail))
                 self.interrupted.append((key, detail))
         self._values: dict[int, list[Any]] = {}
+        self._details: dict[int, identity.Detail] = {}
         self.matched = 0
         self.related = 0  # changed, but only in the function or only in the arguments
         self.ignore_fn = False  # journal_code="ignore": only the arguments' halves compared
 
-    def match(self, key: Any, digest: bytes, rerun_failed: bool, out: Resumed) -> Outcome | None:
+    def detail(self, index: int) -> identity.Detail:
+        detail = self._details.get(index)
+        if detail is None:
+            r = self.rows[index]
+            try:
+                detail = self._details[index] = identity.Detail(r[23])
+            except Exception as exc:
+                raise JournalError(
+                    f"journal {self.path}: the identity of row {r[0]} cannot be read ({exc})"
+                ) from exc
+        return detail
+
+    def match(self, key: Any, fn_hash: bytes, call: Any, rerun_failed: bool,
+              out: Resumed) -> Outcome | None:  # fmt: skip
         """The outcome to give for ``key`` (None: it runs), noting in ``out`` why not."""
         found = self.latest.get(key)
         if found is None:
             return None
         index, offset = found
-        r = self.rows[index]
-        old = r[7][offset * D : (offset + 1) * D]
-        if old != digest:
-            what = identity.changed(old, digest, self.ignore_fn)
-            if what:
-                out.changed.append((key, what))
-                if what != identity.BOTH:
-                    self.related += 1
-                return None
+        what = self.detail(index).changed(offset, fn_hash, call, self.ignore_fn)
+        if what:
+            out.changed.append((key, what))
+            if what != identity.BOTH:
+                self.related += 1
+            return None
+        return self.take(key, index, offset, rerun_failed, out)
+
+    def take(self, key: Any, index: int, offset: int, rerun_failed: bool,
+             out: Resumed) -> Outcome | None:  # fmt: skip
+        """The journaled outcome of an unchanged task (None: it runs again)."""
         self.matched += 1
+        r = self.rows[index]
         if r[3] != "ok":
             if rerun_failed:
                 out.rerun.append(key)
@@ -142,55 +157,53 @@ class Journaled:
             )
 
 
-def resume(
-    journaled: Journaled,
-    keys: Sequence[Any],
-    digests: Sequence[bytes],
-    rerun_failed: bool,
-) -> Resumed:
-    """Match a whole batch (``keys[pos]``, ``digests[pos]``) against the journal."""
+class Now(Protocol):
+    """The batch about to run, as resume asks about it (``session.JournalBatch``)."""
+
+    inputs: str
+
+    def position(self, key: Any) -> int | None: ...
+
+    def fn_part(self, positions: Sequence[int]) -> bytes: ...
+
+    def calls_of(self, positions: Sequence[int]) -> list[Any]: ...
+
+
+def resume(journaled: Journaled, now: Now, rerun_failed: bool) -> Resumed:
+    """Match a whole batch against the journal, a journaled Call at a time: when the digest
+    of the Call's keys' new calls equals the journaled one (the usual case: one pickle and
+    one hash per Call), all its tasks are unchanged; otherwise each task is compared."""
     out = Resumed()
-    match, given = journaled.match, out.given
-    if journaled.latest and isinstance(keys, range) and journaled.unique:
-        _resume_rows(journaled, len(keys), digests, rerun_failed, out)
-    elif journaled.latest:
-        for pos, key in enumerate(keys):
-            outcome = match(key, digests[pos], rerun_failed, out)
+    given, latest = out.given, journaled.latest
+    for index, r in enumerate(journaled.rows):
+        keys = journaled.row_keys[index]
+        positions = [now.position(k) for k in keys]
+        whole = None not in positions and (
+            journaled.unique or all(latest[k][0] == index for k in keys)
+        )
+        if whole:
+            digest = identity.digest_of(
+                now.fn_part(positions),  # type: ignore[arg-type]
+                now.calls_of(positions),  # type: ignore[arg-type]
+                now.inputs,
+            )
+            if digest == r[7]:
+                for offset, (key, pos) in enumerate(zip(keys, positions, strict=True)):
+                    outcome = journaled.take(key, index, offset, rerun_failed, out)
+                    if outcome is not None:
+                        given[pos] = outcome  # type: ignore[index]
+                continue
+        for offset, (key, pos) in enumerate(zip(keys, positions, strict=True)):
+            if pos is None or latest[key] != (index, offset):
+                continue  # not in this batch, or journaled again later
+            p = [pos]
+            outcome = journaled.match(key, now.fn_part(p), now.calls_of(p)[0], rerun_failed, out)
             if outcome is not None:
                 given[pos] = outcome
-    if journaled.latest:
+    if latest:
         journaled.check_same_batch(out)
     out.interrupted = [key for key, _ in journaled.interrupted]
     return out
-
-
-def _resume_rows(
-    journaled: Journaled, n: int, digests: Sequence[bytes], rerun_failed: bool, out: Resumed
-) -> None:
-    """``resume`` of a map whose journal has one row per key, a row (a Call) at a time: when
-    a row's digests all match, its outcomes are built without a lookup per task (a resume of
-    a million tasks is mostly this loop)."""
-    given, path = out.given, journaled.path
-    for index, r in enumerate(journaled.rows):
-        keys = journaled.row_keys[index]
-        if r[3] == "ok" and (r[8] is not None or r[9] is not None):
-            if isinstance(keys, range) and 0 <= keys.start and keys.stop <= n:
-                now = b"".join(digests[keys.start : keys.stop])
-            elif all(isinstance(k, int) and 0 <= k < n for k in keys):
-                now = b"".join([digests[k] for k in keys])
-            else:
-                now = b""
-            if now == r[7]:  # every task of the Call is unchanged
-                values = read_value(path, r[8], r[9], f"the results of row {r[0]}")
-                journaled.matched += len(keys)
-                for offset, key in enumerate(keys):
-                    given[key] = _ok_outcome(key, r, offset, values, path, Status.CACHED)
-                continue
-        for key in keys:
-            if isinstance(key, int) and 0 <= key < n:
-                outcome = journaled.match(key, digests[key], rerun_failed, out)
-                if outcome is not None:
-                    given[key] = outcome
 
 
 def _blob(key: Any) -> bytes:

@@ -24,6 +24,8 @@ import collections
 import itertools
 import logging
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -87,6 +89,8 @@ class Journal:
         self.writer = Writer(conn, self.path, self.run)
         self._numbers = itertools.count()
         self._by_batch: dict[int, JournalBatch] = {}  # id(Batch) → its JournalBatch
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
         self.closed = False
 
     @property
@@ -105,23 +109,20 @@ class Journal:
 
     # -- one call ---------------------------------------------------------------------------
     def _journaled(self, number: int, kind: str) -> Journaled:
-        conn = store.connect(self.path, readonly=True)
-        try:
-            journaled = Journaled(conn, self.path, number, kind, self.run)
-        finally:
-            conn.close()
+        if self._reader is None:  # one read connection for the run's calls (caller threads)
+            self._reader = store.connect(self.path, readonly=True)
+        with self._reader_lock:
+            journaled = Journaled(self._reader, self.path, number, kind, self.run)
         journaled.ignore_fn = self.code == "ignore"
         return journaled
 
     def for_map(self, fn: Callable[..., Any], items: Sequence[Any]) -> JournalBatch:
         number = next(self._numbers)
         label = identity.fn_identity(fn, self.code)
-        fd = identity.fn_digest(label)
-        keys = range(len(items))
-        digests = identity.fingerprints([fd] * len(items), items, keys, self.inputs)
-        journaled = self._journaled(number, "map")
-        resumed = resume(journaled, keys, digests, self.rerun_failed)
-        return self._start(JournalBatch(number, "map", label, digests, None), resumed)
+        identity.check_inputs(items, range(len(items)), self.inputs)
+        jb = JournalBatch(number, "map", label, identity.fn_digest(label), items, None,
+                          self.inputs)  # fmt: skip
+        return self._start(jb, resume(self._journaled(number, "map"), jb, self.rerun_failed))
 
     def for_tasks(self, tasks: Sequence[Any]) -> JournalBatch:
         number = next(self._numbers)
@@ -134,12 +135,11 @@ class Journal:
             fds.append(fd)
         keys = [pos if t.key is None else t.key for pos, t in enumerate(tasks)]
         calls = [(t.args, t._kwargs) for t in tasks]
-        digests = identity.fingerprints(fds, calls, keys, self.inputs)
+        identity.check_inputs(calls, keys, self.inputs)
         names = sorted({identity.fn_identity(t.fn, "name") for t in tasks})
         label = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-        journaled = self._journaled(number, "tasks")
-        resumed = resume(journaled, keys, digests, self.rerun_failed)
-        return self._start(JournalBatch(number, "tasks", label, digests, keys), resumed)
+        jb = JournalBatch(number, "tasks", label, fds, calls, keys, self.inputs)
+        return self._start(jb, resume(self._journaled(number, "tasks"), jb, self.rerun_failed))
 
     def for_stream(
         self,
@@ -157,25 +157,25 @@ class Journal:
         label = identity.fn_identity(fn, self.code)
         fd = identity.fn_digest(label)
         journaled = self._journaled(number, "map")
-        jb = JournalBatch(number, "map", label, {}, {})
+        jb = JournalBatch(number, "map", label, fd, {}, {}, self.inputs)
         jb.journal = self
         out = jb.resumed
         order: collections.deque[Outcome | None] = collections.deque()
         inputs, rerun_failed = self.inputs, self.rerun_failed
-        fingerprints, match = identity.fingerprints, journaled.match
+        check_inputs, match = identity.check_inputs, journaled.match
 
         def to_run() -> Iterator[Any]:
             inner = 0
-            digests, keys = jb.digests, jb.keys
-            assert isinstance(digests, dict) and isinstance(keys, dict)
+            calls, keys = jb.calls, jb.keys
+            assert isinstance(calls, dict) and isinstance(keys, dict)
             for orig, item in enumerate(source):
-                digest = fingerprints([fd], [item], [orig], inputs)[0]
-                outcome = match(orig, digest, rerun_failed, out) if journaled.latest else None
+                check_inputs((item,), (orig,), inputs)  # names an unstable item
+                outcome = match(orig, fd, item, rerun_failed, out) if journaled.latest else None
                 if outcome is not None:
                     out.given[orig] = outcome
                     order.append(outcome)
                     continue
-                digests[inner] = digest
+                calls[inner] = item
                 keys[inner] = orig
                 inner += 1
                 if ordered:
@@ -245,6 +245,8 @@ class Journal:
         self.closed = True
         try:
             self.writer.close()
+            if self._reader is not None:
+                self._reader.close()
             self._conn.execute("UPDATE runs SET ended = ? WHERE run = ?", (time.time(), self.run))
             self._conn.close()
         finally:
@@ -252,37 +254,64 @@ class Journal:
 
 
 class JournalBatch:
-    """The journal's view of one call: each position's digest and key, what resume found."""
+    """The journal's view of one call: each position's call and key, what resume found.
+
+    ``fns``: the function's hash (a map, an imap), or each task's; ``calls``: what each
+    position's arguments are (a map's items; a run's ``(args, kwargs)``; an imap's items by
+    position, dropped once journaled); ``keys``: a position's key where it is not the
+    position itself (a run; an imap, whose batch positions skip the journaled items)."""
 
     def __init__(
         self,
         number: int,
         kind: str,
         label: str,
-        digests: list[bytes] | dict[int, bytes],
+        fns: bytes | list[bytes],
+        calls: Sequence[Any] | dict[int, Any],
         keys: Sequence[Any] | dict[int, Any] | None,
+        inputs: str,
     ) -> None:
         self.number = number
         self.kind = kind
         self.label = label
-        self.digests = digests
+        self.fns = fns
+        self.calls = calls
         self.keys = keys
+        self.inputs = inputs
         self.resumed = Resumed()
         self.journal: Journal | None = None
         self.batch_id = 0
+        self._positions: dict[Any, int] | None = None
 
-    def digests_of(self, positions: Any) -> bytes:
-        d = self.digests
-        if isinstance(positions, range) and isinstance(d, list):
-            return b"".join(d[positions.start : positions.stop])
-        return b"".join([d[p] for p in positions])
+    # -- as resume asks (``resume.Now``): the batch about to run -------------------------------
+    def position(self, key: Any) -> int | None:
+        if self.keys is None:
+            return key if type(key) is int and 0 <= key < len(self.calls) else None
+        if self._positions is None:
+            self._positions = {k: p for p, k in enumerate(self.keys)}
+        return self._positions.get(key)
+
+    def fn_part(self, positions: Sequence[int]) -> bytes:
+        fns = self.fns
+        return fns if isinstance(fns, bytes) else b"".join([fns[p] for p in positions])
+
+    def calls_of(self, positions: Sequence[int]) -> list[Any]:
+        calls = self.calls
+        if isinstance(positions, range) and isinstance(calls, list):
+            return calls[positions.start : positions.stop]
+        return [calls[p] for p in positions]
+
+    # -- as the writer asks ------------------------------------------------------------------
+    def identity_of(self, positions: Sequence[int]) -> tuple[bytes, bytes]:
+        """The digest and detail of a Call of these positions (``identity.call_digest``)."""
+        return identity.call_digest(self.fn_part(positions), self.calls_of(positions), self.inputs)
 
     def forget(self, positions: Any) -> None:
-        """An imap's positions are journaled as finished: their digest and key are dropped
+        """An imap's positions are journaled as finished: their calls and keys are dropped
         (a stream keeps bounded memory)."""
-        if isinstance(self.digests, dict):
+        if isinstance(self.calls, dict):
             for p in positions:
-                self.digests.pop(p, None)
+                self.calls.pop(p, None)
                 self.keys.pop(p, None)  # type: ignore[union-attr]
 
     def keys_of(self, positions: Any) -> list[Any] | None:
@@ -353,8 +382,6 @@ class JournalSink:
 
 class _Flag:
     def __init__(self) -> None:
-        import threading
-
         self._event = threading.Event()
         self.set = self._event.set
         self.wait = self._event.wait

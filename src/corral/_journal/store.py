@@ -9,17 +9,18 @@ A journal is one SQLite database (stdlib ``sqlite3``, WAL mode) plus, beside it,
     started   run, batch, positions, worker, pid, attempts, time          one row per Call
     finished  run, batch, status, positions, keys, digests, value | value_file,
               worker, pid, attempts, started, ended, cpu, max_rss,
-              error_type, error_message, traceback, error, history, effects
+              error_type, error_message, traceback, error, history, effects, detail
                                   one row per successful Call, or per task that did not succeed
     marks     run, batch, position, key, status, time, detail   interrupted / changed
 
-``positions``, ``keys``, ``attempts``, ``value``, ``error``, ``history`` and ``effects`` are
-pickles (protocol 5); ``digests`` is the concatenation of each task's 24-byte digest
-(``identity``). The latest ``finished`` row of a key is its state; earlier ones are history.
+``positions``, ``keys``, ``attempts``, ``value``, ``error``, ``history``, ``effects`` and
+``detail`` are pickles (protocol 5); ``digests`` is the 16-byte digest of the row's Call and
+``detail`` what tells its tasks apart (``identity``). The latest ``finished`` row of a key
+is its state; earlier ones are history.
 
-Ownership: the writer thread (``writer``) alone writes, through one connection, after
-``open_for_writing`` took the lock; readers (``reader``, and resume on the caller's thread
-before the writer starts) read through their own connections in one transaction each.
+Ownership: the writer thread (``writer``) alone writes, through one connection, once
+``session.Journal`` took the lock; readers (``reader``, and resume on the caller's thread)
+read through their own connections, in one transaction each.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ CREATE TABLE finished(id INTEGER PRIMARY KEY, run INTEGER, batch INTEGER, status
     n INTEGER, positions BLOB, keys BLOB, digests BLOB, value BLOB, value_file TEXT,
     worker INTEGER, pid INTEGER, attempts BLOB, started REAL, ended REAL, cpu REAL,
     max_rss INTEGER, error_type TEXT, error_message TEXT, traceback TEXT, error BLOB,
-    history BLOB, effects BLOB);
+    history BLOB, effects BLOB, detail BLOB);
 CREATE TABLE marks(id INTEGER PRIMARY KEY, run INTEGER, batch INTEGER, position INTEGER,
     key BLOB, status TEXT, time REAL, detail TEXT);
 CREATE INDEX finished_batch ON finished(batch, id);
@@ -288,7 +289,7 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 FINISHED_COLUMNS = (
     "id, run, batch, status, n, positions, keys, digests, value, value_file, worker, pid, "
     "attempts, started, ended, cpu, max_rss, error_type, error_message, traceback, error, "
-    "history, effects"
+    "history, effects, detail"
 )
 
 

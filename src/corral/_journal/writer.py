@@ -10,8 +10,8 @@
 
 What it owns: the write connection (opened on this thread's behalf by ``Journal``, used by
 no other), and ``WriterStats``. The engine thread only puts tuples on a ``SimpleQueue``
-(one per Call, not per task): the pickling of results, the digests' concatenation and the
-SQL all happen here.
+(one per Call, not per task): the pickling of results, the Calls' digests (``identity``) and
+the SQL all happen here.
 
 Invariant: a callback put after a write runs after the COMMIT that holds that write. That
 is how a result is released to the caller only once it is durable: an imap's results are
@@ -45,7 +45,7 @@ MAX_OPS = 20_000
 class Batchlike(Protocol):
     number: int
 
-    def digests_of(self, positions: Any) -> bytes: ...
+    def identity_of(self, positions: Any) -> tuple[bytes, bytes]: ...
 
     def keys_of(self, positions: Any) -> list[Any] | None: ...
 
@@ -177,8 +177,8 @@ class Writer:
                 conn.executemany(
                     "INSERT INTO finished(run, batch, status, n, positions, keys, digests, value,"
                     " value_file, worker, pid, attempts, started, ended, cpu, max_rss,"
-                    " error_type, error_message, traceback, error, history, effects)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " error_type, error_message, traceback, error, history, effects, detail)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     finished,
                 )
             if marks:
@@ -213,12 +213,13 @@ class Writer:
             log.warning("corral: journal %s: %s; these tasks will run again", self._path,
                         error_message)  # fmt: skip
         started_at, ended_at = result.started, result.ended  # items' times: interpolated
+        digest, detail = jbatch.identity_of(positions)
         row = (
             self.run, jbatch.number, "ok", n, dumps(positions),
-            _maybe(jbatch.keys_of(positions)), jbatch.digests_of(positions), blob, name,
+            _maybe(jbatch.keys_of(positions)), digest, blob, name,
             record.worker, record.pid, _maybe(record.attempts), started_at, ended_at,
             result.cpu, result.max_rss, None, error_message, None, None, None,
-            _maybe(effects),
+            _maybe(effects), detail,
         )  # fmt: skip
         jbatch.forget(positions)
         return row
@@ -232,15 +233,16 @@ class Writer:
         except Exception:
             error_blob = None
         keys = jbatch.keys_of([pos])
+        digest, detail = jbatch.identity_of([pos])
         effects = getattr(outcome, "effects", None)  # recorded effects, when corral has them
         row = (
             self.run, jbatch.number, outcome.status.value, 1, dumps([pos]), _maybe(keys),
-            jbatch.digests_of([pos]), None, None, outcome.worker, outcome.pid,
+            digest, None, None, outcome.worker, outcome.pid,
             dumps({pos: outcome.attempts}), outcome.started, outcome.finished,
             outcome.cpu_seconds, outcome.max_rss,
             None if error is None else f"{type(error).__module__}.{type(error).__qualname__}",
             None if error is None else str(error), outcome.traceback, error_blob,
-            _maybe(tuple(outcome.history)), _maybe(effects),
+            _maybe(tuple(outcome.history)), _maybe(effects), detail,
         )  # fmt: skip
         jbatch.forget([pos])
         return row
