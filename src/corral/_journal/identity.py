@@ -45,6 +45,7 @@ INPUT_MODES = ("digest", "key")
 _NO_ARGS = bytes(ARGS_BYTES)
 BOTH = "function and arguments"
 _STABLE_SET_ITEMS = (int, float, bool, type(None))
+_FLAT = frozenset((int, float, bool, type(None), str, bytes, complex))
 # pickle opcodes that build a set or frozenset (protocol 4+): EMPTY_SET, FROZENSET
 _SET_OPCODES = (b"\x8f", b"\x91")
 
@@ -100,17 +101,24 @@ hash per task."""
 
 def check_inputs(calls: Sequence[Any], keys: Sequence[Any], inputs: str) -> None:
     """Raise ConfigError, before any work starts, naming the first task whose arguments
-    cannot be fingerprinted stably (do not pickle, or hold a hash-ordered set). One pickle
-    of them all; a task at a time only to name the culprit."""
+    cannot be fingerprinted stably (do not pickle, or hold a hash-ordered set).
+
+    Cheap when there is nothing to find: inputs all of flat types (numbers, strings, bytes)
+    are known good from their types alone (one C-level pass); others are pickled once, all
+    together. Only when that fails, or shows a set, are the tasks looked at one by one."""
     if inputs == "key" or not calls:
+        return
+    if set(map(type, calls)) <= _FLAT:
         return
     try:
         blob = pickle.dumps(list(calls), 5)
     except Exception:
-        blob = None
-    if blob is not None and _SET_OPCODES[0] not in blob and _SET_OPCODES[1] not in blob:
+        fingerprints([b""] * len(calls), calls, keys, inputs)  # names the one that fails
         return
-    fingerprints([b""] * len(calls), calls, keys, inputs)
+    if _SET_OPCODES[0] in blob or _SET_OPCODES[1] in blob:  # perhaps: the bytes may be data
+        for key, call in zip(keys, calls, strict=False):
+            if _unstable(call):
+                raise ConfigError(_unstable_message(key, call))
 
 
 def digest_of(fn_part: bytes, calls: list[Any], inputs: str) -> bytes:
