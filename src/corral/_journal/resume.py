@@ -71,22 +71,22 @@ class Journaled:
                     (number,),
                 )
             }
-        self.latest: dict[Any, tuple[int, int]] = {}
         self.row_keys: list[Sequence[Any]] = []
+        self.keys: set[Any] = set()  # every journaled key (C-level unions: ranges, mostly)
         total = 0
-        for index, r in enumerate(self.rows):
+        for r in self.rows:
             keys = loads(r[6] if r[6] is not None else r[5], path, "a row's keys")
             self.row_keys.append(keys)
             total += len(keys)
-            for offset, key in enumerate(keys):
-                self.latest[key] = (index, offset)
-        self.unique = total == len(self.latest)  # no key journaled twice: rows are the state
+            self.keys.update(keys)
+        self.unique = total == len(self.keys)  # no key journaled twice: rows are the state
+        self._latest: dict[Any, tuple[int, int]] | None = None
         # started in an earlier run, never finished: interrupted (marked once per start)
         self.interrupted: list[tuple[Any, str]] = []
         for blob, start_run in starts:
             for key in loads(blob, path, "a start record"):
                 detail = f"started in run {start_run}"
-                if key in self.latest or (_blob(key), detail) in marked:
+                if key in self.keys or (_blob(key), detail) in marked:
                     continue
                 marked.add((_blob(key), detail))
                 self.interrupted.append((key, detail))
@@ -95,6 +95,18 @@ class Journaled:
         self.matched = 0
         self.related = 0  # changed, but only in the function or only in the arguments
         self.ignore_fn = False  # journal_code="ignore": only the arguments' halves compared
+
+    @property
+    def latest(self) -> dict[Any, tuple[int, int]]:
+        """Each key's latest row and offset in it (built when first asked: a resume whose
+        Calls all match never needs it)."""
+        if self._latest is None:
+            latest: dict[Any, tuple[int, int]] = {}
+            for index, keys in enumerate(self.row_keys):
+                for offset, key in enumerate(keys):
+                    latest[key] = (index, offset)
+            self._latest = latest
+        return self._latest
 
     def detail(self, index: int) -> identity.Detail:
         detail = self._details.get(index)
@@ -146,11 +158,11 @@ class Journaled:
         """Raise when the journal holds results for this call and none of them has the same
         function or the same arguments: a journal of another batch. (All functions changed,
         or all arguments: everything runs again, and the report says so.)"""
-        if self.latest and not self.matched and not self.related and out.changed:
+        if self.rows and not self.matched and not self.related and out.changed:
             key, what = out.changed[0]
             raise JournalError(
                 f"journal {self.path}: call #{self.number} does not match what the journal "
-                f"holds for it: none of its {len(self.latest)} journaled tasks has the same "
+                f"holds for it: none of its {len(self.keys)} journaled tasks has the same "
                 f"function or the same arguments (task {key!r}: the {what} changed). It looks "
                 "like a journal of another batch; use another journal file, or delete this "
                 "one to start over"
@@ -161,6 +173,11 @@ class Now(Protocol):
     """The batch about to run, as resume asks about it (``session.JournalBatch``)."""
 
     inputs: str
+
+    @property
+    def keys_are_positions(self) -> int:
+        """A map's length (its keys are its positions), else 0."""
+        ...
 
     def position(self, key: Any) -> int | None: ...
 
@@ -174,12 +191,16 @@ def resume(journaled: Journaled, now: Now, rerun_failed: bool) -> Resumed:
     of the Call's keys' new calls equals the journaled one (the usual case: one pickle and
     one hash per Call), all its tasks are unchanged; otherwise each task is compared."""
     out = Resumed()
-    given, latest = out.given, journaled.latest
+    given = out.given
+    by_position = now.keys_are_positions
     for index, r in enumerate(journaled.rows):
         keys = journaled.row_keys[index]
-        positions = [now.position(k) for k in keys]
+        if by_position and isinstance(keys, range) and keys.start >= 0 and keys.stop <= by_position:
+            positions: Sequence[int | None] = keys  # a map's Call: its keys are positions
+        else:
+            positions = [now.position(k) for k in keys]
         whole = None not in positions and (
-            journaled.unique or all(latest[k][0] == index for k in keys)
+            journaled.unique or all(journaled.latest[k][0] == index for k in keys)
         )
         if whole:
             digest = identity.digest_of(
@@ -196,6 +217,7 @@ def resume(journaled: Journaled, now: Now, rerun_failed: bool) -> Resumed:
                     if outcome is not None:
                         given[pos] = outcome  # type: ignore[index]
                 continue
+        latest = journaled.latest
         for offset, (key, pos) in enumerate(zip(keys, positions, strict=True)):
             if pos is None or latest[key] != (index, offset):
                 continue  # not in this batch, or journaled again later
@@ -203,8 +225,7 @@ def resume(journaled: Journaled, now: Now, rerun_failed: bool) -> Resumed:
             outcome = journaled.match(key, now.fn_part(p), now.calls_of(p)[0], rerun_failed, out)
             if outcome is not None:
                 given[pos] = outcome
-    if latest:
-        journaled.check_same_batch(out)
+    journaled.check_same_batch(out)
     out.interrupted = [key for key, _ in journaled.interrupted]
     return out
 

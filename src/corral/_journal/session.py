@@ -170,7 +170,7 @@ class Journal:
             assert isinstance(calls, dict) and isinstance(keys, dict)
             for orig, item in enumerate(source):
                 check_inputs((item,), (orig,), inputs)  # names an unstable item
-                outcome = match(orig, fd, item, rerun_failed, out) if journaled.latest else None
+                outcome = match(orig, fd, item, rerun_failed, out) if journaled.rows else None
                 if outcome is not None:
                     out.given[orig] = outcome
                     order.append(outcome)
@@ -284,6 +284,10 @@ class JournalBatch:
         self._positions: dict[Any, int] | None = None
 
     # -- as resume asks (``resume.Now``): the batch about to run -------------------------------
+    @property
+    def keys_are_positions(self) -> int:
+        return len(self.calls) if self.keys is None else 0
+
     def position(self, key: Any) -> int | None:
         if self.keys is None:
             return key if type(key) is int and 0 <= key < len(self.calls) else None
