@@ -27,7 +27,17 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import corral  # noqa: E402
-from bench_tasks import inc  # noqa: E402
+from bench_tasks import inc, time_burn  # noqa: E402
+
+QUIET_BURN = (639_289, 0.0393)
+"""S2's calibration on this VM when quiet (benchmarks/RESULTS.md): 639,289 turns of ``burn``
+took 39.3 ms. Timing the same turns around a measurement gives how much slower this process
+ran then (other work on the machine), to state the figure for a quiet machine too."""
+
+
+def slowdown() -> float:
+    turns, quiet = QUIET_BURN
+    return time_burn(turns, repeat=3) / quiet
 
 
 def s1(reps: int, n: int) -> dict[str, list[float]]:
@@ -52,16 +62,19 @@ def resume(n: int) -> dict[str, float]:
         corral.map(inc, range(n), journal=path, workers=2)
         first = time.perf_counter() - t
         size = path.stat().st_size
+        before = slowdown()
         t = time.perf_counter()
         out = corral.map(inc, range(n + 1), journal=path, workers=2)
         again = time.perf_counter() - t
+        factor = (before + slowdown()) / 2
         assert out[-1] == n + 1 and out[0] == 1
         view_t = time.perf_counter()
         view = corral.open_journal(path)
         counts = view.counts
         view_s = time.perf_counter() - view_t
         assert counts["ok"] == n + 1
-    return {"first": first, "resume": again, "size": size, "open_journal": view_s}
+    return {"first": first, "resume": again, "size": size, "open_journal": view_s,
+            "slowdown": factor}  # fmt: skip
 
 
 def main() -> None:
@@ -77,7 +90,9 @@ def main() -> None:
           f"{max(walls['journal']) * 1e3:.2f}]; journal/plain = {journal / plain:.2f}x "
           f"(+{(journal - plain) * 1e3:.2f} ms, {(journal - plain) / n * 1e6:.2f} us/task)")  # fmt: skip
     r = resume(big)
-    print(f"{big} tasks: first run {r['first']:.1f} s; resume of all + 1 new {r['resume']:.2f} s; "
+    print(f"{big} tasks: first run {r['first']:.1f} s; resume of all + 1 new {r['resume']:.2f} s "
+          f"(this process ran {r['slowdown']:.1f}x slower than on the quiet VM: "
+          f"{r['resume'] / r['slowdown']:.2f} s quiet-equivalent); "
           f"open_journal {r['open_journal']:.2f} s; size {r['size'] / 1e6:.1f} MB = "
           f"{r['size'] / big:.1f} B/task; load {os.getloadavg()[0]:.1f}")  # fmt: skip
 
