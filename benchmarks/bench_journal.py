@@ -26,8 +26,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-import corral  # noqa: E402
 from bench_tasks import inc, time_burn  # noqa: E402
+
+import corral  # noqa: E402
 
 QUIET_BURN = (639_289, 0.0393)
 """S2's calibration on this VM when quiet (benchmarks/RESULTS.md): 639,289 turns of ``burn``
@@ -88,7 +89,8 @@ def main() -> None:
           f"[{min(walls['plain']) * 1e3:.2f}-{max(walls['plain']) * 1e3:.2f}], journal "
           f"{journal * 1e3:.2f} ms [{min(walls['journal']) * 1e3:.2f}-"
           f"{max(walls['journal']) * 1e3:.2f}]; journal/plain = {journal / plain:.2f}x "
-          f"(+{(journal - plain) * 1e3:.2f} ms, {(journal - plain) / n * 1e6:.2f} us/task)")  # fmt: skip
+          f"(+{(journal - plain) * 1e3:.2f} ms, "
+          f"{(journal - plain) / n * 1e6:.2f} us/task)")  # fmt: skip
     r = resume(big)
     print(f"{big} tasks: first run {r['first']:.1f} s; resume of all + 1 new {r['resume']:.2f} s "
           f"(this process ran {r['slowdown']:.1f}x slower than on the quiet VM: "
