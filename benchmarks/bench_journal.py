@@ -42,16 +42,20 @@ def slowdown() -> float:
 
 
 def s1(reps: int, n: int) -> dict[str, list[float]]:
-    walls: dict[str, list[float]] = {"plain": [], "journal": []}
+    walls: dict[str, list[float]] = {"plain": [], "journal": [], "cpu plain": [],
+                                     "cpu journal": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         for rep in range(reps):
             for kind in ("plain", "journal"):
                 options = {"journal": Path(folder, f"s1-{rep}.corral")} if kind == "journal" else {}
                 with corral.Pool(2, **options) as pool:
                     pool.map(inc, range(100))  # warm
-                    t = time.perf_counter()
+                    t, cpu = time.perf_counter(), time.process_time()
                     out = pool.map(inc, range(n))
                     walls[kind].append(time.perf_counter() - t)
+                    # the coordinator's CPU (all its threads: the writer's too), which the
+                    # machine's load inflates far less than the wall time
+                    walls["cpu " + kind].append(time.process_time() - cpu)
                 assert out == [x + 1 for x in range(n)]
     return walls
 
@@ -81,8 +85,11 @@ def resume(n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--s1-reps", type=int, help="S1 repetitions each way (default 5)")
+    parser.add_argument("--s1-only", action="store_true", help="skip the 1M resume")
     args = parser.parse_args()
     reps, n, big = (2, 5000, 50_000) if args.quick else (5, 20_000, 1_000_000)
+    reps = args.s1_reps or reps
     walls = s1(reps, n)
     plain, journal = statistics.median(walls["plain"]), statistics.median(walls["journal"])
     print(f"S1 {n} tasks, {reps} reps (median): plain {plain * 1e3:.2f} ms "
@@ -91,6 +98,13 @@ def main() -> None:
           f"{max(walls['journal']) * 1e3:.2f}]; journal/plain = {journal / plain:.2f}x "
           f"(+{(journal - plain) * 1e3:.2f} ms, "
           f"{(journal - plain) / n * 1e6:.2f} us/task)")  # fmt: skip
+    cpu_plain = statistics.median(walls["cpu plain"])
+    cpu_journal = statistics.median(walls["cpu journal"])
+    print(f"S1 coordinator CPU (median): plain {cpu_plain * 1e3:.2f} ms, journal "
+          f"{cpu_journal * 1e3:.2f} ms: +{(cpu_journal - cpu_plain) * 1e3:.2f} ms "
+          f"({(cpu_journal - cpu_plain) / n * 1e6:.2f} us/task)")  # fmt: skip
+    if args.s1_only:
+        return
     r = resume(big)
     print(f"{big} tasks: first run {r['first']:.1f} s; resume of all + 1 new {r['resume']:.2f} s "
           f"(this process ran {r['slowdown']:.1f}x slower than on the quiet VM: "

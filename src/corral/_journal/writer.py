@@ -41,6 +41,14 @@ log = logging.getLogger("corral")
 MAX_OPS = 20_000
 """Most operations in one transaction: bounds a commit's latency under a flood of Calls."""
 
+COMMIT_INTERVAL = 0.005
+"""Seconds the writer may gather operations after a commit before the next one, unless an
+operation is urgent (``_URGENT``: someone waits for it). At most ~200 commits a second
+whatever the rate of Calls; it adds at most this much to the window in which a finished
+task is not yet journaled."""
+
+_URGENT = frozenset(("call", "stop"))
+
 
 class Batchlike(Protocol):
     number: int
@@ -98,14 +106,27 @@ class Writer:
     # -- writer thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
+        last = 0.0
         while True:
             ops = [get()]
+            # Gather for up to COMMIT_INTERVAL after the last commit, unless someone waits
+            # (a flush, a result to pass on, the end): fewer, larger transactions.
+            deadline = last + COMMIT_INTERVAL
             while len(ops) < MAX_OPS:
+                if ops[-1][0] in _URGENT:
+                    break
+                wait = deadline - time.monotonic()
+                try:
+                    ops.append(get(timeout=wait) if wait > 0 else get_nowait())
+                except queue.Empty:
+                    break
+            while len(ops) < MAX_OPS:  # and whatever is queued already
                 try:
                     ops.append(get_nowait())
                 except queue.Empty:
                     break
             stop = self._apply(ops)
+            last = time.monotonic()
             if stop:
                 return
 
