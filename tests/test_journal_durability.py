@@ -83,11 +83,12 @@ def resume_until_done(journal, marker_dir, n, mode, stop, times, seed):
     rng = random.Random(seed)
     stopped = 0
     while stopped < times:
-        before = len(markers(marker_dir)) if marker_dir.exists() else 0
         proc = run_script(SCRIPT, journal, marker_dir, n, mode)
         try:
-            wait_until(
-                lambda before=before: marker_dir.exists() and len(markers(marker_dir)) > before,
+            wait_until(  # a task of this coordinator ran (not a late one of the last)
+                lambda proc=proc: (
+                    marker_dir.exists() and any(pid == proc.pid for _, pid in markers(marker_dir))
+                ),
                 "the batch to run tasks",
                 timeout=60,
                 proc=proc,
