@@ -346,3 +346,26 @@ def test_a_reader_sees_consistent_snapshots_while_a_run_writes(tmp_path):
     assert seen == sorted(seen)  # committed results never disappear
     assert corral.open_journal(journal).counts["ok"] == 600
     assert len(set(seen)) > 2  # it did see the run in progress
+
+
+# -- durable before reported -------------------------------------------------------------------
+def test_map_returns_only_journaled_results(tmp_path):
+    journal = tmp_path / "run.corral"
+    with corral.Pool(2, journal=journal) as pool:
+        for n in (1, 50, 500):
+            pool.map(double, range(n))
+            # the pool (and its writer) still runs: what map returned is committed already
+            assert corral.open_journal(journal).counts["ok"] >= n
+        assert pool._journal.stats.commits >= 1
+
+
+def test_imap_yields_only_journaled_results(tmp_path):
+    journal = tmp_path / "run.corral"
+    seen = 0
+    with corral.Pool(2, journal=journal) as pool:
+        for value in pool.imap(double, range(40), ordered=False):
+            seen += 1
+            assert value % 2 == 0
+            view = corral.open_journal(journal)
+            assert view.counts["ok"] >= seen
+            assert value in {o.value for o in view.outcomes}
