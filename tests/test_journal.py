@@ -298,6 +298,11 @@ def test_a_journal_of_another_format_version_is_refused(tmp_path):
     _refused(journal, "written in journal format v99 .by corral .*reads format v1")
 
 
+def test_a_journal_in_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(JournalError, match=r"nowhere/run\.corral: cannot be written"):
+        corral.map(double, [1], journal=tmp_path / "nowhere" / "run.corral", **serial())
+
+
 def test_open_journal_of_a_missing_file(tmp_path):
     with pytest.raises(JournalError, match="no such journal"):
         corral.open_journal(tmp_path / "nope.corral")

@@ -221,7 +221,13 @@ class Lock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise JournalError(
+                f"journal {self.journal}: cannot be written ({exc.strerror or exc}: "
+                f"{self.path})"
+            ) from exc
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             try:
