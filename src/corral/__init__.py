@@ -12,6 +12,7 @@ The public names, and nothing else::
     corral.free_port()                a port no other corral process will be given
     corral.share(data)                -> corral.Shared, read-only zero-copy data for tasks
     corral.record(effect)             in a task: an effect, replayed in order by on_effect=
+    corral.open_journal(path)         -> corral.JournalView, a snapshot of a run's journal
 
 Everything in underscore modules is internal and may change.
 
@@ -35,6 +36,8 @@ if _typing.TYPE_CHECKING:
         CorralError,
         EffectError,
         FixtureError,
+        JournalError,
+        JournalLocked,
         RemoteError,
         SerializationError,
         ServiceError,
@@ -47,6 +50,7 @@ if _typing.TYPE_CHECKING:
     )
     from ._executor import Executor
     from ._fixtures import fixture
+    from ._journal.reader import JournalView, open_journal
     from ._outcome import Attempt, Failure, Outcome, Status
     from ._platform import cpu_count
     from ._pool import Pool
@@ -68,6 +72,9 @@ _HOMES = {
     "EffectError": "_errors",
     "Executor": "_executor",
     "Failure": "_outcome",
+    "JournalError": "_errors",
+    "JournalLocked": "_errors",
+    "JournalView": "_journal.reader",
     "FixtureError": "_errors",
     "Outcome": "_outcome",
     "Pool": "_pool",
@@ -92,6 +99,7 @@ _HOMES = {
     "imap": "_api",
     "map": "_api",
     "record": "_worker.effects",
+    "open_journal": "_journal.reader",
     "run": "_api",
     "share": "_sharing.share",
 }
@@ -106,6 +114,9 @@ __all__ = [
     "Executor",
     "Failure",
     "FixtureError",
+    "JournalError",
+    "JournalLocked",
+    "JournalView",
     "Outcome",
     "Pool",
     "RemoteError",
@@ -128,6 +139,7 @@ __all__ = [
     "free_port",
     "imap",
     "map",
+    "open_journal",
     "record",
     "run",
     "share",

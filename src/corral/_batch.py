@@ -206,14 +206,17 @@ class Batch:
         """The outcomes given up front, as ``cached`` ones with this batch's key and group
         (an earlier run's ``ok`` or failure; not ``cancelled``: that task did not end)."""
         cached = {}
+        n, CACHED_ = self.n, Status.CACHED
         for pos, outcome in given.items():
-            if not 0 <= pos < self.n:
-                raise ValueError(f"an outcome given for position {pos}; the batch has {self.n}")
+            if not 0 <= pos < n:
+                raise ValueError(f"an outcome given for position {pos}; the batch has {n}")
             if outcome.status is Status.CANCELLED:
                 raise ValueError(f"position {pos}: a cancelled outcome cannot be given")
-            cached[pos] = replace(
-                outcome, status=Status.CACHED, key=self.key_of(pos), group=self.group_of(pos)
-            )
+            key, group = self.key_of(pos), self.group_of(pos)
+            if outcome.status is CACHED_ and outcome.key == key and outcome.group == group:
+                cached[pos] = outcome  # built cached already (a journal's resume: 1M of them)
+                continue
+            cached[pos] = replace(outcome, status=CACHED_, key=key, group=group)
         return cached
 
     # -- growing (imap) -------------------------------------------------------------------
@@ -343,8 +346,32 @@ class Batch:
         the successes first, so that a dependant of a success and of a failure given later
         is skipped for the failure, never for the success."""
         given = self.given
-        for pos in sorted(given, key=lambda p: (not given[p].ok, p)):
+        order = sorted(given, key=lambda p: (not given[p].ok, p))
+        if self.scheduler is None and order:  # no dependants: the successes all at once
+            ok = [p for p in order if given[p].ok]
+            order = order[len(ok) :]
+            self._settle_given_ok(ok)
+        for pos in order:
             self._finish((pos,), CACHED, given[pos])
+
+    def _settle_given_ok(self, positions: list[int]) -> None:
+        """``_finish`` of successes given up front, for many at once (a journal's resume
+        gives up to millions): one ``Positions.finish``, one observer call."""
+        if not positions:
+            return
+        self.positions.finish(positions, CACHED, True)
+        self.delivered += len(positions)
+        self._forget(positions)
+        given, sink_given = self.given, self.sink.given
+        events = self.events
+        if events is not None and events.active:
+            for pos in positions:
+                outcome = given[pos]
+                events.emit(TaskFinished(id(self), pos, outcome.key, outcome.status, None))
+        for pos in positions:
+            sink_given(pos, given[pos])
+        if self.observer is not None:
+            self.observer.advance(0, 0, self._groups_of(positions), n_cached=len(positions))
 
     def _finish(self, positions: Sequence[int], final: int, outcome: Outcome | None) -> None:
         """Every final outcome but a success (``finish_ok``, the same steps inline):

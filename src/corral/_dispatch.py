@@ -32,7 +32,7 @@ from . import _codec
 from ._backends import Backend, Prepared
 from ._batch import Batch
 from ._errors import SerializationError
-from ._events import Events, TaskStarted
+from ._events import CallStarted, Events, TaskStarted
 from ._failures import Failures, FixtureGuard, worker_index
 from ._functions import FunctionTable
 from ._messages import Call
@@ -163,6 +163,8 @@ class Dispatcher:
             self._arm_timeout(slot_id, flight, time.monotonic())
         if self._events.active:
             self._started(slot_id, batch, positions)
+        if self._events.calls_active:  # one event per Call (the journal records starts)
+            self._call_started(slot_id, batch, positions, flight.started)
         self._backend.send(slot_id, prepared)
 
     def _started(self, slot_id: int, batch: Batch, positions: Sequence[int]) -> None:
@@ -171,6 +173,15 @@ class Dispatcher:
         for pos in positions:
             attempt = batch.attempts_of(pos)
             events.emit(TaskStarted(ident, pos, batch.key_of(pos), worker, pid, attempt))
+
+    def _call_started(
+        self, slot_id: int, batch: Batch, positions: Sequence[int], when: float
+    ) -> None:
+        worker = worker_index(self._in_caller, slot_id)
+        attempts = batch.attempts_snapshot(positions)
+        self._events.emit_call(
+            CallStarted(id(batch), positions, worker, self._slots[slot_id].pid, attempts, when)
+        )
 
     def _rejected(
         self, batch: Batch, positions: Sequence[int], prepared: Prepared

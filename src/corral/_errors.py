@@ -15,6 +15,8 @@ The hierarchy::
      │    └── FixtureError                    a fixture the task needs could not be set up
      ├── ServiceError                         an external program (corral.Service) did not start
      ├── RemoteError                          a worker exception that could not travel as itself
+     ├── JournalError                         a journal file that cannot be used (names the file)
+     │    └── JournalLocked                   another run is writing it (names its pid)
      ├── BatchError                           raised after a batch in which some task failed
      └── EffectError                          on_effect raised: the run was stopped
 
@@ -356,3 +358,15 @@ class _Prebuilt(ExceptionWithTraceback):
 def _rebuild_exception(exc: BaseException, tb: str) -> BaseException:
     exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
     return exc
+
+
+@public
+class JournalError(CorralError):
+    """A journal file that cannot be used: damaged, truncated, foreign, of another format
+    version, of another batch, or failing to write. The message names the file and what is
+    wrong; corral never overwrites or mixes such a file."""
+
+
+@public
+class JournalLocked(JournalError):
+    """Another run is writing this journal; the message names its pid."""

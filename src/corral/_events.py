@@ -51,7 +51,7 @@ why progress stays a per-batch ``Observer`` advanced once per Call, not a subscr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +151,20 @@ class WorkerRetired:
     pid: int | None
 
 
+@dataclass(frozen=True)
+class CallStarted:
+    """A Call (one or more tasks of one batch) was sent to a worker. One event per Call, to
+    the ``subscribe_calls`` subscribers only: a subscriber that records starts in bulk (the
+    journal) pays per Call, not per task, and without one nothing is built."""
+
+    batch: int
+    positions: Sequence[int]
+    worker: int
+    pid: int | None
+    attempts: dict[int, int] | None  # position → attempt, for those past their first
+    time: float
+
+
 Event = (
     TaskQueued
     | TaskStarted
@@ -178,6 +192,9 @@ class Events:
         self.listened = False
         self._subscribers: list[Subscriber] = []
         self._rare_only: frozenset[Subscriber] = frozenset()
+        # Per-Call events (``CallStarted``), a channel of their own: see ``subscribe_calls``.
+        self.calls_active = False
+        self._call_subscribers: list[Subscriber] = []
 
     def subscribe(self, fn: Subscriber, *, tasks: bool = True) -> None:
         """Call ``fn(event)`` for every event from now on; with ``tasks=False``, for every
@@ -208,3 +225,21 @@ class Events:
             except Exception:
                 log.exception("corral: event subscriber %r raised; detached", fn)
                 self.unsubscribe(fn)
+
+    def subscribe_calls(self, fn: Subscriber) -> None:
+        """Receive ``CallStarted`` (one per Call), not the per-task events; the same rules
+        as ``subscribe`` (engine thread, quick, detached when it raises)."""
+        self._call_subscribers = [*self._call_subscribers, fn]
+        self.calls_active = True
+
+    def unsubscribe_calls(self, fn: Subscriber) -> None:
+        self._call_subscribers = [s for s in self._call_subscribers if s != fn]
+        self.calls_active = bool(self._call_subscribers)
+
+    def emit_call(self, event: CallStarted) -> None:
+        for fn in self._call_subscribers:
+            try:
+                fn(event)
+            except Exception:
+                log.exception("corral: call subscriber %r raised; detached", fn)
+                self.unsubscribe_calls(fn)

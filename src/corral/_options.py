@@ -43,6 +43,13 @@ class PoolOptions:
     # per-Call CPU (children included) and peak memory of the workers, in Outcome.history
     # (_worker.meter); False saves a few µs per Call
     telemetry: bool = True
+    # the journal (``_journal``, docs/journal.md): a file every task is recorded in, and a
+    # later run resumes from; what of the function and the arguments identifies a task; and
+    # whether journaled failures run again
+    journal: str | os.PathLike[str] | None = None
+    journal_code: str = "name"
+    journal_inputs: str = "digest"
+    rerun_failed: bool = True
 
     def __post_init__(self) -> None:
         w = self.workers
@@ -69,6 +76,7 @@ class PoolOptions:
             )
         if not isinstance(self.telemetry, bool):
             raise ConfigError(f"telemetry must be True or False, not {self.telemetry!r}")
+        _check_journal(self)
 
 
 @dataclass(frozen=True)
@@ -253,3 +261,17 @@ def _check_positive_int(name: str, value: Any) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer or None, not {value!r}")
+
+
+def _check_journal(options: PoolOptions) -> None:
+    journal = options.journal
+    if journal is not None:
+        if not isinstance(journal, (str, os.PathLike)) or not os.fspath(journal):
+            raise ConfigError(f"journal must be a file path or None, not {journal!r}")
+        if os.path.isdir(journal):
+            raise ConfigError(f"journal must be a file, not the folder {os.fspath(journal)!r}")
+    from ._journal.identity import check_modes
+
+    check_modes(options.journal_code, options.journal_inputs)
+    if not isinstance(options.rerun_failed, bool):
+        raise ConfigError(f"rerun_failed must be True or False, not {options.rerun_failed!r}")

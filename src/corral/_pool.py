@@ -11,6 +11,7 @@ done.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import multiprocessing.process
 import os
@@ -30,6 +31,7 @@ from ._effects import Replay, collect_sink, replay_of, stream_sink
 from ._engine import Engine
 from ._errors import BatchError, ConfigError, CorralError, EffectError, check_callable
 from ._functions import FunctionTable
+from ._journal import open_journal_for
 from ._lifetime import Lifetime
 from ._needs import Plan, needs_for_items, plan, pop_item_specs
 from ._options import (
@@ -103,11 +105,20 @@ class Pool:
         # in a worker process too, so a crash, an os.chdir or an os.environ change of the task
         # stays there, whatever the batch size.
         name = "serial" if serial_forced() else self.options.backend
+        # The journal (``_journal``): locked and checked before any worker starts.
+        self._journal = open_journal_for(self.options)
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         init = (initializer, tuple(initargs)) if initializer is not None else None
-        with _lifecycle.starting(self.born):
-            self.engine = self._start(name, init)
+        try:
+            with _lifecycle.starting(self.born):
+                self.engine = self._start(name, init)
+        except BaseException:
+            if self._journal is not None:
+                self._journal.close()
+            raise
+        if self._journal is not None:
+            self._journal.attach(self.engine.events)
         # The event stream (``_events``), internal API: ``pool._events.subscribe(fn)``.
         self._events = self.engine.events
         runs_here = self.engine.capabilities.runs_in_caller_thread
@@ -351,12 +362,24 @@ class Pool:
         """``map`` once its input is read and checked. ``given``: positions final already
         (an earlier run's outcomes), which end ``cached`` and are not run."""
         sink = collect_sink(len(items), run_options.on_effect)
+        journal = self._journal
+        jb = journal.for_map(fn, items) if journal is not None else None
+        if jb is not None:  # journaled outcomes end cached: resume
+            given = {**jb.resumed.given, **(given or {})}
         batch = self._batch_for_map(
-            fn, items, run_options, sink, plan=plan, groups=groups, given=given
-        )
+            fn, items, run_options, jb.sink(sink, False) if jb is not None else sink,
+            plan=plan, groups=groups, given=given,
+        )  # fmt: skip
+        if jb is not None:
+            journal.bind(jb, batch)  # type: ignore[union-attr]
         wall = self._run_batch(batch, sink, run_options, len(items), _map_call(fn))
+        if journal is not None:
+            journal.check()
         if sink.failures and run_options.errors == "raise":
-            raise BatchError(sink.report(batch, wall, self.workers, self._worker_log), items=items)
+            report = sink.report(batch, wall, self.workers, self._worker_log)
+            if jb is not None:
+                report = dataclasses.replace(report, journal=jb.summary())
+            raise BatchError(report, items=items)
         return sink.values
 
     def run(self, tasks: Iterable[Task], **options: Any) -> Report:
@@ -375,9 +398,21 @@ class Pool:
     ) -> Report:
         """``run`` once its tasks are checked. ``given``: as for ``_map``."""
         sink = collect_sink(len(task_list), run_options.on_effect)
-        batch = self._batch_for_tasks(task_list, run_options, sink, plan, given)
+        journal = self._journal
+        jb = journal.for_tasks(task_list) if journal is not None else None
+        if jb is not None:  # journaled outcomes end cached: resume
+            given = {**jb.resumed.given, **(given or {})}
+        batch = self._batch_for_tasks(
+            task_list, run_options, jb.sink(sink, False) if jb is not None else sink, plan, given
+        )
+        if jb is not None:
+            journal.bind(jb, batch)  # type: ignore[union-attr]
         wall = self._run_batch(batch, sink, run_options, len(task_list), _task_call(task_list))
+        if journal is not None:
+            journal.check()
         report = sink.report(batch, wall, self.workers, self._worker_log)
+        if jb is not None:
+            report = dataclasses.replace(report, journal=jb.summary())
         if not report.ok and run_options.errors == "raise":
             raise BatchError(report)
         return report
@@ -409,14 +444,25 @@ class Pool:
             )
         run_options = with_run_overrides(self.run_options, options)
         sink = stream_sink(run_options.on_effect)
-        batch = self._batch_for_map(fn, {}, run_options, sink, closed=False)  # type: ignore[arg-type]
-        return _stream(self, batch, sink, iter(iterable), ordered, run_options, _map_call(fn))
+        if self._journal is None:
+            batch = self._batch_for_map(fn, {}, run_options, sink, closed=False)  # type: ignore[arg-type]
+            return _stream(self, batch, sink, iter(iterable), ordered, run_options, _map_call(fn))
+        # journaled: the journaled items are held back and put back in place (resume), the
+        # others' results reach the stream's queue once committed (gated)
+        jb, to_run, merge = self._journal.for_stream(
+            fn, iter(iterable), ordered, functools.partial(_journaled_value, options=run_options)
+        )
+        batch = self._batch_for_map(fn, {}, run_options, jb.sink(sink, True), closed=False)  # type: ignore[arg-type]
+        self._journal.bind(jb, batch)
+        return merge(_stream(self, batch, sink, to_run, ordered, run_options, _map_call(fn)))
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self, *, cancel: bool = False, wait: bool = True) -> None:
         """Stop the workers after the submitted work is done (or cancelled, with ``cancel``)."""
         self._finalizer.detach()
         self._life.close(cancel=cancel, wait=wait)
+        if self._journal is not None and wait:  # (wait=False: batches may still run)
+            self._journal.close()
 
     def terminate(self) -> None:
         """Cancel everything and stop the workers now."""
@@ -563,6 +609,11 @@ def _stream(
             pool._driver.abandon(batch)
         if reports is not None:
             reports.finish(complete)
+
+
+def _journaled_value(outcome: Outcome, options: RunOptions) -> Any:
+    """What a journaled imap yields for an outcome taken from the journal."""
+    return _value_or_raise(None, outcome, options)
 
 
 def _value_or_raise(value: Any, outcome: Outcome | None, options: RunOptions) -> Any:

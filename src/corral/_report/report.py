@@ -42,6 +42,10 @@ class Report:
     started: float | None = None
     worker_spans: tuple[WorkerSpan, ...] = ()
     happenings: tuple[Happening, ...] = ()
+    journal: Any = None
+    """With ``journal=``: a ``JournalSummary`` (``_journal.session``) of what the journal did
+    for this call: how many tasks were cached, which ran again because their function or
+    arguments changed, which had been interrupted, which failures ran again."""
 
     @property
     def results(self) -> list[Any]:

@@ -1,0 +1,184 @@
+"""Durability of the journal: a journaled run killed at random moments, resumed each time.
+
+The coordinator is ``scripts/journal_batch.py`` (2 workers, chunks of 4) in a subprocess.
+Each task leaves a marker file per attempt, named with the coordinator's pid, so the test
+knows which run ran what. After the last resume:
+
+- every task has exactly one journaled success, and the results equal the serial ones;
+- no task ran again after its success was journaled (a marker of run r for a task whose
+  success was committed by run c < r would be one);
+- the tasks run more than once are at most those in flight at each kill (printed: run with
+  ``-s`` to see the counts).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+from _procs import alive, kill_script, run_script, wait_until
+
+import corral
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+SCRIPT = Path(__file__).parent / "scripts" / "journal_batch.py"
+WORKERS, CHUNK = 2, 4
+IN_FLIGHT = WORKERS * 2 * CHUNK + WORKERS * CHUNK
+"""Most tasks that can be started and not yet committed at once: each worker's running and
+prefetched Call, plus a Call per worker whose Result waits for its commit."""
+
+
+def markers(folder: Path) -> list[tuple[int, int]]:
+    """``(task, coordinator pid)`` of every attempt that started."""
+    out = []
+    for p in folder.iterdir():
+        parts = p.name.split("-")
+        if parts[0].isdigit():
+            out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
+def committed(journal: Path) -> tuple[dict[int, list[int]], dict[int, int]]:
+    """Each task's runs whose success is journaled, and each run's coordinator pid → run."""
+    conn = sqlite3.connect(journal)
+    try:
+        runs = dict(conn.execute("SELECT pid, run FROM runs").fetchall())
+        ok: dict[int, list[int]] = collections.defaultdict(list)
+        import pickle
+
+        for run, blob in conn.execute("SELECT run, positions FROM finished WHERE status = 'ok'"):
+            for pos in pickle.loads(blob):
+                ok[pos].append(run)
+    finally:
+        conn.close()
+    return ok, runs
+
+
+def check_journal(journal: Path, marker_dir: Path, n: int) -> dict[int, int]:
+    """The invariants above; the number of extra attempts per run that was stopped."""
+    ok, runs = committed(journal)
+    assert sorted(ok) == list(range(n))
+    assert all(len(r) == 1 for r in ok.values()), "a task has two journaled successes"
+    view = corral.open_journal(journal)
+    assert view.counts["ok"] == n
+    assert sorted((o.key, o.value) for o in view.outcomes) == [(x, 2 * x) for x in range(n)]
+    extra: collections.Counter[int] = collections.Counter()
+    for task, pid in markers(marker_dir):
+        run = runs[pid]
+        first = ok[task][0]
+        assert run <= first, f"task {task} ran in run {run} after its success in run {first}"
+        if run < ok[task][0]:
+            extra[run] += 1
+    return dict(extra)
+
+
+def resume_until_done(journal, marker_dir, n, mode, stop, times, seed):
+    """Start the batch, ``stop`` it once its tasks run, ``times`` times; then let it finish."""
+    rng = random.Random(seed)
+    stopped = 0
+    while stopped < times:
+        proc = run_script(SCRIPT, journal, marker_dir, n, mode)
+        try:
+            wait_until(  # a task of this coordinator ran (not a late one of the last)
+                lambda proc=proc: (
+                    marker_dir.exists() and any(pid == proc.pid for _, pid in markers(marker_dir))
+                ),
+                "the batch to run tasks",
+                timeout=60,
+                proc=proc,
+            )
+            wait_until(lambda: rng.random() < 0.3, "a random moment", timeout=5)
+            if proc.poll() is not None:  # it finished first: nothing left to interrupt
+                break
+            stop(proc)
+            stopped += 1
+        finally:
+            kill_script(proc, marker_dir)
+    assert stopped == times, f"the batch finished after {stopped} interruptions"
+    proc = run_script(SCRIPT, journal, marker_dir, n, mode)
+    try:
+        out, err = proc.communicate(timeout=180)
+    finally:
+        kill_script(proc, marker_dir)
+    assert proc.returncode == 0, err
+    assert out.strip() == f"done {n}"
+
+
+def sigkill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+
+def ctrl_c(proc):
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (130, 0), err  # 0: it finished before the signal landed
+
+
+def test_coordinator_sigkilled_ten_times_loses_and_duplicates_nothing(tmp_path):
+    journal, marker_dir = tmp_path / "run.corral", tmp_path / "m"
+    n = int(os.environ.get("CORRAL_JOURNAL_KILL_TASKS", "2000"))
+    resume_until_done(journal, marker_dir, n, "slow", sigkill, times=10, seed=1)
+    extra = check_journal(journal, marker_dir, n)
+    print(f"\nSIGKILL x10 of {n} tasks: re-runs per kill {extra}, total {sum(extra.values())}")
+    assert all(count <= IN_FLIGHT for count in extra.values()), extra
+    view = corral.open_journal(journal)
+    assert len(view.runs) == 11
+    # tasks running at a kill were marked interrupted by the next run, and ran then
+    assert view.interrupted and {key for _, key in view.interrupted} <= set(range(n))
+    print(f"interrupted marks: {len(view.interrupted)}")
+
+
+def test_ctrl_c_three_times_loses_and_duplicates_nothing(tmp_path):
+    journal, marker_dir = tmp_path / "run.corral", tmp_path / "m"
+    resume_until_done(journal, marker_dir, 600, "slow", ctrl_c, times=3, seed=2)
+    extra = check_journal(journal, marker_dir, 600)
+    print(f"\nCtrl-C x3 of 600 tasks: re-runs per interruption {extra}")
+    # the item running at Ctrl-C is cancelled (it ran, not to its end); finished ones are kept
+    assert all(count <= WORKERS for count in extra.values()), extra
+
+
+def test_workers_sigkilled_during_a_journaled_run(tmp_path):
+    journal, marker_dir = tmp_path / "run.corral", tmp_path / "m"
+    n, kills = 600, 4
+    proc = run_script(SCRIPT, journal, marker_dir, n, "crashy")
+    killed: set[int] = set()
+    try:
+        for _ in range(kills):
+
+            def a_worker() -> int | None:
+                live = [
+                    int(p.name.split("-")[1])
+                    for p in marker_dir.glob("worker-*")
+                    if int(p.name.split("-")[1]) not in killed
+                ]
+                live = [pid for pid in live if alive(pid)]
+                return live[0] if live else None
+
+            wait_until(lambda: a_worker() is not None, "a live worker", timeout=60, proc=proc)
+            pid = a_worker()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+    finally:
+        kill_script(proc, marker_dir)
+    ok, _ = committed(journal)
+    assert sorted(ok) == list(range(n)) and all(len(r) == 1 for r in ok.values())
+    attempts = collections.Counter(task for task, _ in markers(marker_dir))
+    extra = sum(attempts.values()) - n
+    print(f"\nworkers SIGKILLed x{kills} during {n} tasks: {extra} re-runs")
+    assert extra <= kills * CHUNK * 2
+    # a resume now runs nothing
+    before = len(markers(marker_dir))
+    proc = run_script(SCRIPT, journal, marker_dir, n, "crashy")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(markers(marker_dir)) == before
