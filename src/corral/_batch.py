@@ -424,6 +424,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
     # keyword-taking constructor (a third of the cost).
     this = tuple.__new__(Attempt, (record.worker, record.pid, started, finished, Status.OK, None))
     earlier = batch.positions.earlier.get(pos) if batch.positions.earlier else None
+    output = result.output.get(offset) if result.output else None
     return Outcome(
         key=batch.key_of(pos),
         status=Status.OK,
@@ -437,6 +438,8 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         max_rss=result.max_rss,
         group=batch.group_of(pos),
         history=(*earlier, this) if earlier else (this,),
+        stdout=output[0] if output else None,
+        stderr=output[1] if output else None,
     )
 
 

@@ -41,9 +41,17 @@ from ._backends import Backend
 from ._batch import Batch
 from ._deadlines import Deadlines
 from ._errors import TaskTimeout, WorkerCrashed, WorkerStartError
-from ._events import Events, WorkerDied, WorkerKilled, WorkerRecycled, WorkerRetired, WorkerStarted
+from ._events import (
+    Events,
+    WorkerDied,
+    WorkerKilled,
+    WorkerReady,
+    WorkerRecycled,
+    WorkerRetired,
+    WorkerStarted,
+)
 from ._failures import DIED_DURING, Failures, unwrap, worker_index
-from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Result
+from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Ready, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._slots import InFlight, Slot
@@ -92,6 +100,7 @@ class Crew:
         self._wanted = wanted
         self._give_up = give_up
         self._start_failures = 0
+        self._started_at = [0.0] * len(slots)  # monotonic, per slot: for WorkerReady
 
     # -- starts -----------------------------------------------------------------------------
     def start_all(self) -> None:
@@ -100,12 +109,23 @@ class Crew:
 
     def _start(self, slot_id: int) -> None:
         slot = self._slots[slot_id]
+        began = self._started_at[slot_id] = time.monotonic()
         slot.pid = self._backend.start_worker(slot_id)
         slot.alive = True
         slot.tasks_done = 0
         slot.last_words = None
         if self._events.active:
-            self._events.emit(WorkerStarted(worker_index(self._in_caller, slot_id), slot.pid))
+            worker, seconds = worker_index(self._in_caller, slot_id), time.monotonic() - began
+            self._events.emit(WorkerStarted(worker, slot.pid, seconds))
+            if self._in_caller:  # the caller itself: ready at once
+                self._events.emit(WorkerReady(worker, slot.pid, seconds))
+
+    def ready(self, slot_id: int, message: Ready) -> None:
+        """The slot's worker started up (its ``Ready`` message)."""
+        if self._events.active:
+            seconds = time.monotonic() - self._started_at[slot_id]
+            worker = worker_index(self._in_caller, slot_id)
+            self._events.emit(WorkerReady(worker, message.pid, seconds))
 
     def restart(self, slot_id: int) -> None:
         if not self._wanted():
@@ -174,6 +194,10 @@ class Crew:
 
     # -- deaths -----------------------------------------------------------------------------
     def on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
+        remains = self._backend.remains(slot_id)  # its fatal signal's traceback, its output
+        if remains.stack:
+            log.debug("corral: worker pid %s died; its faulthandler said:\n%s",
+                      self._slots[slot_id].pid, remains.stack)  # fmt: skip
         if self._events.active:
             sig = -exitcode if exitcode is not None and exitcode < 0 else None
             worker = worker_index(self._in_caller, slot_id)
@@ -207,14 +231,20 @@ class Crew:
                     slot_id,
                     flight,
                     EDGE_OF_PHASE[index],
-                    lambda key: WorkerCrashed(key, pid=pid, exitcode=exitcode, during=during),
+                    lambda key: WorkerCrashed(
+                        key, pid=pid, exitcode=exitcode, during=during, stack=remains.stack
+                    ),
                     Status.CRASHED,
                 )
             else:
                 error = WorkerCrashed(
-                    batch.key_of(flight.positions[index]), pid=pid, exitcode=exitcode
+                    batch.key_of(flight.positions[index]),
+                    pid=pid,
+                    exitcode=exitcode,
+                    stack=remains.stack,
                 )
-                self._failures.lose(slot_id, flight, index, Status.CRASHED, error)
+                output = (remains.stdout, remains.stderr)
+                self._failures.lose(slot_id, flight, index, Status.CRASHED, error, output)
         if self._start_failures >= START_FAILURE_LIMIT:
             how = (
                 f"exit code {exitcode}"
@@ -291,11 +321,16 @@ class Crew:
             )
             return
         pid = self._slots[slot_id].pid
+        # Where it hung, asked before the kill (a short wait: ``_backends.remains``), and
+        # what it wrote so far.
+        stack = self._backend.dump_stack(slot_id)
+        remains = self._backend.remains(slot_id)
         self._killed(slot_id, "timeout")
         for queued in self._abandon(slot_id)[1:]:
             queued.batch.requeue(queued.positions)
-        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid)
-        self._failures.lose(slot_id, flight, index, Status.TIMEOUT, error)
+        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid, stack=stack)
+        output = (remains.stdout, remains.stderr)
+        self._failures.lose(slot_id, flight, index, Status.TIMEOUT, error, output)
         self.restart(slot_id)
 
     # -- cancel and hand-over (Ctrl-C) ------------------------------------------------------

@@ -95,10 +95,11 @@ from ._crew import Crew
 from ._deadlines import Deadlines
 from ._dispatch import Dispatcher
 from ._errors import CorralError, SerializationError, TaskTimeout, WorkerStartError
-from ._events import Events, TaskQueued
+from ._events import BatchFinished, BatchStarted, Events, TaskQueued
 from ._failures import EDGE_ERRORS, Failures, FixtureGuard, edge_error, unwrap, worker_index
+from ._forwarding import Forwarding
 from ._functions import FunctionTable
-from ._messages import RESULT, CallFailed, Handover, InitFailed, Result
+from ._messages import RESULT, CallFailed, Handover, InitFailed, Logged, Ready, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._scheduler import Ledger
@@ -122,6 +123,11 @@ class Engine:
         self._deadlines = Deadlines()
         self._ledger = Ledger()  # locks and resources held by scheduled tasks, Pool-wide
         self.events = Events()  # the event stream (``_events``): subscribers, in order
+        # tasks' log records from the workers, to this process's loggers (``_forwarding``)
+        self._forwarding = Forwarding(
+            self.slots, self.events, self.capabilities.shares_memory_with_coordinator
+        )
+        self._accepted: dict[int, float] = {}  # id(batch) → when accepted, for BatchFinished
         # counts failed fixture set-ups; past the limit, tasks needing one are failed
         fixture_guard = FixtureGuard(options.fixtures, options.fixture_failures, functions.function)
         complete = self._complete_if_done
@@ -273,6 +279,9 @@ class Engine:
         batch.positions.strict = self._validate
         batch.events = self.events
         if self.events.active:
+            self._accepted[id(batch)] = time.monotonic()
+            workers, method = len(self.slots), self.backend.start_method
+            self.events.emit(BatchStarted(id(batch), batch.n, workers, method))
             self._queued(batch, range(batch.n))
         batch.settle_given()  # before anything runs, or fails: those are final already
         if self.broken is not None:
@@ -342,6 +351,10 @@ class Engine:
             self._on_result(slot_id, message)
         elif isinstance(message, CallFailed):
             self._on_call_failed(slot_id, message)
+        elif isinstance(message, Logged):
+            self._forwarding.deliver(slot_id, message)
+        elif isinstance(message, Ready):
+            self._crew.ready(slot_id, message)
         elif isinstance(message, Handover) and self.slots[slot_id].handover is not None:
             self._crew.end_handover(slot_id, message)
 
@@ -426,7 +439,8 @@ class Engine:
                 status = Status.TIMEOUT
                 error = TaskTimeout(batch.key_of(pos), error.timeout, pid=os.getpid())
             times = item_times(result, offset)
-            self._failures.attempt_failed(batch, pos, status, error, slot_id, times, tb)
+            output = result.output.get(offset) if result.output else None
+            self._failures.attempt_failed(batch, pos, status, error, slot_id, times, tb, output)
         if ok_pos:
             batch.finish_ok(
                 ok_pos,
@@ -467,6 +481,9 @@ class Engine:
             self.functions.release(fn_id)
         self._forget_functions()
         batch.sink.close()
+        accepted = self._accepted.pop(id(batch), None)
+        if accepted is not None and self.events.active:
+            self.events.emit(BatchFinished(id(batch), batch.n, time.monotonic() - accepted))
         batch.done_event.set()
 
     def _check(self, batch: Batch, full: bool) -> None:

@@ -10,7 +10,11 @@
     Crew.recycle_if_due ─── WorkerRecycled┤
     Crew.on_died ──────────── WorkerDied ─┤
     Crew timeout / _stop ──── WorkerKilled┤
-    Crew.stop_all, retired_all WorkerRetired┘
+    Crew.stop_all, retired_all WorkerRetired┤
+    Crew.ready (Ready msg) ── WorkerReady ┤
+    Forwarding (a service's   ServiceStarted/Stopped
+      record from a worker) ──────────────┤
+    Engine.accept / complete  BatchStarted/Finished
 
 Each event is emitted from the one place its transition happens: ``TaskFinished`` from the two
 ``Batch`` methods that call ``Positions.finish`` (every final outcome, cached ones included),
@@ -20,9 +24,13 @@ thread made the transitions: for one task, ``TaskQueued`` < ``TaskStarted`` (< `
 < ``TaskStarted`` ...) < ``TaskFinished``. A position that never ran (cancelled while waiting,
 cached, skipped after a failed dependency) has ``TaskFinished`` with no ``TaskStarted``.
 
-Not yet events: a worker being *ready* (the worker protocol has no ready message; its first
-answer is the first sign of life), and services starting/stopping: services live in the
-workers (``_services.service``), so their events need a worker-to-coordinator message first.
+A worker says it is ready with a ``Ready`` message (``WorkerReady``, from ``Crew.ready``).
+A Service runs in a worker (or the caller): it logs its start and stop on the logger
+``corral.services`` with a ``corral_service`` attribute, the worker's log forwarder always
+sends those records (``_worker.forward``), and the coordinator's ``_forwarding`` turns them
+into ``ServiceStarted``/``ServiceStopped``: no message kind of its own, nothing when no
+Service runs. A Service started in the caller's own process logs the same records but makes no
+event (no pool is involved).
 
 Cost. ``Events.active`` is a plain bool, true only while someone subscribes; every emitting
 site checks it before building an event, so a run with no subscribers pays one attribute
@@ -101,8 +109,22 @@ class TaskFinished:
 
 @dataclass(frozen=True)
 class WorkerStarted:
+    """A worker process was started (``seconds``: what starting it took on the engine
+    thread); it is ready for Calls at ``WorkerReady``."""
+
     worker: int
     pid: int | None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """The worker has started up (imports, initializer, fixtures unpickled): ``seconds``
+    from the start of its process to now (its ``Ready`` message)."""
+
+    worker: int
+    pid: int | None
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,45 @@ class WorkerRetired:
     pid: int | None
 
 
+@dataclass(frozen=True)
+class ServiceStarted:
+    """A ``corral.Service`` is ready, in worker ``worker`` (-1: this process)."""
+
+    worker: int
+    program: str
+    port: int | None
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class ServiceStopped:
+    worker: int
+    program: str
+    port: int | None
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class BatchStarted:
+    """The engine accepted a batch (``map``, ``imap``, ``run``, ``submit``): ``tasks`` it
+    has so far (``imap`` adds more as it reads its input), on ``workers`` workers started
+    by ``start_method`` (None: in this process)."""
+
+    batch: int
+    tasks: int
+    workers: int
+    start_method: str | None
+
+
+@dataclass(frozen=True)
+class BatchFinished:
+    """Every task of the batch is final; ``wall``: seconds since ``BatchStarted``."""
+
+    batch: int
+    tasks: int
+    wall: float
+
+
 Event = (
     TaskQueued
     | TaskStarted
@@ -153,6 +214,11 @@ Event = (
     | WorkerDied
     | WorkerKilled
     | WorkerRetired
+    | WorkerReady
+    | ServiceStarted
+    | ServiceStopped
+    | BatchStarted
+    | BatchFinished
 )
 Subscriber = Callable[[Any], None]
 

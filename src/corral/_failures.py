@@ -97,7 +97,10 @@ class Failures:
         slot_id: int | None,
         times: tuple[float | None, float | None],
         tb: str | None = None,
+        output: tuple[str | None, str | None] | None = None,
     ) -> None:
+        """``output``: the attempt's captured (stdout, stderr) (``capture_output``): the
+        Outcome keeps the last attempt's."""
         self._fixture_guard.observe(error)  # count failed fixture set-ups
         attempts = batch.attempts_of(pos)
         retry = (
@@ -106,7 +109,7 @@ class Failures:
             and isinstance(error, batch.options.retry_on)
         )
         if not retry:
-            self.finish_failed(batch, pos, status, error, slot_id, times, tb)
+            self.finish_failed(batch, pos, status, error, slot_id, times, tb, output)
             return
         attempt = self._attempt(status, error, slot_id, times)
         delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
@@ -150,8 +153,10 @@ class Failures:
         slot_id: int | None,
         times: tuple[float | None, float | None] | None,
         tb: str | None = None,
+        output: tuple[str | None, str | None] | None = None,
     ) -> None:
         started, finished = times or (None, None)
+        stdout, stderr = output or (None, None)
         slot = self._slots[slot_id] if slot_id is not None else None
         # A position that never started its current attempt (cancelled while waiting, or
         # failed before dispatch) has made one attempt fewer than attempts_of counts.
@@ -171,6 +176,8 @@ class Failures:
             traceback=tb,
             group=batch.group_of(pos),
             history=history,
+            stdout=stdout,
+            stderr=stderr,
         )
         batch.finish_failed(pos, outcome)
 
@@ -209,7 +216,13 @@ class Failures:
         self._complete(batch)
 
     def lose(
-        self, slot_id: int, flight: InFlight, index: int, status: Status, error: BaseException
+        self,
+        slot_id: int,
+        flight: InFlight,
+        index: int,
+        status: Status,
+        error: BaseException,
+        output: tuple[str | None, str | None] | None = None,
     ) -> None:
         """The worker of ``flight`` is gone while running item ``index``: that item's attempt
         ends with ``error``; items before it (their results died with the worker) and after it
@@ -220,7 +233,8 @@ class Failures:
         if index + 1 < len(positions):
             batch.requeue(positions[index + 1 :])
         started = flight.started if index == 0 else None
-        self.attempt_failed(batch, positions[index], status, error, slot_id, (started, time.time()))
+        times = (started, time.time())
+        self.attempt_failed(batch, positions[index], status, error, slot_id, times, None, output)
         self._complete(batch)
 
 

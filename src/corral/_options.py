@@ -40,6 +40,12 @@ class PoolOptions:
     fixture_failures: int | None = 3
     # seconds a stopping worker has to tear its fixtures down and exit before it is killed
     fixture_teardown_timeout: float = 10.0
+    # observability (docs/observability.md): tasks' log records reach the coordinator's
+    # loggers; each task's stdout/stderr (fd level) kept in its Outcome, the last
+    # ``output_limit`` bytes of each
+    forward_logging: bool = True
+    capture_output: bool = False
+    output_limit: int | str = "1MiB"
 
     def __post_init__(self) -> None:
         w = self.workers
@@ -64,6 +70,10 @@ class PoolOptions:
             raise ConfigError(
                 f"fixture_teardown_timeout must be a positive number of seconds, not {t!r}"
             )
+        for flag in ("forward_logging", "capture_output"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
+        object.__setattr__(self, "output_limit", parse_size(self.output_limit, "output_limit"))
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,8 @@ class RunOptions:
     progress: bool | None = None
     resources: Mapping[str, float] | None = None
     memory_budget: int | str = "auto"
+    # seconds between the plain progress lines written when stderr is not a terminal
+    progress_interval: float = 30.0
 
     def __post_init__(self) -> None:
         check_seconds("timeout", self.timeout)
@@ -101,6 +113,9 @@ class RunOptions:
         cs = self.chunksize
         if cs != "auto" and (isinstance(cs, bool) or not isinstance(cs, int) or cs < 1):
             raise ConfigError(f"chunksize must be a positive integer or 'auto', not {cs!r}")
+        check_seconds("progress_interval", self.progress_interval)
+        if self.progress_interval is None:
+            raise ConfigError("progress_interval must be a positive number of seconds, not None")
         if self.progress not in (None, True, False):
             raise ConfigError(f"progress must be True, False or None, not {self.progress!r}")
 

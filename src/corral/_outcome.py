@@ -80,6 +80,11 @@ class Outcome:
         history: every attempt, in order (``Attempt``): the retried ones, then the last;
             ``len(history) == attempts``. Empty for a task that never started, and for a
             ``cached`` one (its earlier run's history is kept if it was given).
+        stdout, stderr: what the last attempt wrote (``capture_output=True``; None
+            otherwise), file-descriptor level: its prints, its C code's and its child
+            processes' output; up to its death for a task that crashed or timed out. The
+            last ``output_limit`` bytes of each, after a ``[corral: N bytes cut ...]`` line
+            when cut.
     """
 
     key: Any
@@ -96,6 +101,8 @@ class Outcome:
     traceback: str | None = None
     group: Hashable | None = None
     history: tuple[Attempt, ...] = ()
+    stdout: str | None = None
+    stderr: str | None = None
 
     @property
     def ok(self) -> bool:

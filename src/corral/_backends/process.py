@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _codec
 from .._errors import SerializationError
+from .._forwarding import logger_levels
 from .._messages import ARGUMENTS, FUNCTION, STOP, TEARDOWN, Call, CallFailed, Handover, Result
 from .._platform import (
     WORKER_ENV,
@@ -66,7 +67,8 @@ from .._platform import (
 )
 from .._worker import loop as worker_loop
 from .._worker.handover import HANDOVER_SIGNAL
-from .contract import PROCESS, BackendSetup, Died, Event, Message, Prepared, Undecodable
+from .contract import PROCESS, BackendSetup, Died, Event, Message, Prepared, Remains, Undecodable
+from .remains import WorkerFiles
 
 if TYPE_CHECKING:
     from .._options import PoolOptions
@@ -120,6 +122,9 @@ def create(setup: BackendSetup) -> ProcessBackend:
         wakeup=setup.wakeup,
         fixtures=_worker_fixtures(options),
         teardown_grace=options.fixture_teardown_timeout,
+        capture_output=options.capture_output,
+        output_limit=int(options.output_limit),
+        forward_logging=options.forward_logging,
     )
 
 
@@ -149,8 +154,14 @@ class ProcessBackend:
         measure_rss: bool = False,
         fixtures: bytes | None = None,
         teardown_grace: float = RETIRE_GRACE,
+        capture_output: bool = False,
+        output_limit: int = 1 << 20,
+        forward_logging: bool = True,
     ) -> None:
         self.slots = slots
+        # the files workers write for us: stacks, captured output (_backends.remains)
+        self._files = WorkerFiles(slots, capture_output, output_limit)
+        self._forward_logging = forward_logging
         self.start_method: str | None = start_method
         self._blob = blob  # a function's bytes, by id (the Pool's FunctionTable)
         self._fixtures = fixtures  # pickled (FixtureSet, fixture_failures), or None
@@ -190,6 +201,10 @@ class ProcessBackend:
                 "close_fds": self._inherited_fds(parent_conn, lifeline_w),
                 "fixtures": self._fixtures,
                 "title": f"corral worker {slot} [pool {os.getpid()}]",
+                # levels read now: a worker started later (recycled) gets the levels of then
+                "observe": self._files.for_new_worker(
+                    slot, logger_levels() if self._forward_logging else None
+                ),
             },
             name=f"corral-worker-{slot}",
         )
@@ -350,6 +365,13 @@ class ProcessBackend:
                 os.kill(worker.process.pid, HANDOVER_SIGNAL)
         return None
 
+    def dump_stack(self, slot: int) -> str | None:
+        worker = self._workers[slot]
+        return self._files.dump_stack(slot, worker.process.pid if worker is not None else None)
+
+    def remains(self, slot: int) -> Remains:
+        return self._files.remains(slot)
+
     # -- stopping -------------------------------------------------------------------------
     def kill(self, slot: int) -> None:
         """Timeout or cancel: SIGTERM to the worker's group and to what its tasks started in
@@ -386,6 +408,7 @@ class ProcessBackend:
             dying.kill_at = min(dying.kill_at, deadline)
         while self._graveyard:
             self.wait(None)
+        self._files.close()
 
     def _graveyard_timeout(self, timeout: float | None) -> float | None:
         pending = [d.kill_at for d in self._graveyard if not d.killed]

@@ -88,6 +88,8 @@ from .._messages import (
     Call,
     CallFailed,
     InitFailed,
+    Observe,
+    Ready,
     Result,
 )
 from .._platform import (
@@ -102,9 +104,11 @@ from .._platform import (
     worker_mark,
 )
 from .._proctitle import set_title
-from .execute import execute
+from . import forward
+from .execute import ItemWatch, execute
 from .handover import Responder
 from .handover import install as install_handover
+from .observe import Capture, CapturingWatch, keep_stacks
 
 if TYPE_CHECKING:
     from .fixture_cache import FixtureCache
@@ -115,6 +119,11 @@ class Stamp:
 
     def __init__(self, shared: Any) -> None:
         self._shared = memoryview(shared).cast("B").cast("d")
+
+    @property
+    def shared(self) -> Any:
+        """The doubles themselves (read by the log forwarder: which item logs)."""
+        return self._shared
 
     def start(self, call_id: int) -> None:
         self._shared[0] = BETWEEN
@@ -157,24 +166,34 @@ def main(
     close_fds: list[int] | tuple[int, ...] = (),
     fixtures: bytes | None = None,
     title: str = "corral worker",
+    observe: Observe | None = None,
 ) -> None:
     """Entry point of a worker process (the target given to ``multiprocessing``).
 
     ``fixtures``: the pool's pickled fixtures, set up here on first need and torn down when
     the loop ends (STOP or EOF); see ``_worker.fixture_cache``. ``title``: the process title.
+    ``observe``: the files faulthandler and captured output go to, and the log levels of
+    forwarded records (``_worker.observe``, ``_worker.forward``); None: faulthandler to stderr.
+
+    Once started up, the worker says so (``Ready``), then takes Calls.
 
     Whatever stops the worker before its first Call (the initializer, the fixtures that do
     not unpickle, anything else) is sent back as ``InitFailed`` with its traceback, so the
     coordinator's ``WorkerStartError`` says why; so is an exception that ends the loop.
     """
+    began = time.time()
     set_title(title)
     for fd in close_fds:  # the coordinator's pipe ends, inherited under fork
         with contextlib.suppress(OSError):
             os.close(fd)
     become_group_leader()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    faulthandler.enable()
+    stacks = keep_stacks(observe.stack_path) if observe and observe.stack_path else None
+    if stacks is None:
+        faulthandler.enable()
     _watch_lifeline(lifeline, title)
+    watch = Stamp(stamp)
+    forwarder = forward.install(conn, watch.shared, observe.log_levels) if observe else None
     stage = "start-up"
     try:
         limit_native_threads(threads)
@@ -184,15 +203,19 @@ def main(
             fn(*args)
             stage = "start-up"
         cache = _fixture_cache(fixtures)
+        capture = None
+        if observe is not None and observe.stdout_path and observe.stderr_path:
+            capture = Capture(observe.stdout_path, observe.stderr_path, observe.output_limit)
+        conn.send_bytes(pickle.dumps(Ready(os.getpid(), began), _codec.PROTOCOL))
     except BaseException as exc:
         _report_start_failure(conn, exc, stage)
         return
     try:
-        watch = Stamp(stamp)
         if cache is not None:
             cache.on_set_up = watch.restart
             cache.on_teardown = lambda name: _announce_teardown(conn, name)
-        _loop(conn, watch, measure_rss, cache.bind if cache is not None else _unbound)
+        bind = cache.bind if cache is not None else _unbound
+        _loop(conn, watch, measure_rss, bind, forwarder, capture)
     except BaseException as exc:  # the coordinator learns why, then the worker dies of it
         _report_start_failure(conn, exc, "loop")
         raise
@@ -206,9 +229,13 @@ def _loop(
     watch: Stamp,
     measure_rss: bool,
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
+    forwarder: forward.Forwarder | None = None,
+    capture: Capture | None = None,
 ) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     handover = install_handover(conn)  # Ctrl-C: the finished part of a chunk (_worker.handover)
+    if forwarder is not None:
+        forwarder.writer = handover
     while True:
         handover.idle()
         try:
@@ -219,8 +246,10 @@ def _loop(
         handover.busy()
         if data == STOP:
             return
-        answer = _answer(data, functions, watch, measure_rss, bind, handover)
+        answer = _answer(data, functions, watch, measure_rss, bind, handover, capture)
         del data
+        if forwarder is not None:  # what the task's other threads logged comes before
+            forwarder.flush_pending()
         try:
             conn.send_bytes(answer)
         except OSError:  # the coordinator is gone; the watchdog is killing this group
@@ -237,6 +266,7 @@ def _answer(
     measure_rss: bool,
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
     handover: Responder,
+    capture: Capture | None = None,
 ) -> bytes:
     """The bytes that answer one Call: its Result, or a CallFailed naming the edge of the
     Call that raised. Nothing raised here ends the worker (``SystemExit`` from an argument's
@@ -256,10 +286,13 @@ def _answer(
         return _failed(call_id, FUNCTION, exc)
     functions.update(loaded)
     del loaded
+    items: ItemWatch = watch if capture is None else CapturingWatch(watch, capture)
     try:
-        result = execute(call, functions.__getitem__, watch, measure_rss=measure_rss, live=handover)
+        result = execute(call, functions.__getitem__, items, measure_rss=measure_rss, live=handover)
     except BaseException as exc:  # a bug in corral: the tasks themselves catch everything
         return _failed(call_id, CALL, exc)
+    if capture is not None:
+        result.output = capture.take()
     del call
     watch.phase(call_id, SENDING)
     try:
