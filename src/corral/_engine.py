@@ -102,6 +102,7 @@ from ._functions import FunctionTable
 from ._messages import RESULT, CallFailed, Handover, InitFailed, Logged, Ready, Result
 from ._options import PoolOptions
 from ._outcome import Status
+from ._report import story
 from ._scheduler import Ledger
 from ._slots import InFlight, Slot
 
@@ -128,6 +129,8 @@ class Engine:
             self.slots, self.events, self.capabilities.shares_memory_with_coordinator
         )
         self._accepted: dict[int, float] = {}  # id(batch) → when accepted, for BatchFinished
+        if story.wanted():  # corral's logger at INFO: it tells the run (``_report.story``)
+            self.events.subscribe(story.Story())
         # counts failed fixture set-ups; past the limit, tasks needing one are failed
         fixture_guard = FixtureGuard(options.fixtures, options.fixture_failures, functions.function)
         complete = self._complete_if_done
