@@ -114,7 +114,7 @@ class Crew:
         slot.alive = True
         slot.tasks_done = 0
         slot.last_words = None
-        if self._events.active:
+        if self._events.rare:
             worker, seconds = worker_index(self._in_caller, slot_id), time.monotonic() - began
             self._events.emit(WorkerStarted(worker, slot.pid, seconds))
             if self._in_caller:  # the caller itself: ready at once
@@ -122,7 +122,7 @@ class Crew:
 
     def ready(self, slot_id: int, message: Ready) -> None:
         """The slot's worker started up (its ``Ready`` message)."""
-        if self._events.active:
+        if self._events.rare:
             seconds = time.monotonic() - self._started_at[slot_id]
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerReady(worker, message.pid, seconds))
@@ -155,7 +155,7 @@ class Crew:
         """Workers cannot be started (the engine gives up): stop every worker; the positions
         of their Calls go back to their batches, which the engine then fails."""
         for slot_id, slot in enumerate(self._slots):
-            if self._events.active and slot.alive:
+            if self._events.rare and slot.alive:
                 worker = worker_index(self._in_caller, slot_id)
                 self._events.emit(WorkerRetired(worker, slot.pid))
             if slot.calls:
@@ -180,7 +180,7 @@ class Crew:
         too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
         if not (too_many or too_big) or not self._recycles or slot.handover is not None:
             return  # (a worker handing over is stopped once it has answered)
-        if self._events.active:
+        if self._events.rare:
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerRecycled(worker, slot.pid, rss))
         if slot.calls:
@@ -198,7 +198,7 @@ class Crew:
         if remains.stack:
             log.debug("corral: worker pid %s died; its faulthandler said:\n%s",
                       self._slots[slot_id].pid, remains.stack)  # fmt: skip
-        if self._events.active:
+        if self._events.rare:
             sig = -exitcode if exitcode is not None and exitcode < 0 else None
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerDied(worker, self._slots[slot_id].pid, exitcode, sig))
@@ -262,7 +262,7 @@ class Crew:
         self.restart(slot_id)
 
     def _killed(self, slot_id: int, reason: str) -> None:
-        if self._events.active and self._slots[slot_id].alive:
+        if self._events.rare and self._slots[slot_id].alive:
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerKilled(worker, self._slots[slot_id].pid, reason))
 

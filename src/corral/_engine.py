@@ -202,7 +202,7 @@ class Engine:
             log.exception("corral engine thread failed")
             self._fail_everything(exc)
         finally:
-            if self.events.active:  # the pool closes: each live worker is retired
+            if self.events.rare:  # the pool closes: each live worker is retired
                 _run_logged(self._crew.retired_all, "telling subscribers the workers retire")
             _run_logged(
                 lambda: self.backend.close(timeout=self.options.kill_grace + 2.0),
@@ -281,10 +281,11 @@ class Engine:
     def accept(self, batch: Batch) -> None:
         batch.positions.strict = self._validate
         batch.events = self.events
-        if self.events.active:
+        if self.events.rare:
             self._accepted[id(batch)] = time.monotonic()
             workers, method = len(self.slots), self.backend.start_method
             self.events.emit(BatchStarted(id(batch), batch.n, workers, method))
+        if self.events.active:
             self._queued(batch, range(batch.n))
         batch.settle_given()  # before anything runs, or fails: those are final already
         if self.broken is not None:
@@ -485,7 +486,7 @@ class Engine:
         self._forget_functions()
         batch.sink.close()
         accepted = self._accepted.pop(id(batch), None)
-        if accepted is not None and self.events.active:
+        if accepted is not None and self.events.rare:
             self.events.emit(BatchFinished(id(batch), batch.n, time.monotonic() - accepted))
         batch.done_event.set()
 

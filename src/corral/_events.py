@@ -32,9 +32,12 @@ into ``ServiceStarted``/``ServiceStopped``: no message kind of its own, nothing 
 Service runs. A Service started in the caller's own process logs the same records but makes no
 event (no pool is involved).
 
-Cost. ``Events.active`` is a plain bool, true only while someone subscribes; every emitting
-site checks it before building an event, so a run with no subscribers pays one attribute
-read per Call (not per task) and builds nothing.
+Cost. ``Events.active`` is a plain bool, true only while someone takes the per-task events
+(``FREQUENT``: queued, started, finished); ``Events.rare`` while anyone subscribes (the
+other kinds, a few per retry, worker, service or batch). Every emitting site checks its flag
+before building an event, so a run with no subscribers pays one attribute read per Call (not
+per task) and builds nothing, and the progress display, which subscribes to retries and
+workers only (``kinds=``), leaves the per-task events unbuilt.
 
 Subscribers. ``pool._events.subscribe(fn)`` (internal API; ``unsubscribe`` to stop). ``fn`` is
 called on the engine thread (with the serial backend: the caller's thread, which drives the
@@ -54,7 +57,7 @@ why progress stays a per-batch ``Observer`` advanced once per Call, not a subscr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,24 +226,44 @@ Event = (
 Subscriber = Callable[[Any], None]
 
 
+FREQUENT: frozenset[type] = frozenset({TaskQueued, TaskStarted, TaskFinished})
+"""The per-task events (several per task): built only while a subscriber takes them
+(``Events.active``). Every other kind is rare (per retry, worker, service or batch) and is
+built while anyone subscribes (``Events.rare``)."""
+
+
 class Events:
-    """One per engine: the subscribers, and the flag that emitting sites check first."""
+    """One per engine: the subscribers, and the flags that emitting sites check first.
+
+    ``subscribe(fn, kinds=...)`` delivers only events of those types: a subscriber of rare
+    kinds only (the progress display: retries and workers) leaves ``active`` false, so the
+    per-task events are still not built."""
 
     def __init__(self) -> None:
-        self.active = False
-        self._subscribers: list[Subscriber] = []
+        self.active = False  # someone takes the per-task events (FREQUENT)
+        self.rare = False  # someone subscribes at all: the rare events are built
+        self._subscribers: list[tuple[Subscriber, frozenset[type] | None]] = []
 
-    def subscribe(self, fn: Subscriber) -> None:
+    def subscribe(self, fn: Subscriber, kinds: Iterable[type] | None = None) -> None:
         # A new list, never changed in place: emit may be iterating the old one.
-        self._subscribers = [*self._subscribers, fn]
-        self.active = True
+        wanted = frozenset(kinds) if kinds is not None else None
+        self._subscribers = [*self._subscribers, (fn, wanted)]
+        self._flags()
 
     def unsubscribe(self, fn: Subscriber) -> None:
-        self._subscribers = [s for s in self._subscribers if s != fn]
-        self.active = bool(self._subscribers)
+        self._subscribers = [(s, k) for s, k in self._subscribers if s != fn]
+        self._flags()
+
+    def _flags(self) -> None:
+        subs = self._subscribers
+        self.active = any(k is None or k & FREQUENT for _, k in subs)
+        self.rare = bool(subs)
 
     def emit(self, event: Event) -> None:
-        for fn in self._subscribers:
+        kind = type(event)
+        for fn, kinds in self._subscribers:
+            if kinds is not None and kind not in kinds:
+                continue
             try:
                 fn(event)
             except Exception:

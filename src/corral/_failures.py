@@ -114,7 +114,7 @@ class Failures:
         attempt = self._attempt(status, error, slot_id, times)
         delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
         positions = batch.positions
-        if self.events.active:
+        if self.events.rare:
             self.events.emit(
                 TaskRetried(id(batch), pos, batch.key_of(pos), attempts, error, max(delay, 0.0))
             )

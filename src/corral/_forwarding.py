@@ -74,7 +74,7 @@ class Forwarding:
         return None
 
     def _service(self, worker: int, service: Any) -> None:
-        if not self._events.active:
+        if not self._events.rare:
             return
         try:
             what, program, port, pid = service

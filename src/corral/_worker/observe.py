@@ -94,7 +94,7 @@ class Capture:
 
 
 def _writer(fd: int) -> IO[str]:
-    return open(  # noqa: SIM115 - the worker's stdio for its life
+    return open(  # the worker's stdio for its life
         fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1
     )
 
