@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from ._errors import CorralError, TaskSkipped
 from ._events import Events, TaskFinished
-from ._messages import Result
+from ._messages import NO_OUTPUT, Result
 from ._options import RunOptions
 from ._outcome import Attempt, Outcome, Status, result_of
 from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
@@ -424,7 +424,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
     # keyword-taking constructor (a third of the cost).
     this = tuple.__new__(Attempt, (record.worker, record.pid, started, finished, Status.OK, None))
     earlier = batch.positions.earlier.get(pos) if batch.positions.earlier else None
-    output = result.output.get(offset) if result.output else None
+    output = result.output.get(offset, NO_OUTPUT) if result.output is not None else None
     return Outcome(
         key=batch.key_of(pos),
         status=Status.OK,

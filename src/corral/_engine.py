@@ -99,7 +99,7 @@ from ._events import BatchFinished, BatchStarted, Events, TaskQueued
 from ._failures import EDGE_ERRORS, Failures, FixtureGuard, edge_error, unwrap, worker_index
 from ._forwarding import Forwarding
 from ._functions import FunctionTable
-from ._messages import RESULT, CallFailed, Handover, InitFailed, Logged, Ready, Result
+from ._messages import NO_OUTPUT, RESULT, CallFailed, Handover, InitFailed, Logged, Ready, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._report import story
@@ -443,7 +443,7 @@ class Engine:
                 status = Status.TIMEOUT
                 error = TaskTimeout(batch.key_of(pos), error.timeout, pid=os.getpid())
             times = item_times(result, offset)
-            output = result.output.get(offset) if result.output else None
+            output = result.output.get(offset, NO_OUTPUT) if result.output is not None else None
             self._failures.attempt_failed(batch, pos, status, error, slot_id, times, tb, output)
         if ok_pos:
             batch.finish_ok(

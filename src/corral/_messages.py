@@ -66,8 +66,13 @@ class Result:
     cpu: float
     max_rss: int
     rss: int
-    # capture_output: item i's (stdout, stderr), cut to the last ``output_limit`` bytes each
+    # capture_output: item i's (stdout, stderr), cut to the last ``output_limit`` bytes each;
+    # an item that wrote nothing has no entry. None: not captured.
     output: dict[int, tuple[str, str]] | None = None
+
+
+NO_OUTPUT = ("", "")
+"""What an item with no entry in ``Result.output`` wrote (nothing)."""
 
 
 @dataclass(slots=True)

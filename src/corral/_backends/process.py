@@ -40,6 +40,7 @@ import logging
 import multiprocessing
 import multiprocessing.spawn
 import os
+import select
 import signal
 import threading
 import time
@@ -93,6 +94,15 @@ class _Worker:
     # (call_id, fns carried, drop carried) of sent Calls that carried any, oldest first: taken
     # back if the worker says it could not load them, forgotten once the Call is answered
     shipped: deque[tuple[int, frozenset[int], list[int]]] = field(default_factory=deque)
+    # whether conn has bytes to read: Connection.poll builds a selector per call, a cost
+    # paid per message read (a forwarded log record is one message)
+    poller: Any = None
+
+    def readable(self) -> bool:
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(self.conn.fileno(), select.POLLIN)
+        return bool(self.poller.poll(0))
 
 
 @dataclass
@@ -345,7 +355,7 @@ class ProcessBackend:
         if worker is None:
             return
         try:
-            while worker.conn.poll():
+            while worker.readable():
                 data = worker.conn.recv_bytes()
                 try:
                     message = _codec.loads(data)

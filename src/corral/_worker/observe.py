@@ -68,6 +68,7 @@ class Capture:
     def __init__(self, stdout_path: str, stderr_path: str, limit: int) -> None:
         self.limit = limit
         self.output: dict[int, tuple[str, str]] = {}
+        self._dirty = True  # something may be in the files: empty them at the next item
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
         self._fds = (os.open(stdout_path, flags, 0o600), os.open(stderr_path, flags, 0o600))
         _flush()
@@ -79,18 +80,23 @@ class Capture:
 
     def begin(self) -> None:
         _flush()
-        for fd in self._fds:
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
+        if self._dirty:  # (an item that wrote nothing costs two fstat calls, no more)
+            for fd in self._fds:
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+            self._dirty = False
 
     def end(self, index: int) -> None:
         _flush()
-        out, err = (read_tail(fd, self.limit) for fd in self._fds)
-        self.output[index] = (out, err)
+        if os.fstat(self._fds[0]).st_size or os.fstat(self._fds[1]).st_size:
+            self._dirty = True
+            out, err = (read_tail(fd, self.limit) for fd in self._fds)
+            self.output[index] = (out, err)
 
-    def take(self) -> dict[int, tuple[str, str]] | None:
+    def take(self) -> dict[int, tuple[str, str]]:
+        """Each item's output; an item that wrote nothing has no entry (its output is "")."""
         output, self.output = self.output, {}
-        return output or None
+        return output
 
 
 def _writer(fd: int) -> IO[str]:
