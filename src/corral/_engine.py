@@ -18,7 +18,11 @@
                            │                rest requeued; at an edge of the Call: as CallFailed
                            ├─ Handover    → Crew.end_handover: (Ctrl-C) the finished part of a
                            │                cancelled Call
-                           └─ deadlines   → Crew: timeout: kill worker, TaskTimeout;
+                           ├─ Logged      → Forwarding.deliver: a task's log record, to this
+                           │                process's logger of its name (``_forwarding``)
+                           ├─ Ready       → Crew.ready: WorkerReady
+                           └─ deadlines   → Crew: timeout: its stacks (backend.dump_stack),
+                                            kill worker, TaskTimeout;
                                             Failures: retry back-off ends
     batch.done_event ◄─────┘ (set when every position of the batch is final)
 

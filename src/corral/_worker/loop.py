@@ -3,8 +3,13 @@
     coordinator process                          worker process k (this module)
     ───────────────────                          ──────────────────────────────
     conn (duplex pipe)  ══ Call / STOP ════════► main thread: recv → unpickle → execute
+                        ◄═ Ready (once) ══════════ (started up: initializer, fixtures)
                         ◄═ Result / CallFailed ═══ → pickle → send
+                        ◄═ Logged ════════════════ a task's log record (_worker.forward)
                         ◄═ InitFailed (once) ═════
+    stack file          ◄─ faulthandler ────────── a fatal signal's traceback; every
+                                                 thread's stack on SIGUSR2 (_worker.observe)
+    stdout/stderr files ◄─ fds 1, 2 ────────────── capture_output: the running item's output
     lifeline writer     ── (never written) ────► watchdog process (forked by the worker):
                                                  blocks on read; EOF = coordinator gone →
                                                  SIGKILL the worker's descendants (Services
