@@ -43,6 +43,10 @@ from typing import Any, Protocol
 from .. import _codec
 from .._messages import Logged
 
+KEPT = 10_000
+"""Records of other threads kept while the main thread does not send (an idle worker whose
+thread logs on): past this many, the oldest are dropped."""
+
 SERVICE_LOGGER = "corral.services"
 SERVICE_ATTRIBUTE = "corral_service"
 
@@ -62,7 +66,8 @@ class Forwarder(logging.Handler):
         self._stamp = stamp  # the worker's stamp doubles: [item index, start, call id]
         self._records = records  # False: only the services' records
         self._main = threading.main_thread().ident
-        self._later: collections.deque[bytes] = collections.deque()
+        self._later: collections.deque[bytes] = collections.deque(maxlen=KEPT)
+        self._sending = False  # a record logged while one is being written waits (a finalizer)
         self.writer: Writer | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -73,7 +78,7 @@ class Forwarder(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        if threading.get_ident() != self._main:
+        if threading.get_ident() != self._main or self._sending:
             self._later.append(data)
             return
         self.flush_pending()
@@ -85,8 +90,12 @@ class Forwarder(logging.Handler):
             self._send(self._later.popleft())
 
     def _send(self, data: bytes) -> None:
-        with self._guard(), contextlib.suppress(OSError):  # coordinator gone: nobody to tell
-            self._conn.send_bytes(data)
+        self._sending = True
+        try:
+            with self._guard(), contextlib.suppress(OSError):  # coordinator gone: nobody to tell
+                self._conn.send_bytes(data)
+        finally:
+            self._sending = False
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
