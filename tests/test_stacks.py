@@ -96,3 +96,30 @@ def test_stack_errors_pickle_with_their_stack():
     error = corral.TaskTimeout("k", 1.0, pid=5, stack='  File "x.py", line 3 in f\n')
     again = pickle.loads(pickle.dumps(error))
     assert again.stack == error.stack and str(again) == str(error)
+
+
+def test_the_files_of_a_process_killed_before_closing_its_pool_are_swept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from corral._backends import remains
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    script = (
+        "import os, signal, corral\n"
+        "pool = corral.Pool(1)\n"
+        "pool.map(abs, [1])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], env=env, timeout=60)
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(remains.PREFIX)]
+    assert len(left) == 1  # its coordinator was killed: nothing closed the pool
+    monkeypatch.setattr(remains, "_swept", False)
+    files = remains.WorkerFiles(1, False, 100)
+    try:
+        now = [p.name for p in tmp_path.iterdir() if p.name.startswith(remains.PREFIX)]
+        assert now == [os.path.basename(files._dir)]
+    finally:
+        files.close()

@@ -1,7 +1,9 @@
 """The coordinator's side of ``_worker.observe``: the files each worker process writes for it.
 
-One temporary directory per process backend (removed when it closes); per slot, the files of
-its current worker (the stack file always, the stdout/stderr files with ``capture_output``).
+One temporary directory per process backend (removed when it closes; named after this
+process, so that the first backend of a later process removes the directories of processes
+that died without closing theirs: ``_sweep_once``); per slot, the files of its current worker
+(the stack file always, the stdout/stderr files with ``capture_output``).
 A slot's files stay until its next worker starts, so the engine reads what a dead worker left
 (its fatal-signal traceback, the output of the task it ran) after learning of its death.
 
@@ -34,6 +36,38 @@ STACK_LIMIT = 256 * 1024
 """Bytes of a stack dump kept (a worker with thousands of threads writes a lot)."""
 
 
+PREFIX = "corral-run-"
+_swept = False
+
+
+def _sweep_once() -> None:
+    """Remove the directories of dead processes (killed before they could close their
+    pools), once per process."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    root = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 @dataclass
 class _Files:
     stack: str
@@ -44,7 +78,8 @@ class _Files:
 
 class WorkerFiles:
     def __init__(self, slots: int, capture: bool, output_limit: int) -> None:
-        self._dir = tempfile.mkdtemp(prefix="corral-")
+        _sweep_once()
+        self._dir = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
         self._capture = capture
         self._limit = output_limit
         self._files: list[_Files | None] = [None] * slots
