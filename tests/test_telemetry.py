@@ -192,7 +192,7 @@ def test_a_rare_subscriber_gets_worker_events_and_costs_no_task_events():
     events = Events()
     heard = []
     events.subscribe(heard.append, tasks=False)
-    assert events.listened and not events.active
+    assert events.rare and not events.active
     events.emit(TaskStarted(1, 0, 0, 0, 1, 1))
     events.emit(WorkerStarted(0, 1))
     assert heard == [WorkerStarted(0, 1)]
@@ -202,7 +202,7 @@ def test_a_rare_subscriber_gets_worker_events_and_costs_no_task_events():
     events.emit(TaskStarted(1, 0, 0, 0, 1, 1))
     assert len(heard) == 1 and len(everything) == 1
     events.unsubscribe(everything.append)
-    assert not events.active and events.listened
+    assert not events.active and events.rare
 
 
 def test_a_pool_logs_its_workers_without_turning_task_events_on():

@@ -44,6 +44,12 @@ def map(
     (input positions), ``cost=``, ``priority=`` and ``group=``, each a callable of the item or
     a constant; with ``resources=`` and ``memory_budget=`` for the run.
 
+    What the run tells (``docs/observability.md``): the tasks' log records reach your loggers
+    (``forward_logging=True``); ``capture_output=True`` keeps each task's stdout/stderr in its
+    Outcome (the last ``output_limit`` bytes, default ``"1MiB"``); ``progress=None`` shows a
+    live display on a terminal or in Jupyter, else a plain line every ``progress_interval``
+    seconds (default 30).
+
     Example::
 
         import corral

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from ._errors import CorralError, TaskSkipped
 from ._events import Events, TaskFinished
-from ._messages import Result
+from ._messages import NO_OUTPUT, Result
 from ._options import RunOptions
 from ._outcome import Attempt, Outcome, Status, result_of
 from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
@@ -491,6 +491,7 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         ),
     )
     earlier = batch.positions.earlier.get(pos) if batch.positions.earlier else None
+    output = result.output.get(offset, NO_OUTPUT) if result.output is not None else None
     return Outcome(
         key=batch.key_of(pos),
         status=Status.OK,
@@ -505,6 +506,8 @@ def ok_outcome(batch: Batch, pos: int, value: Any, record: OkRecord, offset: int
         group=batch.group_of(pos),
         history=(*earlier, this) if earlier else (this,),
         effects=result.effects.get(offset, ()) if result.effects else (),
+        stdout=output[0] if output else None,
+        stderr=output[1] if output else None,
     )
 
 

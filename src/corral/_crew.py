@@ -41,9 +41,17 @@ from ._backends import Backend
 from ._batch import Batch
 from ._deadlines import Deadlines
 from ._errors import TaskTimeout, WorkerCrashed, WorkerStartError
-from ._events import Events, WorkerDied, WorkerKilled, WorkerRecycled, WorkerRetired, WorkerStarted
+from ._events import (
+    Events,
+    WorkerDied,
+    WorkerKilled,
+    WorkerReady,
+    WorkerRecycled,
+    WorkerRetired,
+    WorkerStarted,
+)
 from ._failures import DIED_DURING, Failures, unwrap, worker_index
-from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Result
+from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Ready, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._slots import InFlight, Slot
@@ -92,6 +100,7 @@ class Crew:
         self._wanted = wanted
         self._give_up = give_up
         self._start_failures = 0
+        self._started_at = [0.0] * len(slots)  # monotonic, per slot: for WorkerReady
 
     # -- starts -----------------------------------------------------------------------------
     def start_all(self) -> None:
@@ -100,12 +109,23 @@ class Crew:
 
     def _start(self, slot_id: int) -> None:
         slot = self._slots[slot_id]
+        began = self._started_at[slot_id] = time.monotonic()
         slot.pid = self._backend.start_worker(slot_id)
         slot.alive = True
         slot.tasks_done = 0
         slot.last_words = None
-        if self._events.listened:
-            self._events.emit(WorkerStarted(worker_index(self._in_caller, slot_id), slot.pid))
+        if self._events.rare:
+            worker, seconds = worker_index(self._in_caller, slot_id), time.monotonic() - began
+            self._events.emit(WorkerStarted(worker, slot.pid, seconds))
+            if self._in_caller:  # the caller itself: ready at once
+                self._events.emit(WorkerReady(worker, slot.pid, seconds))
+
+    def ready(self, slot_id: int, message: Ready) -> None:
+        """The slot's worker started up (its ``Ready`` message)."""
+        if self._events.rare:
+            seconds = time.monotonic() - self._started_at[slot_id]
+            worker = worker_index(self._in_caller, slot_id)
+            self._events.emit(WorkerReady(worker, message.pid, seconds))
 
     def restart(self, slot_id: int) -> None:
         if not self._wanted():
@@ -135,7 +155,7 @@ class Crew:
         """Workers cannot be started (the engine gives up): stop every worker; the positions
         of their Calls go back to their batches, which the engine then fails."""
         for slot_id, slot in enumerate(self._slots):
-            if self._events.listened and slot.alive:
+            if self._events.rare and slot.alive:
                 worker = worker_index(self._in_caller, slot_id)
                 self._events.emit(WorkerRetired(worker, slot.pid))
             if slot.calls:
@@ -148,7 +168,7 @@ class Crew:
     def retired_all(self) -> None:
         """The pool closes (the engine loop ends): ``WorkerRetired`` for each live worker."""
         for slot_id, slot in enumerate(self._slots):
-            if slot.alive and self._events.listened:
+            if slot.alive and self._events.rare:
                 worker = worker_index(self._in_caller, slot_id)
                 self._events.emit(WorkerRetired(worker, slot.pid))
 
@@ -160,7 +180,7 @@ class Crew:
         too_big = opts.max_worker_memory is not None and rss > opts.max_worker_memory
         if not (too_many or too_big) or not self._recycles or slot.handover is not None:
             return  # (a worker handing over is stopped once it has answered)
-        if self._events.listened:
+        if self._events.rare:
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerRecycled(worker, slot.pid, rss))
         if slot.calls:
@@ -174,7 +194,11 @@ class Crew:
 
     # -- deaths -----------------------------------------------------------------------------
     def on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
-        if self._events.listened:
+        remains = self._backend.remains(slot_id)  # its fatal signal's traceback, its output
+        if remains.stack:
+            log.debug("corral: worker pid %s died; its faulthandler said:\n%s",
+                      self._slots[slot_id].pid, remains.stack)  # fmt: skip
+        if self._events.rare:
             sig = -exitcode if exitcode is not None and exitcode < 0 else None
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerDied(worker, self._slots[slot_id].pid, exitcode, sig))
@@ -207,14 +231,20 @@ class Crew:
                     slot_id,
                     flight,
                     EDGE_OF_PHASE[index],
-                    lambda key: WorkerCrashed(key, pid=pid, exitcode=exitcode, during=during),
+                    lambda key: WorkerCrashed(
+                        key, pid=pid, exitcode=exitcode, during=during, stack=remains.stack
+                    ),
                     Status.CRASHED,
                 )
             else:
                 error = WorkerCrashed(
-                    batch.key_of(flight.positions[index]), pid=pid, exitcode=exitcode
+                    batch.key_of(flight.positions[index]),
+                    pid=pid,
+                    exitcode=exitcode,
+                    stack=remains.stack,
                 )
-                self._failures.lose(slot_id, flight, index, Status.CRASHED, error)
+                output = (remains.stdout, remains.stderr)
+                self._failures.lose(slot_id, flight, index, Status.CRASHED, error, output)
         if self._start_failures >= START_FAILURE_LIMIT:
             how = (
                 f"exit code {exitcode}"
@@ -232,7 +262,7 @@ class Crew:
         self.restart(slot_id)
 
     def _killed(self, slot_id: int, reason: str) -> None:
-        if self._events.listened and self._slots[slot_id].alive:
+        if self._events.rare and self._slots[slot_id].alive:
             worker = worker_index(self._in_caller, slot_id)
             self._events.emit(WorkerKilled(worker, self._slots[slot_id].pid, reason))
 
@@ -291,11 +321,16 @@ class Crew:
             )
             return
         pid = self._slots[slot_id].pid
+        # Where it hung, asked before the kill (a short wait: ``_backends.remains``), and
+        # what it wrote so far.
+        stack = self._backend.dump_stack(slot_id)
+        remains = self._backend.remains(slot_id)
         self._killed(slot_id, "timeout")
         for queued in self._abandon(slot_id)[1:]:
             queued.batch.requeue(queued.positions)
-        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid)
-        self._failures.lose(slot_id, flight, index, Status.TIMEOUT, error)
+        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid, stack=stack)
+        output = (remains.stdout, remains.stderr)
+        self._failures.lose(slot_id, flight, index, Status.TIMEOUT, error, output)
         self.restart(slot_id)
 
     # -- cancel and hand-over (Ctrl-C) ------------------------------------------------------

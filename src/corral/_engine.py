@@ -18,7 +18,11 @@
                            │                rest requeued; at an edge of the Call: as CallFailed
                            ├─ Handover    → Crew.end_handover: (Ctrl-C) the finished part of a
                            │                cancelled Call
-                           └─ deadlines   → Crew: timeout: kill worker, TaskTimeout;
+                           ├─ Logged      → Forwarding.deliver: a task's log record, to this
+                           │                process's logger of its name (``_forwarding``)
+                           ├─ Ready       → Crew.ready: WorkerReady
+                           └─ deadlines   → Crew: timeout: its stacks (backend.dump_stack),
+                                            kill worker, TaskTimeout;
                                             Failures: retry back-off ends
     batch.done_event ◄─────┘ (set when every position of the batch is final)
 
@@ -95,12 +99,14 @@ from ._crew import Crew
 from ._deadlines import Deadlines
 from ._dispatch import Dispatcher
 from ._errors import CorralError, SerializationError, TaskTimeout, WorkerStartError
-from ._events import Events, TaskQueued
+from ._events import BatchFinished, BatchStarted, Events, TaskQueued
 from ._failures import EDGE_ERRORS, Failures, FixtureGuard, edge_error, unwrap, worker_index
+from ._forwarding import Forwarding
 from ._functions import FunctionTable
-from ._messages import RESULT, CallFailed, Handover, InitFailed, Result
+from ._messages import NO_OUTPUT, RESULT, CallFailed, Handover, InitFailed, Logged, Ready, Result
 from ._options import PoolOptions
 from ._outcome import Status
+from ._report import story
 from ._scheduler import Ledger
 from ._slots import InFlight, Slot
 
@@ -122,6 +128,13 @@ class Engine:
         self._deadlines = Deadlines()
         self._ledger = Ledger()  # locks and resources held by scheduled tasks, Pool-wide
         self.events = Events()  # the event stream (``_events``): subscribers, in order
+        # tasks' log records from the workers, to this process's loggers (``_forwarding``)
+        self._forwarding = Forwarding(
+            self.slots, self.events, self.capabilities.shares_memory_with_coordinator
+        )
+        self._accepted: dict[int, float] = {}  # id(batch) → when accepted, for BatchFinished
+        if story.wanted():  # corral's logger at INFO: it tells the run (``_report.story``)
+            self.events.subscribe(story.Story())
         # counts failed fixture set-ups; past the limit, tasks needing one are failed
         fixture_guard = FixtureGuard(options.fixtures, options.fixture_failures, functions.function)
         complete = self._complete_if_done
@@ -193,7 +206,7 @@ class Engine:
             log.exception("corral engine thread failed")
             self._fail_everything(exc)
         finally:
-            if self.events.listened:  # the pool closes: each live worker is retired
+            if self.events.rare:  # the pool closes: each live worker is retired
                 _run_logged(self._crew.retired_all, "telling subscribers the workers retire")
             _run_logged(
                 lambda: self.backend.close(timeout=self.options.kill_grace + 2.0),
@@ -272,6 +285,10 @@ class Engine:
     def accept(self, batch: Batch) -> None:
         batch.positions.strict = self._validate
         batch.events = self.events
+        if self.events.rare:
+            self._accepted[id(batch)] = time.monotonic()
+            workers, method = len(self.slots), self.backend.start_method
+            self.events.emit(BatchStarted(id(batch), batch.n, workers, method))
         if self.events.active:
             self._queued(batch, range(batch.n))
         batch.settle_given()  # before anything runs, or fails: those are final already
@@ -342,6 +359,10 @@ class Engine:
             self._on_result(slot_id, message)
         elif isinstance(message, CallFailed):
             self._on_call_failed(slot_id, message)
+        elif isinstance(message, Logged):
+            self._forwarding.deliver(slot_id, message)
+        elif isinstance(message, Ready):
+            self._crew.ready(slot_id, message)
         elif isinstance(message, Handover) and self.slots[slot_id].handover is not None:
             self._crew.end_handover(slot_id, message)
 
@@ -428,7 +449,10 @@ class Engine:
                 error = TaskTimeout(batch.key_of(pos), error.timeout, pid=os.getpid())
             times = item_times(result, offset)
             usage = ((result.cpu + result.child_cpu) / n, result.peak_rss or result.max_rss)
-            self._failures.attempt_failed(batch, pos, status, error, slot_id, times, tb, usage)
+            output = result.output.get(offset, NO_OUTPUT) if result.output is not None else None
+            self._failures.attempt_failed(
+                batch, pos, status, error, slot_id, times, tb, usage, output
+            )
         if ok_pos:
             batch.finish_ok(
                 ok_pos,
@@ -469,6 +493,9 @@ class Engine:
             self.functions.release(fn_id)
         self._forget_functions()
         batch.sink.close()
+        accepted = self._accepted.pop(id(batch), None)
+        if accepted is not None and self.events.rare:
+            self.events.emit(BatchFinished(id(batch), batch.n, time.monotonic() - accepted))
         batch.done_event.set()
 
     def _check(self, batch: Batch, full: bool) -> None:

@@ -28,6 +28,7 @@ never shared between two failures (cpython#101267 shows why: tracebacks pile up)
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -88,11 +89,17 @@ def _rebuild_task_error(cls: type[TaskError], args: tuple[Any, ...], state: dict
 class TaskTimeout(TaskError, TimeoutError):
     """The task ran longer than its timeout; its worker's process group was killed."""
 
-    def __init__(self, key: Any, timeout: float, *, pid: int | None = None) -> None:
+    def __init__(
+        self, key: Any, timeout: float, *, pid: int | None = None, stack: str | None = None
+    ) -> None:
         where = f" in worker pid {pid}" if pid else ""
-        super().__init__(f"task {key!r} timed out after {timeout:g} s{where}", key=key)
+        message = f"task {key!r} timed out after {timeout:g} s{where}"
+        super().__init__(message + stack_tail(stack, "it was"), key=key)
         self.timeout = timeout
         self.pid = pid
+        self.stack = stack
+        """Every thread's Python stack in the worker just before it was killed (faulthandler's
+        text, most recent call first), or None when the worker did not answer in time."""
 
 
 @public
@@ -106,13 +113,22 @@ class WorkerCrashed(TaskError):
     """
 
     def __init__(
-        self, key: Any, *, pid: int | None, exitcode: int | None, during: str | None = None
+        self,
+        key: Any,
+        *,
+        pid: int | None,
+        exitcode: int | None,
+        during: str | None = None,
+        stack: str | None = None,
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.signal = _signal_name(exitcode)
         self.during = during
-        super().__init__(f"task {key!r}: {describe_exit(pid, exitcode, during)}", key=key)
+        self.stack = stack
+        """faulthandler's traceback of the fatal signal (SIGSEGV, SIGABRT, ...), or None."""
+        message = f"task {key!r}: {describe_exit(pid, exitcode, during)}"
+        super().__init__(message + stack_tail(stack, "it died"), key=key)
 
 
 @public
@@ -326,6 +342,43 @@ def describe_exit(pid: int | None, exitcode: int | None, during: str | None = No
     if exitcode is None:
         return f"{who} vanished{when}"
     return f"{who} exited with code {exitcode}{when}"
+
+
+STACK_LINES = 40
+"""Lines of a worker's stack kept in an error's message (the whole stack is its ``.stack``)."""
+
+
+def stack_tail(stack: str | None, what: str) -> str:
+    """The tail of a TaskTimeout's or WorkerCrashed's message: where the worker was, from
+    faulthandler's dump, cut to ``STACK_LINES``."""
+    if not stack or not stack.strip():
+        return ""
+    lines = _without_corral_frames(stack.strip().splitlines())
+    if len(lines) > STACK_LINES:
+        cut = len(lines) - STACK_LINES
+        lines = [*lines[:STACK_LINES], f"  ... {cut} more lines (see the error's .stack)"]
+    body = "\n".join("  " + line for line in lines)
+    return f"; {what} in:\n{body}"
+
+
+_WORKER_FRAMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker") + os.sep
+
+
+def _without_corral_frames(lines: list[str]) -> list[str]:
+    """faulthandler's lines, without the frames of corral's worker loop that called the task
+    and the frames below them (multiprocessing's start-up): the message says where the task
+    was; ``.stack`` keeps everything."""
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        frame = line.strip().startswith("File ")
+        if not frame:
+            skipping = False
+        elif _WORKER_FRAMES in line:
+            skipping = True
+        if not skipping:
+            kept.append(line)
+    return kept
 
 
 class ExceptionWithTraceback:

@@ -10,7 +10,11 @@
     Crew.recycle_if_due ─── WorkerRecycled┤
     Crew.on_died ──────────── WorkerDied ─┤
     Crew timeout / _stop ──── WorkerKilled┤
-    Crew.stop_all, retired_all WorkerRetired┘
+    Crew.stop_all, retired_all WorkerRetired┤
+    Crew.ready (Ready msg) ── WorkerReady ┤
+    Forwarding (a service's   ServiceStarted/Stopped
+      record from a worker) ──────────────┤
+    Engine.accept / complete  BatchStarted/Finished
 
 Each event is emitted from the one place its transition happens: ``TaskFinished`` from the two
 ``Batch`` methods that call ``Positions.finish`` (every final outcome, cached ones included),
@@ -20,18 +24,24 @@ thread made the transitions: for one task, ``TaskQueued`` < ``TaskStarted`` (< `
 < ``TaskStarted`` ...) < ``TaskFinished``. A position that never ran (cancelled while waiting,
 cached, skipped after a failed dependency) has ``TaskFinished`` with no ``TaskStarted``.
 
-Not yet events: a worker being *ready* (the worker protocol has no ready message; its first
-answer is the first sign of life), and services starting/stopping: services live in the
-workers (``_services.service``), so their events need a worker-to-coordinator message first.
+A worker says it is ready with a ``Ready`` message (``WorkerReady``, from ``Crew.ready``).
+A Service runs in a worker (or the caller): it logs its start and stop on the logger
+``corral.services`` with a ``corral_service`` attribute, the worker's log forwarder always
+sends those records (``_worker.forward``), and the coordinator's ``_forwarding`` turns them
+into ``ServiceStarted``/``ServiceStopped``: no message kind of its own, nothing when no
+Service runs. A Service started in the caller's own process logs the same records but makes no
+event (no pool is involved).
 
-Cost. ``Events.active`` is a plain bool, true only while someone subscribes to the task
-events; every site emitting a task event checks it before building the event, so a run with
-no such subscriber pays one attribute read per Call (not per task) and builds nothing.
-``Events.listened`` is true while anyone subscribes: the sites of the rare events (a worker's
-start, death, recycling, retirement; one per worker, not per task) check it instead. A
-subscriber that asks only for those (``subscribe(fn, tasks=False)``: the worker log of
-``_report.telemetry``, subscribed by every Pool before its workers start) costs a bulk
-``map`` nothing per task.
+Cost. ``Events.active`` is a plain bool, true only while someone takes the per-task events
+(``FREQUENT``: queued, started, finished); ``Events.rare`` while anyone subscribes (the
+other kinds, a few per retry, worker, service or batch). Every emitting site checks its flag
+before building an event, so a run with no subscribers pays one attribute read per Call (not
+per task) and builds nothing. A subscriber that asks for some kinds only (``kinds=``: the
+progress display takes retries and workers) or for every kind but the per-task ones
+(``tasks=False``: the worker log of ``_report.telemetry``, subscribed by every Pool before its
+workers start) leaves the per-task events unbuilt: it costs a bulk ``map`` nothing per task.
+Per-Call events (``CallStarted``, for the journal) have a channel of their own
+(``subscribe_calls``).
 
 Subscribers. ``pool._events.subscribe(fn)`` (internal API; ``unsubscribe`` to stop). ``fn`` is
 called on the engine thread (with the serial backend: the caller's thread, which drives the
@@ -43,17 +53,19 @@ that runs on the engine thread); it flushes that thread when the pool closes. A 
 that raises is logged (logger ``corral``) and detached; the run goes on.
 
 A subscriber can only be added once the Pool exists, so it misses the first
-``WorkerStarted`` of each slot. Measured: a no-op subscriber costs ~2.7 µs per event (three
+``WorkerStarted`` of each slot (corral's own story logger, ``_report.story``, is added by the
+engine before the workers start). Measured: a no-op subscriber costs ~2.7 µs per event (three
 per task), i.e. a warm ``pool.map(abs, range(200000))`` goes from ~0.08 s to ~1.6 s; that is
-why progress stays a per-batch ``Observer`` advanced once per Call, not a subscriber.
+why progress counts finished tasks through the per-batch ``Observer`` advanced once per
+Call, and subscribes only to the rare kinds (retries, workers).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from ._outcome import Outcome, Status
 
@@ -109,8 +121,22 @@ class TaskFinished:
 
 @dataclass(frozen=True)
 class WorkerStarted:
+    """A worker process was started (``seconds``: what starting it took on the engine
+    thread); it is ready for Calls at ``WorkerReady``."""
+
     worker: int
     pid: int | None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """The worker has started up (imports, initializer, fixtures unpickled): ``seconds``
+    from the start of its process to now (its ``Ready`` message)."""
+
+    worker: int
+    pid: int | None
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -165,6 +191,45 @@ class CallStarted:
     time: float
 
 
+@dataclass(frozen=True)
+class ServiceStarted:
+    """A ``corral.Service`` is ready, in worker ``worker`` (-1: this process)."""
+
+    worker: int
+    program: str
+    port: int | None
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class ServiceStopped:
+    worker: int
+    program: str
+    port: int | None
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class BatchStarted:
+    """The engine accepted a batch (``map``, ``imap``, ``run``, ``submit``): ``tasks`` it
+    has so far (``imap`` adds more as it reads its input), on ``workers`` workers started
+    by ``start_method`` (None: in this process)."""
+
+    batch: int
+    tasks: int
+    workers: int
+    start_method: str | None
+
+
+@dataclass(frozen=True)
+class BatchFinished:
+    """Every task of the batch is final; ``wall``: seconds since ``BatchStarted``."""
+
+    batch: int
+    tasks: int
+    wall: float
+
+
 Event = (
     TaskQueued
     | TaskStarted
@@ -175,50 +240,67 @@ Event = (
     | WorkerDied
     | WorkerKilled
     | WorkerRetired
+    | WorkerReady
+    | ServiceStarted
+    | ServiceStopped
+    | BatchStarted
+    | BatchFinished
 )
 Subscriber = Callable[[Any], None]
 
 
+FREQUENT: frozenset[type] = frozenset({TaskQueued, TaskStarted, TaskFinished})
+"""The per-task events (several per task): built only while a subscriber takes them
+(``Events.active``). Every other kind is rare (per retry, worker, service or batch) and is
+built while anyone subscribes (``Events.rare``)."""
+
 TASK_EVENTS = (TaskQueued, TaskStarted, TaskRetried, TaskFinished)
-"""The per-task events: only subscribers that asked for them (the default) are given them."""
+"""Every event about one task (a retry included), for ``isinstance``."""
+
+RARE: frozenset[type] = frozenset(get_args(Event)) - FREQUENT
+"""What ``subscribe(fn, tasks=False)`` delivers."""
 
 
 class Events:
-    """One per engine: the subscribers, and the flags that emitting sites check first
-    (``active``: someone wants the task events; ``listened``: someone wants any event)."""
+    """One per engine: the subscribers, and the flags that emitting sites check first.
+
+    ``subscribe(fn, kinds=...)`` delivers only events of those types: a subscriber of rare
+    kinds only (the progress display: retries and workers) leaves ``active`` false, so the
+    per-task events are still not built."""
 
     def __init__(self) -> None:
-        self.active = False
-        self.listened = False
-        self._subscribers: list[Subscriber] = []
-        self._rare_only: frozenset[Subscriber] = frozenset()
+        self.active = False  # someone takes the per-task events (FREQUENT)
+        self.rare = False  # someone subscribes at all: the rare events are built
+        self._subscribers: list[tuple[Subscriber, frozenset[type] | None]] = []
         # Per-Call events (``CallStarted``), a channel of their own: see ``subscribe_calls``.
         self.calls_active = False
         self._call_subscribers: list[Subscriber] = []
 
-    def subscribe(self, fn: Subscriber, *, tasks: bool = True) -> None:
-        """Call ``fn(event)`` for every event from now on; with ``tasks=False``, for every
-        event but the per-task ones (``TASK_EVENTS``), which then cost the run nothing."""
+    def subscribe(
+        self, fn: Subscriber, kinds: Iterable[type] | None = None, *, tasks: bool = True
+    ) -> None:
+        """Call ``fn(event)`` for every event from now on: of ``kinds`` only when given; with
+        ``tasks=False``, for every kind but the per-task ones (``FREQUENT``)."""
+        if kinds is None and not tasks:
+            kinds = RARE
         # A new list, never changed in place: emit may be iterating the old one.
-        self._subscribers = [*self._subscribers, fn]
-        if not tasks:
-            self._rare_only = self._rare_only | {fn}
-        self._update()
+        wanted = frozenset(kinds) if kinds is not None else None
+        self._subscribers = [*self._subscribers, (fn, wanted)]
+        self._flags()
 
     def unsubscribe(self, fn: Subscriber) -> None:
-        self._subscribers = [s for s in self._subscribers if s != fn]
-        self._rare_only = self._rare_only - {fn}
-        self._update()
+        self._subscribers = [(s, k) for s, k in self._subscribers if s != fn]
+        self._flags()
 
-    def _update(self) -> None:
-        self.listened = bool(self._subscribers)
-        self.active = any(s not in self._rare_only for s in self._subscribers)
+    def _flags(self) -> None:
+        subs = self._subscribers
+        self.active = any(k is None or k & FREQUENT for _, k in subs)
+        self.rare = bool(subs)
 
     def emit(self, event: Event) -> None:
-        rare_only = self._rare_only
-        per_task = bool(rare_only) and isinstance(event, TASK_EVENTS)
-        for fn in self._subscribers:
-            if per_task and fn in rare_only:
+        kind = type(event)
+        for fn, kinds in self._subscribers:
+            if kinds is not None and kind not in kinds:
                 continue
             try:
                 fn(event)

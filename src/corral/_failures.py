@@ -100,9 +100,12 @@ class Failures:
         times: tuple[float | None, float | None],
         tb: str | None = None,
         usage: Usage | None = None,
+        output: tuple[str | None, str | None] | None = None,
     ) -> None:
         """An attempt of ``pos`` ended with ``error``: retried (after back-off) or final.
-        ``usage``: its share of its Call's ``(cpu, peak_rss)`` when its Result came back."""
+        ``usage``: its share of its Call's ``(cpu, peak_rss)`` when its Result came back;
+        ``output``: the attempt's captured (stdout, stderr) (``capture_output``): the Outcome
+        keeps the last attempt's."""
         self._fixture_guard.observe(error)  # count failed fixture set-ups
         attempts = batch.attempts_of(pos)
         retry = (
@@ -111,13 +114,13 @@ class Failures:
             and isinstance(error, batch.options.retry_on)
         )
         if not retry:
-            self.finish_failed(batch, pos, status, error, slot_id, times, tb, usage)
+            self.finish_failed(batch, pos, status, error, slot_id, times, tb, usage, output)
             return
         attempt = self._attempt(batch, pos, status, error, slot_id, times, usage)
         delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
         batch.retry_queued[pos] = time.time() + max(delay, 0.0)
         positions = batch.positions
-        if self.events.active:
+        if self.events.rare:
             self.events.emit(
                 TaskRetried(id(batch), pos, batch.key_of(pos), attempts, error, max(delay, 0.0))
             )
@@ -168,8 +171,10 @@ class Failures:
         times: tuple[float | None, float | None] | None,
         tb: str | None = None,
         usage: Usage | None = None,
+        output: tuple[str | None, str | None] | None = None,
     ) -> None:
         started, finished = times or (None, None)
+        stdout, stderr = output or (None, None)
         slot = self._slots[slot_id] if slot_id is not None else None
         # A position that never started its current attempt (cancelled while waiting, or
         # failed before dispatch) has made one attempt fewer than attempts_of counts.
@@ -191,6 +196,8 @@ class Failures:
             traceback=tb,
             group=batch.group_of(pos),
             history=history,
+            stdout=stdout,
+            stderr=stderr,
         )
         batch.finish_failed(pos, outcome)
 
@@ -229,7 +236,13 @@ class Failures:
         self._complete(batch)
 
     def lose(
-        self, slot_id: int, flight: InFlight, index: int, status: Status, error: BaseException
+        self,
+        slot_id: int,
+        flight: InFlight,
+        index: int,
+        status: Status,
+        error: BaseException,
+        output: tuple[str | None, str | None] | None = None,
     ) -> None:
         """The worker of ``flight`` is gone while running item ``index``: that item's attempt
         ends with ``error``; items before it (their results died with the worker) and after it
@@ -240,7 +253,10 @@ class Failures:
         if index + 1 < len(positions):
             batch.requeue(positions[index + 1 :])
         started = flight.started if index == 0 else None
-        self.attempt_failed(batch, positions[index], status, error, slot_id, (started, time.time()))
+        times = (started, time.time())
+        self.attempt_failed(
+            batch, positions[index], status, error, slot_id, times, None, None, output
+        )
         self._complete(batch)
 
 

@@ -2,7 +2,9 @@
 
     coordinator ──► worker:  Call (one attempt of one or more tasks) | Stop
                              (and the hand-over signal, not a message: see ``_worker.handover``)
-    worker ──► coordinator:  Result or CallFailed (one per Call)
+    worker ──► coordinator:  Ready (once, when started up)
+                             | Result or CallFailed (one per Call)
+                             | Logged (a task's log record, as it is logged: forward_logging)
                              | InitFailed (once, then the worker exits)
                              | TEARDOWN (after Stop: the fixture it tears down now)
                              | Handover (once per hand-over signal)
@@ -17,6 +19,7 @@ times.
 
 from __future__ import annotations
 
+import signal
 from array import array
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +76,13 @@ class Result:
     effects: dict[int, tuple[Any, ...]] | None = None
     child_cpu: float = 0.0
     peak_rss: int = 0
+    # capture_output: item i's (stdout, stderr), cut to the last ``output_limit`` bytes each;
+    # an item that wrote nothing has no entry. None: not captured.
+    output: dict[int, tuple[str, str]] | None = None
+
+
+NO_OUTPUT = ("", "")
+"""What an item with no entry in ``Result.output`` wrote (nothing)."""
 
 
 @dataclass(slots=True)
@@ -137,3 +147,46 @@ TEARDOWN = b"teardown:"
 """Sent as raw bytes by a stopping worker, followed by the name of the fixture it is about to
 tear down (nothing after the last one): if the worker must be killed for taking longer than
 ``fixture_teardown_timeout``, the coordinator reads the last one and names the fixture."""
+
+
+@dataclass(slots=True)
+class Ready:
+    """Sent once by a worker when it has started up (initializer run, fixtures unpickled):
+    it takes Calls from now on. ``started``: ``time.time()`` when its ``main`` began."""
+
+    pid: int
+    started: float
+
+
+@dataclass(slots=True)
+class Logged:
+    """A log record made by a task (``forward_logging``): ``record`` is the ``LogRecord``'s
+    ``__dict__`` (its message already formatted when its arguments do not pickle), and
+    ``call_id``/``index`` the Call and item that ran when it was logged (-1: between Calls),
+    which the coordinator turns into the task's key."""
+
+    call_id: int
+    index: int
+    record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Observe:
+    """What the coordinator asks a worker to keep for it (``_worker.observe``).
+
+    ``stack_path``: faulthandler writes here the traceback of a fatal signal (SIGSEGV,
+    SIGABRT, ...), and the stack of every thread when the worker gets ``STACK_SIGNAL`` (asked
+    before a timed-out task is killed). ``stdout_path``/``stderr_path`` (``capture_output``):
+    the worker's fds 1 and 2 point there, emptied as each item starts, so the coordinator can
+    read what a task that died or was killed had written. ``log_levels``
+    (``forward_logging``): the coordinator's logger levels (``""`` is the root), None: off."""
+
+    stack_path: str | None = None
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    output_limit: int = 1 << 20
+    log_levels: dict[str, int] | None = None
+
+
+STACK_SIGNAL = signal.SIGUSR2
+"""Asks a worker to write the stack of every thread to its ``stack_path`` (faulthandler)."""

@@ -50,6 +50,12 @@ class PoolOptions:
     journal_code: str = "name"
     journal_inputs: str = "digest"
     rerun_failed: bool = True
+    # observability (docs/observability.md): tasks' log records reach the coordinator's
+    # loggers; each task's stdout/stderr (fd level) kept in its Outcome, the last
+    # ``output_limit`` bytes of each
+    forward_logging: bool = True
+    capture_output: bool = False
+    output_limit: int | str = "1MiB"
 
     def __post_init__(self) -> None:
         w = self.workers
@@ -77,6 +83,10 @@ class PoolOptions:
         if not isinstance(self.telemetry, bool):
             raise ConfigError(f"telemetry must be True or False, not {self.telemetry!r}")
         _check_journal(self)
+        for flag in ("forward_logging", "capture_output"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
+        object.__setattr__(self, "output_limit", parse_size(self.output_limit, "output_limit"))
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,8 @@ class RunOptions:
     on_effect: Callable[[Any, Any], Any] | None = None
     # a folder of one report per failed task and an index (_report.error_dir)
     error_dir: str | os.PathLike[str] | None = None
+    # seconds between the plain progress lines written when stderr is not a terminal
+    progress_interval: float = 30.0
 
     def __post_init__(self) -> None:
         check_seconds("timeout", self.timeout)
@@ -125,6 +137,9 @@ class RunOptions:
         cs = self.chunksize
         if cs != "auto" and (isinstance(cs, bool) or not isinstance(cs, int) or cs < 1):
             raise ConfigError(f"chunksize must be a positive integer or 'auto', not {cs!r}")
+        check_seconds("progress_interval", self.progress_interval)
+        if self.progress_interval is None:
+            raise ConfigError("progress_interval must be a positive number of seconds, not None")
         if self.progress not in (None, True, False):
             raise ConfigError(f"progress must be True, False or None, not {self.progress!r}")
 

@@ -110,6 +110,11 @@ class Outcome:
         effects: what the successful attempt recorded with ``corral.record``, in record
             order (a failed, timed-out or retried attempt's effects are discarded); a
             ``cached`` task's are the ones its earlier run recorded. Empty otherwise.
+        stdout, stderr: what the last attempt wrote (``capture_output=True``; None
+            otherwise), file-descriptor level: its prints, its C code's and its child
+            processes' output; up to its death for a task that crashed or timed out. The
+            last ``output_limit`` bytes of each, after a ``[corral: N bytes cut ...]`` line
+            when cut.
     """
 
     key: Any
@@ -127,6 +132,8 @@ class Outcome:
     group: Hashable | None = None
     history: tuple[Attempt, ...] = ()
     effects: tuple[Any, ...] = ()
+    stdout: str | None = None
+    stderr: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -285,7 +285,14 @@ class Pool:
         reports = self._error_reports(batch, options, call_of)
         complete = False
         with make_observer(
-            options.progress, total, functools.partial(self.engine.running_now, batch), batch.groups
+            options.progress,
+            total,
+            functools.partial(self.engine.running_now, batch),
+            batch.groups,
+            events=self._events,
+            batch=id(batch),
+            workers=self.workers,
+            interval=options.progress_interval,
         ) as observer:
             batch.observer = observer
             self._post(functools.partial(self.engine.accept, batch))

@@ -31,13 +31,17 @@ What a backend must do, method by method:
     hand_over(slot)       Ctrl-C: ask for the finished part of the running Call. A Handover
                           returned now (in-process), or None and a Handover arrives later
                           as a ``Message`` (or never: the engine waits a bounded time).
+    dump_stack(slot)      every thread's Python stack in the slot's live worker (asked
+                          before a timed-out worker is killed; a short bounded wait), or None.
+    remains(slot)         what the slot's worker left (alive, or dead and not yet replaced):
+                          a fatal signal's traceback, the running task's output so far.
     retire(slot)          ask the slot's worker to exit after its current work (recycling).
     close(timeout)        stop every worker; return when none is left.
 
 Events ``wait`` returns (frozen dataclasses below)::
 
-    Message(slot, message)   the slot's worker sent ``message`` (decoded): Result,
-                             CallFailed, InitFailed or Handover (``_messages``)
+    Message(slot, message)   the slot's worker sent ``message`` (decoded): Ready, Result,
+                             CallFailed, Logged, InitFailed or Handover (``_messages``)
     Undecodable(slot, error) the slot's worker sent bytes that do not unpickle (a result
                              whose own ``__setstate__`` raises): its running Call is lost
     Died(slot, exitcode, call_id, index)
@@ -75,6 +79,7 @@ from .contract import (
     Event,
     Message,
     Prepared,
+    Remains,
     Undecodable,
 )
 
@@ -90,6 +95,7 @@ __all__ = [
     "Event",
     "Message",
     "Prepared",
+    "Remains",
     "Undecodable",
     "lookup",
     "register",

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .._functions import FunctionTable
-    from .._messages import Call, CallFailed, Handover, InitFailed, Result
+    from .._messages import Call, CallFailed, Handover, InitFailed, Logged, Ready, Result
     from .._options import PoolOptions
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     slot: int
-    message: Result | CallFailed | InitFailed | Handover
+    message: Result | CallFailed | InitFailed | Handover | Ready | Logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,16 @@ class Died:
 
 
 Event = Message | Undecodable | Died
+
+
+@dataclass(frozen=True, slots=True)
+class Remains:
+    """What a worker left for the coordinator (``_backends.remains``): a fatal signal's
+    traceback (``stack``), and the running task's output so far (``capture_output``)."""
+
+    stack: str | None
+    stdout: str | None
+    stderr: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,15 @@ class Backend(Protocol):
     def kill(self, slot: int) -> None: ...
 
     def hand_over(self, slot: int) -> Handover | None: ...
+
+    def dump_stack(self, slot: int) -> str | None:
+        """Every thread's Python stack in the slot's live worker (asked before it is killed
+        for a timeout), or None when the backend cannot tell."""
+        ...
+
+    def remains(self, slot: int) -> Remains:
+        """What the slot's worker (alive, or dead and not yet replaced) left: see Remains."""
+        ...
 
     def retire(self, slot: int) -> None: ...
 

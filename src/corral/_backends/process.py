@@ -40,6 +40,7 @@ import logging
 import multiprocessing
 import multiprocessing.spawn
 import os
+import select
 import signal
 import threading
 import time
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _codec
 from .._errors import SerializationError
+from .._forwarding import logger_levels
 from .._messages import ARGUMENTS, FUNCTION, STOP, TEARDOWN, Call, CallFailed, Handover, Result
 from .._platform import (
     WORKER_ENV,
@@ -66,7 +68,8 @@ from .._platform import (
 )
 from .._worker import loop as worker_loop
 from .._worker.handover import HANDOVER_SIGNAL
-from .contract import PROCESS, BackendSetup, Died, Event, Message, Prepared, Undecodable
+from .contract import PROCESS, BackendSetup, Died, Event, Message, Prepared, Remains, Undecodable
+from .remains import WorkerFiles
 
 if TYPE_CHECKING:
     from .._options import PoolOptions
@@ -91,6 +94,15 @@ class _Worker:
     # (call_id, fns carried, drop carried) of sent Calls that carried any, oldest first: taken
     # back if the worker says it could not load them, forgotten once the Call is answered
     shipped: deque[tuple[int, frozenset[int], list[int]]] = field(default_factory=deque)
+    # whether conn has bytes to read: Connection.poll builds a selector per call, a cost
+    # paid per message read (a forwarded log record is one message)
+    poller: Any = None
+
+    def readable(self) -> bool:
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(self.conn.fileno(), select.POLLIN)
+        return bool(self.poller.poll(0))
 
 
 @dataclass
@@ -121,6 +133,9 @@ def create(setup: BackendSetup) -> ProcessBackend:
         fixtures=_worker_fixtures(options),
         teardown_grace=options.fixture_teardown_timeout,
         telemetry=options.telemetry,
+        capture_output=options.capture_output,
+        output_limit=int(options.output_limit),
+        forward_logging=options.forward_logging,
     )
 
 
@@ -151,9 +166,15 @@ class ProcessBackend:
         fixtures: bytes | None = None,
         teardown_grace: float = RETIRE_GRACE,
         telemetry: bool = True,
+        capture_output: bool = False,
+        output_limit: int = 1 << 20,
+        forward_logging: bool = True,
     ) -> None:
         self.slots = slots
         self._telemetry = telemetry
+        # the files workers write for us: stacks, captured output (_backends.remains)
+        self._files = WorkerFiles(slots, capture_output, output_limit)
+        self._forward_logging = forward_logging
         self.start_method: str | None = start_method
         self._blob = blob  # a function's bytes, by id (the Pool's FunctionTable)
         self._fixtures = fixtures  # pickled (FixtureSet, fixture_failures), or None
@@ -194,6 +215,10 @@ class ProcessBackend:
                 "fixtures": self._fixtures,
                 "title": f"corral worker {slot} [pool {os.getpid()}]",
                 "telemetry": self._telemetry,
+                # levels read now: a worker started later (recycled) gets the levels of then
+                "observe": self._files.for_new_worker(
+                    slot, logger_levels() if self._forward_logging else None
+                ),
             },
             name=f"corral-worker-{slot}",
         )
@@ -334,7 +359,7 @@ class ProcessBackend:
         if worker is None:
             return
         try:
-            while worker.conn.poll():
+            while worker.readable():
                 data = worker.conn.recv_bytes()
                 try:
                     message = _codec.loads(data)
@@ -353,6 +378,13 @@ class ProcessBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.process.pid, HANDOVER_SIGNAL)
         return None
+
+    def dump_stack(self, slot: int) -> str | None:
+        worker = self._workers[slot]
+        return self._files.dump_stack(slot, worker.process.pid if worker is not None else None)
+
+    def remains(self, slot: int) -> Remains:
+        return self._files.remains(slot)
 
     # -- stopping -------------------------------------------------------------------------
     def kill(self, slot: int) -> None:
@@ -390,6 +422,7 @@ class ProcessBackend:
             dying.kill_at = min(dying.kill_at, deadline)
         while self._graveyard:
             self.wait(None)
+        self._files.close()
 
     def _graveyard_timeout(self, timeout: float | None) -> float | None:
         pending = [d.kill_at for d in self._graveyard if not d.killed]

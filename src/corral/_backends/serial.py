@@ -34,7 +34,9 @@ from .._messages import Call, Handover
 from .._worker.execute import Progress, execute, partial_result
 from .._worker.fixture_cache import FixtureCache
 from .._worker.meter import Meter
-from .contract import SERIAL, BackendSetup, Event, Message, Prepared
+from .contract import SERIAL, BackendSetup, Event, Message, Prepared, Remains
+
+NOTHING_LEFT = Remains(None, None, None)
 
 if TYPE_CHECKING:
     from .._options import PoolOptions
@@ -194,6 +196,12 @@ class SerialBackend:
         if progress is None:
             return Handover(-1, None)
         return Handover(progress.call_id, partial_result(progress))
+
+    def dump_stack(self, slot: int) -> str | None:
+        return None  # a timeout here interrupts the task itself: its traceback says where
+
+    def remains(self, slot: int) -> Remains:
+        return NOTHING_LEFT
 
     def kill(self, slot: int) -> None:
         self._pending = None

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -69,6 +70,19 @@ from .._platform import (
 from .._public import public
 from .keeper import Keeper
 from .ports import HeldPort, reserve
+
+log = logging.getLogger("corral.services")
+
+
+def _announce(what: str, program: str, port: int | None, pid: int | None) -> None:
+    """A record of the start or stop, with ``corral_service``: in a worker, the log
+    forwarder sends it to the coordinator whatever the levels, where it becomes a
+    ``ServiceStarted``/``ServiceStopped`` event (``_worker.forward``, ``_forwarding``)."""
+    log.info(
+        "service %s %s (port %s, pid %s)", program, what, port, pid,
+        extra={"corral_service": (what, program, port, pid)},
+    )  # fmt: skip
+
 
 TAIL_LINES = 50
 """Output lines kept (for ``ServiceError`` and ``Service.output``)."""
@@ -227,6 +241,7 @@ class Service:
             self.stop()
             raise
         if failed is None:
+            _announce("started", self.name, self.port, self.pid)
             return self
         self.stop()
         failures, tail, permanent = failed
@@ -374,6 +389,7 @@ class Service:
         run, self._run = self._run, None
         if run is not None:
             self._terminate(run)
+            _announce("stopped", self.name, self.port, run.proc.pid)
         if self._reservation is not None:
             self._reservation.release()
             self._reservation = None

@@ -36,6 +36,7 @@ import contextlib
 import enum
 import logging
 import signal
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from types import FrameType
 
@@ -84,6 +85,19 @@ class Responder:
     def stopped(self) -> None:
         self._state = _State.BUSY
         self._progress = None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """The main thread writes another message (a forwarded log record, ``forward``): the
+        handler must not write in the middle of it; an answer it defers is sent after."""
+        state = self._state
+        self._state = _State.BUSY
+        try:
+            yield
+        finally:
+            self._state = state
+            if self._pending and state is not _State.BUSY:
+                self._answer()
 
     # -- the signal handler ----------------------------------------------------------------
     def on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -3,8 +3,13 @@
     coordinator process                          worker process k (this module)
     ───────────────────                          ──────────────────────────────
     conn (duplex pipe)  ══ Call / STOP ════════► main thread: recv → unpickle → execute
+                        ◄═ Ready (once) ══════════ (started up: initializer, fixtures)
                         ◄═ Result / CallFailed ═══ → pickle → send
+                        ◄═ Logged ════════════════ a task's log record (_worker.forward)
                         ◄═ InitFailed (once) ═════
+    stack file          ◄─ faulthandler ────────── a fatal signal's traceback; every
+                                                 thread's stack on SIGUSR2 (_worker.observe)
+    stdout/stderr files ◄─ fds 1, 2 ────────────── capture_output: the running item's output
     lifeline writer     ── (never written) ────► watchdog process (forked by the worker):
                                                  blocks on read; EOF = coordinator gone →
                                                  SIGKILL the worker's descendants (Services
@@ -88,6 +93,8 @@ from .._messages import (
     Call,
     CallFailed,
     InitFailed,
+    Observe,
+    Ready,
     Result,
 )
 from .._platform import (
@@ -102,10 +109,12 @@ from .._platform import (
     worker_mark,
 )
 from .._proctitle import set_title
-from .execute import execute
+from . import forward
+from .execute import ItemWatch, execute
 from .handover import Responder
 from .handover import install as install_handover
 from .meter import Meter
+from .observe import Capture, CapturingWatch, keep_stacks
 
 if TYPE_CHECKING:
     from .fixture_cache import FixtureCache
@@ -116,6 +125,11 @@ class Stamp:
 
     def __init__(self, shared: Any) -> None:
         self._shared = memoryview(shared).cast("B").cast("d")
+
+    @property
+    def shared(self) -> Any:
+        """The doubles themselves (read by the log forwarder: which item logs)."""
+        return self._shared
 
     def start(self, call_id: int) -> None:
         self._shared[0] = BETWEEN
@@ -159,25 +173,35 @@ def main(
     fixtures: bytes | None = None,
     title: str = "corral worker",
     telemetry: bool = True,
+    observe: Observe | None = None,
 ) -> None:
     """Entry point of a worker process (the target given to ``multiprocessing``).
 
     ``fixtures``: the pool's pickled fixtures, set up here on first need and torn down when
     the loop ends (STOP or EOF); see ``_worker.fixture_cache``. ``title``: the process title.
     ``telemetry``: measure each Call's CPU and peak memory (``_worker.meter``).
+    ``observe``: the files faulthandler and captured output go to, and the log levels of
+    forwarded records (``_worker.observe``, ``_worker.forward``); None: faulthandler to stderr.
+
+    Once started up, the worker says so (``Ready``), then takes Calls.
 
     Whatever stops the worker before its first Call (the initializer, the fixtures that do
     not unpickle, anything else) is sent back as ``InitFailed`` with its traceback, so the
     coordinator's ``WorkerStartError`` says why; so is an exception that ends the loop.
     """
+    began = time.time()
     set_title(title)
     for fd in close_fds:  # the coordinator's pipe ends, inherited under fork
         with contextlib.suppress(OSError):
             os.close(fd)
     become_group_leader()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    faulthandler.enable()
+    stacks = keep_stacks(observe.stack_path) if observe and observe.stack_path else None
+    if stacks is None:
+        faulthandler.enable()
     _watch_lifeline(lifeline, title)
+    watch = Stamp(stamp)
+    forwarder = forward.install(conn, watch.shared, observe.log_levels) if observe else None
     stage = "start-up"
     try:
         limit_native_threads(threads)
@@ -187,16 +211,20 @@ def main(
             fn(*args)
             stage = "start-up"
         cache = _fixture_cache(fixtures)
+        capture = None
+        if observe is not None and observe.stdout_path and observe.stderr_path:
+            capture = Capture(observe.stdout_path, observe.stderr_path, observe.output_limit)
+        conn.send_bytes(pickle.dumps(Ready(os.getpid(), began), _codec.PROTOCOL))
     except BaseException as exc:
         _report_start_failure(conn, exc, stage)
         return
     try:
-        watch = Stamp(stamp)
         if cache is not None:
             cache.on_set_up = watch.restart
             cache.on_teardown = lambda name: _announce_teardown(conn, name)
         meter = Meter() if telemetry else None
-        _loop(conn, watch, measure_rss, cache.bind if cache is not None else _unbound, meter)
+        bind = cache.bind if cache is not None else _unbound
+        _loop(conn, watch, measure_rss, bind, meter, forwarder, capture)
     except BaseException as exc:  # the coordinator learns why, then the worker dies of it
         _report_start_failure(conn, exc, "loop")
         raise
@@ -211,9 +239,13 @@ def _loop(
     measure_rss: bool,
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
     meter: Meter | None = None,
+    forwarder: forward.Forwarder | None = None,
+    capture: Capture | None = None,
 ) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     handover = install_handover(conn)  # Ctrl-C: the finished part of a chunk (_worker.handover)
+    if forwarder is not None:
+        forwarder.writer = handover
     while True:
         handover.idle()
         try:
@@ -224,8 +256,10 @@ def _loop(
         handover.busy()
         if data == STOP:
             return
-        answer = _answer(data, functions, watch, measure_rss, bind, handover, meter)
+        answer = _answer(data, functions, watch, measure_rss, bind, handover, meter, capture)
         del data
+        if forwarder is not None:  # what the task's other threads logged comes before
+            forwarder.flush_pending()
         try:
             conn.send_bytes(answer)
         except OSError:  # the coordinator is gone; the watchdog is killing this group
@@ -243,6 +277,7 @@ def _answer(
     bind: Callable[[Callable[..., Any]], Callable[..., Any]],
     handover: Responder,
     meter: Meter | None = None,
+    capture: Capture | None = None,
 ) -> bytes:
     """The bytes that answer one Call: its Result, or a CallFailed naming the edge of the
     Call that raised. Nothing raised here ends the worker (``SystemExit`` from an argument's
@@ -262,17 +297,20 @@ def _answer(
         return _failed(call_id, FUNCTION, exc)
     functions.update(loaded)
     del loaded
+    items: ItemWatch = watch if capture is None else CapturingWatch(watch, capture)
     try:
         result = execute(
             call,
             functions.__getitem__,
-            watch,
+            items,
             measure_rss=measure_rss,
             live=handover,
             meter=meter,
         )
     except BaseException as exc:  # a bug in corral: the tasks themselves catch everything
         return _failed(call_id, CALL, exc)
+    if capture is not None:
+        result.output = capture.take()
     del call
     watch.phase(call_id, SENDING)
     try:
