@@ -11,13 +11,12 @@ import os
 import signal
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import corral
-from corral._events import TaskStarted
+from corral._events import ServiceStarted, ServiceStopped, TaskStarted
 from corral._report.trace import SERVICES
 from tests._reports import synthetic_report
 
@@ -120,23 +119,6 @@ def test_a_real_run_as_a_trace(tmp_path):
     assert counters and all(e["args"]["MiB"] > 1 for e in counters)
 
 
-@dataclass(frozen=True)
-class ServiceStarted:
-    """Shaped like the services' start event (another part of corral emits the real one)."""
-
-    worker: int
-    pid: int
-    name: str
-    port: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class ServiceStopped:
-    worker: int
-    name: str
-
-
 def test_service_events_get_their_own_tracks_when_they_exist(tmp_path):
     with corral.Pool(1, progress=False) as pool:
         told = []
@@ -144,12 +126,13 @@ def test_service_events_get_their_own_tracks_when_they_exist(tmp_path):
         def on_event(event):
             if isinstance(event, TaskStarted) and not told:
                 told.append(event)
-                pool._events.emit(ServiceStarted(event.worker, 4242, "redis", 6379, 0.05))
-                pool._events.emit(ServiceStopped(event.worker, "redis"))
+                pool._events.emit(ServiceStarted(event.worker, "redis", 6379, 4242, 0.05))
+                pool._events.emit(ServiceStopped(event.worker, "redis", 6379, 4242))
 
         pool._events.subscribe(on_event)
         report = pool.run([corral.Task(nap, (0.01,), key="t")])
-    assert [h.kind for h in report.happenings] == ["ServiceStarted", "ServiceStopped"]
+    kinds = [h.kind for h in report.happenings]
+    assert [k for k in kinds if k.startswith("Service")] == ["ServiceStarted", "ServiceStopped"]
     report.to_trace(tmp_path / "trace.json")
     events = load(tmp_path / "trace.json")
     check_format(events)

@@ -193,12 +193,14 @@ class CallStarted:
 
 @dataclass(frozen=True)
 class ServiceStarted:
-    """A ``corral.Service`` is ready, in worker ``worker`` (-1: this process)."""
+    """A ``corral.Service`` is ready, in worker ``worker`` (-1: this process), ``seconds``
+    after its start began (readiness wait and port retries included)."""
 
     worker: int
     program: str
     port: int | None
     pid: int | None
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,10 @@ class Forwarding:
         if not self._events.rare:
             return
         try:
-            what, program, port, pid = service
+            what, program, port, pid, seconds = service
         except (TypeError, ValueError):
             return
-        kind = ServiceStarted if what == "started" else ServiceStopped
-        self._events.emit(kind(worker, str(program), port, pid))
+        if what == "started":
+            self._events.emit(ServiceStarted(worker, str(program), port, pid, seconds))
+        else:
+            self._events.emit(ServiceStopped(worker, str(program), port, pid))

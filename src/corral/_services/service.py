@@ -74,13 +74,16 @@ from .ports import HeldPort, reserve
 log = logging.getLogger("corral.services")
 
 
-def _announce(what: str, program: str, port: int | None, pid: int | None) -> None:
+def _announce(
+    what: str, program: str, port: int | None, pid: int | None, seconds: float | None = None
+) -> None:
     """A record of the start or stop, with ``corral_service``: in a worker, the log
     forwarder sends it to the coordinator whatever the levels, where it becomes a
-    ``ServiceStarted``/``ServiceStopped`` event (``_worker.forward``, ``_forwarding``)."""
+    ``ServiceStarted``/``ServiceStopped`` event (``_worker.forward``, ``_forwarding``).
+    ``seconds``: how long the start took, until ready (retries included)."""
     log.info(
         "service %s %s (port %s, pid %s)", program, what, port, pid,
-        extra={"corral_service": (what, program, port, pid)},
+        extra={"corral_service": (what, program, port, pid, seconds)},
     )  # fmt: skip
 
 
@@ -232,6 +235,7 @@ class Service:
         """Start the program and wait until it is ready; ServiceError after ``retries``."""
         if self._run is not None:
             raise ServiceError(f"{self.name} is already started", argv=self.argv)
+        began = time.monotonic()
         try:
             self._open_log()
             title = f"corral service keeper of {self.name} [for pid {os.getpid()}]"
@@ -241,7 +245,7 @@ class Service:
             self.stop()
             raise
         if failed is None:
-            _announce("started", self.name, self.port, self.pid)
+            _announce("started", self.name, self.port, self.pid, time.monotonic() - began)
             return self
         self.stop()
         failures, tail, permanent = failed
