@@ -44,6 +44,7 @@ from ._public import public
 from ._report.progress import make_observer
 from ._report.report import Report
 from ._scheduler import Scheduler
+from ._submissions import Submissions
 from ._task import Task
 
 FALLBACK = "serial"
@@ -116,6 +117,13 @@ class Pool:
             self.engine, self._life
         )
         self._driver.start()
+        # One task at a time (submit): gathered into shared batches (``_submissions``); the
+        # serial backend runs each before submit returns, in a batch of its own.
+        self._submissions = (
+            None
+            if runs_here
+            else Submissions(self.engine, self.functions, self.run_options, self._driver.post)
+        )
         self._finalizer = weakref.finalize(self, self._life.close, cancel=False, wait=False)
         self._finalizer.atexit = False  # at exit, _lifecycle closes every Lifetime itself
 
@@ -326,9 +334,20 @@ class Pool:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; a standard ``concurrent.futures.Future``."""
+        return self._submit(fn, args, kwargs)
+
+    def _submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: Any = None
+    ) -> Future[Any]:
+        """``submit``, with the task's ``key`` for its errors (default: the number of submits
+        before it)."""
         self._check_open()
-        future: Future[Any] = Future()
-        task = Task(fn, args, kwargs)
+        if self._submissions is not None:
+            check_callable(fn, "fn")
+            self.options.fixtures.check(fn, kwargs, len(args))
+            return self._submissions.submit(fn, args, kwargs, key)
+        future: Future[Any] = Future()  # serial: the task runs before submit returns
+        task = Task(fn, args, kwargs, key=key)
         batch = self._batch_for_tasks([task], self.run_options, FutureSink(future))
         self._post(functools.partial(self.engine.accept, batch))
         self._driver.submitted(batch)
