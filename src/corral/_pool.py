@@ -353,6 +353,12 @@ class Pool:
         self._driver.submitted(batch)
         return future
 
+    def _conform_errors(self) -> None:
+        """Fail submitted tasks the way ``concurrent.futures`` does (``Executor``): see
+        ``_submissions.conform``."""
+        if self._submissions is not None:
+            self._submissions.conform = True
+
     def imap(
         self,
         fn: Callable[[Any], Any],

@@ -45,7 +45,7 @@ from typing import Any
 from ._batch import Batch, OkRecord
 from ._batch import _callbacks_guarded as callbacks_guarded
 from ._engine import Engine
-from ._errors import CorralError
+from ._errors import CorralError, RemoteTraceback, SerializationError
 from ._functions import FunctionTable
 from ._options import RunOptions
 from ._outcome import Outcome
@@ -78,6 +78,8 @@ class Submissions:
         self._lock = threading.Lock()
         self._pending: list[_Entry] = []
         self._flush_action = functools.partial(_flush, self)  # no bound method: no cycle
+        self.conform = False
+        """Fail futures as ``concurrent.futures`` does (``conform``); set by the Executor."""
         # engine thread only:
         self._batch: Batch | None = None
         self._held: set[int] = set()  # function ids the current batch holds a reference to
@@ -107,7 +109,7 @@ class Submissions:
             if batch is None or batch.done or batch.cancelled or batch.n >= BATCH_MAX:
                 self._held = set()
                 part = entries[start : start + BATCH_MAX]
-                sink, keys = FuturesSink(), []
+                sink, keys = FuturesSink(self.conform), []
                 items = self._admit(sink, keys, 0, part)
                 batch = Batch(
                     dict(enumerate(items)),
@@ -156,8 +158,9 @@ class FuturesSink:
 
     claims = True
 
-    def __init__(self) -> None:
+    def __init__(self, conform: bool = False) -> None:
         self.futures: dict[int, Future[Any]] = {}
+        self.conform = conform
 
     def claim(self, pos: int) -> bool:
         # A future is set running once: claimed already, it was sent to a worker that died
@@ -178,8 +181,11 @@ class FuturesSink:
             return
         if not future.running() and not future.set_running_or_notify_cancel():
             return  # cancelled by its caller: it stays cancelled
+        error = outcome.error
+        if self.conform and error is not None:
+            error = conform(error)
         with callbacks_guarded(future):
-            future.set_exception(outcome.error)
+            future.set_exception(error)
 
     def given(self, pos: int, outcome: Outcome) -> None:  # pragma: no cover - never given
         raise AssertionError("submitted tasks have no outcomes given up front")
@@ -193,3 +199,26 @@ class FuturesSink:
             with callbacks_guarded(future):
                 if future.set_running_or_notify_cancel():
                     future.set_exception(error)
+
+
+def conform(error: BaseException) -> BaseException:
+    """``error`` as ``concurrent.futures.ProcessPoolExecutor`` would give it: the worker's
+    traceback as a ``concurrent.futures.process._RemoteTraceback`` cause (corral's own
+    ``RemoteTraceback`` has the same ``tb`` text), and an argument that would not pickle as
+    the exception pickling raised (the task named in a note, on Python 3.11+) instead of
+    corral's ``SerializationError`` (a ``TypeError``, kept on 3.10)."""
+    from concurrent.futures import process
+
+    cause = error.__cause__
+    if type(cause) is RemoteTraceback:
+        error.__cause__ = process._RemoteTraceback(cause.tb)  # type: ignore[no-untyped-call]
+    elif (
+        isinstance(error, SerializationError)
+        and isinstance(cause, BaseException)
+        and hasattr(cause, "add_note")
+    ):
+        cause.add_note(
+            f"corral: the arguments of task {getattr(error, 'key', None)!r} cannot be pickled"
+        )
+        return cause
+    return error
