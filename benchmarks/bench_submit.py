@@ -115,9 +115,7 @@ def main() -> None:
         med = statistics.median(totals[name])
         per_submit = min(submits[name]) / args.n * 1e6
         ratio = f"{ref / best:.2f}x" if ref else "-"
-        print(
-            f"{name:22} {args.n / best:9.0f} {args.n / med:9.0f} {per_submit:10.1f} {ratio:>9}"
-        )
+        print(f"{name:22} {args.n / best:9.0f} {args.n / med:9.0f} {per_submit:10.1f} {ratio:>9}")
 
 
 if __name__ == "__main__":

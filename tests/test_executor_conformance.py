@@ -197,7 +197,7 @@ def test_map_buffersize_stops_submitting_once_the_executor_is_collected():
     del ex
     gc.collect()
     assert wr() is None
-    assert list(results) == [1]  # what was submitted ends; nothing more is read
+    assert list(results) == [1, 2]  # what was submitted ends; nothing more is read
     assert wait_gone() == []
 
 

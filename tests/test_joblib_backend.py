@@ -95,9 +95,11 @@ def test_n_jobs_one_runs_in_this_process_as_joblib_does():
 
 
 def test_unknown_option_is_a_config_error_before_any_work():
-    with pytest.raises(corral.ConfigError, match="retrys"):
-        with joblib.parallel_config(backend="corral", n_jobs=2, retrys=1):
-            pass
+    with (
+        pytest.raises(corral.ConfigError, match="retrys"),
+        joblib.parallel_config(backend="corral", n_jobs=2, retrys=1),
+    ):
+        pass
 
 
 # -- scikit-learn ------------------------------------------------------------------------------
@@ -125,9 +127,11 @@ def test_grid_search_equals_n_jobs_one():
 
 # -- crashes, retries, timeouts ----------------------------------------------------------------
 def test_worker_killed_fails_the_call_naming_the_task():
-    with joblib.parallel_config(backend="corral", n_jobs=2):
-        with pytest.raises(corral.WorkerCrashed) as info:
-            joblib.Parallel(batch_size=1)(joblib.delayed(kill_self_on)(i, 3) for i in range(8))
+    with (
+        joblib.parallel_config(backend="corral", n_jobs=2),
+        pytest.raises(corral.WorkerCrashed) as info,
+    ):
+        joblib.Parallel(batch_size=1)(joblib.delayed(kill_self_on)(i, 3) for i in range(8))
     error = info.value
     assert error.signal == "SIGKILL"
     assert "joblib task" in str(error) and "kill_self_on" in str(error)
@@ -151,9 +155,11 @@ def test_worker_killed_is_retried_when_configured(tmp_path):
 
 def test_timeout_stops_the_call(tmp_path):
     started = time.monotonic()
-    with joblib.parallel_config(backend="corral", n_jobs=2, timeout=1.0):
-        with pytest.raises(corral.TaskTimeout, match="joblib task"):
-            joblib.Parallel()(joblib.delayed(wait_forever)(str(tmp_path)) for _ in range(1))
+    with (
+        joblib.parallel_config(backend="corral", n_jobs=2, timeout=1.0),
+        pytest.raises(corral.TaskTimeout, match="joblib task"),
+    ):
+        joblib.Parallel()(joblib.delayed(wait_forever)(str(tmp_path)) for _ in range(1))
     assert time.monotonic() - started < WAIT
 
 

@@ -196,9 +196,8 @@ def _results(
                 if executor is not None and a is not None:
                     fs.append(executor.submit(fn, *a))
                 del executor
-            value = _result_or_cancel(fs.popleft(), None if end is None else end - time.monotonic())
-            yield value
-            del value
+            # yielded straight away: a local would keep the value alive while suspended
+            yield _result_or_cancel(fs.popleft(), None if end is None else end - time.monotonic())
     finally:
         for future in fs:
             future.cancel()
@@ -240,4 +239,3 @@ class _ChunkRunner:
     def __call__(self, chunk: list[tuple[Any, ...]], **fixtures: Any) -> list[Any]:
         fn = self.fn
         return [fn(*args, **fixtures) for args in chunk]
-

@@ -77,7 +77,7 @@ class CorralBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         super().__init__(
             nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads, **options
         )
-        pool_kw, run_kw = split_options(dict(options))  # a bad option fails here
+        _, run_kw = split_options(dict(options))  # a bad option fails here
         self._options = options
         self._progress = run_kw.pop("progress", None)
         self._options.pop("progress", None)
