@@ -321,9 +321,9 @@ def test_initializer_not_callable_is_type_error():
         corral.Executor(max_workers=1, initializer=42)
 
 
-def test_failing_initializer_fails_each_future_and_the_executor_is_not_broken():
-    # Deliberate difference: no BrokenProcessPool; each future fails with WorkerStartError and
-    # submit still works.
+def test_failing_initializer_fails_each_future_with_worker_start_error():
+    # Deliberate difference: no BrokenProcessPool; each future fails with WorkerStartError
+    # (with the initializer's error) and submit does not raise.
     with corral.Executor(max_workers=1, initializer=failing_initializer) as ex:
         errors = [ex.submit(abs, -x).exception(timeout=WAIT) for x in range(2)]
     assert all(isinstance(e, corral.WorkerStartError) for e in errors)

@@ -13,7 +13,8 @@ an executor dropped without ``shutdown()`` finishes its submitted work when it i
 The deliberate differences (``docs/executor.md``) are the point of it: a worker that dies
 fails only its own future with ``corral.WorkerCrashed`` and the executor keeps working (no
 ``BrokenProcessPool``); a failing initializer fails the futures with
-``corral.WorkerStartError`` (the executor is not broken: the next worker tries again); at
+``corral.WorkerStartError``, with the initializer's traceback, instead of breaking the
+pool (``submit`` keeps working, and its futures fail the same way); at
 interpreter exit, work still queued or running is cancelled and its workers stopped (exit
 never waits on a task that may never end).
 """

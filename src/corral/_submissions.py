@@ -109,7 +109,8 @@ class Submissions:
             if batch is None or batch.done or batch.cancelled or batch.n >= BATCH_MAX:
                 self._held = set()
                 part = entries[start : start + BATCH_MAX]
-                sink, keys = FuturesSink(self.conform), []
+                sink = FuturesSink(self.conform)
+                keys: list[Any] = []
                 items = self._admit(sink, keys, 0, part)
                 batch = Batch(
                     dict(enumerate(items)),
@@ -211,7 +212,7 @@ def conform(error: BaseException) -> BaseException:
 
     cause = error.__cause__
     if type(cause) is RemoteTraceback:
-        error.__cause__ = process._RemoteTraceback(cause.tb)  # type: ignore[no-untyped-call]
+        error.__cause__ = process._RemoteTraceback(cause.tb)  # type: ignore[arg-type]
     elif (
         isinstance(error, SerializationError)
         and isinstance(cause, BaseException)

@@ -110,7 +110,7 @@ class CorralBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         n = self.effective_n_jobs(n_jobs)
         if n == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
-        self._parallel = parallel
+        self._parallel = self.parallel = parallel  # joblib's AutoBatchingMixin reads .parallel
         self._numbers = itertools.count()
         # ``options`` are joblib's memmapping ones (temp_folder, max_nbytes, mmap_mode...):
         # arguments travel by pickle here, so they do not apply.
