@@ -22,8 +22,12 @@ worker processes. What corral adds to joblib's own process backends:
   worker's BLAS/OpenMP thread pools are capped to its share of the CPUs, so a nested call
   cannot oversubscribe the machine.
 
-A pool is started for each ``Parallel`` call (``configure``) and closed when it ends
-(``terminate``); ``n_jobs=1`` runs in the calling process, as with joblib's ``loky``.
+The pool is started by the first ``Parallel`` call (``configure``) and kept for the next ones
+of the same ``parallel_config`` block (its workers have imported joblib and the task's
+modules already, as loky keeps its executor); it closes when the block's backend is dropped
+(the Pool's finalizer), at interpreter exit, or after a failed call (``abort_everything``:
+running tasks are stopped, a new pool serves the next call). ``n_jobs=1`` runs in the calling
+process, as with joblib's ``loky``.
 
 How joblib drives a backend (all in ``joblib._parallel_backends``): ``configure`` per call,
 ``submit`` per batch of calls with a callback that joblib runs when the batch is done (here on
@@ -48,6 +52,7 @@ from joblib._parallel_backends import (
     SequentialBackend,
 )
 
+from ._calls import call
 from ._options import split_options
 from ._platform import cpu_count
 from ._pool import Pool
@@ -112,9 +117,14 @@ class CorralBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         self._parallel = self.parallel = parallel  # joblib's AutoBatchingMixin reads .parallel
         self._numbers = itertools.count()
-        # ``options`` are joblib's memmapping ones (temp_folder, max_nbytes, mmap_mode...):
-        # arguments travel by pickle here, so they do not apply.
-        self._pool = Pool(n, **self._options)
+        pool = self._pool
+        if pool is not None and (pool.workers != n or pool._closed):
+            self._pool = None
+            pool.close(wait=True)
+        if self._pool is None:
+            # ``options`` are joblib's memmapping ones (temp_folder, max_nbytes, mmap_mode...):
+            # arguments travel by pickle here, so they do not apply.
+            self._pool = Pool(n, **self._options)
         self._start_progress()
         return n
 
@@ -128,7 +138,7 @@ class CorralBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         if pool is None:
             raise RuntimeError("the corral joblib backend is not configured (or was terminated)")
         key = _describe(func, next(self._numbers))
-        future = pool._submit(_call, (func,), {}, key=key)
+        future = pool._submit(call, (func,), {}, key=key)
         if self._observer is not None:
             future.add_done_callback(self._advance)
         if callback is not None:
@@ -141,12 +151,18 @@ class CorralBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """A task failed: cancel the rest (running ones are stopped), and start afresh when
         joblib will submit more."""
-        self._close(cancel=True)
+        self._stop_progress()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(cancel=True, wait=True)
         if ensure_ready and self._parallel is not None:
             self.configure(n_jobs=self._parallel.n_jobs, parallel=self._parallel)
 
     def terminate(self) -> None:
-        self._close(cancel=False)
+        """The ``Parallel`` call ended. The pool stays for the next call in the same
+        ``parallel_config`` block (its workers have imported what the tasks need); it is
+        closed when this backend is dropped (the Pool's finalizer) or at interpreter exit."""
+        self._stop_progress()
         self.reset_batch_stats()
 
     def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
@@ -155,14 +171,6 @@ class CorralBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         return SequentialBackend(nesting_level=nesting_level), None
 
     # -- ours -------------------------------------------------------------------------------
-    def _close(self, cancel: bool) -> None:
-        pool, self._pool = self._pool, None
-        try:
-            if pool is not None:
-                pool.close(cancel=cancel, wait=True)
-        finally:
-            self._stop_progress()
-
     def _start_progress(self) -> None:
         if not self._progress:
             return
@@ -186,12 +194,6 @@ class CorralBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
             return
         failed = future.exception() is not None
         observer.advance(int(not failed), int(failed), None)
-
-
-def _call(batch: Callable[[], Any]) -> Any:
-    """What runs in the worker: one joblib batch (``BatchedCalls``), pickled as an argument
-    so that the function itself (this one, by name) is sent to each worker once."""
-    return batch()
 
 
 def _describe(batch: Any, number: int) -> str:
