@@ -19,18 +19,17 @@ from _tasks import WAIT, wait_for_file
 import corral
 
 joblib = require_module("joblib")
-sklearn = require_module("sklearn")
 corral_joblib = require_module("corral.joblib")
-
-from sklearn.datasets import make_classification  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
-from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 def data():
+    # scikit-learn is imported by the tests that use it, not by this module: workers import
+    # this module for its task functions, and need not load scikit-learn for them.
+    require_module("sklearn")
+    from sklearn.datasets import make_classification
+
     return make_classification(n_samples=200, n_features=8, random_state=0)
 
 
@@ -105,6 +104,9 @@ def test_unknown_option_is_a_config_error_before_any_work():
 # -- scikit-learn ------------------------------------------------------------------------------
 def test_cross_val_score_equals_n_jobs_one():
     X, y = data()
+    from sklearn.model_selection import cross_val_score
+    from sklearn.tree import DecisionTreeClassifier
+
     model = DecisionTreeClassifier(random_state=0)
     expected = cross_val_score(model, X, y, cv=5, n_jobs=1)
     with joblib.parallel_config(backend="corral"):
@@ -114,6 +116,9 @@ def test_cross_val_score_equals_n_jobs_one():
 
 def test_grid_search_equals_n_jobs_one():
     X, y = data()
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
     grid = {"C": [0.01, 0.1, 1.0, 10.0]}
     serial = GridSearchCV(LogisticRegression(max_iter=500), grid, cv=3, n_jobs=1).fit(X, y)
     with joblib.parallel_config(backend="corral"):
