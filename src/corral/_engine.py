@@ -180,6 +180,14 @@ class Engine:
                 return
             _run_logged(action, "an action posted after the engine stopped")
 
+    def after_dispatch(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once this step has handed out what it can (posted: a caller's
+        barrier, ``_submissions.Submissions.sync``). Runs at once when the engine has stopped."""
+        if self._stopped:
+            action()
+            return
+        self._deadlines.add(time.monotonic(), action)  # due at this step's end
+
     # -- engine thread ----------------------------------------------------------------------
     def start_workers(self) -> None:
         self._crew.start_all()

@@ -34,10 +34,6 @@ from typing import Any
 from ._pool import Pool
 from ._public import public
 
-EXTRA_QUEUED_CALLS = 1
-"""As ``concurrent.futures.process``: beyond one per worker, how many calls count as handed
-to the workers (spared by ``shutdown(cancel_futures=True)``)."""
-
 
 @public
 class Executor(futures.Executor):
@@ -123,23 +119,18 @@ class Executor(futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._shutdown = True
-            if cancel_futures:
-                self._cancel_pending()
+        if cancel_futures:  # not under the lock: a done callback may submit meanwhile
+            self._cancel_pending()
         self._pool.close(wait=wait)
 
     def _cancel_pending(self) -> None:
-        """Cancel the futures not yet handed to a worker. As ``ProcessPoolExecutor`` hands
-        calls to a queue of ``max_workers + EXTRA_QUEUED_CALLS`` as soon as they are submitted,
-        the oldest that many not yet running are spared, whether or not the engine has taken
-        them yet: right after many submits, some still run."""
-        spare = self._max_workers + EXTRA_QUEUED_CALLS
+        """Cancel the futures no worker has started. First let the engine take what was
+        just submitted and hand out what it can (``ProcessPoolExecutor`` moves calls to its
+        workers' queue as they are submitted): right after many submits, the first ones
+        still run, the rest are cancelled."""
+        self._pool._sync_submissions()
         for future in list(self._pending.values()):
-            if future.done() or future.running():
-                continue
-            if spare > 0:
-                spare -= 1
-                continue
-            future.cancel()
+            future.cancel()  # no effect on a running or finished one
 
     def terminate_workers(self) -> None:
         """Stop the workers now (3.14): cancel what waits, stop what runs (its future fails

@@ -353,6 +353,12 @@ class Pool:
         self._driver.submitted(batch)
         return future
 
+    def _sync_submissions(self) -> None:
+        """Wait until the engine has handed out what it can of the tasks submitted so far
+        (``Submissions.sync``); nothing to wait for with the serial backend."""
+        if self._submissions is not None and not self._closed:
+            self._submissions.sync()
+
     def _conform_errors(self) -> None:
         """Fail submitted tasks the way ``concurrent.futures`` does (``Executor``): see
         ``_submissions.conform``."""

@@ -98,6 +98,14 @@ class Submissions:
             self._post(self._flush_action)
         return future
 
+    def sync(self, timeout: float = 10.0) -> None:
+        """Return once the engine has taken every task submitted so far and handed what it
+        could to the workers (their futures are then running): what is still pending after
+        that no worker has. Bounded: an engine stuck in a done callback is not waited for."""
+        reached = threading.Event()
+        self._post(functools.partial(self._engine.after_dispatch, reached.set))
+        reached.wait(timeout)
+
     # -- engine thread ----------------------------------------------------------------------
     def flush(self) -> None:
         with self._lock:
