@@ -175,3 +175,11 @@ def test_nested_parallel_runs_sequentially_in_the_worker():
     for x, (backend, _n_jobs, inner, _) in enumerate(results):
         assert backend == "SequentialBackend"
         assert inner == [i * i for i in range(x + 3)]
+
+
+# -- options -----------------------------------------------------------------------------------
+def test_progress_option_draws_a_bar_counting_tasks(capfd):
+    with joblib.parallel_config(backend="corral", n_jobs=2, progress=True):
+        values = joblib.Parallel(batch_size=1)(joblib.delayed(square)(i) for i in range(6))
+    assert values == [i * i for i in range(6)]
+    assert "6/" in capfd.readouterr().err

@@ -3,7 +3,9 @@
     caller threads              engine thread (this module and its collaborators)          backend
     ──────────────              ─────────────────────────────────────────────────          ───────
     submit(batch) ──► inbox (deque) + wakeup pipe byte
-    cancel(batch) ──►      │
+    cancel(batch) ──►      │   (``_submissions`` posts one flush for many submitted tasks:
+                           │    ``accept``/``extend`` of shared batches; ``after_dispatch``:
+                           │    a caller's barrier, due once the step has handed out work)
                            ▼
                      _run_inbox ─► Dispatcher (_dispatch): idle slot k ◄─ batch.take()
                            │          record slot k → InFlight, then send ─────────────► worker k

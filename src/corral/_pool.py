@@ -2,8 +2,9 @@
 
 A Pool owns an engine (``_engine``), its backend and, for worker processes, the engine thread,
 through its ``Lifetime`` (``_lifetime``), which never refers back to the Pool.
-It turns ``map``/``imap``/``run``/``submit`` calls into batches, waits for them on the caller's
-thread, and handles Ctrl-C there. The backend is made by name through the registry
+It turns ``map``/``imap``/``run`` calls into batches, waits for them on the caller's
+thread, and handles Ctrl-C there; ``submit`` calls go through ``_submissions``, which gathers
+them into shared batches. The backend is made by name through the registry
 (``_backends.BACKENDS``); the Pool talks to the engine through one driver (``_drivers``): an
 engine thread, or (serial backend) the caller's thread driving the engine until its batch is
 done.
