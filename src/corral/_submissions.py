@@ -37,9 +37,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import (
+    Future,
+    process,  # not lazily: an import may fail at interpreter exit
+)
 from typing import Any
 
 from ._batch import Batch, OkRecord
@@ -192,7 +196,10 @@ class FuturesSink:
             return  # cancelled by its caller: it stays cancelled
         error = outcome.error
         if self.conform and error is not None:
-            error = conform(error)
+            try:
+                error = conform(error)
+            except Exception:  # never on the engine thread's way: keep corral's error
+                logging.getLogger("corral").exception("conforming the error of %r failed", pos)
         with callbacks_guarded(future):
             future.set_exception(error)
 
@@ -216,8 +223,6 @@ def conform(error: BaseException) -> BaseException:
     ``RemoteTraceback`` has the same ``tb`` text), and an argument that would not pickle as
     the exception pickling raised (the task named in a note, on Python 3.11+) instead of
     corral's ``SerializationError`` (a ``TypeError``, kept on 3.10)."""
-    from concurrent.futures import process
-
     cause = error.__cause__
     if type(cause) is RemoteTraceback:
         error.__cause__ = process._RemoteTraceback(cause.tb)  # type: ignore[arg-type]
