@@ -254,6 +254,7 @@ def unpicklable(items: list[Any], what: str = "") -> dict[int, SerializationErro
         except BaseException as exc:  # engine thread or worker: see the module docstring
             why = describe_error(exc)
             bad[i] = SerializationError(f"cannot pickle {what}{_describe(item)}: {why}")
+            bad[i].__cause__ = exc.with_traceback(None)  # the original (the Executor's error)
     return bad
 
 

@@ -99,12 +99,24 @@ class Dispatcher:
             positions = self._skip_broken_fixtures(batch, positions)
             if not positions:
                 continue
-            if batch.sink_claims and not batch.sink.claim(positions[0]):
-                self._failures.finish_cancelled(batch, positions[0], None)
-                self._complete(batch)
-                continue
+            if batch.sink_claims:
+                positions = self._claimed(batch, positions)
+                if not positions:
+                    continue
             self._send(slot_id, batch, positions)
         return True
+
+    def _claimed(self, batch: Batch, positions: Sequence[int]) -> Sequence[int]:
+        """The positions whose sink lets them start (a future sets itself running); those
+        refused (their future was cancelled by its caller) end ``cancelled``."""
+        claim = batch.sink.claim
+        refused = [pos for pos in positions if not claim(pos)]
+        if not refused:
+            return positions
+        for pos in refused:
+            self._failures.finish_cancelled(batch, pos, None)
+        self._complete(batch)
+        return [pos for pos in positions if pos not in refused]
 
     def _skip_broken_fixtures(self, batch: Batch, positions: Sequence[int]) -> Sequence[int]:
         """Fail, instead of dispatching, the positions that need a fixture whose

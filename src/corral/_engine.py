@@ -3,7 +3,9 @@
     caller threads              engine thread (this module and its collaborators)          backend
     ──────────────              ─────────────────────────────────────────────────          ───────
     submit(batch) ──► inbox (deque) + wakeup pipe byte
-    cancel(batch) ──►      │
+    cancel(batch) ──►      │   (``_submissions`` posts one flush for many submitted tasks:
+                           │    ``accept``/``extend`` of shared batches; ``after_dispatch``:
+                           │    a caller's barrier, due once the step has handed out work)
                            ▼
                      _run_inbox ─► Dispatcher (_dispatch): idle slot k ◄─ batch.take()
                            │          record slot k → InFlight, then send ─────────────► worker k
@@ -192,6 +194,14 @@ class Engine:
                 wake()
                 return
             _run_logged(action, "an action posted after the engine stopped")
+
+    def after_dispatch(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once this step has handed out what it can (posted: a caller's
+        barrier, ``_submissions.Submissions.sync``). Runs at once when the engine has stopped."""
+        if self._stopped:
+            action()
+            return
+        self._deadlines.add(time.monotonic(), action)  # due at this step's end
 
     # -- engine thread ----------------------------------------------------------------------
     def start_workers(self) -> None:

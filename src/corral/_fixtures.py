@@ -27,8 +27,11 @@ its parameters. Arguments the task itself passes (``Task(fn, kwargs=...)``) win 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import types
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
@@ -251,18 +254,30 @@ class Parameters(NamedTuple):
 NO_PARAMETERS = Parameters((), ())
 
 
-@functools.lru_cache(maxsize=256)
-def _parameters_cached(fn: Callable[..., Any]) -> Parameters:
-    return _parameters(fn)
+_PARAMETERS: weakref.WeakKeyDictionary[Any, Parameters] = weakref.WeakKeyDictionary()
+_METHOD_PARAMETERS: weakref.WeakKeyDictionary[Any, Parameters] = weakref.WeakKeyDictionary()
 
 
 def parameters(fn: Callable[..., Any]) -> Parameters:
     """The parameters of ``fn`` that matter for injection (memoised: ``run`` checks every
-    Task, and 20,000 Tasks usually share one function)."""
+    Task, and 20,000 Tasks usually share one function).
+
+    Memoised weakly, by the function (a bound method: by its function, as each ``obj.method``
+    is a new object): the memo must not keep a task's callable, or the object a method is
+    bound to, alive once the caller dropped it."""
+    if isinstance(fn, types.MethodType):
+        memo, key = _METHOD_PARAMETERS, fn.__func__
+    else:
+        memo, key = _PARAMETERS, fn
     try:
-        return _parameters_cached(fn)
-    except TypeError:  # unhashable callable
+        found = memo.get(key)
+    except TypeError:  # not weakly referable, or unhashable: not memoised
         return _parameters(fn)
+    if found is None:
+        found = _parameters(fn)
+        with contextlib.suppress(TypeError):
+            memo[key] = found
+    return found
 
 
 def _parameters(fn: Callable[..., Any]) -> Parameters:

@@ -2,8 +2,9 @@
 
 A Pool owns an engine (``_engine``), its backend and, for worker processes, the engine thread,
 through its ``Lifetime`` (``_lifetime``), which never refers back to the Pool.
-It turns ``map``/``imap``/``run``/``submit`` calls into batches, waits for them on the caller's
-thread, and handles Ctrl-C there. The backend is made by name through the registry
+It turns ``map``/``imap``/``run`` calls into batches, waits for them on the caller's
+thread, and handles Ctrl-C there; ``submit`` calls go through ``_submissions``, which gathers
+them into shared batches. The backend is made by name through the registry
 (``_backends.BACKENDS``); the Pool talks to the engine through one driver (``_drivers``): an
 engine thread, or (serial backend) the caller's thread driving the engine until its batch is
 done.
@@ -49,6 +50,7 @@ from ._report.progress import make_observer
 from ._report.report import Report
 from ._report.telemetry import WorkerLog
 from ._scheduler import Scheduler
+from ._submissions import Submissions
 from ._task import Task
 
 FALLBACK = "serial"
@@ -135,6 +137,13 @@ class Pool:
             self.engine, self._life
         )
         self._driver.start()
+        # One task at a time (submit): gathered into shared batches (``_submissions``); the
+        # serial backend runs each before submit returns, in a batch of its own.
+        self._submissions = (
+            None
+            if runs_here
+            else Submissions(self.engine, self.functions, self.run_options, self._driver.post)
+        )
         self._finalizer = weakref.finalize(self, self._life.close, cancel=False, wait=False)
         self._finalizer.atexit = False  # at exit, _lifecycle closes every Lifetime itself
 
@@ -426,13 +435,36 @@ class Pool:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; a standard ``concurrent.futures.Future``."""
+        return self._submit(fn, args, kwargs)
+
+    def _submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: Any = None
+    ) -> Future[Any]:
+        """``submit``, with the task's ``key`` for its errors (default: the number of submits
+        before it)."""
         self._check_open()
-        future: Future[Any] = Future()
-        task = Task(fn, args, kwargs)
+        if self._submissions is not None:
+            check_callable(fn, "fn")
+            self.options.fixtures.check(fn, kwargs, len(args))
+            return self._submissions.submit(fn, args, kwargs, key)
+        future: Future[Any] = Future()  # serial: the task runs before submit returns
+        task = Task(fn, args, kwargs, key=key)
         batch = self._batch_for_tasks([task], self.run_options, FutureSink(future))
         self._post(functools.partial(self.engine.accept, batch))
         self._driver.submitted(batch)
         return future
+
+    def _sync_submissions(self) -> None:
+        """Wait until the engine has handed out what it can of the tasks submitted so far
+        (``Submissions.sync``); nothing to wait for with the serial backend."""
+        if self._submissions is not None and not self._closed:
+            self._submissions.sync()
+
+    def _conform_errors(self) -> None:
+        """Fail submitted tasks the way ``concurrent.futures`` does (``Executor``): see
+        ``_submissions.conform``."""
+        if self._submissions is not None:
+            self._submissions.conform = True
 
     def imap(
         self,
