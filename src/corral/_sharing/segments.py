@@ -29,7 +29,6 @@ import contextlib
 import errno
 import mmap
 import os
-import secrets
 import sys
 import tempfile
 from collections.abc import Callable
@@ -73,6 +72,8 @@ def backing_dir(backing: str, dir: str | os.PathLike[str] | None) -> str:
 
 def new_name() -> str:
     pid = os.getpid()
+    import secrets  # (only when a segment is made: not on a Pool's start, which sweeps)
+
     return f"{PREFIX}{pid}-{_start_ticks(pid)}-{secrets.token_hex(6)}"
 
 
