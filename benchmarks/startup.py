@@ -9,7 +9,8 @@ one trivial task (``abs(-1)``), with the import measured separately too:
 - ``import``: the import alone (corral: ``import corral`` plus every module a first
   ``corral.map`` imports, taken from a real run; ``concurrent.futures`` and
   ``multiprocessing.pool`` for reference);
-- ``first``: import + ``Pool(2)`` + first result (``corral.Pool().submit`` / ``mp.Pool.apply_async``);
+- ``first``: import + ``Pool(2)`` + first result (``corral.Pool().submit``,
+  ``mp.Pool.apply_async``);
 - ``second``: a second pool in the same process (corral: the fork server is up), excluding import.
 
 Repetitions are interleaved round-robin across rows, so the machine's drift spreads over all of
@@ -25,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -73,6 +73,7 @@ assert first == 1
 print("@@STARTUP " + json.dumps({"first": t1 - t0, "second": t3 - t2}), flush=True)
 """
 
+KEYS = ("import", "first", "second")
 ROWS = {
     "corral-import": ("corral", "import"),
     "cf-import": ("cf", "import"),
@@ -99,7 +100,9 @@ def first_map_modules() -> str:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent / "src"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(HERE.parent / "src"), env.get("PYTHONPATH")])
+    )
     return env
 
 
@@ -109,7 +112,10 @@ def main() -> int:
     ap.add_argument("--rows", default=",".join(ROWS))
     args = ap.parse_args()
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        print("warning: PYTHONDONTWRITEBYTECODE is set: every run compiles from source", file=sys.stderr)
+        print(
+            "warning: PYTHONDONTWRITEBYTECODE is set: every run compiles from source",
+            file=sys.stderr,
+        )
     modules = first_map_modules()
     rows = args.rows.split(",")
     data: dict[str, dict[str, list[float]]] = {r: {} for r in rows}
@@ -122,19 +128,20 @@ def main() -> int:
             if not line:
                 print(row, "failed:", out.stderr[-500:], file=sys.stderr)
                 continue
-            for k, v in json.loads(line[-1][len(MARK):]).items():
+            for k, v in json.loads(line[-1][len(MARK) :]).items():
                 data[row].setdefault(k, []).append(v)
     med = {r: {k: statistics.median(v) for k, v in d.items()} for r, d in data.items()}
     print(f"load average at end: {os.getloadavg()[0]:.2f}; reps {args.reps}; medians in ms")
     print("| row | import | first result (incl. import) | second pool |")
     print("|---|---:|---:|---:|")
     for r in rows:
-        m = med[r]
-        f = lambda k: f"{m[k] * 1e3:.1f}" if k in m else "—"  # noqa: E731
-        print(f"| {r} | {f('import')} | {f('first')} | {f('second')} |")
+        cells = [f"{med[r][k] * 1e3:.1f}" if k in med[r] else "—" for k in KEYS]
+        print(f"| {r} | {' | '.join(cells)} |")
+
     def ratio(a: str, ka: str, b: str, kb: str) -> None:
         if a in med and b in med and ka in med[a] and kb in med[b]:
-            print(f"- {a} {ka} / {b} {kb}: {med[a][ka] / med[b][kb]:.2f}×")
+            print(f"- {a} {ka} / {b} {kb}: {med[a][ka] / med[b][kb]:.2f}×")  # noqa: RUF001
+
     ratio("corral-import", "import", "cf-import", "import")
     ratio("corral-default", "first", "mp-spawn", "first")
     ratio("corral-default", "second", "mp-fork", "second")

@@ -240,11 +240,10 @@ class Batch:
     def chunk_size(self, workers: int, remaining: int) -> int:
         """Guided self-scheduling: a quarter of the per-worker share of what remains, bounded
         by measured task duration so chunks are neither too long to balance nor too short to
-        amortise the round trip. Tasks with a timeout run one by one."""
+        amortise the round trip. Chunks carry timeouts: each item's deadline runs from its
+        own start, which the worker stamps (``Crew._check_timeout``)."""
         if self.options.chunksize != "auto":
             return self.options.chunksize
-        if self.has_timeouts:
-            return 1
         size = math.ceil(remaining / (4 * workers))
         if self._work_items:
             mean = self._work_seconds / self._work_items

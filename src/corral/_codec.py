@@ -79,7 +79,29 @@ class _PlainPickler(pickle.Pickler):
             getattr(obj, "__self__", None), types.ModuleType | None
         ):
             return NotImplemented  # a module's built-in function, by name: not a bound method
+        if kind is types.FunctionType and _by_name(obj):
+            return NotImplemented
         raise _NeedsCloudpickle
+
+
+def _by_name(fn: types.FunctionType) -> bool:
+    """Whether cloudpickle would pickle ``fn`` by reference (module and name), as plain pickle
+    does: its rule (``_should_pickle_by_reference``) once cloudpickle is loaded; before that
+    (nothing can be registered by value yet) the same test, done here: a module other than
+    ``__main__`` (or ``runpy.run_path``'s), imported, where the name leads back to ``fn``."""
+    if _cloudpickle is not None or "cloudpickle" in sys.modules:
+        _load_cloudpickle()
+        return _should_pickle_by_reference is not None and _should_pickle_by_reference(fn)
+    module = sys.modules.get(fn.__module__) if fn.__module__ not in _NOT_BY_NAME else None
+    if module is None:
+        return False
+    found: Any = module
+    for part in fn.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is fn
+
+
+_NOT_BY_NAME = frozenset({"__main__", "<run_path>", None})
 
 
 _plain_ok = True  # false after the first message plain pickle could not take
@@ -181,7 +203,9 @@ def dumps(obj: Any) -> bytes:
         return file.getvalue()
 
 
-def _dump_into(file: io.BytesIO, obj: Any) -> None:
+def _dump_into(file: io.BytesIO, obj: Any, *, learn: bool = True) -> None:
+    """Pickle ``obj`` into ``file``: plain pickle while it suffices, else cloudpickle.
+    ``learn``: a message plain pickle cannot take turns it off for the rest of the process."""
     global _plain_ok
     if _plain_ok:
         start = file.tell()
@@ -189,7 +213,7 @@ def _dump_into(file: io.BytesIO, obj: Any) -> None:
             _PlainPickler(file, protocol=PROTOCOL).dump(obj)
             return
         except Exception as exc:  # no user code ran: cloudpickle tries again, and says why
-            if isinstance(exc, _NeedsCloudpickle):
+            if learn and isinstance(exc, _NeedsCloudpickle):
                 _plain_ok = False
             file.seek(start)
             file.truncate()
@@ -228,7 +252,9 @@ def loads_call(data: bytes) -> Any:
 def dump_function(fn: Callable[..., Any]) -> bytes:
     """Pickle a task function once, at the boundary: an unpicklable one is a caller error."""
     try:
-        return dumps(fn)
+        with io.BytesIO() as file:  # a function of __main__ says nothing about the messages
+            _dump_into(file, fn, learn=False)
+            return file.getvalue()
     except (Exception, SystemExit, GeneratorExit) as exc:  # a Ctrl-C here is the user's
         name = getattr(fn, "__qualname__", None) or repr(fn)
         raise SerializationError(
