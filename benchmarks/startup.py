@@ -75,6 +75,9 @@ print("@@STARTUP " + json.dumps({"first": t1 - t0, "second": t3 - t2}), flush=Tr
 
 KEYS = ("import", "first", "second")
 ROWS = {
+    "base-import": ("corral", "import"),
+    "base-default": ("corral", "default"),
+    "base-fork": ("corral", "fork"),
     "corral-import": ("corral", "import"),
     "cf-import": ("cf", "import"),
     "mp-import": ("mp", "import"),
@@ -86,44 +89,54 @@ ROWS = {
 }
 
 
-def first_map_modules() -> str:
-    """The corral modules a first ``corral.map`` imports in a fresh coordinator."""
+def first_map_modules(src: Path) -> str:
+    """The modules a first ``corral.map`` imports in a fresh coordinator."""
     code = (
         "import sys; b = set(sys.modules); import corral\n"
         "if __name__ == '__main__':\n"
         "    corral.map(abs, [-1, -2], workers=2)\n"
-        "    print(','.join(m for m in sys.modules if m not in b))\n"
+        "    print(','.join(m for m in sys.modules if m not in b\n"
+        "                   and m.startswith(('corral', 'multiprocessing'))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(src)
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
-def _env() -> dict[str, str]:
+def _env(src: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(HERE.parent / "src"), env.get("PYTHONPATH")])
-    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     return env
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--rows", default=",".join(ROWS))
-    args = ap.parse_args()
+    ap.add_argument("--rows", default=",".join(r for r in ROWS if not r.startswith("base")))
+    ap.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="an older src/ folder: its rows (base-*) are measured in the same run",
+    )
+    args = ap.parse_args()  # fmt: skip
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        print(
-            "warning: PYTHONDONTWRITEBYTECODE is set: every run compiles from source",
-            file=sys.stderr,
-        )
-    modules = first_map_modules()
+        print("warning: PYTHONDONTWRITEBYTECODE is set: every run compiles", file=sys.stderr)
+    here = HERE.parent / "src"
     rows = args.rows.split(",")
+    if args.base is not None:
+        rows = [r.replace("corral-", "base-") for r in rows if r.startswith("corral-")] + rows
+    modules = {here: first_map_modules(here)}
+    if args.base is not None:
+        modules[args.base] = first_map_modules(args.base)
     data: dict[str, dict[str, list[float]]] = {r: {} for r in rows}
     for _ in range(args.reps):
         for row in rows:
             kind, method = ROWS[row]
-            cmd = [sys.executable, "-c", CHILD, kind, method, modules]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
+            src = args.base if row.startswith("base-") else here
+            cmd = [sys.executable, "-c", CHILD, kind, method, modules.get(src, "")]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=_env(src), timeout=120)
             line = [ln for ln in out.stdout.splitlines() if ln.startswith(MARK)]
             if not line:
                 print(row, "failed:", out.stderr[-500:], file=sys.stderr)
@@ -142,12 +155,18 @@ def main() -> int:
         if a in med and b in med and ka in med[a] and kb in med[b]:
             print(f"- {a} {ka} / {b} {kb}: {med[a][ka] / med[b][kb]:.2f}×")  # noqa: RUF001
 
+    ratio("base-import", "import", "cf-import", "import")
     ratio("corral-import", "import", "cf-import", "import")
+    ratio("corral-import", "import", "base-import", "import")
+    ratio("base-default", "first", "mp-spawn", "first")
+    ratio("base-default", "second", "mp-fork", "second")
+    ratio("base-fork", "first", "mp-fork", "first")
+    ratio("base-fork", "second", "mp-fork", "second")
     ratio("corral-default", "first", "mp-spawn", "first")
     ratio("corral-default", "second", "mp-fork", "second")
     ratio("corral-fork", "first", "mp-fork", "first")
     ratio("corral-fork", "second", "mp-fork", "second")
-    print(json.dumps(data), file=sys.stderr)
+    print(json.dumps(data), file=sys.stderr)  # every repetition, for the record
     return 0
 
 
