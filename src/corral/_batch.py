@@ -151,6 +151,10 @@ class Batch:
         self._work_seconds = 0.0
         self._work_items = 0
         self.events: Events | None = None  # the engine's, set when it accepts the batch
+        # Pickled argument bytes of the Calls sent so far, and their items (engine thread;
+        # imap's feeder reads them to size its window: see ``_pool._imap_window``).
+        self.argument_bytes = 0
+        self.argument_items = 0
 
     @property
     def n(self) -> int:
@@ -262,6 +266,10 @@ class Batch:
         if isinstance(positions, range) and isinstance(items, list):
             return items[positions.start : positions.stop]
         return [items[p] for p in positions]
+
+    def note_arguments(self, items: int, nbytes: int) -> None:
+        self.argument_bytes += nbytes
+        self.argument_items += items
 
     def mean_duration(self) -> float | None:
         """Mean seconds per task measured so far (or assumed from earlier batches)."""
@@ -513,19 +521,25 @@ class CollectSink:
         return Report(self.outcomes(batch), wall_seconds=wall, workers=workers)
 
 
+OK_CHUNK: Any = object()
+"""Third element of a ``StreamSink`` entry ``(positions, values, OK_CHUNK)``: the successful
+values of several positions (one Call's), in one entry."""
+
+
 class StreamSink:
     """Hands each finished position to the caller's iterator through a queue; keeps nothing."""
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[int, Any, Outcome | None] | None] = queue.SimpleQueue()
+        # (position, value, outcome or None), or (positions, values, OK_CHUNK); None: the end
+        self.queue: queue.SimpleQueue[tuple[Any, Any, Any] | None] = queue.SimpleQueue()
 
     def claim(self, pos: int) -> bool:
         return True
 
     def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
-        put = self.queue.put
-        for pos, value in zip(positions, values, strict=False):
-            put((pos, value, None))
+        # One entry for the Call's values, not one per item: a queue operation per task
+        # was most of imap's cost for short tasks.
+        self.queue.put((list(positions), values, OK_CHUNK))
 
     def failed(self, pos: int, outcome: Outcome) -> None:
         self.queue.put((pos, None, outcome))
