@@ -27,9 +27,11 @@ import logging
 import math
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any, Protocol
 
 from ._errors import CorralError, TaskSkipped
@@ -206,8 +208,7 @@ class Batch:
         items = self.items
         assert isinstance(items, dict)
         n = self.n
-        for offset, item in enumerate(new_items):
-            items[n + offset] = item
+        items.update(zip(range(n, n + len(new_items)), new_items, strict=True))  # a C loop
         self.positions.extend(len(new_items))
         self.closed = self.closed or close
 
@@ -265,7 +266,7 @@ class Batch:
         items = self.items
         if isinstance(positions, range) and isinstance(items, list):
             return items[positions.start : positions.stop]
-        return [items[p] for p in positions]
+        return list(map(items.__getitem__, positions))
 
     def note_arguments(self, items: int, nbytes: int) -> None:
         self.argument_bytes += nbytes
@@ -384,8 +385,7 @@ class Batch:
 
     def _forget(self, positions: Sequence[int]) -> None:
         if isinstance(self.items, dict):
-            for p in positions:
-                self.items.pop(p, None)
+            deque(map(self.items.pop, positions, repeat(None)), maxlen=0)  # a C loop
 
     def stop(self) -> list[int]:
         """Take no more work, and no more input (an imap's iterator is not read further).

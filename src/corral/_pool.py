@@ -441,7 +441,7 @@ def _stream(
     adaptive = options.chunksize == "auto"
     submitted = yielded = 0
     exhausted = False
-    pending: dict[int, tuple[Any, Outcome | None]] = {}
+    pending: dict[int, tuple[Any, Any]] = {}  # by position: (value, outcome), or a run
     next_pos = 0
 
     def feed(limit: int) -> None:
@@ -475,28 +475,35 @@ def _stream(
                     ) from pool.engine.fatal
                 break
             pos, value, outcome = entry
-            if outcome is OK_CHUNK and (not ordered or _next_run(pos, next_pos, pending)):
-                # A Call's values that can go out as they are (unordered, or the next ones
-                # in order): no per-item bookkeeping.
-                yielded += len(value)
-                next_pos += len(value) if ordered else 0
-                yield from value
-                finished: Iterable[tuple[int, Any, Any]] = ()
-            elif outcome is OK_CHUNK:  # a Call's values, in one entry (StreamSink.ok)
+            finished: Iterable[tuple[int, Any, Any]]
+            if outcome is OK_CHUNK and (not ordered or _run(pos)):
+                # A Call's values for consecutive positions (or any, unordered): they go
+                # out, or wait, as one run: no per-item bookkeeping.
+                finished = ((pos[0], value, OK_CHUNK),)
+            elif outcome is OK_CHUNK:
                 finished = zip(pos, value, repeat(None))
             else:
                 finished = ((pos, value, outcome),)
             for pos, value, outcome in finished:
                 if not ordered:
-                    yielded += 1
-                    yield _value_or_raise(value, outcome, options)
+                    if outcome is OK_CHUNK:
+                        yielded += len(value)
+                        yield from value
+                    else:
+                        yielded += 1
+                        yield _value_or_raise(value, outcome, options)
                     continue
                 pending[pos] = (value, outcome)
                 while next_pos in pending:
                     value, outcome = pending.pop(next_pos)
-                    yielded += 1
-                    next_pos += 1
-                    yield _value_or_raise(value, outcome, options)
+                    if outcome is OK_CHUNK:
+                        yielded += len(value)
+                        next_pos += len(value)
+                        yield from value
+                    else:
+                        yielded += 1
+                        next_pos += 1
+                        yield _value_or_raise(value, outcome, options)
             # (refilled for ordered and unordered streams alike: an unordered one used to
             # skip this and stall once its first window was yielded)
             if not exhausted and submitted - yielded < window // 2:
@@ -508,14 +515,9 @@ def _stream(
             pool._driver.abandon(batch)
 
 
-def _next_run(positions: list[int], next_pos: int, pending: dict[int, Any]) -> bool:
-    """Whether ``positions`` are exactly the next ones in order, with nothing waiting."""
-    return (
-        not pending
-        and bool(positions)
-        and positions[0] == next_pos
-        and positions == list(range(next_pos, next_pos + len(positions)))
-    )
+def _run(positions: list[int]) -> bool:
+    """Whether ``positions`` are consecutive and ascending (a chunk: they usually are)."""
+    return bool(positions) and positions == list(range(positions[0], positions[0] + len(positions)))
 
 
 IMAP_WINDOW_MAX = 1 << 16
