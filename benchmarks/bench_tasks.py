@@ -51,3 +51,9 @@ def calibrate_burn(target_s: float) -> tuple[int, float]:
     for _ in range(3):
         n = max(1, round(n * target_s / time_burn(n)))
     return n, time_burn(n, repeat=7)
+
+
+def sleep_ms(ms: float) -> float:
+    """Sleep ``ms`` milliseconds (benchmarks/scale.py, S8: workers that wait, not compute)."""
+    time.sleep(ms / 1000)
+    return ms

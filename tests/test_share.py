@@ -593,6 +593,8 @@ def test_a_full_filesystem_at_reservation_is_a_config_error(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(_shm.os, "posix_fallocate", no_space, raising=False)
+    # Contiguous data is written with pwrite, without a reservation: the disk fills there.
+    monkeypatch.setattr(_shm.os, "pwrite", no_space, raising=False)
     with pytest.raises(corral.ConfigError, match="not enough space"):
         corral.share({"a": np.zeros(1000)}, backing="file", dir=tmp_path)
     assert list(tmp_path.iterdir()) == []

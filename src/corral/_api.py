@@ -86,7 +86,9 @@ def imap(
     **options: Any,
 ) -> Iterator[Any]:
     """Like ``map``, but an iterator: the input is consumed lazily, with a bounded number of
-    tasks in flight, so an endless generator streams in bounded memory.
+    tasks in flight, so an endless generator streams in bounded memory: 512 items at first,
+    then (``chunksize="auto"``, once tasks are timed) enough for four full chunks per worker,
+    at most 65,536 items and 32 MiB of pickled arguments.
 
     ``ordered=False`` yields results as they finish. With ``errors="raise"`` the iterator
     raises a failed task's own exception when it reaches it (queued tasks are cancelled);

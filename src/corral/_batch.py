@@ -29,9 +29,11 @@ import queue
 import threading
 import time
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any, Protocol
 
 from ._errors import CorralError, TaskSkipped
@@ -159,6 +161,10 @@ class Batch:
         self.queued_at = time.time()
         self._parts: list[tuple[int, float]] | None = None  # (first position, when)
         self.retry_queued: dict[int, float] = {}
+        # Pickled argument bytes of the Calls sent so far, and their items (engine thread;
+        # imap's feeder reads them to size its window: see ``_pool._imap_window``).
+        self.argument_bytes = 0
+        self.argument_items = 0
 
     @property
     def n(self) -> int:
@@ -226,8 +232,7 @@ class Batch:
         n = self.n
         if new_items and n:  # the first part's time is queued_at, the batch's own
             self._parts = [*(self._parts or ()), (n, time.time())]
-        for offset, item in enumerate(new_items):
-            items[n + offset] = item
+        items.update(zip(range(n, n + len(new_items)), new_items, strict=True))  # a C loop
         self.positions.extend(len(new_items))
         self.closed = self.closed or close
 
@@ -264,11 +269,10 @@ class Batch:
     def chunk_size(self, workers: int, remaining: int) -> int:
         """Guided self-scheduling: a quarter of the per-worker share of what remains, bounded
         by measured task duration so chunks are neither too long to balance nor too short to
-        amortise the round trip. Tasks with a timeout run one by one."""
+        amortise the round trip. Chunks carry timeouts: each item's deadline runs from its
+        own start, which the worker stamps (``Crew._check_timeout``)."""
         if self.options.chunksize != "auto":
             return self.options.chunksize
-        if self.has_timeouts:
-            return 1
         size = math.ceil(remaining / (4 * workers))
         if self._work_items:
             mean = self._work_seconds / self._work_items
@@ -286,7 +290,11 @@ class Batch:
         items = self.items
         if isinstance(positions, range) and isinstance(items, list):
             return items[positions.start : positions.stop]
-        return [items[p] for p in positions]
+        return list(map(items.__getitem__, positions))
+
+    def note_arguments(self, items: int, nbytes: int) -> None:
+        self.argument_bytes += nbytes
+        self.argument_items += items
 
     def mean_duration(self) -> float | None:
         """Mean seconds per task measured so far (or assumed from earlier batches)."""
@@ -428,8 +436,7 @@ class Batch:
 
     def _forget(self, positions: Sequence[int]) -> None:
         if isinstance(self.items, dict):
-            for p in positions:
-                self.items.pop(p, None)
+            deque(map(self.items.pop, positions, repeat(None)), maxlen=0)  # a C loop
 
     def stop(self) -> list[int]:
         """Take no more work, and no more input (an imap's iterator is not read further).
@@ -597,19 +604,25 @@ class CollectSink:
         )
 
 
+OK_CHUNK: Any = object()
+"""Third element of a ``StreamSink`` entry ``(positions, values, OK_CHUNK)``: the successful
+values of several positions (one Call's), in one entry."""
+
+
 class StreamSink:
     """Hands each finished position to the caller's iterator through a queue; keeps nothing."""
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[int, Any, Outcome | None] | None] = queue.SimpleQueue()
+        # (position, value, outcome or None), or (positions, values, OK_CHUNK); None: the end
+        self.queue: queue.SimpleQueue[tuple[Any, Any, Any] | None] = queue.SimpleQueue()
 
     def claim(self, pos: int) -> bool:
         return True
 
     def ok(self, positions: Sequence[int], values: list[Any], record: OkRecord) -> None:
-        put = self.queue.put
-        for pos, value in zip(positions, values, strict=False):
-            put((pos, value, None))
+        # One entry for the Call's values, not one per item: a queue operation per task
+        # was most of imap's cost for short tasks.
+        self.queue.put((list(positions), values, OK_CHUNK))
 
     def failed(self, pos: int, outcome: Outcome) -> None:
         self.queue.put((pos, None, outcome))

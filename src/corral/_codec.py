@@ -19,9 +19,9 @@ function or the argument, and points to ``corral.share``.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import functools
-import hashlib
 import io
 import linecache
 import os
@@ -36,14 +36,107 @@ from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
+from . import _messages
 
+try:  # hashlib's blake2b without hashlib, whose OpenSSL start is a few ms of every start
+    from _blake2 import blake2b as blake2b
+except ImportError:  # pragma: no cover - a CPython built without it
+    from hashlib import blake2b as blake2b
 from ._errors import ExceptionWithTraceback, SerializationError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _ANONYMOUS_FILE = "<dynamic-code>"
-_cloudpickle_table: Any = getattr(cloudpickle.Pickler, "dispatch_table", {})
-_code_reduce: Any = _cloudpickle_table.get(types.CodeType)
+
+# -- cloudpickle, imported on first need ---------------------------------------------------------
+#
+# Importing cloudpickle (with platform, uuid, hashlib) is ~20 % of a fork server's start and a
+# few ms of a coordinator's, and most messages do not need it: a Call of built-in values for a
+# function already pickled to bytes, a Result of numbers. ``_PlainPickler`` pickles those with
+# plain pickle and gives up (``_NeedsCloudpickle``) at the first object of any other type; the
+# message is then pickled again by cloudpickle, and so is every later one in this process
+# (one wasted attempt at most). The bytes are the same as cloudpickle's for such messages:
+# cloudpickle changes only how functions, classes and a few special objects pickle.
+
+
+class _NeedsCloudpickle(Exception):
+    pass
+
+
+_PLAIN: frozenset[Any] = frozenset(
+    {_messages.Call, _messages.Result, _messages.Handover, array.array}
+)
+"""Types (besides those the C pickler handles before asking: int, float, str, bytes, tuple,
+list, dict, set, frozenset, bytearray, bool, None) that plain pickle takes as cloudpickle would.
+Built-in functions (``abs``, ``array``'s reconstructor) pickle by name in both."""
+
+
+class _PlainPickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind in _PLAIN or (kind is type and obj in _PLAIN):
+            return NotImplemented
+        if kind is types.BuiltinFunctionType and isinstance(
+            getattr(obj, "__self__", None), types.ModuleType | None
+        ):
+            return NotImplemented  # a module's built-in function, by name: not a bound method
+        if kind is types.FunctionType and _by_name(obj):
+            return NotImplemented
+        raise _NeedsCloudpickle
+
+
+def _by_name(fn: types.FunctionType) -> bool:
+    """Whether cloudpickle would pickle ``fn`` by reference (module and name), as plain pickle
+    does: its rule (``_should_pickle_by_reference``) once cloudpickle is loaded; before that
+    (nothing can be registered by value yet) the same test, done here: a module other than
+    ``__main__`` (or ``runpy.run_path``'s), imported, where the name leads back to ``fn``."""
+    if _cloudpickle is not None or "cloudpickle" in sys.modules:
+        _load_cloudpickle()
+        return _should_pickle_by_reference is not None and _should_pickle_by_reference(fn)
+    module = sys.modules.get(fn.__module__) if fn.__module__ not in _NOT_BY_NAME else None
+    if module is None:
+        return False
+    found: Any = module
+    for part in fn.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is fn
+
+
+_NOT_BY_NAME = frozenset({"__main__", "<run_path>", None})
+
+
+_plain_ok = True  # false after the first message plain pickle could not take
+_cloudpickle: Any = None  # the module, once imported
+_Pickler: Any = None
+_StatePickler: Any = None
+_code_reduce: Any = None
+_should_pickle_by_reference: Callable[[Any], bool] | None = None
+
+
+def _load_cloudpickle() -> Any:
+    """cloudpickle, imported, and the picklers built on it (any thread: idempotent)."""
+    global _cloudpickle, _Pickler, _StatePickler, _code_reduce, _should_pickle_by_reference
+    if _cloudpickle is not None:
+        return _cloudpickle
+    import cloudpickle
+
+    table: Any = getattr(cloudpickle.Pickler, "dispatch_table", {})
+    _code_reduce = table.get(types.CodeType)
+
+    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+        if _code_reduce is not None:
+            dispatch_table = ChainMap({types.CodeType: _code_reduce_with_filename}, table)
+
+    class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]
+        reducer_override = _state_reducer_override
+
+    _Pickler, _StatePickler = Pickler, StatePickler
+    # cloudpickle's own rule for what it pickles by value (private, named so since
+    # cloudpickle 2.0); without it, no fingerprints: functions are pickled for every batch.
+    _should_pickle_by_reference = getattr(
+        getattr(cloudpickle, "cloudpickle", None), "_should_pickle_by_reference", None
+    )
+    _cloudpickle = cloudpickle
+    return cloudpickle
 
 
 def _code_reduce_with_filename(code: types.CodeType) -> Any:
@@ -79,11 +172,6 @@ def _rebuild_with_source(
     return rebuild(*args)
 
 
-class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    if _code_reduce is not None:
-        dispatch_table = ChainMap({types.CodeType: _code_reduce_with_filename}, _cloudpickle_table)
-
-
 _RUN_PATH = "<run_path>"
 _run_path_by_value = False
 
@@ -101,7 +189,7 @@ def _run_path_module_by_value() -> None:
     if module is None or getattr(module, "__spec__", None) is not None:
         return
     with contextlib.suppress(Exception):
-        cloudpickle.register_pickle_by_value(module)
+        _load_cloudpickle().register_pickle_by_value(module)
         _run_path_by_value = True
 
 
@@ -115,9 +203,24 @@ def dumps(obj: Any) -> bytes:
         return file.getvalue()
 
 
-def _dump_into(file: io.BytesIO, obj: Any) -> None:
+def _dump_into(file: io.BytesIO, obj: Any, *, learn: bool = True) -> None:
+    """Pickle ``obj`` into ``file``: plain pickle while it suffices, else cloudpickle.
+    ``learn``: a message plain pickle cannot take turns it off for the rest of the process."""
+    global _plain_ok
+    if _plain_ok:
+        start = file.tell()
+        try:
+            _PlainPickler(file, protocol=PROTOCOL).dump(obj)
+            return
+        except Exception as exc:  # no user code ran: cloudpickle tries again, and says why
+            if learn and isinstance(exc, _NeedsCloudpickle):
+                _plain_ok = False
+            file.seek(start)
+            file.truncate()
     if not _run_path_by_value and _RUN_PATH in sys.modules:
         _run_path_module_by_value()
+    if _Pickler is None:
+        _load_cloudpickle()
     _Pickler(file, protocol=PROTOCOL).dump(obj)
 
 
@@ -149,19 +252,14 @@ def loads_call(data: bytes) -> Any:
 def dump_function(fn: Callable[..., Any]) -> bytes:
     """Pickle a task function once, at the boundary: an unpicklable one is a caller error."""
     try:
-        return dumps(fn)
+        with io.BytesIO() as file:  # a function of __main__ says nothing about the messages
+            _dump_into(file, fn, learn=False)
+            return file.getvalue()
     except (Exception, SystemExit, GeneratorExit) as exc:  # a Ctrl-C here is the user's
         name = getattr(fn, "__qualname__", None) or repr(fn)
         raise SerializationError(
             f"function {name} cannot be pickled for the worker processes: {describe_error(exc)}"
         ) from exc
-
-
-# cloudpickle's own rule for what it pickles by value (private, named so since cloudpickle
-# 2.0); without it, no fingerprints: functions are simply pickled for every batch.
-_should_pickle_by_reference: Callable[[Any], bool] | None = getattr(
-    getattr(cloudpickle, "cloudpickle", None), "_should_pickle_by_reference", None
-)
 
 
 def fingerprint(fn: Callable[..., Any]) -> bytes | None:
@@ -171,6 +269,7 @@ def fingerprint(fn: Callable[..., Any]) -> bytes | None:
     A few times cheaper than ``dump_function``, which also scans ``sys.modules`` for the
     submodules each such function uses (the one thing left out here: a submodule imported
     later is not noticed). None when it cannot be made; then the function is pickled."""
+    _load_cloudpickle()
     if _should_pickle_by_reference is None:
         return None
     digest = _Digest()
@@ -186,25 +285,21 @@ class _Digest:
     over a big array would make it as big as the array)."""
 
     def __init__(self) -> None:
-        self.hash = hashlib.blake2b(digest_size=16)
+        self.hash = blake2b(digest_size=16)
 
     def write(self, data: Any) -> int:
         self.hash.update(data)
         return len(data) if not isinstance(data, memoryview) else data.nbytes
 
 
-class _StatePickler(cloudpickle.Pickler):  # type: ignore[misc]
-    def reducer_override(self, obj: Any) -> Any:
-        by_reference = _should_pickle_by_reference
-        if (
-            isinstance(obj, types.FunctionType)
-            and by_reference is not None
-            and not by_reference(obj)
-        ):
-            # Never loaded. State, not arguments: ``obj`` is memoized before its state is
-            # saved, so a function that names itself (recursion) ends there.
-            return (tuple, (), _function_state(obj))
-        return super().reducer_override(obj)
+def _state_reducer_override(self: Any, obj: Any) -> Any:
+    """``_StatePickler.reducer_override``: functions pickled by value become their state."""
+    by_reference = _should_pickle_by_reference
+    if isinstance(obj, types.FunctionType) and by_reference is not None and not by_reference(obj):
+        # Never loaded. State, not arguments: ``obj`` is memoized before its state is
+        # saved, so a function that names itself (recursion) ends there.
+        return (tuple, (), _function_state(obj))
+    return _cloudpickle.Pickler.reducer_override(self, obj)
 
 
 def _function_state(fn: types.FunctionType) -> tuple[Any, ...]:

@@ -163,6 +163,7 @@ class Dispatcher:
             if not positions:
                 return
         elif prepared.argument_bytes is not None:  # warned about once, with the item named
+            batch.note_arguments(len(call.items), prepared.argument_bytes)
             self._functions.sizes.arguments(
                 batch, call.items, call.star, prepared.argument_bytes,
                 lambda offset: _item_name(batch, positions[offset]),

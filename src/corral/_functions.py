@@ -41,7 +41,6 @@ With the serial backend nothing is pickled: functions are known by identity.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import pickle
 import threading
@@ -52,7 +51,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import PROTOCOL, SizeWarnings, dump_function, fingerprint
+from ._codec import PROTOCOL, SizeWarnings, blake2b, dump_function, fingerprint
 
 KEEP_IDLE = 32
 """Idle functions kept (here pickled, in workers unpickled) for the next batches."""
@@ -210,7 +209,7 @@ class FunctionTable:
         blob = dump_function(fn)
         self.pickles += 1
         self.sizes.function(fn, len(blob))
-        key = hashlib.blake2b(blob, digest_size=16).digest()
+        key = blake2b(blob, digest_size=16).digest()
         return key, blob, _by_reference(fn, blob)
 
     def _entry_for(

@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
-
 from ._codec import human_size
 from ._errors import ConfigError
 from ._options import RunOptions, is_positive, parse_size
@@ -279,6 +277,8 @@ def _check_memory(keys: Sequence[Any], needs: Sequence[Needs], options: RunOptio
 
 def memory_budget(setting: int | str) -> int:
     if setting == "auto":
+        import psutil  # here, not at the top: a first corral.map need not pay its ~10 ms import
+
         return int(psutil.virtual_memory().available * MEMORY_SAFETY)
     return int(setting)
 

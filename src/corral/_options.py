@@ -8,7 +8,6 @@ options per call. Options are frozen: a new option set means a new object.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -165,6 +164,8 @@ def unknown_options(unknown: Iterable[str], known: Iterable[str]) -> str:
     known = sorted(known)
     said = []
     for name in unknown:
+        import difflib  # only for a misspelt option: not on every import
+
         close = difflib.get_close_matches(name, known, n=1)
         said.append(f"{name!r} (did you mean `{close[0]}`?)" if close else repr(name))
     plural = "s" if len(said) > 1 else ""

@@ -21,12 +21,21 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
+from itertools import islice, repeat
 from typing import Any
 
 from . import _lifecycle, _signals
 from ._backends import BackendSetup
 from ._backends import lookup as lookup_backend
-from ._batch import Batch, CollectSink, FutureSink, Sink, StreamSink
+from ._batch import (
+    CHUNK_TARGET_SECONDS,
+    OK_CHUNK,
+    Batch,
+    CollectSink,
+    FutureSink,
+    Sink,
+    StreamSink,
+)
 from ._drivers import Driver, SerialDriver, ThreadDriver
 from ._effects import Replay, collect_sink, replay_of, stream_sink
 from ._engine import Engine
@@ -582,29 +591,27 @@ def _stream(
     applied here, on the caller's thread, before each result is yielded (``_effects``)."""
     chunk = options.chunksize if options.chunksize != "auto" else 64
     window = max(256, 4 * pool.workers * chunk)
+    adaptive = options.chunksize == "auto"
     submitted = yielded = 0
     exhausted = False
-    pending: dict[int, tuple[Any, Outcome | None]] = {}
+    pending: dict[int, tuple[Any, Any]] = {}  # by position: (value, outcome), or a run
     next_pos = 0
 
     def feed(limit: int) -> None:
         nonlocal submitted, exhausted
-        items: list[Any] = []
-        while not exhausted and submitted + len(items) - yielded < limit:
-            try:
-                items.append(next(source))
-            except StopIteration:
-                exhausted = True
+        wanted = max(0, limit - (submitted - yielded)) if not exhausted else 0
+        items = list(islice(source, wanted))  # (the generator's own errors propagate)
+        exhausted = exhausted or len(items) < wanted
         submitted += len(items)
         done = exhausted
         pool._post(functools.partial(pool.engine.extend, batch, items, done))
 
-    def receive() -> tuple[int, Any, Any] | None:
+    def receive() -> tuple[Any, Any, Any] | None:
         if not sink.queue.empty():
             return sink.queue.get()
         try:
             with _signals.terminating():  # only around a wait: never in the caller's code
-                entry: tuple[int, Any, Any] | None = pool._driver.receive(sink.queue, batch)
+                entry: tuple[Any, Any, Any] | None = pool._driver.receive(sink.queue, batch)
                 return entry
         except _signals.Terminated as terminated:
             _signals.die(terminated.signum)
@@ -631,17 +638,40 @@ def _stream(
                 complete = True
                 break
             pos, value, outcome = entry
-            if not ordered:
-                yielded += 1
-                yield _value_or_raise(value, outcome, options)
-                continue
-            pending[pos] = (value, outcome)
-            while next_pos in pending:
-                value, outcome = pending.pop(next_pos)
-                yielded += 1
-                next_pos += 1
-                yield _value_or_raise(value, outcome, options)
+            finished: Iterable[tuple[int, Any, Any]]
+            if outcome is OK_CHUNK and (not ordered or _run(pos)):
+                # A Call's values for consecutive positions (or any, unordered): they go
+                # out, or wait, as one run: no per-item bookkeeping.
+                finished = ((pos[0], value, OK_CHUNK),)
+            elif outcome is OK_CHUNK:
+                finished = zip(pos, value, repeat(None))
+            else:
+                finished = ((pos, value, outcome),)
+            for pos, value, outcome in finished:
+                if not ordered:
+                    if outcome is OK_CHUNK:
+                        yielded += len(value)
+                        yield from value
+                    else:
+                        yielded += 1
+                        yield _value_or_raise(value, outcome, options)
+                    continue
+                pending[pos] = (value, outcome)
+                while next_pos in pending:
+                    value, outcome = pending.pop(next_pos)
+                    if outcome is OK_CHUNK:
+                        yielded += len(value)
+                        next_pos += len(value)
+                        yield from value
+                    else:
+                        yielded += 1
+                        next_pos += 1
+                        yield _value_or_raise(value, outcome, options)
+            # (refilled for ordered and unordered streams alike: an unordered one used to
+            # skip this and stall once its first window was yielded)
             if not exhausted and submitted - yielded < window // 2:
+                if adaptive:
+                    window = _imap_window(batch, pool.workers, window)
                 feed(window)
     finally:
         if not batch.done_event.is_set():
@@ -653,6 +683,33 @@ def _stream(
 def _journaled_value(outcome: Outcome, options: RunOptions) -> Any:
     """What a journaled imap yields for an outcome taken from the journal."""
     return _value_or_raise(None, outcome, options)
+
+
+def _run(positions: list[int]) -> bool:
+    """Whether ``positions`` are consecutive and ascending (a chunk: they usually are)."""
+    return bool(positions) and positions == list(range(positions[0], positions[0] + len(positions)))
+
+
+IMAP_WINDOW_MAX = 1 << 16
+"""Most items ``imap`` keeps submitted but not yet yielded (``chunksize="auto"``)."""
+
+IMAP_WINDOW_BYTES = 32 << 20
+"""Most pickled argument bytes ``imap`` keeps submitted but not yet yielded."""
+
+
+def _imap_window(batch: Batch, workers: int, window: int) -> int:
+    """How many items ``imap`` keeps in flight: at first 512, so that an endless generator
+    of anything streams in bounded memory; once tasks have been timed and their arguments
+    pickled, enough for four full chunks per worker (``CHUNK_TARGET_SECONDS`` each: the
+    chunks a list would get), within ``IMAP_WINDOW_MAX`` items and ``IMAP_WINDOW_BYTES`` of
+    pickled arguments. Never smaller than the first window. Read on the caller's thread
+    while the engine thread updates the figures: a momentary estimate is all it needs."""
+    mean, items = batch.mean_duration(), batch.argument_items
+    if mean is None or not items:
+        return window
+    per_item = max(1.0, batch.argument_bytes / items)
+    wanted = 4 * workers * CHUNK_TARGET_SECONDS / max(mean, 1e-9)
+    return max(window, int(min(wanted, IMAP_WINDOW_MAX, IMAP_WINDOW_BYTES / per_item)))
 
 
 def _value_or_raise(value: Any, outcome: Outcome | None, options: RunOptions) -> Any:

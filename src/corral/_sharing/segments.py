@@ -29,7 +29,6 @@ import contextlib
 import errno
 import mmap
 import os
-import secrets
 import sys
 import tempfile
 from collections.abc import Callable
@@ -73,6 +72,8 @@ def backing_dir(backing: str, dir: str | os.PathLike[str] | None) -> str:
 
 def new_name() -> str:
     pid = os.getpid()
+    import secrets  # (only when a segment is made: not on a Pool's start, which sweeps)
+
     return f"{PREFIX}{pid}-{_start_ticks(pid)}-{secrets.token_hex(6)}"
 
 
@@ -138,14 +139,36 @@ def create(folder: str, size: int) -> tuple[Segment, mmap.mmap]:
     return Segment(path, size), mapping
 
 
-def create_filled(path: str, size: int, fill: Callable[[memoryview], None]) -> Segment:
+def create_filled(
+    path: str,
+    size: int,
+    fill: Callable[[memoryview], None],
+    write: Callable[[int], None] | None = None,
+) -> Segment:
     """A new segment at ``path``, filled by ``fill`` under a temporary name and renamed: a
     process that finds ``path`` finds it complete. (``share`` names a segment before making
-    it, so a reader may look for it while it is being filled.)"""
+    it, so a reader may look for it while it is being filled.) ``write``, when given, fills
+    the file through its descriptor instead (``_layout.write_file``: one pass, no mapping)."""
     folder, name = os.path.split(path)
     part = os.path.join(folder, name + ".part")  # still corral-<pid>-<start>-...: swept
     check_space(folder, size)
     fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    if write is not None:
+        try:
+            try:
+                write(fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise ConfigError(_no_space(folder, size, None)) from None
+            finally:
+                os.close(fd)
+            os.rename(part, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+        return Segment(path, size)
     try:
         try:
             _reserve(fd, part, size)

@@ -417,7 +417,10 @@ def _materialize(record: _Owned) -> None:
         if layout is None or record.released:
             return
         _shm.create_filled(
-            record.segment.path, layout.size, lambda view: _layout.write(layout, view)
+            record.segment.path,
+            layout.size,
+            lambda view: _layout.write(layout, view),
+            (lambda fd: _layout.write_file(layout, fd)) if _layout.file_writable(layout) else None,
         )
         record.pending = None
         record.source = None
