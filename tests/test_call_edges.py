@@ -331,7 +331,7 @@ def wait_for(path):
 def test_a_batch_posted_after_the_engine_stopped_fails_at_once():
     pool = corral.Pool(2)
     pool.close()
-    from corral._batch import FutureSink
+    from corral._sinks import FutureSink
 
     future = cf.Future()
     batch = pool._batch_for_tasks([corral.Task(square, (2,))], pool.run_options, FutureSink(future))

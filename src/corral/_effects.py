@@ -45,9 +45,10 @@ import queue
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._batch import CollectSink, OkRecord, StreamSink
+from ._batch import OkRecord
 from ._errors import EffectError
 from ._outcome import Outcome
+from ._sinks import CollectSink, StreamSink
 
 if TYPE_CHECKING:
     from ._batch import Batch

@@ -27,15 +27,7 @@ from typing import Any
 from . import _lifecycle, _signals
 from ._backends import BackendSetup
 from ._backends import lookup as lookup_backend
-from ._batch import (
-    CHUNK_TARGET_SECONDS,
-    OK_CHUNK,
-    Batch,
-    CollectSink,
-    FutureSink,
-    Sink,
-    StreamSink,
-)
+from ._batch import CHUNK_TARGET_SECONDS, Batch, Sink
 from ._drivers import Driver, SerialDriver, ThreadDriver
 from ._effects import Replay, collect_sink, replay_of, stream_sink
 from ._engine import Engine
@@ -59,6 +51,7 @@ from ._report.progress import make_observer
 from ._report.report import Report
 from ._report.telemetry import WorkerLog
 from ._scheduler import Scheduler
+from ._sinks import OK_CHUNK, CollectSink, FutureSink, StreamSink
 from ._submissions import Submissions
 from ._task import Task
 

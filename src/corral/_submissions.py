@@ -47,12 +47,12 @@ from concurrent.futures import (
 from typing import Any
 
 from ._batch import Batch, OkRecord
-from ._batch import _callbacks_guarded as callbacks_guarded
 from ._engine import Engine
 from ._errors import CorralError, RemoteTraceback, SerializationError
 from ._functions import FunctionTable
 from ._options import RunOptions
 from ._outcome import Outcome
+from ._sinks import _callbacks_guarded as callbacks_guarded
 
 BATCH_MAX = 4096
 """Positions per batch before a new one starts: a batch's records (states, keys) live as long
