@@ -37,7 +37,7 @@ def run_command(args: argparse.Namespace) -> int:
             key = row_key(row)
             tasks.append(Task(fn, kwargs=row, key=key, **needs, locks=_locks(args, key)))
     else:
-        for value in expand_inputs(args.inputs, args.inputs_file):
+        for value in _inputs(args):
             tasks.append(Task(fn, (value,), key=value, **needs, locks=_locks(args, value)))
     return _run(tasks, settings.options(_api_run()), args)
 
@@ -56,7 +56,7 @@ def exec_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     needs = task_needs(args)
     check_out(args.out)
-    values = expand_inputs(args.inputs, args.inputs_file)
+    values = _inputs(args)
     options = settings.options(_api_run())
     slots = resolve_workers(options.get("workers", "auto"), len(values))
     run_id = f"{os.getpid()}-{id(args)}"
@@ -85,6 +85,11 @@ def _run(
     if not tasks:
         raise ConfigError("nothing to run: give inputs, --inputs FILE or --params FILE")
     options["errors"] = "return"  # the CLI reports failures itself, by exit status
+    if options.get("journal") is not None:  # what ran, for `corral retry`
+        from .journal import record
+
+        record(options["journal"], args, None if args.command == "run" and args.params
+               else [t.key for t in tasks])  # fmt: skip
     try:
         report: Report = corral.run(tasks, **options)
     except KeyboardInterrupt as interrupt:
@@ -111,6 +116,14 @@ def _print_output(report: Report) -> None:
         if stdout:
             sys.stdout.write(stdout if stdout.endswith("\n") else stdout + "\n")
     sys.stdout.flush()
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """The inputs: as ``corral retry`` recorded them, or the words and ``--inputs`` file."""
+    recorded = getattr(args, "recorded_inputs", None)
+    if recorded is not None:
+        return list(recorded)
+    return expand_inputs(args.inputs, args.inputs_file)
 
 
 def task_needs(args: argparse.Namespace) -> dict[str, Any]:

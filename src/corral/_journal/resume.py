@@ -252,7 +252,8 @@ def _take_row(
     for offset, key in enumerate(keys):
         t0 = started + offset * step if timed else None
         t1 = t0 + step if t0 is not None else None
-        attempt = new_attempt(Attempt, (worker, pid, t0, t1, ok, None))
+        # every field (tuple.__new__ skips the defaults): queued, exitcode, signal unknown
+        attempt = new_attempt(Attempt, (worker, pid, t0, t1, ok, None, None, cpu, rss, None, None))
         given[positions[offset]] = Outcome(
             key, cached, values[offset], None, 1, worker, pid, t0, t1, cpu, rss, None, None,
             (attempt,), effects.get(offset, ()) if effects else (),
@@ -282,8 +283,9 @@ def _ok_outcome(
         attempts = loads(r[12], path, "attempts")
         count = attempts.get(loads(r[5], path, "positions")[offset], 1)
     worker, pid = r[10], r[11]
-    attempt = tuple.__new__(Attempt, (worker, pid, t0, t1, Status.OK, None))
     cpu = r[15] / n if r[15] is not None and n else None
+    attempt = tuple.__new__(Attempt, (worker, pid, t0, t1, Status.OK, None, None, cpu, r[16],
+                                      None, None))  # fmt: skip
     effects = _row_effects(r, path)
     return Outcome(key, status, values[offset], None, count, worker, pid, t0, t1, cpu, r[16],
                    None, None, (attempt,), effects.get(offset, ()) if effects else ())  # fmt: skip
