@@ -18,7 +18,7 @@ from _procs import corral_cli, kill_script, wait_until
 import corral
 from corral._cli import main
 
-JOBS = '''
+JOBS = """
 import os
 import time
 from pathlib import Path
@@ -38,7 +38,7 @@ def work(name):
     if (HERE / f"fail-{name}").exists():
         raise ValueError(f"{name} is marked to fail")
     return name.upper()
-'''
+"""
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_status_while_a_run_writes_the_journal(project: Path) -> None:
         lines = status.stdout.splitlines()
         assert lines[0].startswith("j.corral: ") and "4 ok" in lines[0], status.stdout
         assert "running or stopped" in status.stdout  # the run has not ended
-        unfinished = lines[lines.index("unfinished (running now, or stopped with their run):"):]
+        unfinished = lines[lines.index("unfinished (running now, or stopped with their run):") :]
         assert {line.strip() for line in unfinished[1:]} <= {"slow0", "slow1"}
         (project / "release").write_text("")
         assert proc.wait(timeout=90) == 0, proc.stderr.read() if proc.stderr else ""
