@@ -200,11 +200,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .commands import exec_command
 
         return exec_command(args)
-    if args.command in ("status", "report", "retry"):
-        from .journal import report_command, retry_command, status_command
+    if args.command == "retry":  # the command the journal recorded, again
+        from .journal import retry_args
 
-        verbs = {"status": status_command, "report": report_command, "retry": retry_command}
-        return verbs[args.command](args)
+        return _dispatch(retry_args(args, build_parser()))
+    if args.command in ("status", "report"):
+        from .journal import report_command, status_command
+
+        return (status_command if args.command == "status" else report_command)(args)
     if args.command == "config":
         from .options import config_file, settings_from
 

@@ -142,11 +142,9 @@ def _error_reports(folder: str, outcomes: Any) -> None:
 # -- retry -----------------------------------------------------------------------------------
 
 
-def retry_command(args: argparse.Namespace) -> int:
-    """Run the journal's recorded command again against it: what failed or never finished
-    runs, the rest is ``cached``."""
-    from . import _dispatch, build_parser
-
+def retry_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments of the journal's recorded command, to run again against it (``main``
+    runs them): what failed or never finished runs, the rest is ``cached``."""
     path = Path(args.journal).absolute()
     journal = open_journal(str(path))
     recorded = journal.meta.get(COMMAND)
@@ -167,7 +165,7 @@ def retry_command(args: argparse.Namespace) -> int:
         os.chdir(doc["cwd"])
     except OSError as exc:
         raise ConfigError(f"the recorded working directory {doc['cwd']}: {exc}") from None
-    again = build_parser().parse_args(doc["argv"])
+    again = parser.parse_args(doc["argv"])
     again.journal = str(path)
     again.recorded_inputs = doc["inputs"]
     again.argv = doc["argv"]
@@ -176,4 +174,4 @@ def retry_command(args: argparse.Namespace) -> int:
         again.workers = args.workers
     if args.out is not None:
         again.out = args.out
-    return int(_dispatch(again))
+    return again

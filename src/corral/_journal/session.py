@@ -401,7 +401,7 @@ def _effects(record: Any) -> dict[int, tuple[Any, ...]] | None:
     row's positions (the Result's ``effects`` are by item index: ``record.offsets`` maps
     one to the other); None when none recorded anything (the usual case: nothing stored).
     Journaled so that a resumed run replays them (``resume._ok_outcome``, ``_take_row``)."""
-    effects = record.result.effects
+    effects = getattr(record.result, "effects", None)
     if not effects:
         return None
     offsets = record.offsets
