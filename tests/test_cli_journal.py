@@ -211,3 +211,20 @@ def test_run_resumes_after_the_cli_process_is_sigkilled(project: Path) -> None:
     final = corral.open_journal(journal)
     assert final.counts.get("ok") == len(names) and not final.failures
     assert {o.key for o in final.outcomes} == set(names)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_exec_resumes_from_its_journal_and_retry_reruns_only_the_failed_program(
+    tmp_path: Path,
+) -> None:
+    template = "echo {} >> runs.log; test ! -e fail-{}"
+    (tmp_path / "fail-b").write_text("")
+    args = ("exec", template, "a", "b", "c", "--journal", "x.corral", "--workers", "2")
+    assert corral_cli(*args, cwd=tmp_path).returncode == 1
+    (tmp_path / "fail-b").unlink()
+    again = corral_cli("retry", "x.corral", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sorted((tmp_path / "runs.log").read_text().split()) == ["a", "b", "b", "c"]
+    assert corral_cli(*args, cwd=tmp_path).returncode == 0  # all cached: nothing runs
+    assert sorted((tmp_path / "runs.log").read_text().split()) == ["a", "b", "b", "c"]

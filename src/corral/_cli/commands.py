@@ -59,7 +59,7 @@ def exec_command(args: argparse.Namespace) -> int:
     values = _inputs(args)
     options = settings.options(_api_run())
     slots = resolve_workers(options.get("workers", "auto"), len(values))
-    run_id = f"{os.getpid()}-{id(args)}"
+    run_id = _run_id(options.get("journal"), args)
     tasks = [
         Task(
             run_program,
@@ -75,6 +75,18 @@ def exec_command(args: argparse.Namespace) -> int:
         return _run(tasks, options, args, show_output=True)
     finally:
         shutil.rmtree(slots_dir(run_id), ignore_errors=True)
+
+
+def _run_id(journal: Any, args: argparse.Namespace) -> str:
+    """What names this run's slot locks (``{%}``). It is one of each task's arguments, so a
+    journaled run's is the journal's (the same in each run resuming it: the tasks' identity
+    is unchanged; the journal's lock keeps two runs from sharing it)."""
+    if journal is None:
+        return f"{os.getpid()}-{id(args)}"
+    import hashlib
+
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(os.fspath(journal)))).hexdigest()
+    return f"journal-{digest[:16]}"
 
 
 def _run(
