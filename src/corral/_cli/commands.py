@@ -22,6 +22,9 @@ from .._task import Task
 from .inputs import check_out, expand_inputs, read_params, row_key, write_out
 from .options import amounts, settings_from
 
+EXPORTS = frozenset({"trace", "html"})
+"""Settings the command line handles itself, after the run (``Report.to_trace``/``to_html``)."""
+
 
 def run_command(args: argparse.Namespace) -> int:
     """``corral run MODULE:FUNCTION [INPUT ...]``."""
@@ -39,7 +42,7 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         for value in _inputs(args):
             tasks.append(Task(fn, (value,), key=value, **needs, locks=_locks(args, value)))
-    return _run(tasks, settings.options(_api_run()), args)
+    return _run(tasks, settings.options(_api_run(), EXPORTS), args)
 
 
 def exec_command(args: argparse.Namespace) -> int:
@@ -57,7 +60,7 @@ def exec_command(args: argparse.Namespace) -> int:
     needs = task_needs(args)
     check_out(args.out)
     values = _inputs(args)
-    options = settings.options(_api_run())
+    options = settings.options(_api_run(), EXPORTS)
     slots = resolve_workers(options.get("workers", "auto"), len(values))
     run_id = _run_id(options.get("journal"), args)
     tasks = [
@@ -97,6 +100,7 @@ def _run(
     if not tasks:
         raise ConfigError("nothing to run: give inputs, --inputs FILE or --params FILE")
     options["errors"] = "return"  # the CLI reports failures itself, by exit status
+    exports = {name: options.pop(name) for name in EXPORTS if options.get(name) is not None}
     if options.get("journal") is not None:  # what ran, for `corral retry`
         from .journal import record
 
@@ -108,16 +112,26 @@ def _run(
         # Ctrl-C: the library stopped the run; keep what finished, then exit 130 (main)
         partial = getattr(interrupt, "report", None)
         if partial is not None:
+            _export(partial, exports)
             if args.out is not None:
                 write_out(args.out, partial.outcomes)
             print(partial.summary(), file=sys.stderr)
         raise
+    _export(report, exports)
     if show_output:
         _print_output(report)
     if args.out is not None:
         write_out(args.out, report.outcomes)
     print(report.summary(), file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _export(report: Report, exports: dict[str, Any]) -> None:
+    """``--trace F`` and ``--html F`` (or ``trace:``/``html:`` settings): the run's exports."""
+    if "trace" in exports:
+        report.to_trace(exports["trace"])
+    if "html" in exports:
+        report.to_html(exports["html"])
 
 
 def _print_output(report: Report) -> None:
