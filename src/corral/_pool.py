@@ -427,16 +427,13 @@ class Pool:
             )
         run_options = with_run_overrides(self.run_options, options)
         sink = stream_sink(run_options.on_effect)
-        if self._journal is None:
-            batch = self._batch_for_map(fn, {}, run_options, sink, closed=False)  # type: ignore[arg-type]
-            return _stream(self, batch, sink, iter(iterable), ordered, run_options, _map_call(fn))
         # journaled: the journaled items are held back and put back in place (resume)
-        batch, to_run, merge = journal_calls.for_stream(
+        batch, source, merge = journal_calls.for_stream(
             self._journal, fn, iter(iterable), ordered,
-            functools.partial(_journaled_value, options=run_options), sink, replay_of(sink),
+            functools.partial(_value_or_raise, None, options=run_options), sink, replay_of(sink),
             lambda jsink: self._batch_for_map(fn, {}, run_options, jsink, closed=False),  # type: ignore[arg-type]
         )  # fmt: skip
-        return merge(_stream(self, batch, sink, to_run, ordered, run_options, _map_call(fn)))
+        return merge(_stream(self, batch, sink, source, ordered, run_options, _map_call(fn)))
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self, *, cancel: bool = False, wait: bool = True) -> None:
@@ -591,11 +588,6 @@ def _stream(
             pool._driver.abandon(batch)
         if reports is not None:
             reports.finish(complete)
-
-
-def _journaled_value(outcome: Outcome, options: RunOptions) -> Any:
-    """What a journaled imap yields for an outcome taken from the journal."""
-    return _value_or_raise(None, outcome, options)
 
 
 def _value_or_raise(value: Any, outcome: Outcome | None, options: RunOptions) -> Any:

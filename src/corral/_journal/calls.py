@@ -3,7 +3,7 @@
 
     Pool._map / _run_tasks                 Pool.imap
     ──────────────────────                 ─────────
-    jc = for_map / for_tasks (resume)      for_stream(...) → (sink, to_run, merge)
+    jc = for_map / for_tasks (resume)      for_stream(...) → (batch, to_run, merge)
     batch(..., jc.sink(sink), jc.given(g))   (the journaled items held back; their
     jc.bind(batch)                            effects handed to the replay: ``on_given``)
     run the batch; jc.check()
@@ -72,7 +72,7 @@ def for_tasks(journal: Journal | None, tasks: Sequence[Any]) -> JournalCall:
 
 
 def for_stream(
-    journal: Journal,
+    journal: Journal | None,
     fn: Callable[..., Any],
     source: Iterator[Any],
     ordered: bool,
@@ -81,11 +81,19 @@ def for_stream(
     replay: Replay | None,
     make_batch: Callable[[Any], Any],
 ) -> tuple[Any, Iterator[Any], Callable[[Iterator[Any]], Iterator[Any]]]:
-    """A journaled imap: ``(batch, to_run, merge)`` (``session.Journal.for_stream``); its
-    results reach the stream once committed (a gated sink); a journaled item's effects go
-    to ``replay`` in its place among the others' (``Replay.hold``)."""
+    """An imap's ``(batch, to_run, merge)``: without a journal, the batch of ``sink``, the
+    source, and no merge. Journaled (``session.Journal.for_stream``): the journaled items
+    are held back and ``merge`` puts them back in place; the results reach the stream once
+    committed (a gated sink); a journaled item's effects go to ``replay`` in its place
+    among the others' (``Replay.hold``)."""
+    if journal is None:
+        return make_batch(sink), source, _unchanged
     on_given = replay.hold if replay is not None else None
     jb, to_run, merge = journal.for_stream(fn, source, ordered, present, on_given)
     batch = make_batch(jb.sink(sink, True))
     journal.bind(jb, batch)
     return batch, to_run, merge
+
+
+def _unchanged(results: Iterator[Any]) -> Iterator[Any]:
+    return results
