@@ -293,11 +293,22 @@ def _ok_outcome(
 
 def _row_effects(r: Sequence[Any], path: Path) -> dict[int, tuple[Any, ...]] | None:
     """A successful row's recorded effects by offset in its positions (``session._effects``);
-    None when its tasks recorded none."""
-    if r[22] is None:
+    None when its tasks recorded none. (Asked once per task of the row: the last rows'
+    are kept unpickled.)"""
+    blob = r[22]
+    if blob is None:
         return None
-    effects = loads(r[22], path, "effects")
+    effects = _EFFECTS.get(blob)
+    if effects is None:
+        effects = loads(blob, path, "effects")
+        if len(_EFFECTS) >= 16:
+            _EFFECTS.clear()
+        _EFFECTS[blob] = effects
     return effects if isinstance(effects, dict) else None
+
+
+_EFFECTS: dict[bytes, Any] = {}
+"""The last rows' effects, unpickled (a row's tasks each ask for theirs)."""
 
 
 def _failed_outcome(
