@@ -191,16 +191,6 @@ def test_bad_environment_variable_and_argument_are_named(tmp_path: Path) -> None
     assert "argument --retries" in proc.stderr
 
 
-def test_option_the_api_lacks_is_a_clear_error(tmp_path: Path) -> None:
-    if "journal" in corral._options.RUN_FIELDS:  # type: ignore[attr-defined]
-        pytest.skip("this corral has a journal")
-    (tmp_path / "corral.yaml").write_text("journal: runs.jsonl\n")
-    proc = corral_cli("run", "os.path:basename", "x", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "corral.yaml, line 1, key journal" in proc.stderr
-    assert "not supported by this version" in proc.stderr
-
-
 def test_precedence_through_the_console_script(tmp_path: Path) -> None:
     """file (serial) < CORRAL_BACKEND (process) < --backend (serial): where the task ran
     says which won (a worker process carries CORRAL_WORKER in its environment)."""

@@ -69,6 +69,10 @@ class Replay:
         self.waiting: dict[int, tuple[Any, ...]] = {}  # final positions past the cursor
         self.error: EffectError | None = None
         self.applied = 0
+        # a journaled imap (resume): its journaled items never enter the batch; their
+        # effects wait here for the batch position they precede (``hold``)
+        self.held: dict[int, list[tuple[Any, tuple[Any, ...]]]] = {}
+        self.skipped = 0  # held items replayed: batch position + skipped = input position
 
     # -- engine thread ----------------------------------------------------------------------
     def put_ok(self, positions: Sequence[int], record: OkRecord) -> None:
@@ -81,11 +85,31 @@ class Replay:
         self.queue.put(None)
 
     # -- caller's thread --------------------------------------------------------------------
+    def hold(self, pos: int, outcome: Outcome) -> None:
+        """A journaled imap's item taken from the journal (``cached``), read just before the
+        batch's position ``pos``: its effects are replayed right before ``pos``'s (a failure
+        replays none but still counts in the input positions)."""
+        self.held.setdefault(pos, []).append((outcome.key, outcome.effects if outcome.ok else ()))
+
+    def _release(self, pos: int) -> bool:
+        for key, effects in self.held.pop(pos, ()):
+            self.skipped += 1
+            if effects and not self._replay(pos, effects, key):
+                return False
+        return True
+
+    def _finish(self) -> None:
+        """The batch is done: the journaled items after its last position."""
+        for pos in sorted(self.held):
+            if not self._release(pos):
+                return
+
     def follow(self, driver: Driver, batch: Batch) -> None:
         """Apply effects as tasks finish until the batch is done (or ``fn`` raised)."""
         while True:
             entry = driver.receive(self.queue, batch)
             if entry is None:
+                self._finish()
                 return
             self.apply(entry)
             if self.error is not None:
@@ -99,6 +123,7 @@ class Replay:
             except queue.Empty:
                 return
             if entry is None:
+                self._finish()
                 return
             self.apply(entry)
 
@@ -106,7 +131,12 @@ class Replay:
         if self.error is not None:
             return
         positions, offsets, effects = entry
-        if not effects and not self.waiting and _starts_at(positions, self.cursor):
+        if (
+            not effects
+            and not self.waiting
+            and not self.held
+            and _starts_at(positions, self.cursor)
+        ):
             self.cursor += len(positions)  # a Call of effect-free tasks, in order: no buffer
             return
         waiting = self.waiting
@@ -115,13 +145,16 @@ class Replay:
             waiting[pos] = effects.get(offset, ()) if effects else ()
         while self.cursor in waiting:
             pos = self.cursor
+            if self.held and not self._release(pos):
+                return
             found = waiting.pop(pos)
             self.cursor += 1
             if found and not self._replay(pos, found):
                 return
 
-    def _replay(self, pos: int, effects: tuple[Any, ...]) -> bool:
-        key = self.key_of(pos)
+    def _replay(self, pos: int, effects: tuple[Any, ...], key: Any = None) -> bool:
+        if key is None:  # (past held items: an imap's keys are its input positions)
+            key = self.key_of(pos) if not self.skipped else pos + self.skipped
         for effect in effects:
             try:
                 self.fn(key, effect)

@@ -12,7 +12,6 @@ done.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import multiprocessing.process
 import os
@@ -33,6 +32,7 @@ from ._effects import Replay, collect_sink, replay_of, stream_sink
 from ._engine import Engine
 from ._errors import BatchError, ConfigError, CorralError, EffectError, check_callable
 from ._functions import FunctionTable
+from ._journal import calls as journal_calls
 from ._journal import open_journal_for
 from ._lifetime import Lifetime
 from ._needs import Plan, needs_for_items, plan, pop_item_specs
@@ -380,23 +380,15 @@ class Pool:
         """``map`` once its input is read and checked. ``given``: positions final already
         (an earlier run's outcomes), which end ``cached`` and are not run."""
         sink = collect_sink(len(items), run_options.on_effect)
-        journal = self._journal
-        jb = journal.for_map(fn, items) if journal is not None else None
-        if jb is not None:  # journaled outcomes end cached: resume
-            given = {**jb.resumed.given, **(given or {})}
+        jc = journal_calls.for_map(self._journal, fn, items)  # resume: journaled → given
         batch = self._batch_for_map(
-            fn, items, run_options, jb.sink(sink, False) if jb is not None else sink,
-            plan=plan, groups=groups, given=given,
-        )  # fmt: skip
-        if jb is not None:
-            journal.bind(jb, batch)  # type: ignore[union-attr]
+            fn, items, run_options, jc.sink(sink), plan=plan, groups=groups, given=jc.given(given)
+        )
+        jc.bind(batch)
         wall = self._run_batch(batch, sink, run_options, len(items), _map_call(fn))
-        if journal is not None:
-            journal.check()
+        jc.check()
         if sink.failures and run_options.errors == "raise":
-            report = sink.report(batch, wall, self.workers, self._worker_log)
-            if jb is not None:
-                report = dataclasses.replace(report, journal=jb.summary())
+            report = jc.report(sink.report(batch, wall, self.workers, self._worker_log))
             raise BatchError(report, items=items)
         return sink.values
 
@@ -416,21 +408,12 @@ class Pool:
     ) -> Report:
         """``run`` once its tasks are checked. ``given``: as for ``_map``."""
         sink = collect_sink(len(task_list), run_options.on_effect)
-        journal = self._journal
-        jb = journal.for_tasks(task_list) if journal is not None else None
-        if jb is not None:  # journaled outcomes end cached: resume
-            given = {**jb.resumed.given, **(given or {})}
-        batch = self._batch_for_tasks(
-            task_list, run_options, jb.sink(sink, False) if jb is not None else sink, plan, given
-        )
-        if jb is not None:
-            journal.bind(jb, batch)  # type: ignore[union-attr]
+        jc = journal_calls.for_tasks(self._journal, task_list)  # resume: journaled → given
+        batch = self._batch_for_tasks(task_list, run_options, jc.sink(sink), plan, jc.given(given))
+        jc.bind(batch)
         wall = self._run_batch(batch, sink, run_options, len(task_list), _task_call(task_list))
-        if journal is not None:
-            journal.check()
-        report = sink.report(batch, wall, self.workers, self._worker_log)
-        if jb is not None:
-            report = dataclasses.replace(report, journal=jb.summary())
+        jc.check()
+        report = jc.report(sink.report(batch, wall, self.workers, self._worker_log))
         if not report.ok and run_options.errors == "raise":
             raise BatchError(report)
         return report
@@ -485,17 +468,13 @@ class Pool:
             )
         run_options = with_run_overrides(self.run_options, options)
         sink = stream_sink(run_options.on_effect)
-        if self._journal is None:
-            batch = self._batch_for_map(fn, {}, run_options, sink, closed=False)  # type: ignore[arg-type]
-            return _stream(self, batch, sink, iter(iterable), ordered, run_options, _map_call(fn))
-        # journaled: the journaled items are held back and put back in place (resume), the
-        # others' results reach the stream's queue once committed (gated)
-        jb, to_run, merge = self._journal.for_stream(
-            fn, iter(iterable), ordered, functools.partial(_journaled_value, options=run_options)
-        )
-        batch = self._batch_for_map(fn, {}, run_options, jb.sink(sink, True), closed=False)  # type: ignore[arg-type]
-        self._journal.bind(jb, batch)
-        return merge(_stream(self, batch, sink, to_run, ordered, run_options, _map_call(fn)))
+        # journaled: the journaled items are held back and put back in place (resume)
+        batch, source, merge = journal_calls.for_stream(
+            self._journal, fn, iter(iterable), ordered,
+            functools.partial(_value_or_raise, None, options=run_options), sink, replay_of(sink),
+            lambda jsink: self._batch_for_map(fn, {}, run_options, jsink, closed=False),  # type: ignore[arg-type]
+        )  # fmt: skip
+        return merge(_stream(self, batch, sink, source, ordered, run_options, _map_call(fn)))
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self, *, cancel: bool = False, wait: bool = True) -> None:
@@ -671,11 +650,6 @@ def _stream(
             pool._driver.abandon(batch)
         if reports is not None:
             reports.finish(complete)
-
-
-def _journaled_value(outcome: Outcome, options: RunOptions) -> Any:
-    """What a journaled imap yields for an outcome taken from the journal."""
-    return _value_or_raise(None, outcome, options)
 
 
 def _run(positions: list[int]) -> bool:

@@ -2,9 +2,9 @@
 
 Commands: ``run`` (a Python function over inputs), ``exec`` (a program over inputs, GNU
 parallel's way), ``config show`` (the effective settings and where each came from),
-``status`` and ``report`` (a run's journal), ``demo`` and ``info``. Modules: ``options``
+``status``, ``report`` and ``retry`` (a run's journal), ``demo`` and ``info``. Modules: ``options``
 (the shared options, turned into settings), ``inputs`` (globs, input lists, parameter
-tables, results files), ``commands`` (run, exec), ``journal`` (status, report).
+tables, results files), ``commands`` (run, exec), ``journal`` (status, report, retry).
 
 Exit status: 0 every task succeeded, 1 some task failed, 2 a usage or configuration error
 (nothing ran), 130 interrupted (Ctrl-C). An error is one line on standard error; ``--debug``
@@ -65,10 +65,15 @@ examples:
 STATUS_EXAMPLES = """\
 examples:
   corral status runs/sweep.journal         # counts, failed and unfinished keys (live)
-  corral report runs/sweep.journal --out results.csv
+  corral report runs/sweep.journal --out results.csv --html report.html
+  corral report runs/sweep.journal --trace trace.json --errors errors/
+  corral retry runs/sweep.journal          # run what failed or never finished again
 
-Both read a journal written by `corral run --journal FILE` (or journal= in the API);
-they need the journal feature of corral.
+status and report read a journal written by `corral run --journal FILE` (or journal= in
+the API), also while a run writes it. retry runs the command that `corral run` or
+`corral exec` recorded in the journal again, in the same folder, on the same inputs: the
+journaled successes are kept (cached), the failures and unfinished tasks run again.
+A journal holds pickles: only read one you trust.
 """
 
 
@@ -136,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--trace", metavar="FILE", help="a trace of the run")
     report.add_argument("--errors", metavar="DIR", help="an error report per failure")
     report.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    retry = commands.add_parser(
+        "retry", help="run a journaled command's failed and unfinished tasks again",
+        epilog=STATUS_EXAMPLES, formatter_class=raw,
+    )  # fmt: skip
+    retry.add_argument("journal", metavar="JOURNAL", help="the journal of a corral run/exec")
+    retry.add_argument("--workers", metavar="N", help="worker processes (default: as recorded)")
+    retry.add_argument("--out", metavar="FILE", help="results: .jsonl, .csv or .parquet")
+    retry.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
     demo = commands.add_parser(
         "demo", help="run a demo batch with progress and a summary", formatter_class=raw,
@@ -154,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)  # a usage error exits 2 here, with the usage line
+    args.argv = argv  # what a journaled run records, for `corral retry`
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -185,6 +200,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .commands import exec_command
 
         return exec_command(args)
+    if args.command == "retry":  # the command the journal recorded, again
+        from .journal import retry_args
+
+        return _dispatch(retry_args(args, build_parser()))
     if args.command in ("status", "report"):
         from .journal import report_command, status_command
 

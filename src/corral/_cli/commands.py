@@ -22,6 +22,9 @@ from .._task import Task
 from .inputs import check_out, expand_inputs, read_params, row_key, write_out
 from .options import amounts, settings_from
 
+EXPORTS = frozenset({"trace", "html"})
+"""Settings the command line handles itself, after the run (``Report.to_trace``/``to_html``)."""
+
 
 def run_command(args: argparse.Namespace) -> int:
     """``corral run MODULE:FUNCTION [INPUT ...]``."""
@@ -37,9 +40,9 @@ def run_command(args: argparse.Namespace) -> int:
             key = row_key(row)
             tasks.append(Task(fn, kwargs=row, key=key, **needs, locks=_locks(args, key)))
     else:
-        for value in expand_inputs(args.inputs, args.inputs_file):
+        for value in _inputs(args):
             tasks.append(Task(fn, (value,), key=value, **needs, locks=_locks(args, value)))
-    return _run(tasks, settings.options(_api_run()), args)
+    return _run(tasks, settings.options(_api_run(), EXPORTS), args)
 
 
 def exec_command(args: argparse.Namespace) -> int:
@@ -56,10 +59,10 @@ def exec_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     needs = task_needs(args)
     check_out(args.out)
-    values = expand_inputs(args.inputs, args.inputs_file)
-    options = settings.options(_api_run())
+    values = _inputs(args)
+    options = settings.options(_api_run(), EXPORTS)
     slots = resolve_workers(options.get("workers", "auto"), len(values))
-    run_id = f"{os.getpid()}-{id(args)}"
+    run_id = _run_id(options.get("journal"), args)
     tasks = [
         Task(
             run_program,
@@ -77,6 +80,18 @@ def exec_command(args: argparse.Namespace) -> int:
         shutil.rmtree(slots_dir(run_id), ignore_errors=True)
 
 
+def _run_id(journal: Any, args: argparse.Namespace) -> str:
+    """What names this run's slot locks (``{%}``). It is one of each task's arguments, so a
+    journaled run's is the journal's (the same in each run resuming it: the tasks' identity
+    is unchanged; the journal's lock keeps two runs from sharing it)."""
+    if journal is None:
+        return f"{os.getpid()}-{id(args)}"
+    import hashlib
+
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(os.fspath(journal)))).hexdigest()
+    return f"journal-{digest[:16]}"
+
+
 def _run(
     tasks: list[Task], options: dict[str, Any], args: argparse.Namespace, show_output: bool = False
 ) -> int:
@@ -85,22 +100,38 @@ def _run(
     if not tasks:
         raise ConfigError("nothing to run: give inputs, --inputs FILE or --params FILE")
     options["errors"] = "return"  # the CLI reports failures itself, by exit status
+    exports = {name: options.pop(name) for name in EXPORTS if options.get(name) is not None}
+    if options.get("journal") is not None:  # what ran, for `corral retry`
+        from .journal import record
+
+        record(options["journal"], args, None if args.command == "run" and args.params
+               else [t.key for t in tasks])  # fmt: skip
     try:
         report: Report = corral.run(tasks, **options)
     except KeyboardInterrupt as interrupt:
         # Ctrl-C: the library stopped the run; keep what finished, then exit 130 (main)
         partial = getattr(interrupt, "report", None)
         if partial is not None:
+            _export(partial, exports)
             if args.out is not None:
                 write_out(args.out, partial.outcomes)
             print(partial.summary(), file=sys.stderr)
         raise
+    _export(report, exports)
     if show_output:
         _print_output(report)
     if args.out is not None:
         write_out(args.out, report.outcomes)
     print(report.summary(), file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _export(report: Report, exports: dict[str, Any]) -> None:
+    """``--trace F`` and ``--html F`` (or ``trace:``/``html:`` settings): the run's exports."""
+    if "trace" in exports:
+        report.to_trace(exports["trace"])
+    if "html" in exports:
+        report.to_html(exports["html"])
 
 
 def _print_output(report: Report) -> None:
@@ -111,6 +142,14 @@ def _print_output(report: Report) -> None:
         if stdout:
             sys.stdout.write(stdout if stdout.endswith("\n") else stdout + "\n")
     sys.stdout.flush()
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """The inputs: as ``corral retry`` recorded them, or the words and ``--inputs`` file."""
+    recorded = getattr(args, "recorded_inputs", None)
+    if recorded is not None:
+        return list(recorded)
+    return expand_inputs(args.inputs, args.inputs_file)
 
 
 def task_needs(args: argparse.Namespace) -> dict[str, Any]:

@@ -141,12 +141,15 @@ class Settings:
         return "\n".join(f"{k:<{width}}  {v:<{vwidth}}  {s}" for k, v, s in rows)
 
     # -- into the API ----------------------------------------------------------------------
-    def options(self, api: Callable[..., Any] | None = None) -> dict[str, Any]:
+    def options(
+        self, api: Callable[..., Any] | None = None, extra: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         """The keyword options of ``corral.map``/``run``/``Pool`` for what was set:
         ``retry_on`` names imported as exception types, ``fixtures`` references imported.
-        An option this corral does not take (its options, and the keyword parameters of
-        ``api``) is a ConfigError naming where it was set."""
-        known = api_option_names(api)
+        An option this corral does not take (its options, the keyword parameters of
+        ``api``, and ``extra``: what the caller handles itself, as the command line its
+        ``trace`` and ``html``) is a ConfigError naming where it was set."""
+        known = api_option_names(api) | extra
         out: dict[str, Any] = {}
         problems = []
         for key, value in self.values().items():

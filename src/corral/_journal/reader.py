@@ -48,6 +48,10 @@ class JournalView:
             its latest record (``ok``, ``failed``, ``timeout``, ``crashed``, ``skipped``),
             plus ``interrupted`` for tasks started and never finished.
         interrupted: ``(call, key)`` of tasks marked interrupted by a resumed run.
+        unfinished: ``(call, key)`` of tasks started and not finished (yet: running now, or
+            stopped with their run), in the order they were started.
+        meta: the journal's ``meta`` table (format, version, ..., and ``command``: what
+            ``corral run --journal`` ran, as JSON, for ``corral retry``).
     """
 
     def __init__(self, path: Path) -> None:
@@ -65,6 +69,7 @@ class JournalView:
                 marks = conn.execute(
                     "SELECT batch, key FROM marks WHERE status = 'interrupted'"
                 ).fetchall()
+                self.meta: dict[str, str] = dict(conn.execute("SELECT name, value FROM meta"))
         except Exception as exc:
             if isinstance(exc, JournalError):
                 raise
@@ -72,19 +77,27 @@ class JournalView:
         finally:
             conn.close()
         self._latest: dict[tuple[int, Any], tuple[int, int]] = {}
+        self._place: dict[tuple[int, Any], int] = {}  # a task's input position in its call
+        streams = {batch for batch, kind, _ in self.calls if kind == "map"}
         for index, r in enumerate(self._rows):
-            keys = store.loads(r[6] if r[6] is not None else r[5], path, "a row's keys")
+            positions = store.loads(r[5], path, "a row's positions")
+            keys = store.loads(r[6], path, "a row's keys") if r[6] is not None else positions
+            # a map's keys are its positions (an imap's: its input positions); a run's
+            # positions are its tasks' places
+            places = keys if r[2] in streams else positions
             for offset, key in enumerate(keys):
                 self._latest[(r[2], key)] = (index, offset)
+                self._place[(r[2], key)] = places[offset]
         counts: Counter[str] = Counter()
         for index, _ in self._latest.values():
             counts[self._rows[index][3]] += 1
-        running = set()
+        running: dict[tuple[int, Any], None] = {}  # (a set in start order)
         for batch, blob in starts:
             for key in store.loads(blob, path, "a start record"):
                 if (batch, key) not in self._latest:
-                    running.add((batch, key))
+                    running[(batch, key)] = None
         counts["interrupted"] = len(running)
+        self.unfinished: list[tuple[int, Any]] = list(running)
         self.counts: dict[str, int] = dict(counts)
         self.interrupted = [(b, store.loads(k, path, "a key")) for b, k in marks]
         self._values: dict[int, list[Any]] = {}
@@ -92,11 +105,10 @@ class JournalView:
     @property
     def outcomes(self) -> list[Outcome]:
         """Every journaled task's latest outcome (values and errors unpickled), by call and
-        then in the order they were journaled."""
-        out = []
-        for (_, key), (index, offset) in self._latest.items():
-            out.append(self._outcome(key, index, offset))
-        return out
+        then in task order (input position)."""
+        place = self._place
+        ordered = sorted(self._latest.items(), key=lambda kv: (kv[0][0], place[kv[0]]))
+        return [self._outcome(key, index, offset) for (_, key), (index, offset) in ordered]
 
     @property
     def failures(self) -> list[Outcome]:

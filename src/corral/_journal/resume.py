@@ -248,13 +248,15 @@ def _take_row(
     timed = started is not None and ended is not None and n
     step = (ended - started) / n if timed else 0.0
     cached, ok, new_attempt = Status.CACHED, Status.OK, tuple.__new__
+    effects = _row_effects(r, journaled.path)
     for offset, key in enumerate(keys):
         t0 = started + offset * step if timed else None
         t1 = t0 + step if t0 is not None else None
-        attempt = new_attempt(Attempt, (worker, pid, t0, t1, ok, None))
+        # every field (tuple.__new__ skips the defaults): queued, exitcode, signal unknown
+        attempt = new_attempt(Attempt, (worker, pid, t0, t1, ok, None, None, cpu, rss, None, None))
         given[positions[offset]] = Outcome(
             key, cached, values[offset], None, 1, worker, pid, t0, t1, cpu, rss, None, None,
-            (attempt,),
+            (attempt,), effects.get(offset, ()) if effects else (),
         )  # fmt: skip
 
 
@@ -281,10 +283,32 @@ def _ok_outcome(
         attempts = loads(r[12], path, "attempts")
         count = attempts.get(loads(r[5], path, "positions")[offset], 1)
     worker, pid = r[10], r[11]
-    attempt = tuple.__new__(Attempt, (worker, pid, t0, t1, Status.OK, None))
     cpu = r[15] / n if r[15] is not None and n else None
+    attempt = tuple.__new__(Attempt, (worker, pid, t0, t1, Status.OK, None, None, cpu, r[16],
+                                      None, None))  # fmt: skip
+    effects = _row_effects(r, path)
     return Outcome(key, status, values[offset], None, count, worker, pid, t0, t1, cpu, r[16],
-                   None, None, (attempt,))  # fmt: skip
+                   None, None, (attempt,), effects.get(offset, ()) if effects else ())  # fmt: skip
+
+
+def _row_effects(r: Sequence[Any], path: Path) -> dict[int, tuple[Any, ...]] | None:
+    """A successful row's recorded effects by offset in its positions (``session._effects``);
+    None when its tasks recorded none. (Asked once per task of the row: the last rows'
+    are kept unpickled.)"""
+    blob = r[22]
+    if blob is None:
+        return None
+    effects = _EFFECTS.get(blob)
+    if effects is None:
+        effects = loads(blob, path, "effects")
+        if len(_EFFECTS) >= 16:
+            _EFFECTS.clear()
+        _EFFECTS[blob] = effects
+    return effects if isinstance(effects, dict) else None
+
+
+_EFFECTS: dict[bytes, Any] = {}
+"""The last rows' effects, unpickled (a row's tasks each ask for theirs)."""
 
 
 def _failed_outcome(

@@ -147,12 +147,15 @@ class Journal:
         source: Iterator[Any],
         ordered: bool,
         present: Callable[[Outcome], Any],
+        on_given: Callable[[int, Outcome], None] | None = None,
     ) -> tuple[JournalBatch, Iterator[Any], Callable[[Iterator[Any]], Iterator[Any]]]:
         """An imap's journal: ``(jb, to_run, merge)``. ``to_run`` reads ``source`` lazily and
         yields the items that must run (the journaled ones are held back, with their outcome);
         ``merge(results)`` puts the journaled outcomes back among the results of the items
         that ran (in input order when ``ordered``); ``present`` turns a journaled outcome into
-        what imap yields (its value, a Failure, or its error raised)."""
+        what imap yields (its value, a Failure, or its error raised). ``on_given(pos,
+        outcome)``: a journaled item was held back just before the batch's position ``pos``
+        (called on the thread reading ``to_run``: the effects' replay, ``Replay.hold``)."""
         number = next(self._numbers)
         label = identity.fn_identity(fn, self.code)
         fd = identity.fn_digest(label)
@@ -174,6 +177,8 @@ class Journal:
                 if outcome is not None:
                     out.given[orig] = outcome
                     order.append(outcome)
+                    if on_given is not None:
+                        on_given(inner, outcome)
                     continue
                 calls[inner] = item
                 keys[inner] = orig
@@ -391,7 +396,16 @@ class _Flag:
         self.wait = self._event.wait
 
 
-def _effects(record: Any) -> Any:
-    """The effects a successful Call recorded, when corral records effects (``corral.record``):
-    journaled so that a resumed run can replay them."""
-    return getattr(record, "effects", None)
+def _effects(record: Any) -> dict[int, tuple[Any, ...]] | None:
+    """What the tasks of a successful Call recorded (``corral.record``), by offset in the
+    row's positions (the Result's ``effects`` are by item index: ``record.offsets`` maps
+    one to the other); None when none recorded anything (the usual case: nothing stored).
+    Journaled so that a resumed run replays them (``resume._ok_outcome``, ``_take_row``)."""
+    effects = getattr(record.result, "effects", None)
+    if not effects:
+        return None
+    offsets = record.offsets
+    if offsets is None:  # positions[i] is item i
+        return dict(effects)
+    out = {i: effects[item] for i, item in enumerate(offsets) if item in effects}
+    return out or None

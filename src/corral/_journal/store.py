@@ -3,7 +3,8 @@
 A journal is one SQLite database (stdlib ``sqlite3``, WAL mode) plus, beside it, a lock file
 (``run.corral.lock``) and a folder for large results (``run.corral.d/``)::
 
-    meta      name, value           format = corral-journal, version, corral version, created
+    meta      name, value           format = corral-journal, version, corral version, created;
+                                    command: what ``corral run``/``exec`` ran (JSON, ``retry``)
     runs      run, pid, host, started, ended          one row per process that wrote
     batches   batch, kind, fn, first_run              the n-th journaled call of a run
     started   run, batch, positions, worker, pid, attempts, time          one row per Call
@@ -181,6 +182,23 @@ def check(path: Path, *, create: bool) -> None:
             f"{meta.get('corral')}); this corral reads format v{VERSION}. Finish that run "
             "with the corral that started it, or start a new journal"
         )
+
+
+def record_meta(path: Path, name: str, value: str) -> None:
+    """Set one ``meta`` row (``corral run --journal`` records its command there, for
+    ``corral retry``), under the writers' lock, before the run opens the journal: a journal
+    another run is writing is refused here (JournalLocked), before any work starts."""
+    lock = Lock(path)
+    lock.acquire()
+    try:
+        check(path, create=True)
+        conn = connect(path)
+        try:
+            conn.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, value))
+        finally:
+            conn.close()
+    finally:
+        lock.release()
 
 
 def _create(path: Path) -> None:

@@ -263,7 +263,7 @@ class Writer:
             outcome.cpu_seconds, outcome.max_rss,
             None if error is None else f"{type(error).__module__}.{type(error).__qualname__}",
             None if error is None else str(error), outcome.traceback, error_blob,
-            _maybe(tuple(outcome.history)), _maybe(effects), detail,
+            _maybe(tuple(outcome.history)), _maybe(effects or None), detail,
         )  # fmt: skip
         jbatch.forget([pos])
         return row

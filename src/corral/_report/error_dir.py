@@ -127,6 +127,12 @@ class ErrorReports:
         self._unsubscribe = lambda: events.unsubscribe(on_event)
 
     # -- caller's thread ---------------------------------------------------------------------
+    def add(self, position: int, outcome: Outcome, item: Any = None) -> None:
+        """Report an outcome that did not come through the event stream: a finished run's,
+        read back from its journal (``corral report --errors``)."""
+        if not outcome.ok and outcome.status is not Status.CANCELLED:
+            self._queue.put((position, outcome, item))
+
     def finish(self, complete: bool = True) -> None:
         """The batch is over: write what is left, the last index, and remove the reports of
         an earlier run whose task did not fail in this one (not when ``complete`` is False:
