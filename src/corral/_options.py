@@ -40,6 +40,9 @@ class PoolOptions:
     fixture_failures: int | None = 3
     # seconds a stopping worker has to tear its fixtures down and exit before it is killed
     fixture_teardown_timeout: float = 10.0
+    # backend="dask": where the calls run: a distributed.Client, a scheduler address or a
+    # cluster object (LocalCluster, dask_jobqueue.SLURMCluster); see _backends.dask
+    dask_client: Any = None
 
     def __post_init__(self) -> None:
         w = self.workers
@@ -64,6 +67,10 @@ class PoolOptions:
             raise ConfigError(
                 f"fixture_teardown_timeout must be a positive number of seconds, not {t!r}"
             )
+        if self.backend == "dask" or self.dask_client is not None:
+            from ._backends.dask import check_options  # distributed is imported only then
+
+            check_options(self)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A backend starts, feeds, watches and kills workers. The engine (``_engine``) own
 decision: what runs where, retries, timeouts, cancels, recycling. Two are built in: ``process``
 (worker processes, ``_backends.process``) and ``serial`` (this process, ``_backends.serial``);
 ``BACKENDS`` maps each name (``Pool(backend=...)``) to its ``BackendFactory``, and
-``register`` adds one (a Dask backend will be ``register("dask", ...)``).
+``register`` adds one. ``dask`` (``_backends.dask``) runs Calls on a Dask cluster.
 
 Which thread calls it. Only the engine thread calls a backend, except ``running_item``, which
 the progress renderer also calls (it must read only, and never block). A backend whose
@@ -65,6 +65,7 @@ from __future__ import annotations
 
 from .._errors import ConfigError
 from .contract import (
+    DASK,
     PROCESS,
     SERIAL,
     Backend,
@@ -85,6 +86,7 @@ __all__ = [
     "Backend",
     "BackendFactory",
     "BackendSetup",
+    "DASK",
     "Capabilities",
     "Died",
     "Event",
@@ -108,9 +110,16 @@ def _serial(setup: BackendSetup) -> Backend:
     return create(setup)
 
 
+def _dask(setup: BackendSetup) -> Backend:
+    from .dask import create
+
+    return create(setup)
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "process": BackendFactory(_process, PROCESS),
     "serial": BackendFactory(_serial, SERIAL),
+    "dask": BackendFactory(_dask, DASK),
 }
 """Every backend by the name ``Pool(backend=...)`` takes."""
 

@@ -122,3 +122,12 @@ SERIAL = Capabilities(
     has_running_stamp=False,
     runs_in_caller_thread=True,
 )
+DASK = Capabilities(
+    # The engine times and kills Calls (the Dask worker kills the child process that runs
+    # one); one Call per slot at a time: Dask queues, corral decides.
+    can_kill_one_call=True,
+    can_queue_calls=False,
+    shares_memory_with_coordinator=False,
+    has_running_stamp=True,
+    runs_in_caller_thread=False,
+)
