@@ -81,12 +81,12 @@ from .contract import (
 
 __all__ = [
     "BACKENDS",
+    "DASK",
     "PROCESS",
     "SERIAL",
     "Backend",
     "BackendFactory",
     "BackendSetup",
-    "DASK",
     "Capabilities",
     "Died",
     "Event",

@@ -39,12 +39,15 @@ round trip.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import select
+import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -80,9 +83,7 @@ def check_options(options: PoolOptions) -> None:
             "backend='dask' needs dask_client=: a distributed.Client, a scheduler address "
             "('tcp://host:8786') or a cluster object (LocalCluster, SLURMCluster)"
         )
-    if not (
-        isinstance(client, (str, distributed.Client)) or hasattr(client, "scheduler_address")
-    ):
+    if not (isinstance(client, (str, distributed.Client)) or hasattr(client, "scheduler_address")):
         raise ConfigError(
             "dask_client must be a distributed.Client, a scheduler address or a cluster "
             f"object, not {client!r}"
@@ -101,7 +102,7 @@ def create(setup: BackendSetup) -> DaskBackend:
     options = setup.options
     given = options.dask_client
     owns = not isinstance(given, distributed.Client)
-    client = distributed.Client(given) if owns else given
+    client = distributed.Client(given) if owns else given  # type: ignore[no-untyped-call]
     try:
         if options.workers == "auto":
             slots = sum(client.nthreads().values()) or setup.workers
@@ -139,7 +140,8 @@ class _Flight:
     slot: int
     future: Any  # distributed.Future
     worker: str | None = None  # the Dask worker it started on (its start event)
-    started: float | None = None  # time.monotonic() when the start event arrived
+    started: float | None = None  # time.monotonic() when the last start event arrived
+    item: int = -1  # the item it said began then
 
 
 class DaskBackend:
@@ -165,9 +167,10 @@ class DaskBackend:
         self._inbox: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
         self._flights: dict[int, _Flight] = {}  # call id → its Call in Dask
         self._running: list[int | None] = [None] * slots  # slot → its call id
+        self._timed: dict[int, bool] = {}  # slot → whether its prepared Call has timeouts
         self._killer = ThreadPoolExecutor(1, thread_name_prefix="corral-dask-kill")
         client.subscribe_topic(name, self._on_start)
-        client.subscribe_topic("all", self._on_scheduler_event)
+        _lost_workers.listen(client, self._on_lost)
 
     # -- client threads: only record and wake the engine ------------------------------------
     def _tell(self, what: str, a: Any, b: Any = None) -> None:
@@ -182,12 +185,11 @@ class DaskBackend:
             self._tell("stray", msg["start"], msg["worker"])
             return
         flight.worker = msg["worker"]
+        flight.item = msg["item"]
         flight.started = time.monotonic()
 
-    def _on_scheduler_event(self, event: tuple[float, Any]) -> None:
-        msg = event[1]
-        if isinstance(msg, dict) and msg.get("action") == "remove-worker":
-            self._tell("lost", msg.get("worker"))
+    def _on_lost(self, worker: str) -> None:
+        self._tell("lost", worker)
 
     # -- the contract ---------------------------------------------------------------------
     def start_worker(self, slot: int) -> int | None:
@@ -201,6 +203,7 @@ class DaskBackend:
         needed = {call.fn_id} if not call.star else {item[0] for item in call.items}
         call.fns = {f: self._blob(f) for f in needed}
         call.drop = []
+        self._timed[slot] = call.timeouts is not None
         rejected: dict[int, BaseException] = {}
         try:
             data = _codec.dumps_call(call)
@@ -220,12 +223,13 @@ class DaskBackend:
         return Prepared(data, rejected, argument_bytes=len(data))
 
     def send(self, slot: int, prepared: Prepared) -> None:
-        call_id = _codec.call_id_of(prepared.payload)
+        call_id, timed = _codec.call_id_of(prepared.payload), self._timed.pop(slot, False)
         future = self._client.submit(
             self._run_call,
             self._name,
             call_id,
             prepared.payload,
+            timed,
             key=f"corral-call-{call_id}-{self._name}",
             pure=False,
             retries=0,
@@ -242,7 +246,7 @@ class DaskBackend:
         flight = self._flights.get(call_id) if call_id is not None else None
         if flight is None or flight.started is None:
             return (-1 if call_id is None else call_id), -1, 0.0
-        return call_id, 0, flight.started  # type: ignore[return-value]
+        return call_id, flight.item, flight.started  # type: ignore[return-value]
 
     def wait(self, timeout: float | None) -> list[Event]:
         with contextlib.suppress(InterruptedError):
@@ -272,7 +276,7 @@ class DaskBackend:
     def _answers(self, done: list[tuple[int, _Flight]], events: list[Event]) -> None:
         finished = [(c, f) for c, f in done if f.future.status == "finished"]
         values = self._client.gather([f.future for _, f in finished]) if finished else []
-        answers = dict(zip((c for c, _ in finished), values))
+        answers = dict(zip((c for c, _ in finished), values, strict=True))
         for call_id, flight in done:
             del self._flights[call_id]
             self._running[flight.slot] = None
@@ -332,9 +336,9 @@ class DaskBackend:
         self._flights.clear()
         self._killer.shutdown(wait=True)
         client = self._client
+        _lost_workers.ignore(client, self._on_lost)
         with contextlib.suppress(Exception):
             client.unsubscribe_topic(self._name)
-            client.unsubscribe_topic("all")
         try:  # the plugin's teardown stops this Pool's children on every Dask worker
             client.unregister_worker_plugin(self._name)
         except Exception as exc:
@@ -347,6 +351,45 @@ class DaskBackend:
             client.close()
         os.close(self._pipe_r)
         os.close(self._pipe_w)
+
+
+class _LostWorkers:
+    """Who hears of Dask workers the scheduler removes, per client: a client has one handler
+    per topic, and several Pools may share a client, so one handler tells them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: dict[str, list[Callable[[str], None]]] = {}
+
+    def listen(self, client: Any, fn: Callable[[str], None]) -> None:
+        with self._lock:
+            listeners = self._listeners.setdefault(client.id, [])
+            listeners.append(fn)
+            if len(listeners) == 1:
+                client.subscribe_topic("all", functools.partial(self._heard, client.id))
+
+    def ignore(self, client: Any, fn: Callable[[str], None]) -> None:
+        with self._lock:
+            listeners = self._listeners.get(client.id, [])
+            with contextlib.suppress(ValueError):
+                listeners.remove(fn)
+            if listeners:
+                return
+            self._listeners.pop(client.id, None)
+        with contextlib.suppress(Exception):  # a closed client has no subscriptions left
+            client.unsubscribe_topic("all")
+
+    def _heard(self, client_id: str, event: tuple[float, Any]) -> None:
+        msg = event[1]
+        if not (isinstance(msg, dict) and msg.get("action") == "remove-worker"):
+            return
+        with self._lock:
+            listeners = list(self._listeners.get(client_id, ()))
+        for fn in listeners:
+            fn(str(msg.get("worker")))
+
+
+_lost_workers = _LostWorkers()
 
 
 def _events_of(slot: int, call_id: int, answer: tuple[Any, ...]) -> list[Event]:

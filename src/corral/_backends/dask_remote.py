@@ -3,8 +3,11 @@
     Dask worker process (one per node or per job)                corral child processes
     ─────────────────────────────────────────────                ─────────────────────
     task thread: run_call(name, call_id, bytes)
-      log_event(name, start)  ──► scheduler ──► coordinator (running_item, lost workers)
       Local.run ─► requests ─► local thread (owns a ProcessBackend) ═ conn k ═► _worker.loop
+                                 │  (a fresh child first answers the WARM_UP Call)
+                                 │  send the Call ══════════════════════════► execute
+                                 │  stamp k: item i began ◄───────────────── (shared memory)
+                                 │  log_event(name, start i) ─► scheduler ─► coordinator
                                  │  wait(): Message / Died of child k ◄═══════ Result ...
       ◄── answer (future) ───────┘
     client.run(kill_call) ──► Local.kill ─► requests ─► ProcessBackend.kill(k): group SIGTERM,
@@ -37,16 +40,26 @@ import os
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from distributed import WorkerPlugin, get_worker
 
-from .._messages import InitFailed
+from .. import _codec
+from .._messages import Call, InitFailed
 from .._platform import cpu_count
 from .contract import Died, Message, Prepared, Undecodable
 from .process import ProcessBackend
+
+WARM_UP = _codec.dumps_call(Call(-2, {}, 0, [], True, []))
+"""A Call of no items, sent first to a fresh child: its answer says the child is ready (its
+start-up, imports and initializer done), and only then does the real Call's clock start."""
+
+RECHECK = 0.02
+"""How often the local thread looks at a child's stamp while an item start is to be reported
+(the stamp is shared memory, written by the child without a message per item)."""
 
 STOP_GRACE = 10.0
 """How long the children may take to stop when the plugin is torn down (fixtures included)."""
@@ -64,7 +77,7 @@ class Settings:
     measure_rss: bool
 
 
-class CorralPlugin(WorkerPlugin):  # type: ignore[misc]
+class CorralPlugin(WorkerPlugin):
     """One corral Pool's children on one Dask worker (see the module docstring)."""
 
     def __init__(self, name: str, settings: Settings) -> None:
@@ -83,15 +96,20 @@ class CorralPlugin(WorkerPlugin):  # type: ignore[misc]
             await asyncio.to_thread(local.close)
 
 
-def run_call(name: str, call_id: int, payload: bytes) -> tuple[Any, ...]:
+def run_call(name: str, call_id: int, payload: bytes, timed: bool) -> tuple[Any, ...]:
     """The Dask task of one Call: run it in one of this worker's corral children."""
     worker = get_worker()
     plugin = worker.plugins.get(name)
     local = getattr(plugin, "local", None)
     if local is None:
         raise RuntimeError(f"corral's worker plugin {name!r} is not set up on {worker.address}")
-    worker.log_event(name, {"start": call_id, "worker": worker.address})
-    return local.run(call_id, payload)
+    address = worker.address
+
+    def started(index: int) -> None:  # the coordinator's clock for this item starts now
+        worker.log_event(name, {"start": call_id, "item": index, "worker": address})
+
+    answer: tuple[Any, ...] = local.run(call_id, payload, started, timed)
+    return answer
 
 
 def kill_call(name: str, call_id: int, dask_worker: Any = None) -> None:
@@ -106,7 +124,10 @@ class _Request:
     call_id: int
     payload: bytes
     answer: Future[tuple[Any, ...]]
+    started: Callable[[int], None]
+    timed: bool  # some item has a timeout: every item's start is reported, not the first only
     last_words: Any = None  # an InitFailed the child sent before dying
+    reported: int = -1  # the item whose start was reported last
 
 
 class Local:
@@ -130,6 +151,7 @@ class Local:
         self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._running: list[_Request | None] = [None] * slots
         self._alive = [False] * slots
+        self._warming: set[int] = set()  # fresh children answering the warm-up Call
         self._waiting: deque[_Request] = deque()
         self._killed: set[int] = set()  # calls killed before they arrived here
         self._closed = False
@@ -137,9 +159,13 @@ class Local:
         self._thread.start()
 
     # -- any thread -------------------------------------------------------------------------
-    def run(self, call_id: int, payload: bytes) -> tuple[Any, ...]:
+    def run(
+        self, call_id: int, payload: bytes, started: Callable[[int], None], timed: bool
+    ) -> tuple[Any, ...]:
+        """Run the Call ``payload`` in a child; ``started(index)`` is called (on the local
+        thread) when its first item begins, and, if ``timed``, when each next one does."""
         answer: Future[tuple[Any, ...]] = Future()
-        self._post("run", _Request(call_id, payload, answer))
+        self._post("run", _Request(call_id, payload, answer, started, timed))
         return answer.result()
 
     def kill(self, call_id: int) -> None:
@@ -159,14 +185,39 @@ class Local:
     # -- the local thread -------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._closed:
-            for event in self._backend.wait(None):
+            watching = self._watching()
+            for event in self._backend.wait(RECHECK if watching else None):
                 self._on_event(event)
+            if watching:
+                self._report_starts(watching)
             self._take_requests()
             self._start_waiting()
         self._backend.close(STOP_GRACE)
         for request in self._running:
             if request is not None:
                 _answer(request, ("killed",))
+
+    def _watching(self) -> list[int]:
+        """The slots whose item starts are still to be reported: a Call sent whose first
+        item has not been seen to begin, or a timed Call."""
+        return [
+            slot
+            for slot, request in enumerate(self._running)
+            if request is not None
+            and slot not in self._warming
+            and (request.timed or request.reported < 0)
+        ]
+
+    def _report_starts(self, slots: list[int]) -> None:
+        """Report the items that began since the last look (the child's stamp)."""
+        for slot in slots:
+            request = self._running[slot]
+            if request is None:
+                continue
+            call_id, index, _ = self._backend.running_item(slot)
+            if call_id == request.call_id and index >= 0 and index != request.reported:
+                request.reported = index
+                request.started(index)
 
     def _take_requests(self) -> None:
         while True:
@@ -192,6 +243,7 @@ class Local:
         for slot, request in enumerate(self._running):
             if request is not None and request.call_id == call_id:
                 self._backend.kill(slot)
+                self._warming.discard(slot)
                 self._running[slot] = None
                 self._alive[slot] = False
                 _answer(request, ("killed",))
@@ -210,19 +262,28 @@ class Local:
             if self._running[slot] is not None:
                 continue
             request = self._waiting.popleft()
+            fresh = not self._alive[slot]
             try:
-                if not self._alive[slot]:
+                if fresh:
                     _start(self._backend, slot)
                     self._alive[slot] = True
             except Exception as exc:
                 _answer(request, ("died", None, -1, _start_failed(exc)))
                 continue
             self._running[slot] = request
-            self._backend.send(slot, Prepared(request.payload))
+            if fresh:
+                self._warming.add(slot)
+                self._backend.send(slot, Prepared(WARM_UP))
+            else:
+                self._send(slot, request)
+
+    def _send(self, slot: int, request: _Request) -> None:
+        self._backend.send(slot, Prepared(request.payload))
 
     def _on_event(self, event: Any) -> None:
         request = self._running[event.slot]
         if isinstance(event, Died):
+            self._warming.discard(event.slot)
             self._alive[event.slot] = False
             self._running[event.slot] = None
             if request is not None:
@@ -235,6 +296,9 @@ class Local:
             _answer(request, ("undecodable", f"{type(event.error).__name__}: {event.error}"))
         elif isinstance(event, Message) and isinstance(event.message, InitFailed):
             request.last_words = event.message  # the child exits next: Died answers
+        elif event.slot in self._warming:
+            self._warming.discard(event.slot)  # the child is ready: the Call starts now
+            self._send(event.slot, request)
         elif isinstance(event, Message):
             self._running[event.slot] = None
             _answer(request, ("answer", event.message))
@@ -245,7 +309,8 @@ def _start(backend: ProcessBackend, slot: int) -> None:
     which multiprocessing forbids to have children. The rule is there so that children do not
     outlive their parent; corral's children have a lifeline of their own for that
     (``_worker.loop``), so the flag is lifted while one starts."""
-    config = multiprocessing.current_process()._config  # noqa: SLF001
+    process: Any = multiprocessing.current_process()
+    config = process._config  # private: there is no public way to lift the daemon rule
     daemon = config.get("daemon")
     config["daemon"] = False
     try:
