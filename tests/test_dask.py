@@ -32,7 +32,7 @@ LEAK_WAIT = 15.0
 @pytest.fixture(scope="module")
 def cluster():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     client = distributed.Client(cluster)
     yield client
@@ -231,3 +231,26 @@ def hang_and_report_once(x):
         Path(directory, f"started-{os.getpid()}").write_text("")
         time.sleep(300)
     return n
+
+
+def total_of(handle):
+    return float(handle.value.sum())
+
+
+def test_a_share_reaches_the_children_of_dask_workers_on_this_host(cluster):
+    np = require_module("numpy")
+    data = np.arange(100_000, dtype="float64")
+    with corral.share(data) as handle:
+        out = corral.map(total_of, [handle] * 4, backend="dask", dask_client=cluster, chunksize=1)
+    assert out == [float(data.sum())] * 4
+
+
+def test_a_share_read_on_another_host_says_how_to_share_across_nodes():
+    import pickle
+
+    from corral._sharing import share as share_module
+
+    handle = share_module._rebuild_handle("/dev/shm/corral-nowhere", 64, "bytes", "node-a")
+    handle = pickle.loads(pickle.dumps(handle))  # travels on with its host
+    with pytest.raises(corral.CorralError, match=r"host 'node-a'.*backing='file', dir="):
+        handle.value
