@@ -11,7 +11,7 @@ on both):
   the items into Calls, each one Dask task run in a corral child process of the Dask worker.
 
 S1: 20,000 calls of ``inc``; S2: 100 calls of ``burn`` of ~40 ms each (``bench_tasks``).
-Reported: median wall time over the repetitions (min–max), and corral's overhead per task
+Reported: median wall time over the repetitions (min-max), and corral's overhead per task
 against ``client.map`` = (corral - client.map) / tasks (negative: corral is faster).
 Every result is checked against serial calls.
 
@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import distributed  # noqa: E402
-from bench_tasks import burn, calibrate_burn, inc, s2_items  # noqa: E402
+import distributed
+from bench_tasks import burn, calibrate_burn, inc, s2_items
 
-import corral  # noqa: E402
+import corral
 
 
 def timed(run: Callable[[], list[Any]], expected: list[Any]) -> float:
@@ -60,7 +60,7 @@ def main() -> None:
     }
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
         corral.Pool(backend="dask", dask_client=client) as pool,
@@ -77,16 +77,20 @@ def main() -> None:
                     "corral dask": lambda fn=fn, items=items: pool.map(fn, items),
                 }
                 for who, run in runs.items():
-                    walls.setdefault((name, who), []).append(timed(run, expected))
+                    wall = timed(run, expected)
+                    walls.setdefault((name, who), []).append(wall)
+                    print(f"  {name} {who}: {wall:.3f} s", file=sys.stderr, flush=True)
     print(f"LocalCluster(processes=True, n_workers=2, threads_per_worker=1); cpus={os.cpu_count()}")
-    print(f"load average {os.getloadavg()[0]:.1f}; S2 burn ~{burn_s * 1000:.0f} ms; reps={args.reps}")
-    print("| scenario | contender | wall median (min–max) | per task |")
+    print(
+        f"load average {os.getloadavg()[0]:.1f}; S2 burn ~{burn_s * 1000:.0f} ms; reps={args.reps}"
+    )
+    print("| scenario | contender | wall median (min-max) | per task |")
     print("|---|---|---|---|")
     for (name, who), values in walls.items():
         med = statistics.median(values)
         n = len(scenarios[name][1])
         print(
-            f"| {name} | {who} | {med:.3f} s ({min(values):.3f}–{max(values):.3f}) "
+            f"| {name} | {who} | {med:.3f} s ({min(values):.3f}-{max(values):.3f}) "
             f"| {med / n * 1e3:.3f} ms |"
         )
     for name, (_, items, _) in scenarios.items():

@@ -253,4 +253,4 @@ def test_a_share_read_on_another_host_says_how_to_share_across_nodes():
     handle = share_module._rebuild_handle("/dev/shm/corral-nowhere", 64, "bytes", "node-a")
     handle = pickle.loads(pickle.dumps(handle))  # travels on with its host
     with pytest.raises(corral.CorralError, match=r"host 'node-a'.*backing='file', dir="):
-        handle.value
+        _ = handle.value

@@ -7,7 +7,7 @@
                                                                            a corral child runs it)
     wait() ◄─ done callback ─ own pipe ◄─ future done ◄─────────────────── answer
     running_item(k) ◄─ topic handler ◄─ log_event "start" (call, worker) ◄─ task thread
-    wait() → Died ◄─── topic "all": remove-worker ◄─ a Dask worker lost while it ran a Call
+    wait() → Died ◄─── topic corral-lost-workers ◄─ scheduler plugin: a Dask worker removed
     kill(k) ─ cancel the future; killer thread: client.run(kill_call, workers=[w]) ─► child killed
 
 Slots are virtual: ``workers`` of them ("auto": the cluster's threads when the Pool starts),
@@ -97,7 +97,7 @@ def create(setup: BackendSetup) -> DaskBackend:
     """The ``dask`` backend of a Pool (``_backends.BACKENDS``)."""
     import distributed
 
-    from .dask_remote import CorralPlugin, Settings
+    from .dask_remote import LOST_WORKERS, CorralPlugin, LostWorkers, Settings
 
     options = setup.options
     given = options.dask_client
@@ -118,6 +118,7 @@ def create(setup: BackendSetup) -> DaskBackend:
             teardown_grace=options.fixture_teardown_timeout,
             measure_rss=options.max_worker_memory is not None,
         )
+        client.register_plugin(LostWorkers(), name=LOST_WORKERS)
         client.register_plugin(CorralPlugin(name, settings), name=name)
     except BaseException:
         if owns:
@@ -354,21 +355,26 @@ class DaskBackend:
 
 
 class _LostWorkers:
-    """Who hears of Dask workers the scheduler removes, per client: a client has one handler
-    per topic, and several Pools may share a client, so one handler tells them all."""
+    """Who hears of Dask workers the scheduler removes (``dask_remote.LostWorkers``), per
+    client: a client has one handler per topic, and several Pools may share a client, so one
+    handler tells them all."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: dict[str, list[Callable[[str], None]]] = {}
 
     def listen(self, client: Any, fn: Callable[[str], None]) -> None:
+        from .dask_remote import LOST_WORKERS
+
         with self._lock:
             listeners = self._listeners.setdefault(client.id, [])
             listeners.append(fn)
             if len(listeners) == 1:
-                client.subscribe_topic("all", functools.partial(self._heard, client.id))
+                client.subscribe_topic(LOST_WORKERS, functools.partial(self._heard, client.id))
 
     def ignore(self, client: Any, fn: Callable[[str], None]) -> None:
+        from .dask_remote import LOST_WORKERS
+
         with self._lock:
             listeners = self._listeners.get(client.id, [])
             with contextlib.suppress(ValueError):
@@ -377,12 +383,10 @@ class _LostWorkers:
                 return
             self._listeners.pop(client.id, None)
         with contextlib.suppress(Exception):  # a closed client has no subscriptions left
-            client.unsubscribe_topic("all")
+            client.unsubscribe_topic(LOST_WORKERS)
 
     def _heard(self, client_id: str, event: tuple[float, Any]) -> None:
         msg = event[1]
-        if not (isinstance(msg, dict) and msg.get("action") == "remove-worker"):
-            return
         with self._lock:
             listeners = list(self._listeners.get(client_id, ()))
         for fn in listeners:

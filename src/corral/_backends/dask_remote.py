@@ -45,7 +45,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from distributed import WorkerPlugin, get_worker
+from distributed import SchedulerPlugin, WorkerPlugin, get_worker
 
 from .. import _codec
 from .._messages import Call, InitFailed
@@ -94,6 +94,21 @@ class CorralPlugin(WorkerPlugin):
         local, self.local = self.local, None
         if local is not None:  # off the event loop: children tear their fixtures down
             await asyncio.to_thread(local.close)
+
+
+LOST_WORKERS = "corral-lost-workers"
+"""The scheduler topic on which ``LostWorkers`` names each Dask worker it removes."""
+
+
+class LostWorkers(SchedulerPlugin):
+    """On the scheduler: tell corral's coordinators of every Dask worker removed (on a topic
+    of corral's own: subscribing to the scheduler's "all" would replace a handler of the
+    user's on a shared client)."""
+
+    idempotent = True  # one per scheduler, whichever Pool registers it first
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        scheduler.log_event(LOST_WORKERS, {"worker": worker})
 
 
 def run_call(name: str, call_id: int, payload: bytes, timed: bool) -> tuple[Any, ...]:
