@@ -272,6 +272,7 @@ class Engine:
     def accept(self, batch: Batch) -> None:
         batch.positions.strict = self._validate
         batch.events = self.events
+        batch.call_floor = max(batch.call_floor, self.capabilities.call_floor_seconds)
         if self.events.active:
             self._queued(batch, range(batch.n))
         batch.settle_given()  # before anything runs, or fails: those are final already
