@@ -144,6 +144,7 @@ def test_a_timeout_kills_its_task_and_the_others_finish(cluster, tmp_path):
     assert not still_alive_after([pid], LEAK_WAIT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 def test_a_crashing_task_fails_alone(cluster, how):
     out = corral.map(
@@ -165,6 +166,7 @@ def with_fixture(x, *, child_pid):
     return child_pid, os.getpid()
 
 
+@pytest.mark.slow
 def test_fixtures_are_set_up_in_each_child_under_the_dask_workers(cluster):
     out = corral.map(
         with_fixture, range(10), backend="dask", dask_client=cluster, fixtures=[child_pid],
@@ -197,6 +199,7 @@ def _kill_the_dask_worker_of(cluster, directory):
     raise AssertionError("no Dask worker runs the task")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_dask_worker_killed_mid_task_fails_or_retries_that_task(cluster, tmp_path, retries):
     import threading
@@ -237,6 +240,7 @@ def total_of(handle):
     return float(handle.value.sum())
 
 
+@pytest.mark.slow
 def test_a_share_reaches_the_children_of_dask_workers_on_this_host(cluster):
     np = require_module("numpy")
     data = np.arange(100_000, dtype="float64")
