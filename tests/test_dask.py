@@ -112,6 +112,13 @@ def test_a_pool_takes_an_address_and_runs_in_processes_under_the_dask_workers(cl
         under = {c.pid for w in dask_workers for c in psutil.Process(w).children(recursive=True)}
         assert pids <= under and not pids & dask_workers
     assert not still_alive_after(pids, LEAK_WAIT)  # the Pool's close stops them
+    assert set(cluster.run(coordinator_modules).values()) == {()}  # Dask workers stay lean
+
+
+def coordinator_modules():
+    import sys
+
+    return tuple(m for m in ("rich", "corral._engine", "corral._pool") if m in sys.modules)
 
 
 def timed_square(directory, i):
