@@ -99,7 +99,11 @@ def crash_on(x):
 def test_map_and_imap_equal_serial_in_input_order(cluster):
     items = list(range(50))
     expected = [square(x) for x in items]
-    assert corral.map(square, items, backend="dask", dask_client=cluster) == expected
+    with distributed.get_task_stream(cluster) as stream:
+        assert corral.map(square, items, backend="dask", dask_client=cluster) == expected
+    keys = [task["key"] for task in stream.data]
+    assert keys and all(k.startswith("corral-square-") for k in keys)  # named for the dashboard
+    assert len(set(keys)) == len(keys)  # pure=False: every Call its own key
     got = list(corral.imap(square, items, backend="dask", dask_client=cluster, chunksize=3))
     assert got == expected
 

@@ -16,7 +16,8 @@ each holding at most one Call (no prefetch: Dask queues, corral decides what run
 first need); a slot's "pid" is None.
 
 Retries stay corral's: every Call is submitted with ``retries=0`` and ``pure=False`` (never
-deduplicated), under a key naming corral and the Call. Dask would still re-run a task whose
+deduplicated), under a key ``corral-<function>-<call>-<pool>``: the dashboard shows corral's
+tasks by function. Dask would still re-run a task whose
 worker died while it ran (``allowed-failures``, a scheduler-wide setting corral does not
 change); so the Call's start is reported by the Dask worker (``log_event``), and when the
 scheduler removes a worker, the Calls started there end with ``Died`` (WorkerCrashed, or a
@@ -162,6 +163,7 @@ class DaskBackend:
         self._name = name
         self._run_call = run_call
         self._blob = setup.functions.blob
+        self._function = setup.functions.function
         self._wakeup = setup.wakeup
         self._pipe_r, self._pipe_w = os.pipe()
         os.set_blocking(self._pipe_r, False)
@@ -169,6 +171,7 @@ class DaskBackend:
         self._flights: dict[int, _Flight] = {}  # call id → its Call in Dask
         self._running: list[int | None] = [None] * slots  # slot → its call id
         self._timed: dict[int, bool] = {}  # slot → whether its prepared Call has timeouts
+        self._named: dict[int, str] = {}  # slot → the task function of its prepared Call
         self._killer = ThreadPoolExecutor(1, thread_name_prefix="corral-dask-kill")
         client.subscribe_topic(name, self._on_start)
         _lost_workers.listen(client, self._on_lost)
@@ -205,6 +208,7 @@ class DaskBackend:
         call.fns = {f: self._blob(f) for f in needed}
         call.drop = []
         self._timed[slot] = call.timeouts is not None
+        self._named[slot] = self._name_of(call)
         rejected: dict[int, BaseException] = {}
         try:
             data = _codec.dumps_call(call)
@@ -223,6 +227,16 @@ class DaskBackend:
             return Prepared(data, rejected)
         return Prepared(data, rejected, argument_bytes=len(data))
 
+    def _name_of(self, call: Call) -> str:
+        """The task function's name, for the Dask key (the dashboard groups tasks by it)."""
+        if call.star:
+            return "tasks"
+        try:
+            name = getattr(self._function(call.fn_id), "__name__", "call")
+        except LookupError:
+            return "call"
+        return "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "call"
+
     def send(self, slot: int, prepared: Prepared) -> None:
         call_id, timed = _codec.call_id_of(prepared.payload), self._timed.pop(slot, False)
         future = self._client.submit(
@@ -231,7 +245,7 @@ class DaskBackend:
             call_id,
             prepared.payload,
             timed,
-            key=f"corral-call-{call_id}-{self._name}",
+            key=f"corral-{self._named.pop(slot, 'call')}-{call_id}-{self._name}",
             pure=False,
             retries=0,
         )
