@@ -269,3 +269,31 @@ def test_a_share_read_on_another_host_says_how_to_share_across_nodes():
     handle = pickle.loads(pickle.dumps(handle))  # travels on with its host
     with pytest.raises(corral.CorralError, match=r"host 'node-a'.*backing='file', dir="):
         _ = handle.value
+
+
+def hang_on_three(x, directory):
+    if x % 5 == 3:
+        Path(directory, f"running-{x}").write_text("")
+        time.sleep(300)
+    return x * x
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_finished_items_of_running_chunks(cluster, tmp_path):
+    import functools
+    import threading
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("running-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C: in the main thread
+
+    fn = functools.partial(hang_on_three, directory=str(tmp_path))
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        corral.map(fn, range(10), backend="dask", dask_client=cluster, chunksize=5)
+    statuses = [o.status for o in caught.value.report.outcomes]
+    assert statuses == (["ok"] * 3 + ["cancelled"] * 2) * 2
+    ok = [o.value for o in caught.value.report.outcomes if o.status == "ok"]
+    assert ok == [0, 1, 4, 25, 36, 49]  # handed over by the children (_worker.handover)

@@ -340,7 +340,18 @@ class DaskBackend:
             self._client.run(fn, name, call_id, workers=workers, on_error="ignore")
 
     def hand_over(self, slot: int) -> None:
-        return None  # not asked of Dask workers: the engine stops the Call after HANDOVER_WAIT
+        """Ctrl-C: ask the child running the slot's Call for its finished part; its
+        Handover comes back as the Call's answer (a Call not seen to start yet has nothing
+        finished: the engine stops it after ``HANDOVER_WAIT``)."""
+        from .dask_remote import hand_over_call
+
+        call_id = self._running[slot]
+        flight = self._flights.get(call_id) if call_id is not None else None
+        if call_id is not None and flight is not None and flight.worker is not None:
+            self._killer.submit(
+                self._run_quietly, hand_over_call, self._name, call_id, [flight.worker]
+            )
+        return None
 
     def retire(self, slot: int) -> None:
         pass  # children belong to the Dask workers; they stop when the Pool closes

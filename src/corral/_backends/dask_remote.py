@@ -48,7 +48,7 @@ from typing import Any
 from distributed import SchedulerPlugin, WorkerPlugin, get_worker
 
 from .. import _codec
-from .._messages import Call, InitFailed
+from .._messages import Call, Handover, InitFailed
 from .._platform import cpu_count
 from .contract import Died, Message, Prepared, Undecodable
 from .process import ProcessBackend
@@ -134,6 +134,14 @@ def kill_call(name: str, call_id: int, dask_worker: Any = None) -> None:
         local.kill(call_id)
 
 
+def hand_over_call(name: str, call_id: int, dask_worker: Any = None) -> None:
+    """Run by ``client.run`` on the Dask worker (Ctrl-C): ask the child running ``call_id``
+    for the finished part of it (``_worker.handover``); the Handover is that Call's answer."""
+    local = getattr(dask_worker.plugins.get(name), "local", None)
+    if local is not None:
+        local.hand_over(call_id)
+
+
 @dataclass
 class _Request:
     call_id: int
@@ -185,6 +193,9 @@ class Local:
 
     def kill(self, call_id: int) -> None:
         self._post("kill", call_id)
+
+    def hand_over(self, call_id: int) -> None:
+        self._post("handover", call_id)
 
     def close(self) -> None:
         self._post("close", None)
@@ -248,6 +259,10 @@ class Local:
                     self._waiting.append(arg)
             elif what == "kill":
                 self._kill(arg)
+            elif what == "handover":
+                for slot, request in enumerate(self._running):
+                    if request is not None and request.call_id == arg:
+                        self._backend.hand_over(slot)
             else:
                 self._closed = True
                 for request in self._waiting:
@@ -311,6 +326,14 @@ class Local:
             _answer(request, ("undecodable", f"{type(event.error).__name__}: {event.error}"))
         elif isinstance(event, Message) and isinstance(event.message, InitFailed):
             request.last_words = event.message  # the child exits next: Died answers
+        elif isinstance(event, Message) and isinstance(event.message, Handover):
+            if event.message.call_id != request.call_id:
+                return  # asked after its Call ended: the Result went already
+            # The answer of a cancelled Call; the child would run on: it is stopped now.
+            self._backend.kill(event.slot)
+            self._running[event.slot] = None
+            self._alive[event.slot] = False
+            _answer(request, ("answer", event.message))
         elif event.slot in self._warming:
             self._warming.discard(event.slot)  # the child is ready: the Call starts now
             self._send(event.slot, request)
