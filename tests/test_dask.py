@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -297,3 +298,31 @@ def test_ctrl_c_keeps_the_finished_items_of_running_chunks(cluster, tmp_path):
     assert statuses == (["ok"] * 3 + ["cancelled"] * 2) * 2
     ok = [o.value for o in caught.value.report.outcomes if o.status == "ok"]
     assert ok == [0, 1, 4, 25, 36, 49]  # handed over by the children (_worker.handover)
+
+
+@corral.fixture
+def echo_server():
+    argv = [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+    with corral.Service(argv, ready="tcp", port="auto") as service:
+        yield service.port
+
+
+def fetch_port(x, *, echo_server):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{echo_server}/", timeout=30) as answer:
+        return echo_server, answer.status
+
+
+@pytest.mark.slow
+def test_a_service_runs_beside_each_child_on_its_node_and_stops_with_the_pool(cluster):
+    with corral.Pool(backend="dask", dask_client=cluster, fixtures=[echo_server]) as pool:
+        out = pool.map(fetch_port, range(6), chunksize=1)
+        servers = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "http.server" in (p.info["cmdline"] or [])
+        ]
+        assert servers
+    assert all(status == 200 for _, status in out)
+    assert not still_alive_after([p.pid for p in servers], LEAK_WAIT)
