@@ -73,7 +73,8 @@ start() {
     cp /run/munge/munged.pid "$DIR/munged.pid"  # ours to stop
   fi
   write_conf
-  alive "$DIR/slurmctld.pid" || { slurmctld -D -i -f "$CONF" >>"$DIR/slurmctld.out" 2>&1 &
+  # -c: a clean start, no jobs or node state recovered from an earlier run
+  alive "$DIR/slurmctld.pid" || { slurmctld -D -c -i -f "$CONF" >>"$DIR/slurmctld.out" 2>&1 &
                                    echo $! >"$DIR/slurmctld.pid"; }
   alive "$DIR/slurmd.pid" || { slurmd -D -f "$CONF" >>"$DIR/slurmd.out" 2>&1 &
                                echo $! >"$DIR/slurmd.pid"; }
@@ -89,7 +90,15 @@ start() {
 }
 
 stop() {
-  local pidfile pid
+  local pidfile pid jobs
+  if alive "$DIR/slurmctld.pid"; then  # cancel the jobs first: their steps outlive slurmd
+    jobs=$(squeue -h -o %i 2>/dev/null || true)
+    if [ -n "$jobs" ]; then
+      # shellcheck disable=SC2086
+      scancel $jobs 2>/dev/null || true
+      for _ in $(seq 100); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.2; done
+    fi
+  fi
   for name in slurmd slurmctld munged; do
     pidfile=$DIR/$name.pid
     [ -f "$pidfile" ] || continue

@@ -56,12 +56,18 @@ def slurm_cluster(slurm, tmp_path_factory):
         job_script_prologue=[f"export PYTHONPATH={ROOT / 'src'}:{ROOT / 'tests'}"],
         scheduler_options={"dashboard_address": None},
     )  # fmt: skip
-    cluster.scale(jobs=2)
     client = distributed.Client(cluster)
-    client.wait_for_workers(2, timeout=120)
-    yield cluster
-    client.close()
-    cluster.close()
+    try:
+        cluster.scale(jobs=2)
+        try:
+            client.wait_for_workers(2, timeout=120)
+        except Exception as exc:
+            queue = subprocess.run(["squeue", "-o", "%i %T %r"], capture_output=True, text=True)
+            raise AssertionError(f"the SLURM jobs did not start:\n{queue.stdout}") from exc
+        yield cluster
+    finally:
+        client.close()
+        cluster.close()
     deadline = time.monotonic() + 60  # the jobs end, and with them their corral children
     while _jobs() and time.monotonic() < deadline:
         time.sleep(0.2)
