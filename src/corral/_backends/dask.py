@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import queue
 import select
@@ -61,6 +62,8 @@ from .contract import DASK, BackendSetup, Died, Event, Message, Prepared, Undeco
 
 if TYPE_CHECKING:
     from .._options import PoolOptions
+
+log = logging.getLogger("corral")
 
 NEEDS_DISTRIBUTED = (
     "backend='dask' needs the distributed package (pip install 'corral[dask]', or "
@@ -290,7 +293,11 @@ class DaskBackend:
 
     def _answers(self, done: list[tuple[int, _Flight]], events: list[Event]) -> None:
         finished = [(c, f) for c, f in done if f.future.status == "finished"]
-        values = self._client.gather([f.future for _, f in finished]) if finished else []
+        try:  # one round trip for all the answers at hand
+            values = self._client.gather([f.future for _, f in finished]) if finished else []
+        except Exception as error:  # e.g. the client lost its scheduler meanwhile
+            log.warning("corral: could not fetch answers from the Dask workers: %s", error)
+            finished, values = [], []
         answers = dict(zip((c for c, _ in finished), values, strict=True))
         for call_id, flight in done:
             del self._flights[call_id]
@@ -306,7 +313,8 @@ class DaskBackend:
                     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                     text = f"{type(exc).__name__}: {exc}"
                     events.append(Message(slot, CallFailed(call_id, CALL, text, tb)))
-            # "cancelled": by someone else (the client closing): the engine is closing too
+            else:  # cancelled, not by corral: the client or the scheduler went away
+                events.append(Died(slot, None, call_id, 0 if flight.started else -1))
 
     def _lost(self, worker: str | None, events: list[Event]) -> None:
         """The scheduler removed Dask worker ``worker``: the Calls that started there die
@@ -368,11 +376,7 @@ class DaskBackend:
         try:  # the plugin's teardown stops this Pool's children on every Dask worker
             client.unregister_worker_plugin(self._name)
         except Exception as exc:
-            import logging
-
-            logging.getLogger("corral").warning(
-                "corral: could not stop the corral processes on the Dask workers: %s", exc
-            )
+            log.warning("corral: could not stop the corral processes on the Dask workers: %s", exc)
         if self._owns_client:
             client.close()
         os.close(self._pipe_r)
