@@ -26,21 +26,23 @@ demo: $(VENV)/.installed
 	$(PY) -m corral demo
 
 # Programs the tests run for real (tests/test_services.py: redis-server; tests/test_html_report.py:
-# chromium): installed when missing. Without root they cannot be: outside CI those tests then
-# skip with the reason; under CI (CI=true) this step fails, as the tests would.
-TEST_PROGRAMS := redis-server chromium
-
+# chromium; tests/test_dask_slurm.py:
+# a single-node SLURM, scripts/slurm-local.sh, with Debian's slurm-wlm and munge): installed
+# when missing. Without root they cannot be: outside CI those tests then skip with the reason;
+# under CI (CI=true) this step fails, as the tests would.
+TEST_PROGRAMS := redis-server:redis-server chromium:chromium slurmctld:slurm-wlm munged:munge
 test-deps:
-	@for program in $(TEST_PROGRAMS); do \
-	  command -v $$program >/dev/null 2>&1 && continue; \
+	@for pair in $(TEST_PROGRAMS); do \
+	  prog=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$prog >/dev/null 2>&1 && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$program >/dev/null \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkg >/dev/null \
 	    || { apt-get update -q >/dev/null && \
-	         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$program >/dev/null; } \
+	         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkg >/dev/null; } \
 	    || exit 1; \
 	  else \
-	    echo "$$program is missing and cannot be installed here (needs root and apt-get):" \
-	         "run: sudo apt-get install $$program" >&2; \
+	    echo "$$prog is missing and cannot be installed here (needs root and apt-get):" \
+	         "run: sudo apt-get install $$pkg" >&2; \
 	    case "$$CI" in 1|true|TRUE|True|yes) exit 1;; esac; \
 	  fi; \
 	done

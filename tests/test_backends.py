@@ -67,13 +67,13 @@ def crash_on_three(x: int) -> int:
 
 def test_an_unknown_backend_is_refused_with_the_registered_names() -> None:
     for start in (
-        lambda: corral.Pool(backend="dask"),
-        lambda: corral.map(abs, [1], backend="dask"),
+        lambda: corral.Pool(backend="ray"),
+        lambda: corral.map(abs, [1], backend="ray"),
     ):
         with pytest.raises(corral.ConfigError) as caught:
             start()
         message = str(caught.value)
-        assert "'dask'" in message
+        assert "'ray'" in message
         assert "'process'" in message and "'serial'" in message
 
 

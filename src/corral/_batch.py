@@ -155,6 +155,9 @@ class Batch:
         # imap's feeder reads them to size its window: see ``_pool._imap_window``).
         self.argument_bytes = 0
         self.argument_items = 0
+        # the shortest worthwhile chunk, in seconds: raised by the engine for backends whose
+        # round trip is longer than a pipe's (``Capabilities.call_floor_seconds``)
+        self.call_floor = CHUNK_FLOOR_SECONDS
 
     @property
     def n(self) -> int:
@@ -267,7 +270,7 @@ class Batch:
         if self._work_items:
             mean = self._work_seconds / self._work_items
             ceiling = max(1, int(CHUNK_TARGET_SECONDS / mean)) if mean > 0 else remaining
-            floor = max(1, int(CHUNK_FLOOR_SECONDS / mean)) if mean > 0 else remaining
+            floor = max(1, int(self.call_floor / mean)) if mean > 0 else remaining
             size = max(min(size, ceiling), floor)
         # Never more than a fair share, or one worker could be left with all that remains,
         # but not split below the floor either.

@@ -299,6 +299,7 @@ class Engine:
             self._accepted[id(batch)] = time.monotonic()
             workers, method = len(self.slots), self.backend.start_method
             self.events.emit(BatchStarted(id(batch), batch.n, workers, method))
+        batch.call_floor = max(batch.call_floor, self.capabilities.call_floor_seconds)
         if self.events.active:
             self._queued(batch, range(batch.n))
         batch.settle_given()  # before anything runs, or fails: those are final already

@@ -55,6 +55,9 @@ class PoolOptions:
     forward_logging: bool = True
     capture_output: bool = False
     output_limit: int | str = "1MiB"
+    # backend="dask": where the calls run: a distributed.Client, a scheduler address or a
+    # cluster object (LocalCluster, dask_jobqueue.SLURMCluster); see _backends.dask
+    dask_client: Any = None
 
     def __post_init__(self) -> None:
         w = self.workers
@@ -86,6 +89,10 @@ class PoolOptions:
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False, not {getattr(self, flag)!r}")
         object.__setattr__(self, "output_limit", parse_size(self.output_limit, "output_limit"))
+        if self.backend == "dask" or self.dask_client is not None:
+            from ._backends.dask import check_options  # distributed is imported only then
+
+            check_options(self)
 
 
 @dataclass(frozen=True)

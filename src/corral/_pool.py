@@ -163,6 +163,7 @@ class Pool:
             self.workers, self.options, self.functions, initializer, self._wakeup_r
         )
         backend = factory.create(setup)
+        self.workers = backend.slots  # a backend may size itself (dask: the cluster's threads)
         self.backend = name
         self.start_method = backend.start_method
         engine = Engine(backend, self.functions, self.options, self._wakeup_r)

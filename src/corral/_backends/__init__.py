@@ -1,10 +1,11 @@
 """Backends run Calls; the engine decides everything else. This is their contract.
 
 A backend starts, feeds, watches and kills workers. The engine (``_engine``) owns every
-decision: what runs where, retries, timeouts, cancels, recycling. Two are built in: ``process``
-(worker processes, ``_backends.process``) and ``serial`` (this process, ``_backends.serial``);
-``BACKENDS`` maps each name (``Pool(backend=...)``) to its ``BackendFactory``, and
-``register`` adds one (a Dask backend will be ``register("dask", ...)``).
+decision: what runs where, retries, timeouts, cancels, recycling. Three are built in:
+``process`` (worker processes, ``_backends.process``), ``serial`` (this process,
+``_backends.serial``) and ``dask`` (corral worker processes under the workers of a Dask
+cluster, ``_backends.dask`` and, on the Dask workers, ``_backends.dask_remote``); ``BACKENDS``
+maps each name (``Pool(backend=...)``) to its ``BackendFactory``, and ``register`` adds one.
 
 Which thread calls it. Only the engine thread calls a backend, except ``running_item``, which
 the progress renderer also calls (it must read only, and never block). A backend whose
@@ -63,12 +64,15 @@ Capabilities (``Capabilities``), named for what the engine asks:
     has_running_stamp     ``running_item`` says which item of a Call runs, and since when.
     runs_in_caller_thread Calls run inside ``wait`` on the thread that calls it: there is no
                           engine thread; the caller drives the engine.
+    call_floor_seconds    the shortest worthwhile Call (a round trip's worth of task time):
+                          automatic chunks of short tasks are made at least this long.
 """
 
 from __future__ import annotations
 
 from .._errors import ConfigError
 from .contract import (
+    DASK,
     PROCESS,
     SERIAL,
     Backend,
@@ -85,6 +89,7 @@ from .contract import (
 
 __all__ = [
     "BACKENDS",
+    "DASK",
     "PROCESS",
     "SERIAL",
     "Backend",
@@ -114,9 +119,16 @@ def _serial(setup: BackendSetup) -> Backend:
     return create(setup)
 
 
+def _dask(setup: BackendSetup) -> Backend:
+    from .dask import create
+
+    return create(setup)
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "process": BackendFactory(_process, PROCESS),
     "serial": BackendFactory(_serial, SERIAL),
+    "dask": BackendFactory(_dask, DASK),
 }
 """Every backend by the name ``Pool(backend=...)`` takes."""
 

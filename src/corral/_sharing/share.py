@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import socket
 import sys
 import threading
 import weakref
@@ -84,6 +85,9 @@ class _Owned:
     """The original, while no segment holds it: read in place here and in processes forked
     from here after the share."""
 
+
+HOST = socket.gethostname()
+"""This machine, as the handles made here name it."""
 
 _lock = threading.RLock()
 
@@ -125,11 +129,12 @@ class Shared:
             ...
     """
 
-    __slots__ = ("__weakref__", "_segment", "_summary")
+    __slots__ = ("__weakref__", "_host", "_segment", "_summary")
 
-    def __init__(self, segment: _shm.Segment, summary: str) -> None:
+    def __init__(self, segment: _shm.Segment, summary: str, host: str | None = None) -> None:
         self._segment = segment
         self._summary = summary
+        self._host = host or HOST  # where the segment was made (a Dask worker may be elsewhere)
 
     @classmethod
     def empty(
@@ -175,7 +180,7 @@ class Shared:
                 value = _read_only(record.source)
                 _attached[self._segment.path] = value
                 return value
-            return _attach(self._segment)
+            return _attach(self._segment, self._host)
 
     def writable(self) -> Any:
         """A writable array over the segment made by ``Shared.empty``, in the process that
@@ -228,7 +233,10 @@ class Shared:
                 pools = _lifecycle.live()  # every Pool open now may be the destination
                 if record.pending is not None and not _inherited_by(record, pools):
                     _materialize(record)
-        return (_rebuild_handle, (self._segment.path, self._segment.size, self._summary))
+        return (
+            _rebuild_handle,
+            (self._segment.path, self._segment.size, self._summary, self._host),
+        )
 
     def __repr__(self) -> str:
         return f"<corral.Shared {self._segment.name} {self._summary}, {human_size(self.nbytes)}>"
@@ -237,8 +245,8 @@ class Shared:
 _MISSING = object()
 
 
-def _rebuild_handle(path: str, size: int, summary: str) -> Shared:
-    return Shared(_shm.Segment(path, size), summary)
+def _rebuild_handle(path: str, size: int, summary: str, host: str | None = None) -> Shared:
+    return Shared(_shm.Segment(path, size), summary, host)
 
 
 @public
@@ -458,12 +466,19 @@ def _own_record(handle: Shared, what: str) -> _Owned:
     return record
 
 
-def _attach(segment: _shm.Segment) -> Any:
+def _attach(segment: _shm.Segment, host: str = "") -> Any:
     global _attaches
     _prune()
     try:
         mapping = _shm.attach(segment)
     except FileNotFoundError as exc:
+        if host and host != HOST:  # a task on another machine (backend="dask")
+            raise CorralError(
+                f"shared data {segment.name} is in {os.path.dirname(segment.path)} on host "
+                f"{host!r}, and this task runs on {HOST!r}, which cannot map it: share it "
+                "with corral.share(obj, backing='file', dir=...) on a filesystem every node "
+                "mounts, or pass the data as an argument"
+            ) from None
         raise CorralError(str(exc)) from None
     _attaches += 1
     value = _layout.read(memoryview(mapping))
