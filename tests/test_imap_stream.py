@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 import corral
-from corral import _pool
+from corral import _streaming as s
 
 
 def _numbers(n: int):
@@ -45,9 +45,9 @@ def _batch(mean: float | None, nbytes: int, items: int) -> SimpleNamespace:
 
 def test_the_window_grows_with_measured_tasks_within_its_bounds():
     first = 512
-    assert _pool._imap_window(_batch(None, 0, 0), 2, first) == first  # nothing measured
-    assert _pool._imap_window(_batch(1e-6, 5_000, 1000), 2, first) == _pool.IMAP_WINDOW_MAX
-    big = _pool._imap_window(_batch(1e-6, 10**9, 1000), 2, first)  # 1 MB arguments
-    assert big == max(first, _pool.IMAP_WINDOW_BYTES // 10**6)
-    slow = _pool._imap_window(_batch(0.01, 5_000, 1000), 2, first)  # 10 ms tasks
+    assert s._imap_window(_batch(None, 0, 0), 2, first) == first  # nothing measured
+    assert s._imap_window(_batch(1e-6, 5_000, 1000), 2, first) == s.IMAP_WINDOW_MAX
+    big = s._imap_window(_batch(1e-6, 10**9, 1000), 2, first)  # 1 MB arguments
+    assert big == max(first, s.IMAP_WINDOW_BYTES // 10**6)
+    slow = s._imap_window(_batch(0.01, 5_000, 1000), 2, first)  # 10 ms tasks
     assert slow == first  # 4 chunks of 0.1 s per worker = 80 items: the first window stays

@@ -152,7 +152,7 @@ class Batch:
         self._parts: list[tuple[int, float]] | None = None  # (first position, when)
         self.retry_queued: dict[int, float] = {}
         # Pickled argument bytes of the Calls sent so far, and their items (engine thread;
-        # imap's feeder reads them to size its window: see ``_pool._imap_window``).
+        # imap's feeder reads them to size its window: see ``_streaming._imap_window``).
         self.argument_bytes = 0
         self.argument_items = 0
         # the shortest worthwhile chunk, in seconds: raised by the engine for backends whose

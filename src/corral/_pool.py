@@ -20,13 +20,12 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
-from itertools import islice, repeat
 from typing import Any
 
 from . import _lifecycle, _signals
 from ._backends import BackendSetup
 from ._backends import lookup as lookup_backend
-from ._batch import CHUNK_TARGET_SECONDS, Batch, Sink
+from ._batch import Batch, Sink
 from ._drivers import Driver, SerialDriver, ThreadDriver
 from ._effects import Replay, collect_sink, replay_of, stream_sink
 from ._engine import Engine
@@ -44,14 +43,16 @@ from ._options import (
     split_options,
     with_run_overrides,
 )
-from ._outcome import Outcome, result_of
+from ._outcome import Outcome
 from ._public import public
 from ._report.error_dir import CallOf, ErrorReports
 from ._report.progress import make_observer
 from ._report.report import Report
 from ._report.telemetry import WorkerLog
 from ._scheduler import Scheduler
-from ._sinks import OK_CHUNK, CollectSink, FutureSink, StreamSink
+from ._sinks import CollectSink, FutureSink
+from ._streaming import stream as _stream
+from ._streaming import value_or_raise as _value_or_raise
 from ._submissions import Submissions
 from ._task import Task
 
@@ -548,142 +549,3 @@ def _map_call(fn: Callable[..., Any]) -> CallOf:
 
 def _task_call(tasks: list[Task]) -> CallOf:
     return lambda pos, item: (tasks[pos].fn, tasks[pos].args, tasks[pos]._kwargs)
-
-
-def _stream(
-    pool: Pool,
-    batch: Batch,
-    sink: StreamSink,
-    source: Iterator[Any],
-    ordered: bool,
-    options: RunOptions,
-    call_of: CallOf,
-) -> Iterator[Any]:
-    """The iterator behind ``imap``: keeps at most ``window`` tasks submitted but not yet
-    yielded, so an endless generator streams in bounded memory. Effects (``on_effect``) are
-    applied here, on the caller's thread, before each result is yielded (``_effects``)."""
-    chunk = options.chunksize if options.chunksize != "auto" else 64
-    window = max(256, 4 * pool.workers * chunk)
-    adaptive = options.chunksize == "auto"
-    submitted = yielded = 0
-    exhausted = False
-    pending: dict[int, tuple[Any, Any]] = {}  # by position: (value, outcome), or a run
-    next_pos = 0
-
-    def feed(limit: int) -> None:
-        nonlocal submitted, exhausted
-        wanted = max(0, limit - (submitted - yielded)) if not exhausted else 0
-        items = list(islice(source, wanted))  # (the generator's own errors propagate)
-        exhausted = exhausted or len(items) < wanted
-        submitted += len(items)
-        done = exhausted
-        pool._post(functools.partial(pool.engine.extend, batch, items, done))
-
-    def receive() -> tuple[Any, Any, Any] | None:
-        if not sink.queue.empty():
-            return sink.queue.get()
-        try:
-            with _signals.terminating():  # only around a wait: never in the caller's code
-                entry: tuple[Any, Any, Any] | None = pool._driver.receive(sink.queue, batch)
-                return entry
-        except _signals.Terminated as terminated:
-            _signals.die(terminated.signum)
-
-    replay = replay_of(sink)
-    if replay is not None:
-        replay.key_of = batch.key_of
-    reports = pool._error_reports(batch, options, call_of)
-    complete = False
-    pool._post(functools.partial(pool.engine.accept, batch))
-    try:
-        feed(window)
-        while True:
-            entry = receive()
-            if replay is not None:
-                replay.drain()  # what finished up to this entry (queued before it)
-                if replay.error is not None:
-                    raise replay.error
-            if entry is None:
-                if pool.engine.fatal is not None:  # not a normal end: the engine failed
-                    raise CorralError(
-                        f"the corral engine failed: {pool.engine.fatal!r}"
-                    ) from pool.engine.fatal
-                complete = True
-                break
-            pos, value, outcome = entry
-            finished: Iterable[tuple[int, Any, Any]]
-            if outcome is OK_CHUNK and (not ordered or _run(pos)):
-                # A Call's values for consecutive positions (or any, unordered): they go
-                # out, or wait, as one run: no per-item bookkeeping.
-                finished = ((pos[0], value, OK_CHUNK),)
-            elif outcome is OK_CHUNK:
-                finished = zip(pos, value, repeat(None))
-            else:
-                finished = ((pos, value, outcome),)
-            for pos, value, outcome in finished:
-                if not ordered:
-                    if outcome is OK_CHUNK:
-                        yielded += len(value)
-                        yield from value
-                    else:
-                        yielded += 1
-                        yield _value_or_raise(value, outcome, options)
-                    continue
-                pending[pos] = (value, outcome)
-                while next_pos in pending:
-                    value, outcome = pending.pop(next_pos)
-                    if outcome is OK_CHUNK:
-                        yielded += len(value)
-                        next_pos += len(value)
-                        yield from value
-                    else:
-                        yielded += 1
-                        next_pos += 1
-                        yield _value_or_raise(value, outcome, options)
-            # (refilled for ordered and unordered streams alike: an unordered one used to
-            # skip this and stall once its first window was yielded)
-            if not exhausted and submitted - yielded < window // 2:
-                if adaptive:
-                    window = _imap_window(batch, pool.workers, window)
-                feed(window)
-    finally:
-        if not batch.done_event.is_set():
-            pool._driver.abandon(batch)
-        if reports is not None:
-            reports.finish(complete)
-
-
-def _run(positions: list[int]) -> bool:
-    """Whether ``positions`` are consecutive and ascending (a chunk: they usually are)."""
-    return bool(positions) and positions == list(range(positions[0], positions[0] + len(positions)))
-
-
-IMAP_WINDOW_MAX = 1 << 16
-"""Most items ``imap`` keeps submitted but not yet yielded (``chunksize="auto"``)."""
-
-IMAP_WINDOW_BYTES = 32 << 20
-"""Most pickled argument bytes ``imap`` keeps submitted but not yet yielded."""
-
-
-def _imap_window(batch: Batch, workers: int, window: int) -> int:
-    """How many items ``imap`` keeps in flight: at first 512, so that an endless generator
-    of anything streams in bounded memory; once tasks have been timed and their arguments
-    pickled, enough for four full chunks per worker (``CHUNK_TARGET_SECONDS`` each: the
-    chunks a list would get), within ``IMAP_WINDOW_MAX`` items and ``IMAP_WINDOW_BYTES`` of
-    pickled arguments. Never smaller than the first window. Read on the caller's thread
-    while the engine thread updates the figures: a momentary estimate is all it needs."""
-    mean, items = batch.mean_duration(), batch.argument_items
-    if mean is None or not items:
-        return window
-    per_item = max(1.0, batch.argument_bytes / items)
-    wanted = 4 * workers * CHUNK_TARGET_SECONDS / max(mean, 1e-9)
-    return max(window, int(min(wanted, IMAP_WINDOW_MAX, IMAP_WINDOW_BYTES / per_item)))
-
-
-def _value_or_raise(value: Any, outcome: Outcome | None, options: RunOptions) -> Any:
-    """What ``imap`` yields for one task: its value, its Failure, or (errors="raise") its error."""
-    if outcome is None:
-        return value
-    if options.errors == "raise" and outcome.error is not None:
-        raise outcome.error
-    return result_of(outcome)
