@@ -140,8 +140,11 @@ def test_ctrl_c_three_times_loses_and_duplicates_nothing(tmp_path):
     resume_until_done(journal, marker_dir, 600, "slow", ctrl_c, times=3, seed=2)
     extra = check_journal(journal, marker_dir, 600)
     print(f"\nCtrl-C x3 of 600 tasks: re-runs per interruption {extra}")
-    # the item running at Ctrl-C is cancelled (it ran, not to its end); finished ones are kept
-    assert all(count <= WORKERS for count in extra.values()), extra
+    # The item running at Ctrl-C is cancelled (it ran, not to its end) and the finished items
+    # of a chunk are handed over, when the worker answers within the hand-over's bound (2 s);
+    # on a loaded machine it may not, and then its chunk runs again. The promise is the one
+    # the journal makes for any interruption: at most the tasks in flight run again.
+    assert all(count <= WORKERS * CHUNK for count in extra.values()), extra
 
 
 def test_workers_sigkilled_during_a_journaled_run(tmp_path):
