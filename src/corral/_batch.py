@@ -41,6 +41,7 @@ from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
 from ._reasons import ended
 from ._report.report import Report
 from ._scheduler import Scheduler
+from ._survival import relative_limit
 
 CHUNK_TARGET_SECONDS = 0.1
 """Longest a chunk should take once task durations are known: short enough to balance the
@@ -151,6 +152,10 @@ class Batch:
         self._work_seconds = 0.0
         self._work_items = 0
         self.events: Events | None = None  # the engine's, set when it accepts the batch
+        # survival (``_survival``): a relative timeout's running median, and why the batch
+        # drained (set by ``Survival.drain`` alone)
+        self.relative = relative_limit(options.timeout, options.timeout_floor)
+        self.drained: str | None = None
 
     @property
     def n(self) -> int:
@@ -170,7 +175,16 @@ class Batch:
     def timeout_of(self, pos: int) -> float | None:
         if self.timeouts is not None and self.timeouts[pos] is not None:
             return self.timeouts[pos]
-        return self.options.timeout
+        if self.relative is not None:
+            return self.relative.limit()
+        timeout = self.options.timeout  # seconds or None (a relative one is ``self.relative``)
+        return timeout if isinstance(timeout, (int, float)) else None
+
+    def timeout_basis(self, pos: int) -> str | None:
+        """How the timeout of ``pos`` was derived, when it is relative (``timeout="3x"``)."""
+        if self.relative is None or (self.timeouts is not None and self.timeouts[pos] is not None):
+            return None
+        return self.relative.basis()
 
     def retries_of(self, pos: int) -> int:
         if self.retries is not None and self.retries[pos] is not None:
@@ -511,7 +525,9 @@ class CollectSink:
         return outcomes  # type: ignore[return-value]
 
     def report(self, batch: Batch, wall: float, workers: int) -> Report:
-        return Report(self.outcomes(batch), wall_seconds=wall, workers=workers)
+        return Report(
+            self.outcomes(batch), wall_seconds=wall, workers=workers, drained=batch.drained
+        )
 
 
 class StreamSink:

@@ -172,6 +172,14 @@ class Crew:
             self._backend.retire(slot_id)
         self.restart(slot_id)
 
+    def evict(self, slot_id: int) -> None:
+        """Memory is short (``min_free_memory``, ``_survival``): stop the slot's worker; its
+        Calls go back to their queues as if never started (no attempt counted)."""
+        self._killed(slot_id, "memory")
+        for flight in self._abandon(slot_id):
+            flight.batch.requeue(flight.positions)
+        self.restart(slot_id)
+
     # -- deaths -----------------------------------------------------------------------------
     def on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
         if self._events.active:
@@ -294,7 +302,8 @@ class Crew:
         self._killed(slot_id, "timeout")
         for queued in self._abandon(slot_id)[1:]:
             queued.batch.requeue(queued.positions)
-        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid)
+        basis = flight.batch.timeout_basis(pos)
+        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid, basis=basis)
         self._failures.lose(slot_id, flight, index, Status.TIMEOUT, error)
         self.restart(slot_id)
 

@@ -85,11 +85,15 @@ def _rebuild_task_error(cls: type[TaskError], args: tuple[Any, ...], state: dict
 class TaskTimeout(TaskError, TimeoutError):
     """The task ran longer than its timeout; its worker's process group was killed."""
 
-    def __init__(self, key: Any, timeout: float, *, pid: int | None = None) -> None:
+    def __init__(
+        self, key: Any, timeout: float, *, pid: int | None = None, basis: str | None = None
+    ) -> None:
         where = f" in worker pid {pid}" if pid else ""
-        super().__init__(f"task {key!r} timed out after {timeout:g} s{where}", key=key)
+        how = f" ({basis})" if basis else ""
+        super().__init__(f"task {key!r} timed out after {timeout:g} s{how}{where}", key=key)
         self.timeout = timeout
         self.pid = pid
+        self.basis = basis  # how a relative timeout (timeout="3x") was derived, else None
 
 
 @public

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import multiprocessing.process
 import os
+import signal
 import time
 import warnings
 import weakref
@@ -25,6 +26,7 @@ from . import _lifecycle, _signals
 from ._backends import BackendSetup
 from ._backends import lookup as lookup_backend
 from ._batch import Batch, CollectSink, FutureSink, Sink, StreamSink
+from ._draining import draining
 from ._drivers import Driver, SerialDriver, ThreadDriver
 from ._engine import Engine
 from ._errors import BatchError, ConfigError, CorralError, check_callable
@@ -187,6 +189,9 @@ class Pool:
                 f"the corral engine failed: {self.engine.fatal!r}"
             ) from self.engine.fatal
 
+    def _drain(self, batch: Batch, why: str) -> None:
+        self._post(functools.partial(self.engine.survival.drain, batch, why))
+
     def _interrupted(self, batch: Batch) -> None:
         # harvest: the finished items of running chunks end ok, with their values
         self._post(functools.partial(self.engine.cancel, batch, harvest=True))
@@ -264,8 +269,9 @@ class Pool:
         ) as observer:
             batch.observer = observer
             self._post(functools.partial(self.engine.accept, batch))
+            drain = functools.partial(self._drain, batch)  # survival hook: SIGUSR1, SIGTERM
             try:
-                with _signals.terminating():
+                with draining(drain, options.drain_grace) as drained, _signals.terminating():
                     self._wait(batch)
             except _signals.Terminated as terminated:
                 _signals.die(terminated.signum)
@@ -273,6 +279,8 @@ class Pool:
                 self._interrupted(batch)
                 interrupt.report = sink.report(batch, time.time() - started, self.workers)  # type: ignore[attr-defined]
                 raise
+            if drained.signum == signal.SIGTERM:  # drained for its grace: now end by it
+                _signals.die(drained.signum)
         return time.time() - started
 
     def map(self, fn: Callable[[Any], Any], iterable: Iterable[Any], **options: Any) -> list[Any]:

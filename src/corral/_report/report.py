@@ -18,6 +18,9 @@ class Report:
     outcomes: Sequence[Outcome]
     wall_seconds: float = 0.0
     workers: int = 0
+    # why the batch drained (``"SIGUSR1"``, ``"SIGTERM"``, ``"deadline"``), or None: it did not
+    # (docs/reliability.md). A drained batch's tasks that did not finish are ``cancelled``.
+    drained: str | None = None
 
     @property
     def results(self) -> list[Any]:
