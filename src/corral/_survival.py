@@ -82,8 +82,9 @@ def deadline_seconds(deadline: float | datetime.datetime, now: float) -> float:
 
 class RelativeLimit:
     """One batch's relative timeout: ``factor`` times the running median of the durations of
-    its succeeded tasks (two heaps: O(log n) per task), ``floor`` until there are
-    ``RELATIVE_MIN_SAMPLES`` of them (no limit before then when ``floor`` is None)."""
+    its succeeded tasks (two heaps: O(log n) per task), ``floor`` seconds until there are
+    ``RELATIVE_MIN_SAMPLES`` of them (no limit before then when ``floor`` is None). The
+    median of the successes, not their mean: one slow success does not stretch the limit."""
 
     def __init__(self, spec: RelativeTimeout, floor: float | None) -> None:
         self.spec = spec
@@ -116,24 +117,20 @@ class RelativeLimit:
         median = self.median()
         if self.samples < RELATIVE_MIN_SAMPLES or median is None:
             return self.floor
-        limit = self.spec.factor * median
-        return max(limit, self.floor) if self.floor is not None else limit
+        return self.spec.factor * median
 
     def basis(self) -> str:
         """How the current limit was derived, for the TaskTimeout message."""
         median = self.median()
         if self.samples < RELATIVE_MIN_SAMPLES or median is None:
             return (
-                f"timeout_floor, as fewer than {RELATIVE_MIN_SAMPLES} tasks had succeeded "
-                f"for timeout={self.spec.text!r}"
+                f"timeout_floor={self.floor:g} s, as fewer than {RELATIVE_MIN_SAMPLES} tasks "
+                f"had succeeded for timeout={self.spec.text!r}"
             )
-        basis = (
+        return (
             f"timeout={self.spec.text!r}: {self.spec.factor:g} x the median {median:.3g} s "
             f"of {self.samples} succeeded tasks"
         )
-        if self.floor is not None and self.floor > self.spec.factor * median:
-            basis += f", raised to timeout_floor={self.floor:g} s"
-        return basis
 
 
 def relative_limit(timeout: object, floor: float | None) -> RelativeLimit | None:
@@ -173,7 +170,12 @@ class Survival:
         options = batch.options
         if options.deadline is not None:
             seconds = deadline_seconds(options.deadline, time.time())
-            self._deadlines.add(time.monotonic() + seconds, lambda: self.drain(batch, "deadline"))
+            if seconds <= 0:  # past already: nothing starts
+                self.drain(batch, "deadline")
+            else:
+                self._deadlines.add(
+                    time.monotonic() + seconds, lambda: self.drain(batch, "deadline")
+                )
         if options.min_free_memory is not None and not self._ticking:
             self._ticking = True
             self._deadlines.add(time.monotonic() + MEMORY_CHECK, self._tick)
