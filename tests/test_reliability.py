@@ -135,7 +135,7 @@ def test_a_fault_fails_only_its_task_with_a_typed_error(row: Row) -> None:
     print(f"FIGURE {row.fault}: batch of {N} in {wall:.2f} s{late}")
 
 
-# -- faults from outside: kill -9 of a worker, of its watchdog ---------------------------------------
+# -- faults from outside: kill -9 of a worker, of its watchdog ----------------------------------
 def note_and_wait(x: int, marker_dir: str) -> int:
     """``x == BAD``: note ``worker-<pid>`` and wait for ``release`` (or 60 s); then x * x."""
     markers = Path(marker_dir)
@@ -242,13 +242,17 @@ ELSEWHERE = {
     "kill -9 of the coordinator": (
         "test_orphans.py::test_busy_workers_and_their_subprocesses_exit_when_the_coordinator_is_killed"
     ),
-    "Ctrl-C once": "test_interrupt.py::test_ctrl_c_raises_keyboard_interrupt_with_the_partial_report",
+    "Ctrl-C once": (
+        "test_interrupt.py::test_ctrl_c_raises_keyboard_interrupt_with_the_partial_report"
+    ),
     "Ctrl-C twice": "test_interrupt.py::test_repeated_ctrl_c_still_stops_everything",
     "SIGTERM": (
         "test_sigterm.py::test_sigterm_exits_by_the_signal_and_leaves_no_segment_or_worker"
     ),
     "/dev/shm full": "test_share.py::test_a_full_filesystem_at_reservation_is_a_config_error",
-    "escapees of a timed-out task": "test_descendants.py::test_escapees_of_a_timed_out_task_are_killed",
+    "escapees of a timed-out task": (
+        "test_descendants.py::test_escapees_of_a_timed_out_task_are_killed"
+    ),
     "stuck task among many (timeout='3x')": (
         "test_survival.py::test_a_stuck_task_among_many_is_killed_at_a_multiple_of_the_median"
     ),
@@ -288,4 +292,3 @@ def test_the_docs_table_has_every_row() -> None:
     rows = [r.fault for r in ROWS] + list(ELSEWHERE) + list(PENDING)
     missing = [row for row in rows if f"| {row} |" not in docs]
     assert not missing, f"docs/reliability.md lacks rows: {missing}"
-
