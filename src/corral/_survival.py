@@ -188,6 +188,8 @@ class Survival:
     def may_dispatch(self) -> bool:
         """Whether new tasks may start: available memory is at least every running batch's
         ``min_free_memory`` (checked once per engine step; no floor: no reading)."""
+        if not self._ticking:  # no batch has a floor: the hot path reads nothing
+            return True
         floor = self._floor()
         return floor is None or self.probe() >= floor
 
