@@ -198,6 +198,70 @@ def test_kill_9_of_a_watchdog_leaves_its_worker_and_every_task_fine(tmp_path: Pa
     assert killed and not alive(killed[0])
 
 
+# -- memory past a cgroup limit: the kernel's OOM killer acts for real ---------------------------
+def memory_cgroup_root() -> tuple[Path, str] | None:
+    """This process's memory cgroup folder and the name of its limit file (v1 or v2), when
+    this process may create a child cgroup there (root, cgroup fs mounted writable)."""
+    if os.geteuid() != 0:
+        return None
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            limit = "memory.limit_in_bytes"
+            break
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            folder, limit = Path("/sys/fs/cgroup") / path.lstrip("/"), "memory.max"
+            break
+    else:
+        return None
+    return (folder, limit) if os.access(folder, os.W_OK) else None
+
+
+def join_cgroup(procs: str) -> None:
+    """Worker initializer: move this worker into the test's memory cgroup."""
+    Path(procs).write_text(str(os.getpid()))
+
+
+def blow_up(x: int) -> Any:
+    if x == BAD:
+        return len(bytearray(1 << 30))  # 1 GiB of touched pages, in a 256 MiB cgroup
+    return x * x
+
+
+@pytest.mark.slow
+def test_memory_past_a_cgroup_limit_is_a_crash_that_says_out_of_memory() -> None:
+    found = memory_cgroup_root()
+    if found is None:
+        pytest.skip("needs root and a writable memory cgroup (v1 or v2) to make a limited one")
+    folder, limit_file = found
+    group = folder / f"corral-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / limit_file).write_text(str(256 * 2**20))
+        procs = str(group / "cgroup.procs")
+        with corral.Pool(workers=2, initializer=join_cgroup, initargs=(procs,)) as pool:
+            report = pool.run(
+                [corral.Task(blow_up, (x,), key=x) for x in range(N)], errors="return"
+            )
+    finally:
+        deadline = time.monotonic() + 10
+        while group.exists():
+            try:
+                group.rmdir()
+            except OSError:  # its last worker is still exiting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    bad = report.outcomes[BAD]
+    assert bad.status == "crashed" and isinstance(bad.error, corral.WorkerCrashed), bad
+    assert bad.error.signal == "SIGKILL"
+    assert "out of memory" in str(bad.error), str(bad.error)
+    assert [o.value for o in report.outcomes if o.key != BAD] == [
+        x * x for x in range(N) if x != BAD
+    ]
+
+
 # -- big results --------------------------------------------------------------------------------
 def big_result(n_bytes: int) -> bytes:
     return b"\x01" * n_bytes
@@ -223,6 +287,9 @@ ELSEWHERE = {
         "test_faults.py::test_result_that_cannot_be_unpickled_fails_only_that_item"
     ),
     "unpicklable exception": "test_faults.py::test_unpicklable_exception_arrives_as_remote_error",
+    "memory past a cgroup limit (kernel OOM killer)": (
+        "test_reliability.py::test_memory_past_a_cgroup_limit_is_a_crash_that_says_out_of_memory"
+    ),
     "memory past max_worker_memory": (
         "test_recycling.py::test_max_worker_memory_recycles_a_worker_that_grows"
     ),
@@ -272,7 +339,6 @@ PENDING = {
     "kill -9 of a Dask worker": "the Dask backend",
     "soak with random faults (process and Dask backends)": "the journal and the Dask backend",
     "kill -9 of a service (the program itself)": "a Service test row, not written yet",
-    "memory past a cgroup limit (kernel OOM killer)": "WorkerCrashed does not yet say memory",
 }
 
 

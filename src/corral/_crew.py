@@ -92,6 +92,8 @@ class Crew:
         self._wanted = wanted
         self._give_up = give_up
         self._start_failures = 0
+        # why a worker died, when something outside it knows (the engine sets it: _survival)
+        self.explain_death: Callable[[int | None], str | None] = lambda exitcode: None
 
     # -- starts -----------------------------------------------------------------------------
     def start_all(self) -> None:
@@ -220,7 +222,10 @@ class Crew:
                 )
             else:
                 error = WorkerCrashed(
-                    batch.key_of(flight.positions[index]), pid=pid, exitcode=exitcode
+                    batch.key_of(flight.positions[index]),
+                    pid=pid,
+                    exitcode=exitcode,
+                    cause=self.explain_death(exitcode),  # survival hook: the OOM killer
                 )
                 self._failures.lose(slot_id, flight, index, Status.CRASHED, error)
         if self._start_failures >= START_FAILURE_LIMIT:

@@ -166,6 +166,7 @@ class Engine:
             self._crew.evict,
             lambda batch, running: self.cancel(batch, running=running),
         )
+        self._crew.explain_death = self.survival.oom_cause
         self.broken: BaseException | None = None
         self.fatal: BaseException | None = None
         self._closing = False

@@ -107,13 +107,21 @@ class WorkerCrashed(TaskError):
     """
 
     def __init__(
-        self, key: Any, *, pid: int | None, exitcode: int | None, during: str | None = None
+        self,
+        key: Any,
+        *,
+        pid: int | None,
+        exitcode: int | None,
+        during: str | None = None,
+        cause: str | None = None,
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.signal = _signal_name(exitcode)
         self.during = during
-        super().__init__(f"task {key!r}: {describe_exit(pid, exitcode, during)}", key=key)
+        self.cause = cause  # what is known of why it died ("out of memory: ..."), else None
+        said = describe_exit(pid, exitcode, during, cause)
+        super().__init__(f"task {key!r}: {said}", key=key)
 
 
 @public
@@ -273,14 +281,16 @@ _SIGNAL_HINTS = {
 }
 
 
-def describe_exit(pid: int | None, exitcode: int | None, during: str | None = None) -> str:
+def describe_exit(
+    pid: int | None, exitcode: int | None, during: str | None = None, cause: str | None = None
+) -> str:
     """A human sentence for a dead worker: pid, exit code or signal, what it was doing if
-    that is not plain (``during``), and the likely cause."""
+    that is not plain (``during``), and the known (``cause``) or likely cause."""
     who = f"worker (pid {pid})" if pid else "worker"
     when = f" {during}" if during else ""
     name = _signal_name(exitcode)
     if name is not None:
-        hint = _SIGNAL_HINTS.get(name)
+        hint = cause or _SIGNAL_HINTS.get(name)
         return f"{who} died from {name}{when}" + (f": {hint}" if hint else "")
     if exitcode is None:
         return f"{who} vanished{when}"

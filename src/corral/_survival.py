@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime
 import heapq
 import re
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,18 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (None: unknown)."""
+    try:
+        with open("/proc/vmstat") as stats:
+            for line in stats:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 Evict = Callable[[int], None]
 
 
@@ -164,6 +177,7 @@ class Survival:
         self._cancel = cancel
         self._ticking = False
         self.evictions = 0  # workers stopped for memory, over the Pool's life
+        self._oom_kills = oom_kills()  # the kernel's count when last read
 
     # -- accepting a batch -------------------------------------------------------------------
     def accept(self, batch: Batch) -> None:
@@ -207,6 +221,20 @@ class Survival:
         _, youngest = max(busy)
         self.evictions += 1
         self._evict(youngest)
+
+    # -- the kernel's OOM killer ----------------------------------------------------------
+    def oom_cause(self, exitcode: int | None) -> str | None:
+        """Why a worker died of SIGKILL that corral did not send, when the kernel's count of
+        OOM kills (``/proc/vmstat``, machine-wide: any cgroup) grew since the last reading."""
+        if exitcode != -signal.SIGKILL:
+            return None
+        count, self._oom_kills = self._oom_kills, oom_kills()
+        if count is None or self._oom_kills is None or self._oom_kills <= count:
+            return None
+        return (
+            "killed by the kernel's OOM killer: out of memory (its cgroup's limit or the "
+            "machine's); see max_worker_memory and min_free_memory"
+        )
 
     # -- draining ----------------------------------------------------------------------------
     def drain(self, batch: Batch, why: str) -> None:
