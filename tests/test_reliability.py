@@ -290,6 +290,9 @@ ELSEWHERE = {
     "memory past a cgroup limit (kernel OOM killer)": (
         "test_reliability.py::test_memory_past_a_cgroup_limit_is_a_crash_that_says_out_of_memory"
     ),
+    "soak with random faults (process backend)": (
+        "test_soak.py::test_random_faults_and_kills_lose_nothing"
+    ),
     "memory past max_worker_memory": (
         "test_recycling.py::test_max_worker_memory_recycles_a_worker_that_grows"
     ),
@@ -337,7 +340,7 @@ PENDING = {
     "coordinator kill loop (20 SIGKILLs, each task once)": "the journal (journal=)",
     "drain, then resume in the next allocation": "the journal (journal=)",
     "kill -9 of a Dask worker": "the Dask backend",
-    "soak with random faults (process and Dask backends)": "the journal and the Dask backend",
+    "soak on the Dask backend (killing Dask workers)": "the Dask backend",
     "kill -9 of a service (the program itself)": "a Service test row, not written yet",
 }
 
