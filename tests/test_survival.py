@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _procs import kill_script, marked, run_script, wait_until
+from _procs import kill_script, marked, run_script, still_alive_after, wait_until
 
 import corral
 from corral._survival import RelativeLimit, RelativeTimeout, parse_relative_timeout
@@ -282,3 +282,23 @@ def test_a_second_sigterm_while_draining_stops_at_once(tmp_path):
     rc, _, err = drained_by(tmp_path, 60.0, [signal.SIGTERM, signal.SIGTERM], release=False)
     assert rc == -signal.SIGTERM, err
     assert not list(tmp_path.glob("done-*"))
+
+
+def note_pid_and_hang(x: int, marker_dir: str) -> None:
+    _touch(Path(marker_dir) / f"worker-{os.getpid()}-{x}")
+    time.sleep(1000)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_workers_forked_during_a_drainable_wait_still_die_of_sigterm(tmp_path):
+    """Replacement workers are forked while the main thread waits with the drain's SIGTERM
+    handler installed; they must not keep it: a timeout's SIGTERM ends them at once, not
+    after the (long) kill_grace."""
+    with corral.Pool(workers=2, start_method="fork", kill_grace=60, drain_grace=60) as pool:
+        tasks = [corral.Task(note_pid_and_hang, (x, str(tmp_path)), timeout=0.5) for x in range(4)]
+        report = pool.run(tasks, errors="return")
+        assert [o.status for o in report.outcomes] == ["timeout"] * 4
+        pids = {o.pid for o in report.outcomes}
+        assert len(pids) == 4  # two of them replacement workers
+        assert not still_alive_after(pids, 15.0)
