@@ -152,8 +152,7 @@ class Batch:
         self._work_seconds = 0.0
         self._work_items = 0
         self.events: Events | None = None  # the engine's, set when it accepts the batch
-        # survival (``_survival``): a relative timeout's running median, and why the batch
-        # drained (set by ``Survival.drain`` alone)
+        # survival (``_survival``): timeout="3x"'s median; why it drained (``Survival.drain``)
         self.relative = relative_limit(options.timeout, options.timeout_floor)
         self.drained: str | None = None
 
@@ -179,12 +178,6 @@ class Batch:
             return self.relative.limit()
         timeout = self.options.timeout  # seconds or None (a relative one is ``self.relative``)
         return timeout if isinstance(timeout, (int, float)) else None
-
-    def timeout_basis(self, pos: int) -> str | None:
-        """How the timeout of ``pos`` was derived, when it is relative (``timeout="3x"``)."""
-        if self.relative is None or (self.timeouts is not None and self.timeouts[pos] is not None):
-            return None
-        return self.relative.basis()
 
     def retries_of(self, pos: int) -> int:
         if self.retries is not None and self.retries[pos] is not None:

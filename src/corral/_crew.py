@@ -47,6 +47,7 @@ from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._slots import InFlight, Slot
+from ._survival import timeout_basis
 
 log = logging.getLogger("corral")
 
@@ -307,7 +308,7 @@ class Crew:
         self._killed(slot_id, "timeout")
         for queued in self._abandon(slot_id)[1:]:
             queued.batch.requeue(queued.positions)
-        basis = flight.batch.timeout_basis(pos)
+        basis = timeout_basis(flight.batch, pos)  # survival hook: how timeout="3x" got there
         error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid, basis=basis)
         self._failures.lose(slot_id, flight, index, Status.TIMEOUT, error)
         self.restart(slot_id)

@@ -138,6 +138,12 @@ def relative_limit(timeout: object, floor: float | None) -> RelativeLimit | None
     return RelativeLimit(timeout, floor) if isinstance(timeout, RelativeTimeout) else None
 
 
+def timeout_basis(batch: Batch, pos: int) -> str | None:
+    """How the timeout of ``pos`` was derived, when it is relative (not its Task's own)."""
+    own = batch.timeouts is not None and batch.timeouts[pos] is not None
+    return batch.relative.basis() if batch.relative is not None and not own else None
+
+
 def available_memory() -> int:
     """Bytes the machine can give without swapping (``MemAvailable``), as psutil reads it."""
     return int(psutil.virtual_memory().available)
