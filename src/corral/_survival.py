@@ -1,7 +1,8 @@
 """What lets a batch survive its machine: relative timeouts, a memory floor, draining.
 
 Engine thread only (the parsing at the top runs at the options boundary). The engine owns one
-``Survival`` and calls it at four small hook points; it owns the state of all three features::
+``Survival`` and calls it at small, marked hook points ("survival hook"); it owns the state
+of all three features::
 
     options ── timeout="3x" ──► RelativeTimeout ──► Batch.relative = RelativeLimit
                                    Engine._on_result ──► RelativeLimit.learn(each ok item)
@@ -15,11 +16,14 @@ Engine thread only (the parsing at the top runs at the options boundary). The en
     deadline= (a deadline) ─┐
     SIGUSR1 / SIGTERM ──────┴─► drain(batch, why): waiting tasks end cancelled ("drained");
                  running ones finish, for up to drain_grace s; then Engine.cancel kills them
+                 (the signals are caught in the caller's main thread: ``_draining``)
+
+    Crew.on_died (SIGKILL) ──► oom_cause: the kernel's OOM-kill count grew: "out of memory"
 
 What it owns: each batch's ``RelativeLimit`` (built here, kept on the batch), the memory
-probe and its last reading, the armed tick, and which batches drain (``Batch.drained``, the
-reason, written only by ``drain``). It reads the slots (who runs what, since when) and asks
-the Crew to evict and the engine to cancel.
+probe, the armed tick, the eviction count, the last OOM-kill count, and which batches drain
+(``Batch.drained``, the reason, written only by ``drain``). It reads the slots (who runs
+what, since when) and asks the Crew to evict and the engine to cancel.
 
 Invariant: a drained batch takes no new work (its positions are stopped); a position evicted
 for memory goes back to its queue exactly as one that never started (no attempt counted).
