@@ -18,10 +18,9 @@ import pytest
 
 import corral
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
 TASKS = int(os.environ.get("CORRAL_LOAD_TASKS", "100000"))
 CYCLES = int(os.environ.get("CORRAL_LOAD_CYCLES", "50"))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(max(300, CYCLES))]
 RSS_BOUND = 32 * 2**20  # bytes of growth allowed after the warm-up (allocator noise)
 
 
