@@ -36,6 +36,7 @@ from ._outcome import Outcome, Status
 from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
 from ._reasons import ended
 from ._scheduler import Scheduler
+from ._survival import relative_limit
 
 CHUNK_TARGET_SECONDS = 0.1
 """Longest a chunk should take once task durations are known: short enough to balance the
@@ -158,6 +159,9 @@ class Batch:
         # the shortest worthwhile chunk, in seconds: raised by the engine for backends whose
         # round trip is longer than a pipe's (``Capabilities.call_floor_seconds``)
         self.call_floor = CHUNK_FLOOR_SECONDS
+        # survival (``_survival``): timeout="3x"'s median; why it drained (``Survival.drain``)
+        self.relative = relative_limit(options.timeout, options.timeout_floor)
+        self.drained: str | None = None
 
     @property
     def n(self) -> int:
@@ -177,7 +181,10 @@ class Batch:
     def timeout_of(self, pos: int) -> float | None:
         if self.timeouts is not None and self.timeouts[pos] is not None:
             return self.timeouts[pos]
-        return self.options.timeout
+        if self.relative is not None:
+            return self.relative.limit()
+        timeout = self.options.timeout  # seconds or None (a relative one is ``self.relative``)
+        return timeout if isinstance(timeout, (int, float)) else None
 
     def retries_of(self, pos: int) -> int:
         if self.retries is not None and self.retries[pos] is not None:

@@ -55,6 +55,7 @@ from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Ready, Resu
 from ._options import PoolOptions
 from ._outcome import Status
 from ._slots import InFlight, Slot
+from ._survival import timeout_basis
 
 log = logging.getLogger("corral")
 
@@ -101,6 +102,8 @@ class Crew:
         self._give_up = give_up
         self._start_failures = 0
         self._started_at = [0.0] * len(slots)  # monotonic, per slot: for WorkerReady
+        # why a worker died, when something outside it knows (the engine sets it: _survival)
+        self.explain_death: Callable[[int | None], str | None] = lambda exitcode: None
 
     # -- starts -----------------------------------------------------------------------------
     def start_all(self) -> None:
@@ -192,6 +195,14 @@ class Crew:
             self._backend.retire(slot_id)
         self.restart(slot_id)
 
+    def evict(self, slot_id: int) -> None:
+        """Memory is short (``min_free_memory``, ``_survival``): stop the slot's worker; its
+        Calls go back to their queues as if never started (no attempt counted)."""
+        self._killed(slot_id, "memory")
+        for flight in self._abandon(slot_id):
+            flight.batch.requeue(flight.positions)
+        self.restart(slot_id)
+
     # -- deaths -----------------------------------------------------------------------------
     def on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
         remains = self._backend.remains(slot_id)  # its fatal signal's traceback, its output
@@ -242,6 +253,7 @@ class Crew:
                     pid=pid,
                     exitcode=exitcode,
                     stack=remains.stack,
+                    cause=self.explain_death(exitcode),  # survival hook: the OOM killer
                 )
                 output = (remains.stdout, remains.stderr)
                 self._failures.lose(slot_id, flight, index, Status.CRASHED, error, output)
@@ -328,7 +340,8 @@ class Crew:
         self._killed(slot_id, "timeout")
         for queued in self._abandon(slot_id)[1:]:
             queued.batch.requeue(queued.positions)
-        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid, stack=stack)
+        basis = timeout_basis(flight.batch, pos)  # survival hook: how timeout="3x" got there
+        error = TaskTimeout(flight.batch.key_of(pos), limit, pid=pid, stack=stack, basis=basis)
         output = (remains.stdout, remains.stderr)
         self._failures.lose(slot_id, flight, index, Status.TIMEOUT, error, output)
         self.restart(slot_id)

@@ -111,6 +111,7 @@ from ._outcome import Status
 from ._report import story
 from ._scheduler import Ledger
 from ._slots import InFlight, Slot
+from ._survival import Survival, learn_relative
 
 log = logging.getLogger("corral")
 
@@ -172,6 +173,15 @@ class Engine:
             self._crew.arm_timeout,
             self.events,
         )
+        # -- survival hook: the memory floor and draining (``_survival``)
+        self.survival = Survival(
+            self.slots,
+            self._batches,
+            self._deadlines,
+            self._crew.evict,
+            lambda batch, running: self.cancel(batch, running=running),
+        )
+        self._crew.explain_death = self.survival.oom_cause
         self.broken: BaseException | None = None
         self.fatal: BaseException | None = None
         self._closing = False
@@ -261,7 +271,7 @@ class Engine:
 
     def step(self) -> None:
         self._run_inbox()
-        if self.broken is None and self._batches:
+        if self.broken is None and self._batches and self.survival.may_dispatch():
             self._dispatcher.dispatch()
         for event in self.backend.wait(self._wait_timeout()):
             if type(event) is Message:
@@ -309,6 +319,7 @@ class Engine:
         if batch.scheduler is not None:
             batch.scheduler.share_ledger(self._ledger)
         self._batches.append(batch)
+        self.survival.accept(batch)  # survival hook: deadline=, min_free_memory=
         self._complete_if_done(batch)
 
     def extend(self, batch: Batch, items: list[Any], close: bool) -> None:
@@ -324,17 +335,20 @@ class Engine:
             if pos not in given:  # given up front: finished (cached), never queued
                 emit(TaskQueued(ident, pos, batch.key_of(pos)))
 
-    def cancel(self, batch: Batch, harvest: bool = False) -> None:
+    def cancel(self, batch: Batch, harvest: bool = False, running: bool = True) -> None:
         """Cancel what has not finished: waiting positions now, running ones by killing their
         workers (SIGTERM, SIGKILL after the grace period). Their outcome: ``cancelled``.
 
         ``harvest`` (Ctrl-C): first ask each busy worker for the items of its Call that have
-        finished, which end ``ok``; see the module docstring."""
+        finished, which end ``ok``; see the module docstring. ``running=False`` (a drain's
+        grace, ``_survival``): the running ones go on."""
         if batch.done:
             return
         for pos in batch.stop():
             self._failures.finish_cancelled(batch, pos, None)
         for slot_id, slot in enumerate(self.slots):
+            if not running:
+                break
             if any(flight.batch is batch for flight in slot.calls):
                 self._crew.cancel(slot_id, harvest)
         self._complete_if_done(batch)
@@ -414,6 +428,8 @@ class Engine:
         batch, positions = flight.batch, flight.positions
         slot.tasks_done += len(positions)
         batch.learn_duration(result)
+        if batch.relative is not None:  # survival hook: timeout="3x" learns from successes
+            learn_relative(batch.relative, result)
         if not batch.star:
             self.functions.learn(batch.fn_id, result.ended - result.started, len(result.values))
         errors = result.errors

@@ -90,13 +90,21 @@ class TaskTimeout(TaskError, TimeoutError):
     """The task ran longer than its timeout; its worker's process group was killed."""
 
     def __init__(
-        self, key: Any, timeout: float, *, pid: int | None = None, stack: str | None = None
+        self,
+        key: Any,
+        timeout: float,
+        *,
+        pid: int | None = None,
+        stack: str | None = None,
+        basis: str | None = None,
     ) -> None:
         where = f" in worker pid {pid}" if pid else ""
-        message = f"task {key!r} timed out after {timeout:g} s{where}"
+        how = f" ({basis})" if basis else ""
+        message = f"task {key!r} timed out after {timeout:g} s{how}{where}"
         super().__init__(message + stack_tail(stack, "it was"), key=key)
         self.timeout = timeout
         self.pid = pid
+        self.basis = basis  # how a relative timeout (timeout="3x") was derived, else None
         self.stack = stack
         """Every thread's Python stack in the worker just before it was killed (faulthandler's
         text, most recent call first), or None when the worker did not answer in time."""
@@ -120,6 +128,7 @@ class WorkerCrashed(TaskError):
         exitcode: int | None,
         during: str | None = None,
         stack: str | None = None,
+        cause: str | None = None,
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
@@ -127,7 +136,8 @@ class WorkerCrashed(TaskError):
         self.during = during
         self.stack = stack
         """faulthandler's traceback of the fatal signal (SIGSEGV, SIGABRT, ...), or None."""
-        message = f"task {key!r}: {describe_exit(pid, exitcode, during)}"
+        self.cause = cause  # what is known of why it died ("out of memory: ..."), else None
+        message = f"task {key!r}: {describe_exit(pid, exitcode, during, cause)}"
         super().__init__(message + stack_tail(stack, "it died"), key=key)
 
 
@@ -330,14 +340,16 @@ _SIGNAL_HINTS = {
 }
 
 
-def describe_exit(pid: int | None, exitcode: int | None, during: str | None = None) -> str:
+def describe_exit(
+    pid: int | None, exitcode: int | None, during: str | None = None, cause: str | None = None
+) -> str:
     """A human sentence for a dead worker: pid, exit code or signal, what it was doing if
-    that is not plain (``during``), and the likely cause."""
+    that is not plain (``during``), and the known (``cause``) or likely cause."""
     who = f"worker (pid {pid})" if pid else "worker"
     when = f" {during}" if during else ""
     name = _signal_name(exitcode)
     if name is not None:
-        hint = _SIGNAL_HINTS.get(name)
+        hint = cause or _SIGNAL_HINTS.get(name)
         return f"{who} died from {name}{when}" + (f": {hint}" if hint else "")
     if exitcode is None:
         return f"{who} vanished{when}"

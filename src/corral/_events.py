@@ -161,7 +161,8 @@ class WorkerDied:
 @dataclass(frozen=True)
 class WorkerKilled:
     """The coordinator killed the worker: a task ran past its timeout (``reason``
-    "timeout"), or its batch was cancelled ("cancelled"). A new worker starts next."""
+    "timeout"), its batch was cancelled ("cancelled"), or available memory fell below half
+    of ``min_free_memory`` ("memory", its tasks requeued). A new worker starts next."""
 
     worker: int
     pid: int | None

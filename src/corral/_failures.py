@@ -202,7 +202,10 @@ class Failures:
         batch.finish_failed(pos, outcome)
 
     def finish_cancelled(self, batch: Batch, pos: int, slot_id: int | None) -> None:
-        error = TaskCancelled(f"task {batch.key_of(pos)!r} was cancelled", key=batch.key_of(pos))
+        drained = f": the run drained ({batch.drained})" if batch.drained else ""
+        error = TaskCancelled(
+            f"task {batch.key_of(pos)!r} was cancelled{drained}", key=batch.key_of(pos)
+        )
         self.finish_failed(batch, pos, Status.CANCELLED, error, slot_id, None)
 
     def fail_all(self, batch: Batch, error: BaseException) -> None:

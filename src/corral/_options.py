@@ -8,6 +8,7 @@ options per call. Options are frozen: a new option set means a new object.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import re
@@ -19,6 +20,7 @@ from ._backends import lookup as lookup_backend
 from ._errors import ConfigError
 from ._fixtures import FixtureSet, as_fixture_set
 from ._platform import cpu_count
+from ._survival import RelativeTimeout, parse_relative_timeout
 
 ErrorPolicy = Literal["raise", "return"]
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -97,7 +99,7 @@ class PoolOptions:
 
 @dataclass(frozen=True)
 class RunOptions:
-    timeout: float | None = None
+    timeout: float | str | RelativeTimeout | None = None
     retries: int = 0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     backoff: float = 0.1
@@ -113,9 +115,30 @@ class RunOptions:
     error_dir: str | os.PathLike[str] | None = None
     # seconds between the plain progress lines written when stderr is not a terminal
     progress_interval: float = 30.0
+    # survival (``_survival``, docs/reliability.md): ``timeout="3x"`` is relative to the median
+    # duration of the batch's succeeded tasks, ``timeout_floor`` seconds until enough finished;
+    # no task starts below ``min_free_memory`` of available memory; at ``deadline`` (seconds
+    # from the start, or a datetime) or on SIGUSR1 the batch drains for ``drain_grace`` seconds.
+    timeout_floor: float | None = None
+    min_free_memory: int | str | None = None
+    deadline: float | datetime.datetime | None = None
+    drain_grace: float = 0.0
 
     def __post_init__(self) -> None:
-        check_seconds("timeout", self.timeout)
+        if isinstance(self.timeout, str):
+            object.__setattr__(self, "timeout", parse_relative_timeout(self.timeout))
+        elif not isinstance(self.timeout, RelativeTimeout):
+            check_seconds("timeout", self.timeout)
+        check_seconds("timeout_floor", self.timeout_floor)
+        if self.min_free_memory is not None:
+            object.__setattr__(
+                self, "min_free_memory", parse_size(self.min_free_memory, "min_free_memory")
+            )
+        if not isinstance(self.deadline, datetime.datetime):
+            check_seconds("deadline", self.deadline, allow_zero=True)
+        check_seconds("drain_grace", self.drain_grace, allow_zero=True)
+        if self.drain_grace is None:
+            raise ConfigError("drain_grace must be a non-negative number of seconds, not None")
         if self.on_effect is not None and not callable(self.on_effect):
             raise ConfigError(
                 f"on_effect must be a function of (key, effect) or None, not {self.on_effect!r}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import multiprocessing.process
 import os
+import signal
 import time
 import warnings
 import weakref
@@ -26,6 +27,7 @@ from . import _lifecycle, _signals
 from ._backends import BackendSetup
 from ._backends import lookup as lookup_backend
 from ._batch import Batch, Sink
+from ._draining import draining
 from ._drivers import Driver, SerialDriver, ThreadDriver
 from ._effects import Replay, collect_sink, replay_of, stream_sink
 from ._engine import Engine
@@ -218,6 +220,9 @@ class Pool:
                 f"the corral engine failed: {self.engine.fatal!r}"
             ) from self.engine.fatal
 
+    def _drain(self, batch: Batch, why: str) -> None:
+        self._post(functools.partial(self.engine.survival.drain, batch, why))
+
     def _interrupted(self, batch: Batch) -> None:
         # harvest: the finished items of running chunks end ok, with their values
         self._post(functools.partial(self.engine.cancel, batch, harvest=True))
@@ -309,8 +314,9 @@ class Pool:
         ) as observer:
             batch.observer = observer
             self._post(functools.partial(self.engine.accept, batch))
+            drain = functools.partial(self._drain, batch)  # survival hook: SIGUSR1, SIGTERM
             try:
-                with _signals.terminating():
+                with draining(drain, options.drain_grace) as drained, _signals.terminating():
                     if replay is not None:
                         self._follow(replay, batch)
                     self._wait(batch)
@@ -331,6 +337,8 @@ class Pool:
             finally:
                 if reports is not None:
                     reports.finish(complete)
+            if drained.signum == signal.SIGTERM:  # drained for its grace: now end by it
+                _signals.die(drained.signum)
         return time.time() - started
 
     def _follow(self, replay: Replay, batch: Batch) -> None:

@@ -156,6 +156,7 @@ class CollectSink:
             started=start,
             worker_spans=log.spans(start, start + wall) if log is not None else (),
             happenings=log.happenings(start, start + wall) if log is not None else (),
+            drained=batch.drained,
         )
 
 

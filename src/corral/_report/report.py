@@ -46,6 +46,9 @@ class Report:
     """With ``journal=``: a ``JournalSummary`` (``_journal.session``) of what the journal did
     for this call: how many tasks were cached, which ran again because their function or
     arguments changed, which had been interrupted, which failures ran again."""
+    # why the batch drained (``"SIGUSR1"``, ``"SIGTERM"``, ``"deadline"``), or None: it did not
+    # (docs/reliability.md). A drained batch's tasks that did not finish are ``cancelled``.
+    drained: str | None = None
 
     @property
     def results(self) -> list[Any]:

@@ -265,10 +265,21 @@ def sweep(folders: tuple[str, ...] | None = None) -> list[str]:
         with entries:
             for entry in entries:
                 if entry.name.startswith(PREFIX) and not owner_alive(entry.name):
+                    if not _mine(entry):  # another user's (pids are not ours to judge)
+                        continue
                     with contextlib.suppress(OSError):  # gone already, or another user's
                         os.unlink(entry.path)
                         removed.append(entry.path)
     return removed
+
+
+def _mine(entry: os.DirEntry[str]) -> bool:
+    """Whether this user owns the file: root may unlink anyone's file in /dev/shm, and must
+    not sweep another user's segment (its owner pid may run in a namespace we cannot see)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def default_folders() -> tuple[str, ...]:

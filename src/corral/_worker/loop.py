@@ -196,6 +196,12 @@ def main(
             os.close(fd)
     become_group_leader()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker forked while the coordinator waited for a batch inherits its handlers of
+    # SIGTERM/SIGHUP/SIGUSR1 (``_signals``, ``_draining``): a worker dies of SIGTERM, as the
+    # kills (timeout, cancel) expect; SIGUSR1 waits for the hand-over's handler (``handover``).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     stacks = keep_stacks(observe.stack_path) if observe and observe.stack_path else None
     if stacks is None:
         faulthandler.enable()
