@@ -18,7 +18,8 @@ LIST_KEYS = ("retry_on", "fixtures")
 MAP_KEYS = ("resources",)
 PASS_THROUGH = (
     "capture_output", "forward_logging", "progress_interval", "journal", "error_dir",
-    "trace", "html",
+    "trace", "html", "journal_code", "journal_inputs", "rerun_failed", "telemetry",
+    "output_limit", "timeout_floor", "min_free_memory", "deadline", "drain_grace",
 )  # fmt: skip
 """Options of features provided elsewhere in corral, handed to the API by name."""
 
@@ -30,7 +31,7 @@ NULLABLE = frozenset(
 
 EXPECTED = {
     "workers": "a positive integer or 'auto'",
-    "timeout": "a positive number of seconds",
+    "timeout": "a positive number of seconds, or a multiple of the median task like '3x'",
     "retries": "a non-negative integer",
     "retry_on": "a list of exception names (OSError, mypkg.errors.Flaky)",
     "backoff": "a non-negative number of seconds",
@@ -54,6 +55,15 @@ EXPECTED = {
     "fixtures": "a list of module:name references to @corral.fixture functions",
     "fixture_failures": "a positive integer",
     "fixture_teardown_timeout": "a positive number of seconds",
+    "journal_code": "'name', 'source' or 'ignore'",
+    "journal_inputs": "'digest' or 'key'",
+    "rerun_failed": "true or false",
+    "telemetry": "true or false",
+    "output_limit": "a size like 1MiB or a number of bytes",
+    "timeout_floor": "a positive number of seconds",
+    "min_free_memory": "a size like 4GiB or a number of bytes",
+    "deadline": "a positive number of seconds from the start",
+    "drain_grace": "a non-negative number of seconds",
 }
 
 TEAM_KEYS = {
@@ -73,7 +83,7 @@ class Model(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(strict=True, extra="forbid", frozen=True)
 
     workers: PositiveInt | Literal["auto"] | None = None
-    timeout: PositiveFloat | None = None
+    timeout: PositiveFloat | str | None = None
     retries: NonNegativeInt | None = None
     retry_on: list[str] | None = None
     backoff: NonNegativeFloat | None = None
@@ -97,6 +107,15 @@ class Model(pydantic.BaseModel):
     fixtures: list[str] | None = None
     fixture_failures: PositiveInt | None = None
     fixture_teardown_timeout: PositiveFloat | None = None
+    journal_code: Literal["name", "source", "ignore"] | None = None
+    journal_inputs: Literal["digest", "key"] | None = None
+    rerun_failed: bool | None = None
+    telemetry: bool | None = None
+    output_limit: PositiveInt | str | None = None
+    timeout_floor: PositiveFloat | None = None
+    min_free_memory: PositiveInt | str | None = None
+    deadline: PositiveFloat | None = None
+    drain_grace: NonNegativeFloat | None = None
 
 
 KEYS = tuple(Model.model_fields)

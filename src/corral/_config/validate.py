@@ -176,7 +176,17 @@ def _check_model(model: Model, sources: Mapping[str, Source]) -> list[str]:
     for key in sorted(model.model_fields_set - NULLABLE):
         if getattr(model, key) is None:  # null in a file: a value, and not one allowed here
             problems.append(f"{where(sources[key])}: must be {EXPECTED[key]}, not null")
-    for key in ("max_worker_memory", "memory_budget"):
+    if isinstance(model.timeout, str):  # "3x", "200%": a multiple of the median task
+        from .._survival import parse_relative_timeout
+
+        try:
+            parse_relative_timeout(model.timeout)
+        except ConfigError:
+            problems.append(
+                f"{where(sources['timeout'])}: must be {EXPECTED['timeout']}, "
+                f"not {model.timeout!r}"
+            )
+    for key in ("max_worker_memory", "memory_budget", "output_limit", "min_free_memory"):
         value = getattr(model, key)
         if value is None or (key == "memory_budget" and value == "auto"):
             continue
