@@ -121,7 +121,7 @@ def run_serial(files: Sequence[str | Path]) -> list[dict[str, Any] | Exception]:
     for f in files:
         try:
             results.append(reduce_file(str(f)))
-        except Exception as error:  # noqa: BLE001 - a bad file is a row, not the end
+        except Exception as error:
             results.append(error)
     return results
 
@@ -138,7 +138,7 @@ def run_handrolled(files: Sequence[str | Path], workers: int = 2) -> list[Any]:
             i = futures[future]
             try:
                 results[i] = future.result()
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 print(f"{files[i]}: {error!r}", file=sys.stderr)
                 results[i] = error
     return results
