@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: demo test test-deps test-fast lint typecheck bench clean example-postprocess_files
+.PHONY: demo test test-deps test-fast lint typecheck bench clean example-postprocess_files example-climate_normals
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,16 @@ example-postprocess_files: $(VENV)/.installed-examples
 	  --config work/analysis.yml --section parallel_processing --uses orcaflex=1 \
 	  --out work/cli.jsonl
 	@echo "table: $(PP)/work/table.csv; error reports: $(PP)/work/errors/"
+
+# examples/climate_normals: 4 variables x 65 years of daily NetCDF, 144 30-year normals.
+CN := examples/climate_normals
+example-climate_normals: $(VENV)/.installed-examples
+	$(PY) $(CN)/generate.py $(CN)/work/data
+	$(PY) $(CN)/normals.py $(CN)/work/data $(CN)/work/normals
+	$(PY) $(CN)/normals.py $(CN)/work/data $(CN)/work/serial --serial
+	$(PY) -c "import sys; sys.path.insert(0, '$(CN)'); import normals, pathlib as p; \
+	  same = normals.same_outputs(p.Path('$(CN)/work/normals'), p.Path('$(CN)/work/serial')); \
+	  print('normals identical to the serial run:', same); sys.exit(not same)"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
