@@ -80,7 +80,7 @@ example-postprocess_files: $(VENV)/.installed-examples
 	@echo "--- the same reduction from the command line, the good files"
 	cd $(PP) && ../../$(PY) -m corral run postprocess:reduce_file 'work/results/run_0*.h5' \
 	  --config work/analysis.yml --section parallel_processing --uses orcaflex=1 \
-	  --out work/cli.jsonl
+	  --error-dir work/cli-errors --out work/cli.jsonl
 	@echo "table: $(PP)/work/table.csv; error reports: $(PP)/work/errors/"
 
 # examples/climate_normals: 4 variables x 65 years of daily NetCDF, 144 30-year normals.

@@ -173,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.summary(), file=sys.stderr)
     recycled = sum(span.how == "recycled" for span in report.worker_spans)
     peak = max((o.max_rss or 0 for o in report.outcomes), default=0)
+    counts = ", ".join(f"{n} {status.value}" for status, n in report.counts().items() if n)
     print(
-        f"{len(files)} files -> {args.out}: {report.counts()}; "
+        f"{len(files)} files -> {args.out}: {counts}; "
         f"peak worker RSS {peak / 2**20:.0f} MiB; workers recycled: {recycled}",
         file=sys.stderr,
     )
