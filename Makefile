@@ -70,7 +70,7 @@ bench: $(VENV)/.installed-bench
 # examples/postprocess_files: 40 result files (3 of them bad), the table, a resumed run, the CLI.
 PP := examples/postprocess_files
 example-postprocess_files: $(VENV)/.installed-examples
-	$(PY) $(PP)/generate.py $(PP)/work/results --files 40 --samples 36000 --faults
+	$(PY) $(PP)/make_results.py $(PP)/work/results --files 40 --samples 36000 --faults
 	cp $(PP)/analysis.yml $(PP)/work/analysis.yml
 	-$(PY) $(PP)/postprocess.py $(PP)/work/results --config $(PP)/work/analysis.yml \
 	  --journal $(PP)/work/postprocess.corral --out $(PP)/work/table.csv
@@ -86,7 +86,7 @@ example-postprocess_files: $(VENV)/.installed-examples
 # examples/climate_normals: 4 variables x 65 years of daily NetCDF, 144 30-year normals.
 CN := examples/climate_normals
 example-climate_normals: $(VENV)/.installed-examples
-	$(PY) $(CN)/generate.py $(CN)/work/data
+	$(PY) $(CN)/make_data.py $(CN)/work/data
 	$(PY) $(CN)/normals.py $(CN)/work/data $(CN)/work/normals
 	$(PY) $(CN)/normals.py $(CN)/work/data $(CN)/work/serial --serial
 	$(PY) -c "import sys; sys.path.insert(0, '$(CN)'); import normals, pathlib as p; \

@@ -16,7 +16,7 @@ sys.path.insert(0, str(EXAMPLE))
 require_module("netCDF4")
 require_module("xarray")
 
-import generate  # noqa: E402
+import make_data as generate  # noqa: E402
 import normals  # noqa: E402
 
 YEARS, WINDOW = generate.SMALL_YEARS, 10  # 3 normals per variable

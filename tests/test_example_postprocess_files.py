@@ -18,7 +18,7 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "postprocess_files"
 sys.path.insert(0, str(EXAMPLE))
 require_module("h5py")
 
-import generate  # noqa: E402
+import make_results as generate  # noqa: E402
 import postprocess  # noqa: E402
 
 

@@ -20,7 +20,7 @@ import corral
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import generate  # noqa: E402
+import make_data as generate  # noqa: E402
 import normals  # noqa: E402
 
 FILE_S, PR_FILE_S, NORMAL_S = 0.05, 0.08, 0.25  # sleep-scaled costs (pr reads more)

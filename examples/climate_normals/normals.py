@@ -8,7 +8,7 @@ NetCDF file per normal; it depends (``after=``) on exactly its 30 stage-1 tasks,
 as soon as they are done, whatever the other variables are doing. Progress is shown per
 variable (``group=``).
 
-    python generate.py data/
+    python make_data.py data/
     python normals.py data/ out/ --workers 4
     python normals.py data/ serial/ --serial          # the same files, one after the other
 """
@@ -28,7 +28,7 @@ import xarray as xr
 import corral
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import FIRST_YEAR, MODEL, VARIABLES, path_of, scenario
+from make_data import FIRST_YEAR, MODEL, VARIABLES, path_of, scenario
 
 WINDOW = 30
 SMOOTH = 31  # days

@@ -69,7 +69,7 @@ def main() -> None:
         print(json.dumps(measure(mode, Path(folder), int(leak))))
         return
     sys.path.insert(0, str(HERE))
-    import generate
+    import make_results as generate
 
     folder = args.folder or Path(tempfile.mkdtemp(prefix="postprocess-bench-"))
     generate.generate(folder, args.files, args.samples)

@@ -6,7 +6,7 @@ the same as a serial loop's. The run is driven by the team's own `parallel_proce
 block in analysis.yml; the OrcaFlex licence pool (2 seats) caps how many files are open at
 once; a bad file costs one row, an error report and at most `timeout_per_file`.
 
-    python generate.py results/ --files 40 --faults
+    python make_results.py results/ --files 40 --faults
     python postprocess.py results/ --out table.csv --journal postprocess.corral
     python postprocess.py results/ --serial --out serial.csv       # the loop it replaces
 """

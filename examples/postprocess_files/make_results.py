@@ -11,8 +11,8 @@ the line's share of the offset, snatch noise). Reproducible: file ``i`` is drawn
 (corrupt), one the simulator created and never wrote (empty), and one that never answers
 (a named pipe: reading it blocks, like a file on a stale network mount).
 
-    python generate.py results/ --files 300            # ~9 GB
-    python generate.py results/ --files 8 --small --faults
+    python make_results.py results/ --files 300            # ~9 GB
+    python make_results.py results/ --files 8 --small --faults
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ after), on a small regular grid, in the model's ``noleap`` calendar: a seasonal 
 latitude, a warming trend, weather noise (tasmax/tasmin about tas; pr gamma-distributed with
 dry days). Reproducible: each file is drawn from a seed of its variable and year.
 
-    python generate.py data/                       # 65 years, 24 x 48 grid (~80 MB)
-    python generate.py data/ --small               # 12 years, 4 x 6 grid (tests)
+    python make_data.py data/                       # 65 years, 24 x 48 grid (~80 MB)
+    python make_data.py data/ --small               # 12 years, 4 x 6 grid (tests)
 """
 
 from __future__ import annotations
