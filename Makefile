@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: demo test test-deps test-fast lint typecheck bench clean
+.PHONY: demo test test-deps test-fast lint typecheck bench clean example-postprocess_files example-climate_normals
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.installed-test: pyproject.toml | $(PY)
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+$(VENV)/.installed-examples: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[examples]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -64,6 +68,32 @@ typecheck: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/run.py
+
+# examples/postprocess_files: 40 result files (3 of them bad), the table, a resumed run, the CLI.
+PP := examples/postprocess_files
+example-postprocess_files: $(VENV)/.installed-examples
+	$(PY) $(PP)/make_results.py $(PP)/work/results --files 40 --samples 36000 --faults
+	cp $(PP)/analysis.yml $(PP)/work/analysis.yml
+	-$(PY) $(PP)/postprocess.py $(PP)/work/results --config $(PP)/work/analysis.yml \
+	  --journal $(PP)/work/postprocess.corral --out $(PP)/work/table.csv
+	@echo "--- again, with the journal: only the 3 bad files run again"
+	-$(PY) $(PP)/postprocess.py $(PP)/work/results --config $(PP)/work/analysis.yml \
+	  --journal $(PP)/work/postprocess.corral --out $(PP)/work/table.csv
+	@echo "--- the same reduction from the command line, the good files"
+	cd $(PP) && ../../$(PY) -m corral run postprocess:reduce_file 'work/results/run_0*.h5' \
+	  --config work/analysis.yml --section parallel_processing --uses orcaflex=1 \
+	  --error-dir work/cli-errors --out work/cli.jsonl
+	@echo "table: $(PP)/work/table.csv; error reports: $(PP)/work/errors/"
+
+# examples/climate_normals: 4 variables x 65 years of daily NetCDF, 144 30-year normals.
+CN := examples/climate_normals
+example-climate_normals: $(VENV)/.installed-examples
+	$(PY) $(CN)/make_data.py $(CN)/work/data
+	$(PY) $(CN)/normals.py $(CN)/work/data $(CN)/work/normals
+	$(PY) $(CN)/normals.py $(CN)/work/data $(CN)/work/serial --serial
+	$(PY) -c "import sys; sys.path.insert(0, '$(CN)'); import normals, pathlib as p; \
+	  same = normals.same_outputs(p.Path('$(CN)/work/normals'), p.Path('$(CN)/work/serial')); \
+	  print('normals identical to the serial run:', same); sys.exit(not same)"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

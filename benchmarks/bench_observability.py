@@ -64,7 +64,8 @@ def main() -> None:
     print(f"{args.n} tasks, 2 workers, {args.reps} reps (median, min-max, ratio to default)")
     for name, values in walls.items():
         med = statistics.median(values)
-        print(f"  {name:40s} {med:7.3f} s  ({min(values):.3f}-{max(values):.3f})  {med / base:5.2f}x")
+        spread = f"({min(values):.3f}-{max(values):.3f})"
+        print(f"  {name:40s} {med:7.3f} s  {spread}  {med / base:5.2f}x")
 
 
 if __name__ == "__main__":

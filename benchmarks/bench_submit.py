@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_tasks import inc  # noqa: E402
+from bench_tasks import inc
 
 WORKERS = 2
 Submit = Callable[..., Any]
