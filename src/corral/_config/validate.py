@@ -182,10 +182,8 @@ def _check_model(model: Model, sources: Mapping[str, Source]) -> list[str]:
         try:
             parse_relative_timeout(model.timeout)
         except ConfigError:
-            problems.append(
-                f"{where(sources['timeout'])}: must be {EXPECTED['timeout']}, "
-                f"not {model.timeout!r}"
-            )
+            expected, at = EXPECTED["timeout"], where(sources["timeout"])
+            problems.append(f"{at}: must be {expected}, not {model.timeout!r}")
     for key in ("max_worker_memory", "memory_budget", "output_limit", "min_free_memory"):
         value = getattr(model, key)
         if value is None or (key == "memory_budget" and value == "auto"):
