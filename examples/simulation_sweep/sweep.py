@@ -79,7 +79,7 @@ def sweep(
     runs: int = 32, *, workers: int | str = "auto", serial: bool = False, **options: Any
 ) -> corral.Report:
     """The sweep; ``options`` go to ``corral.run`` (``journal=``, ``timeout=``, ...)."""
-    tasks = [corral.Task(simulate, (case,), key=f"case-{case['case']:03d}") for case in cases(runs)]
+    tasks = [corral.Task(simulate, (c,), key=f"case-{c['case']:03d}") for c in cases(runs)]
     return corral.run(
         tasks,
         workers=workers,
@@ -104,7 +104,7 @@ def sweep_exec(
 ) -> list[dict[str, Any]]:
     """The sweep through ``corral exec``: the programs' JSON lines, in case order
     (``out``: the per-program records, JSON lines)."""
-    command = exec_command(runs, workers=workers, chunk=chunk) + ["--out", str(out)]
+    command = [*exec_command(runs, workers=workers, chunk=chunk), "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"corral exec failed ({done.returncode}):\n{done.stderr}")
@@ -146,10 +146,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--serial", action="store_true", help="run in this process")
     parser.add_argument("--journal", type=Path, help="record runs; rerun to resume")
     parser.add_argument("--trace", type=Path, help="write a Perfetto trace here")
-    parser.add_argument("--squat", action="store_true",
-                        help=f"hold port {DEFAULT_PORT} with a foreign listener meanwhile")  # fmt: skip
-    parser.add_argument("--exec", action="store_true",
-                        help="run the cases as external programs through `corral exec`")  # fmt: skip
+    parser.add_argument(
+        "--squat", action="store_true", help=f"a foreign listener on port {DEFAULT_PORT} meanwhile"
+    )
+    parser.add_argument(
+        "--exec", action="store_true", help="run the cases as programs through `corral exec`"
+    )
     parser.add_argument("--out", type=Path, default=Path("results.csv"))
     args = parser.parse_args(argv)
     workers = args.workers if args.workers == "auto" else int(args.workers)
