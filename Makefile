@@ -97,3 +97,25 @@ example-climate_normals: $(VENV)/.installed-examples
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The field examples (issue 16), each with one command; what they print is explained in their
+# README. Dependencies: the `examples` extra (pyzmq) and the `share` extra (numpy, pandas).
+.PHONY: example-sweep example-search bench-examples
+$(VENV)/.installed-examples: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[examples,share]'
+	touch $@
+
+example-sweep: $(VENV)/.installed-examples
+	cd examples/simulation_sweep && rm -f sweep.corral && \
+	  ../../$(PY) sweep.py --runs 500 --journal sweep.corral --trace trace.json --out results.csv && \
+	  ../../$(PY) sweep.py --runs 500 --journal sweep.corral --out again.csv && \
+	  ../../$(PY) sweep.py --runs 500 --squat --out squatted.csv && \
+	  ../../$(PY) sweep.py --runs 500 --exec --out exec.csv && \
+	  cmp results.csv again.csv && cmp results.csv squatted.csv && cmp results.csv exec.csv && \
+	  echo "the four tables are identical; open trace.json in ui.perfetto.dev"
+
+example-search: $(VENV)/.installed-examples
+	$(PY) examples/model_search/model_search.py
+
+bench-examples: $(VENV)/.installed-bench $(VENV)/.installed-examples
+	$(PY) benchmarks/examples.py

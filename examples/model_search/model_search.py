@@ -15,6 +15,10 @@ leaves it in.
 
     python examples/model_search/model_search.py            # 50,000 rows, ~1,500 specs
 
+The search runs in segments (the 1-, 2- and 3-feature specs) through one warm ``corral.Pool``:
+the workers, their map of the shared table and their imports outlive each segment, and each
+segment's ``Report`` says how busy the workers were (``utilisation``, ``concurrency()``).
+
 ``search(table, specs)`` and ``search_serial(table, specs)`` return the same list, and leave
 two ``FeatureManager`` objects given to them in the same state.
 """
@@ -25,7 +29,7 @@ import itertools
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -228,6 +232,51 @@ def search_shared(
     return passed
 
 
+def segments(specs: list[Spec]) -> list[list[Spec]]:
+    """The search in segments, by number of features (in submission order within each)."""
+    sizes = sorted({len(s.features) for s in specs})
+    return [[s for s in specs if len(s.features) == k] for k in sizes]
+
+
+@dataclass
+class Searched:
+    """A segmented search: the passing specs (merged over all segments, in submission order,
+    de-duplicated) and each segment's Report."""
+
+    passed: list[Scored]
+    reports: list[corral.Report] = field(default_factory=list)
+
+
+def search_segments(
+    table: pd.DataFrame,
+    parts: list[list[Spec]],
+    features: FeatureManager | None = None,
+    **pool_options: object,
+) -> Searched:
+    """Each segment through one warm Pool, against a table shared once."""
+    run_options: dict[str, object] = {}
+    if features is not None:
+        run_options["on_effect"] = lambda key, feature: features.add(feature)
+    results: list[Scored | None] = []
+    reports = []
+    with corral.share(table) as handle, corral.Pool(**pool_options) as pool:  # type: ignore[arg-type]
+        for part in parts:
+            report = pool.run([corral.Task(evaluate, ((handle, s),)) for s in part], **run_options)
+            results += report.results
+            reports.append(report)
+    passed = merge(results)
+    if features is not None:
+        features.validate(passed)
+    return Searched(passed, reports)
+
+
+def evaluate_copy(args: tuple[pd.DataFrame, Spec]) -> Scored | None:
+    """The task as it was before corral.share: the table itself in every task's arguments
+    (pickled with each one). For the memory comparison in ``benchmarks/examples.py``."""
+    table, spec = args
+    return score(table, spec)
+
+
 def search_serial(
     table: pd.DataFrame, specs: list[Spec], features: FeatureManager | None = None
 ) -> list[Scored]:
@@ -243,7 +292,13 @@ def main(rows: int = 50_000) -> None:
     specs = all_specs()
     specs += [Spec(tuple(reversed(s.features)), s.alpha, s.region) for s in specs[::7]]
     features = FeatureManager(table.columns)
-    passed = search(table, specs, features)
+    searched = search_segments(table, segments(specs), features)
+    passed = searched.passed
+    for k, report in enumerate(searched.reports, 1):
+        busy = [round(n) for _, n in report.concurrency(bins=20)]
+        print(f"segment {k}: {len(report.outcomes)} specs in {report.wall:.1f} s on "
+              f"{report.workers} workers, {report.utilisation:.0%} busy; "
+              f"tasks running, over time: {busy}")  # fmt: skip
     print(f"{len(specs)} specs, {len(passed)} passed (R² ≥ {THRESHOLD}); "
           f"features built: {', '.join(features.derived)}; best 5:")  # fmt: skip
     for scored in sorted(passed, key=lambda s: -s.r2)[:5]:
