@@ -374,3 +374,14 @@ def test_imap_yields_only_journaled_results(tmp_path):
             view = corral.open_journal(journal)
             assert view.counts["ok"] >= seen
             assert value in {o.value for o in view.outcomes}
+
+
+def test_a_fully_resumed_run_reports_no_busy_time(tmp_path):
+    journal = tmp_path / "run.corral"
+    tasks = [corral.Task(abs, (-i,), key=i) for i in range(6)]
+    first = corral.run(tasks, workers=2, journal=journal)
+    again = corral.run(tasks, workers=2, journal=journal)
+    assert first.busy_seconds > 0
+    assert [o.status for o in again.outcomes] == [corral.Status.CACHED] * 6
+    # the cached tasks ran in the first run: this one was not busy
+    assert again.busy_seconds == 0 and again.utilisation == 0

@@ -95,10 +95,13 @@ class Report:
     # -- where the time went (telemetry) --------------------------------------------------
     @functools.cached_property
     def _timed(self) -> list[tuple[Outcome, int, Attempt, float, float]]:
-        """Every attempt with a known start and end (computed once: 100,000 tasks)."""
+        """Every attempt of this run with a known start and end (computed once: 100,000
+        tasks). A cached task's attempts belong to an earlier run: not counted here (nor in
+        utilisation, the trace or the timeline)."""
         from .telemetry import timed
 
-        return list(timed(self.outcomes))
+        cached = Status.CACHED
+        return list(timed([o for o in self.outcomes if o.status is not cached]))
 
     @functools.cached_property
     def _startups(self) -> list[WorkerStartup]:
