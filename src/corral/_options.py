@@ -316,8 +316,9 @@ def _check_journal(options: PoolOptions) -> None:
             raise ConfigError(f"journal must be a file path or None, not {journal!r}")
         if os.path.isdir(journal):
             raise ConfigError(f"journal must be a file, not the folder {os.fspath(journal)!r}")
-    from ._journal.identity import check_modes
+    if (options.journal_code, options.journal_inputs) != ("name", "digest"):
+        from ._journal.identity import check_modes  # hashlib: not on every first map
 
-    check_modes(options.journal_code, options.journal_inputs)
+        check_modes(options.journal_code, options.journal_inputs)
     if not isinstance(options.rerun_failed, bool):
         raise ConfigError(f"rerun_failed must be True or False, not {options.rerun_failed!r}")

@@ -21,7 +21,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _lifecycle, _signals
 from ._backends import BackendSetup
@@ -47,7 +47,6 @@ from ._options import (
 )
 from ._outcome import Outcome
 from ._public import public
-from ._report.error_dir import CallOf, ErrorReports
 from ._report.progress import make_observer
 from ._report.report import Report
 from ._report.telemetry import WorkerLog
@@ -57,6 +56,9 @@ from ._streaming import stream as _stream
 from ._streaming import value_or_raise as _value_or_raise
 from ._submissions import Submissions
 from ._task import Task
+
+if TYPE_CHECKING:
+    from ._report.error_dir import CallOf, ErrorReports
 
 FALLBACK = "serial"
 """The backend a Pool runs on when its worker processes cannot be started at all."""
@@ -358,6 +360,8 @@ class Pool:
         failures are reported too)."""
         if options.error_dir is None:
             return None
+        from ._report.error_dir import ErrorReports  # hashlib, pathlib: only with error_dir
+
         try:
             reports = ErrorReports(options.error_dir, call_of)
         except ConfigError:  # before the engine saw the batch: it will not release them

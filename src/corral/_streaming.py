@@ -23,7 +23,6 @@ from ._options import (
     RunOptions,
 )
 from ._outcome import Outcome, result_of
-from ._report.error_dir import CallOf
 from ._sinks import OK_CHUNK, StreamSink
 
 FALLBACK = "serial"
@@ -31,6 +30,7 @@ FALLBACK = "serial"
 
 if TYPE_CHECKING:
     from ._pool import Pool
+    from ._report.error_dir import CallOf
 
 
 def stream(

@@ -40,8 +40,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import psutil
-
 from ._errors import ConfigError
 
 if TYPE_CHECKING:
@@ -150,6 +148,8 @@ def timeout_basis(batch: Batch, pos: int) -> str | None:
 
 def available_memory() -> int:
     """Bytes the machine can give without swapping (``MemAvailable``), as psutil reads it."""
+    import psutil  # only with min_free_memory: not on every first map
+
     return int(psutil.virtual_memory().available)
 
 
