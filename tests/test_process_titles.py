@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,11 @@ def test_workers_watchdogs_and_fork_server_have_titles():
     assert {t.split()[2] for t in titles} <= {"0", "1"}
     assert len(out["watchdogs"]) == 2
     assert all(t.startswith("corral watchdog of worker ") for t in out["watchdogs"]), out
+    # "corral watchdog of worker 4722 [pool 4711]": the worker's pid, then its pool
+    assert all(
+        re.fullmatch(r"corral watchdog of worker \d+ \[pool \d+\]", t.strip())
+        for t in out["watchdogs"]
+    ), out
     assert all(t.endswith(pool) for t in out["watchdogs"]), out
     assert out["server"] == f"corral fork server {pool}", out["server"]
 

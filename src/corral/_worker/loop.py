@@ -367,7 +367,8 @@ def _watch_lifeline(lifeline: Connection, title: str = "corral worker") -> None:
             set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != worker:  # the worker died before the signal was armed
                 os._exit(0)
-            set_title(title.replace("corral worker", f"corral watchdog of worker {worker}", 1))
+            pool = title[title.find(" [") :] if " [" in title else ""  # " [pool 4711]"
+            set_title(f"corral watchdog of worker {worker}{pool}")
             while True:
                 try:
                     if not os.read(fd, 1):
