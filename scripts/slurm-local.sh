@@ -31,7 +31,9 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 write_conf() {
   local cpus mem_mib
-  cpus=$(nproc)
+  # not nproc: it honours OMP_NUM_THREADS, which a test run (or corral's thread limits) may
+  # have set to 1, and a one-CPU node then runs one job at a time
+  cpus=$(getconf _NPROCESSORS_ONLN)
   # RealMemory a little under the total, or slurmd declares the node invalid
   mem_mib=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
   mkdir -p "$DIR/state" "$DIR/spool"
