@@ -68,6 +68,7 @@ from .contract import (
     Remains,
     Undecodable,
 )
+from .process import encode_call
 
 if TYPE_CHECKING:
     from .._options import PoolOptions
@@ -221,23 +222,7 @@ class DaskBackend:
         call.drop = []
         self._timed[slot] = call.timeouts is not None
         self._named[slot] = self._name_of(call)
-        rejected: dict[int, BaseException] = {}
-        try:
-            data = _codec.dumps_call(call)
-        except BaseException:
-            rejected.update(_codec.unpicklable(call.items))
-            keep = [i for i in range(len(call.items)) if i not in rejected]
-            call.items = [call.items[i] for i in keep]
-            if call.timeouts is not None:
-                call.timeouts = [call.timeouts[i] for i in keep]
-            if not keep:
-                return Prepared(None, rejected)
-            try:
-                data = _codec.dumps_call(call)
-            except BaseException as exc:
-                return Prepared(None, rejected, failed=exc)
-            return Prepared(data, rejected)
-        return Prepared(data, rejected, argument_bytes=len(data))
+        return encode_call(call)
 
     def _name_of(self, call: Call) -> str:
         """The task function's name, for the Dask key (the dashboard groups tasks by it)."""

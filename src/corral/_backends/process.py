@@ -263,29 +263,16 @@ class ProcessBackend:
         fresh = needed - worker.fn_ids
         call.fns = {f: self._blob(f) for f in fresh} if fresh else {}
         call.drop = worker.drop
-        rejected: dict[int, BaseException] = {}
-        try:
-            data = _codec.dumps_call(call)
-        except BaseException:
-            rejected.update(_codec.unpicklable(call.items))
-            keep = [i for i in range(len(call.items)) if i not in rejected]
-            call.items = [call.items[i] for i in keep]
-            if call.timeouts is not None:
-                call.timeouts = [call.timeouts[i] for i in keep]
-            if not keep:
-                return Prepared(None, rejected)
-            try:
-                data = _codec.dumps_call(call)
-            except BaseException as exc:  # the function's bytes or the whole Call
-                return Prepared(None, rejected, failed=exc)
-            argument_bytes = None  # (warned about only on the first try, as before)
-        else:
-            argument_bytes = len(data) - sum(len(b) for b in call.fns.values())
+        prepared = encode_call(call)
+        if prepared.payload is None:
+            return prepared
+        if prepared.argument_bytes is not None:  # the arguments alone, not the functions
+            prepared.argument_bytes -= sum(len(b) for b in call.fns.values())
         worker.fn_ids |= needed
         if fresh or worker.drop:
             worker.shipped.append((call.call_id, frozenset(fresh), worker.drop))
             worker.drop = []
-        return Prepared(data, rejected, argument_bytes=argument_bytes)
+        return prepared
 
     def send(self, slot: int, prepared: Prepared) -> None:
         worker = self._workers[slot]
@@ -565,3 +552,28 @@ def _in_group(pid: int, group: int) -> bool:
         return os.getpgid(pid) == group
     except OSError:
         return True  # gone: nothing to find under it
+
+
+def encode_call(call: Call) -> Prepared:
+    """``call`` as bytes, without the items that cannot be pickled (``rejected``; the Call's
+    items and timeouts lose them), or nothing when no item is left or the rest still fails
+    (the function's bytes or the whole Call: ``failed``). ``argument_bytes``: the bytes'
+    length when nothing was dropped (a Call that needed a second try is not measured: it was
+    warned about on the first)."""
+    rejected: dict[int, BaseException] = {}
+    try:
+        data = _codec.dumps_call(call)
+    except BaseException:
+        rejected.update(_codec.unpicklable(call.items))
+        keep = [i for i in range(len(call.items)) if i not in rejected]
+        call.items = [call.items[i] for i in keep]
+        if call.timeouts is not None:
+            call.timeouts = [call.timeouts[i] for i in keep]
+        if not keep:
+            return Prepared(None, rejected)
+        try:
+            data = _codec.dumps_call(call)
+        except BaseException as exc:
+            return Prepared(None, rejected, failed=exc)
+        return Prepared(data, rejected)
+    return Prepared(data, rejected, argument_bytes=len(data))
