@@ -62,9 +62,6 @@ log = logging.getLogger("corral")
 START_FAILURE_LIMIT = 3
 """Workers in a row that die before running anything before the pool gives up on them."""
 
-HANDOVER_WAIT = 2.0
-"""After Ctrl-C, how long a busy worker may take to hand over the finished part of its Call
-before it is stopped without it (a task inside C code that holds the GIL cannot answer)."""
 
 UNTIMED_RECHECK = 1.0
 """While an item without a timeout runs in a batch with timeouts, how often the timeout check
@@ -93,6 +90,8 @@ class Crew:
         self._backend = backend
         self._options = options
         self._recycles = backend.capabilities.can_kill_one_call
+        # HANDOVER_WAIT in the diagrams: how long a worker gets to hand over after Ctrl-C.
+        self._handover_wait = backend.capabilities.handover_seconds
         self._slots = slots
         self._deadlines = deadlines
         self._failures = failures
@@ -314,7 +313,7 @@ class Crew:
             return
         if self._slots[slot_id].handover is not None:  # settled when the hand-over ends
             flight.deadline = self._deadlines.add(
-                time.monotonic() + HANDOVER_WAIT, lambda: self._check_timeout(slot_id, flight)
+                time.monotonic() + self._handover_wait, lambda: self._check_timeout(slot_id, flight)
             )
             return
         call_id, index, started = self._backend.running_item(slot_id)
@@ -361,7 +360,7 @@ class Crew:
             self.end_handover(slot_id, answer)
             return
         self._slots[slot_id].handover = self._deadlines.add(
-            time.monotonic() + HANDOVER_WAIT, lambda: self.end_handover(slot_id, None)
+            time.monotonic() + self._handover_wait, lambda: self.end_handover(slot_id, None)
         )
 
     def end_handover(self, slot_id: int, answer: Handover | None) -> None:

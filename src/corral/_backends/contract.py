@@ -57,6 +57,9 @@ class Capabilities:
     # The shortest worthwhile Call (seconds of task time): a round trip's worth. Automatic
     # chunks of short tasks are made at least this long (``Batch.chunk_size``).
     call_floor_seconds: float = 0.0
+    # How long a worker asked for a hand-over (Ctrl-C) gets to answer before it is stopped
+    # without it: a pipe answers in microseconds, a round trip through a scheduler does not.
+    handover_seconds: float = 2.0
 
 
 @dataclass(slots=True)
@@ -156,4 +159,7 @@ DASK = Capabilities(
     # machine), not the ~100 µs of a pipe: without a floor, 40 ms tasks went two per Call
     # and ran 2.4x slower than client.map (benchmarks/bench_dask.py).
     call_floor_seconds=0.2,
+    # client.run to the Dask worker, a signal to its child, the answer back as the future's
+    # result: seconds on a loaded machine (2 s lost a finished chunk's items in CI).
+    handover_seconds=10.0,
 )

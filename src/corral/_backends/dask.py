@@ -351,16 +351,17 @@ class DaskBackend:
 
     def hand_over(self, slot: int) -> None:
         """Ctrl-C: ask the child running the slot's Call for its finished part; its
-        Handover comes back as the Call's answer (a Call not seen to start yet has nothing
-        finished: the engine stops it after ``HANDOVER_WAIT``)."""
+        Handover comes back as the Call's answer. When the Call's start has not been heard
+        yet (the start event travels through the scheduler, and may still be on its way
+        while the Call runs), every Dask worker is asked: only the one running it answers.
+        The engine stops the Call after ``capabilities.handover_seconds`` without one."""
         from .dask_remote import hand_over_call
 
         call_id = self._running[slot]
         flight = self._flights.get(call_id) if call_id is not None else None
-        if call_id is not None and flight is not None and flight.worker is not None:
-            self._killer.submit(
-                self._run_quietly, hand_over_call, self._name, call_id, [flight.worker]
-            )
+        if call_id is not None and flight is not None:
+            workers = [flight.worker] if flight.worker is not None else None
+            self._killer.submit(self._run_quietly, hand_over_call, self._name, call_id, workers)
         return None
 
     def retire(self, slot: int) -> None:

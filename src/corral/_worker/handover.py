@@ -17,7 +17,7 @@ Why a signal: the items of a chunk come back together, in one Result, so that a 
 die with the worker; a signal costs the item loop nothing, and it reaches a task blocked in
 ``time.sleep`` or a system call (Python runs the handler, then resumes the call). A task stuck
 in C code that holds the GIL delays the handler; the coordinator waits a bounded time
-(``_crew.HANDOVER_WAIT``) and then stops the worker without it.
+(the backend's ``Capabilities.handover_seconds``) and then stops the worker without it.
 
 States (``Responder._state``), changed only by the worker loop and ``execute``, in the main
 thread: ``IDLE`` (between Calls: the loop waits for one, or has just read one and not started
