@@ -54,7 +54,7 @@ test-deps:
 test: $(VENV)/.installed-test test-deps
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow"
