@@ -127,7 +127,7 @@ class Pool:
                 self._journal.close()
             raise
         if self._journal is not None:
-            self._journal.attach(self.engine.events)
+            self._journal.attach(self.engine.events, self.engine)  # (stops a batch: disk full)
         # The event stream (``_events``), internal API: ``pool._events.subscribe(fn)``.
         self._events = self.engine.events
         runs_here = self.engine.capabilities.runs_in_caller_thread

@@ -3,7 +3,8 @@
 Both build ``corral.Task`` objects (key: the input, or the row), check everything before any
 work starts (settings, inputs, per-task needs, the results file), run them with
 ``corral.run(..., errors="return")``, write the results, print the summary and say how it
-went in the exit status: 0 every task succeeded, 1 some failed (``main`` maps the rest).
+went in the exit status: 0 every task succeeded, 1 some failed, 75 the run drained
+(``main`` maps the rest).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from .._report.report import Report
 from .._task import Task
 from .inputs import check_out, expand_inputs, read_params, row_key, write_out
 from .options import amounts, settings_from
+
+EXIT_DRAINED = 75
+"""The run drained (SIGUSR1, ``deadline``): what finished is journaled and in ``--out``, the
+rest was cancelled; the same command (or ``corral retry``) finishes it. sysexits' EX_TEMPFAIL,
+"try again later": what a job script tests to requeue itself."""
 
 EXPORTS = frozenset({"trace", "html"})
 """Settings the command line handles itself, after the run (``Report.to_trace``/``to_html``)."""
@@ -123,6 +129,10 @@ def _run(
     if args.out is not None:
         write_out(args.out, report.outcomes)
     print(report.summary(), file=sys.stderr)
+    if report.drained is not None:
+        print(f"corral: the run drained ({report.drained}): run it again to finish it",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_DRAINED
     return 0 if report.ok else 1
 
 

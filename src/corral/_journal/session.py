@@ -16,11 +16,18 @@ What corral reports as done is journaled first: a batch's ``close`` (which prece
 batch wrote; an imap's results reach its queue through the writer, after their commit.
 The window in which a coordinator's death loses a finished task is the time from its
 Result to that commit (``WriterStats.max_window``).
+
+When a write fails (the journal's disk is full: ``Writer.error``), the run stops: the next
+time a batch's sink passes a result on, or one of its Calls starts, ``Journal.stop`` posts
+``engine.cancel`` of that batch on the engine's inbox (so it runs on the engine thread, after
+the step in progress); the batch ends, and ``check`` raises the JournalError. Finishing the
+batch instead would run every remaining task for results that cannot be journaled.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import os
@@ -91,21 +98,37 @@ class Journal:
         self._by_batch: dict[int, JournalBatch] = {}  # id(Batch) → its JournalBatch
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
+        self._engine: Any = None  # what cancels a batch once the journal cannot be written
         self.closed = False
 
     @property
     def stats(self) -> WriterStats:
         return self.writer.stats
 
-    def attach(self, events: Events) -> None:
-        """Record starts: one ``CallStarted`` per Call, put on the writer's queue."""
+    def attach(self, events: Events, engine: Any = None) -> None:
+        """Record starts: one ``CallStarted`` per Call, put on the writer's queue. ``engine``
+        (its ``post`` and ``cancel``): what stops a batch once the journal cannot be written."""
         events.subscribe_calls(self._on_call)
+        self._engine = engine
 
     def _on_call(self, event: CallStarted) -> None:
         jb = self._by_batch.get(event.batch)
         if jb is not None:
             self.writer.put(("start", jb, event.positions, event.worker, event.pid,
                              event.attempts, event.time))  # fmt: skip
+            if self.writer.error is not None:
+                self.stop(jb)
+
+    def stop(self, jb: JournalBatch) -> None:
+        """The journal cannot be written (``Writer.error``): cancel ``jb``'s batch, once.
+        Engine thread only (a sink, a CallStarted): the cancel is posted on the engine's inbox,
+        which runs after the message being handled; no wake-up is needed."""
+        engine, batch = self._engine, jb.batch
+        if engine is None or batch is None or jb.stopping:
+            return
+        jb.stopping = True
+        log.error("corral: journal %s: cannot be written: the run stops", self.path)
+        engine.post(functools.partial(engine.cancel, batch), _nothing)
 
     # -- one call ---------------------------------------------------------------------------
     def _journaled(self, number: int, kind: str) -> Journaled:
@@ -236,9 +259,11 @@ class Journal:
         """``batch`` is ``jb``'s: its Calls' starts are journaled (until it is done)."""
         self._by_batch[id(batch)] = jb
         jb.batch_id = id(batch)
+        jb.batch = batch
 
     def unbind(self, jb: JournalBatch) -> None:
         self._by_batch.pop(jb.batch_id, None)
+        jb.batch = None
 
     def check(self) -> None:
         """Raise JournalError if a write failed (after a flush)."""
@@ -252,7 +277,12 @@ class Journal:
             self.writer.close()
             if self._reader is not None:
                 self._reader.close()
-            self._conn.execute("UPDATE runs SET ended = ? WHERE run = ?", (time.time(), self.run))
+            try:
+                self._conn.execute(
+                    "UPDATE runs SET ended = ? WHERE run = ?", (time.time(), self.run)
+                )
+            except sqlite3.Error as exc:  # a full disk: the writer's error says it already
+                log.warning("corral: journal %s: the run's end not recorded: %s", self.path, exc)
             self._conn.close()
         finally:
             self._lock.release()
@@ -286,6 +316,8 @@ class JournalBatch:
         self.resumed = Resumed()
         self.journal: Journal | None = None
         self.batch_id = 0
+        self.batch: Any = None  # while bound: the Batch the engine runs (``Journal.stop``)
+        self.stopping = False
         self._positions: dict[Any, int] | None = None
 
     # -- as resume asks (``resume.Now``): the batch about to run -------------------------------
@@ -356,8 +388,14 @@ class JournalSink:
     def claim(self, pos: int) -> bool:
         return bool(self.inner.claim(pos))
 
+    def _stop(self) -> None:
+        if self._jb.journal is not None:
+            self._jb.journal.stop(self._jb)
+
     def ok(self, positions: Sequence[int], values: list[Any], record: Any) -> None:
         self._put(("ok", self._jb, positions, values, record, _effects(record), time.time()))
+        if self._writer.error is not None:
+            self._stop()
         if self._gated:
             self._put(("call", lambda: self.inner.ok(positions, values, record)))
         else:
@@ -366,6 +404,8 @@ class JournalSink:
     def failed(self, pos: int, outcome: Outcome) -> None:
         if outcome.status is not Status.CANCELLED:  # a cancelled task did not end: not final
             self._put(("fail", self._jb, pos, outcome, time.time()))
+            if self._writer.error is not None:
+                self._stop()
         if self._gated:
             self._put(("call", lambda: self.inner.failed(pos, outcome)))
         else:
@@ -387,6 +427,10 @@ class JournalSink:
         done.wait()  # the batch is done once its journal is committed (errors: at the end)
         if self._jb.journal is not None:
             self._jb.journal.unbind(self._jb)
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Flag:

@@ -20,10 +20,17 @@ put on its queue by such callbacks, and a batch is done (``close``) only after a
 Durability: WAL with ``synchronous=NORMAL``: a commit survives the process being killed
 (SIGKILL, OOM); a power cut may lose the last commits (never corrupt the file), whose tasks
 then run again.
+
+A write that fails (a full disk: SQLITE_FULL, or ENOSPC writing a large result's file) sets
+``error``, once, and the transaction is rolled back, so what was committed before stays
+whole. The writer goes on with later operations (their callbacks must still run), but the
+run stops: the journal's sinks see ``error`` and cancel their batch (``session.Journal.stop``),
+and ``flush`` raises ``JournalError`` saying why (``describe``), so ``map``/``run`` raise it.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import sqlite3
@@ -94,10 +101,7 @@ class Writer:
         if self.error is not None:
             from .._errors import JournalError
 
-            raise JournalError(
-                f"journal {self._path}: writing failed ({type(self.error).__name__}: "
-                f"{self.error}); the results since the last commit are not journaled"
-            ) from self.error
+            raise JournalError(describe(self._path, self.error)) from self.error
 
     def close(self) -> None:
         self.put(("stop",))
@@ -164,7 +168,7 @@ class Writer:
                     stop = True
             except Exception as exc:
                 log.exception("corral: journal %s: could not record %s", self._path, kind)
-                self.error = exc
+                self._failed(exc)
         if started or finished or marks or batches:
             self._commit(started, finished, marks, batches)
         now = time.time()
@@ -211,13 +215,20 @@ class Writer:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             log.error("corral: journal %s: a commit failed: %s", self._path, exc)
-            self.error = exc
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._failed(exc)
+            if conn.in_transaction:  # (SQLite may have rolled it back already)
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # the commit's error is the one reported
+                    log.exception("corral: journal %s: the rollback failed", self._path)
             return
         stats = self.stats
         stats.commits += 1
         stats.rows += len(started) + len(finished) + len(marks)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.error is None:  # the first failure is the cause; later ones follow from it
+            self.error = exc
 
     def _ok_row(self, op: tuple[Any, ...]) -> tuple[Any, ...]:
         """One successful Call (or the successful part of one): its values in one pickle."""
@@ -233,6 +244,8 @@ class Writer:
             error_message = f"result not journaled: {type(exc).__name__}: {exc}"
             log.warning("corral: journal %s: %s; these tasks will run again", self._path,
                         error_message)  # fmt: skip
+            if _disk_full(exc):  # the next commit would fail too: the run stops now
+                self._failed(exc)
         started_at, ended_at = result.started, result.ended  # items' times: interpolated
         digest, detail = jbatch.identity_of(positions)
         row = (
@@ -267,6 +280,31 @@ class Writer:
         )  # fmt: skip
         jbatch.forget([pos])
         return row
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    # SQLITE_FULL (``sqlite_errorname`` exists from Python 3.11; its message on every version)
+    return isinstance(exc, sqlite3.Error) and (
+        getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in str(exc)
+    )
+
+
+def describe(path: Path, exc: BaseException) -> str:
+    """The message of the JournalError a failed write becomes: the journal, the cause, what
+    happened to the run and what to do."""
+    cause = f"{type(exc).__name__}: {exc}"
+    if _disk_full(exc):
+        return (
+            f"journal {path}: cannot be written: no space left on its disk (ENOSPC; {cause}). "
+            "The run stopped; what was journaled before is kept. Free space in "
+            f"{path.parent}, then run the same program with the same journal: it resumes"
+        )
+    return (
+        f"journal {path}: writing failed ({cause}); the run stopped, and the tasks that "
+        "finished since the last commit are not journaled (they run again on resume)"
+    )
 
 
 def _maybe(value: Any) -> bytes | None:
