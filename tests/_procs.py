@@ -121,3 +121,21 @@ def corral_cli(*args, cwd, env=None, timeout=120, input=None):  # type: ignore[n
         [sys.executable, "-m", "corral", *args],
         cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout, input=input,
     )  # fmt: skip
+
+
+def left_of_pools(coordinators, seconds=10.0):  # type: ignore[no-untyped-def]
+    """corral's processes (workers, watchdogs, fork servers: titled ``... [pool PID]``) of the
+    coordinators ``coordinators`` still alive once ``seconds`` have passed, as ``pid: title``;
+    returns as soon as none is left. For coordinators that were not this process's children
+    or that were killed: their orphans are no longer this process's descendants."""
+    marks = tuple(f"[pool {pid}]" for pid in coordinators)
+    deadline = time.monotonic() + seconds
+    while True:
+        left = {}
+        for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+            title = " ".join(proc.info["cmdline"] or ())
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and title.endswith(marks):
+                left[proc.info["pid"]] = title
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)

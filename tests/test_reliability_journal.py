@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 from _deps import missing, require_program
-from _procs import marked, still_alive_after, wait_until
+from _procs import left_of_pools, marked, still_alive_after, wait_until
 
 import corral
 from corral._sharing import segments as _shm
@@ -120,7 +120,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        _, err = proc.communicate()
         raise AssertionError(f"the script still ran after {timeout} s (a hang): {err}") from None
 
 
@@ -171,10 +171,12 @@ def never_after_success(journal: Path, starts: list[tuple[Any, int]]) -> None:
         assert run_of[pid] <= ok[task][0], f"task {task} ran again after its journaled success"
 
 
-def nothing_left(pids: set[int], shm: Path | None = None) -> None:
-    """0 processes (by pid) and 0 segments of theirs in /dev/shm (or ``shm``) and the
-    temporary folder."""
+def nothing_left(coordinator: int, workers: set[int], shm: Path | None = None) -> None:
+    """0 processes (the coordinator, its workers by pid, any process titled as its pool's)
+    and 0 segments of theirs in /dev/shm (or ``shm``) and the temporary folder."""
+    pids = workers | {coordinator}
     assert not still_alive_after(pids, 10), "processes left behind"
+    assert left_of_pools({coordinator}) == {}, "processes left behind"
     for folder in (str(shm or _shm.SHM_DIR), tempfile.gettempdir()):
         assert _shm.owned_by(pids, folder) == [], f"segments left behind in {folder}"
 
@@ -206,7 +208,7 @@ def test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back(tmp_path
         first = {task for task, _ in attempts(markers)}
         assert len(first) < n, "the run went on after its journal could not be written"
         workers = marked(markers, "worker")
-        nothing_left(workers | {proc.pid})
+        nothing_left(proc.pid, workers)
 
         # what was journaled before the disk filled is there, whole
         view = corral.open_journal(ns.copy_out(inside, tmp_path / "after-the-error"))
@@ -226,7 +228,7 @@ def test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back(tmp_path
         journal = ns.copy_out(inside, tmp_path / "after-the-resume")
         check_journal(journal, expected)
         never_after_success(journal, attempts(markers))
-        nothing_left(marked(markers, "worker") | {proc.pid})
+        nothing_left(proc.pid, marked(markers, "worker"))
     finally:
         ns.close()
     print(
@@ -247,7 +249,7 @@ def test_dev_shm_full_fails_the_share_before_any_work_and_batches_still_run() ->
         wall = time.monotonic() - started
         assert proc.returncode == 0, err
         got = json.loads(out)
-        nothing_left(set(got["workers"]) | {proc.pid}, ns.outside(Path("/dev/shm")))
+        nothing_left(proc.pid, set(got["workers"]), ns.outside(Path("/dev/shm")))
     finally:
         ns.close()
     for step in ("share_big", "share_small_when_full"):
@@ -290,27 +292,27 @@ def test_kill_9_of_the_coordinator_then_resume_runs_each_task_to_success_once(
             proc.kill()
             proc.wait()
     # the killed coordinator's workers die (their lifeline's watchdog), by pid
-    workers = marked(markers, "worker")
-    nothing_left(workers | {proc.pid})
+    nothing_left(proc.pid, marked(markers, "worker"))
     view = corral.open_journal(journal)
     kept = {o.key for o in view.outcomes}
     assert view.counts.get("ok", 0) == len(kept) < n
     assert view.runs[0].ended is None  # it was killed
 
     started = time.monotonic()
-    again = subprocess.run(
-        [sys.executable, *map(str, (script, journal, markers, n)), "slow"], capture_output=True,
-        text=True, env=_env(), timeout=120,
+    again = subprocess.Popen(
+        [sys.executable, *map(str, (script, journal, markers, n)), "slow"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=_env(),
     )  # fmt: skip
+    out, err = finish(again)
     resumed = time.monotonic() - started
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == f"done {n}"  # its results equal serial (the script checks)
+    assert again.returncode == 0, err
+    assert out.strip() == f"done {n}"  # its results equal serial (the script checks)
     check_journal(journal, {x: 2 * x for x in range(n)})
     starts = attempts(markers)
     never_after_success(journal, starts)
     extra = len(starts) - n
     assert extra <= IN_FLIGHT, f"{extra} tasks ran twice"
-    nothing_left(marked(markers, "worker"))
+    nothing_left(again.pid, marked(markers, "worker"))
     interrupted = {key for _, key in corral.open_journal(journal).interrupted}
     print(
         f"FIGURE kill -9 of the coordinator: {len(kept)} of {n} journaled at the kill, "
@@ -369,21 +371,22 @@ def test_drain_then_resume_in_the_next_allocation(tmp_path: Path) -> None:
         else:
             assert row["status"] == "cancelled" and "drained (SIGUSR1)" in row["error"], row
     assert {o.key for o in corral.open_journal(journal).outcomes} == done
-    nothing_left(marked(markers, "worker") | {proc.pid})
+    nothing_left(proc.pid, marked(markers, "worker"))
 
     for x in range(n):  # the next allocation: nothing waits
         (markers / f"release-{x}").touch()
     started = time.monotonic()
-    again = subprocess.run(command, cwd=SCRIPTS, env=env, capture_output=True, text=True,
-                           timeout=120)  # fmt: skip
+    again = subprocess.Popen(command, cwd=SCRIPTS, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    out, err = finish(again)
     resumed = time.monotonic() - started
-    assert again.returncode == 0, again.stderr
-    rows = [json.loads(line) for line in again.stdout.splitlines()]
+    assert again.returncode == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["key"], r["value"]) for r in rows] == [(str(x), x * x) for x in range(n)]
     assert [r["status"] for r in rows] == ["cached" if str(x) in done else "ok" for x in range(n)]
     assert ran("running") == collections.Counter({str(x): 1 for x in range(n)})  # each once
     check_journal(journal, {str(x): x * x for x in range(n)})
-    nothing_left(marked(markers, "worker"))
+    nothing_left(again.pid, marked(markers, "worker"))
     print(
         f"FIGURE drain then resume: {len(done)} of {n} finished within the grace, drained in "
         f"{drain_wall:.2f} s (exit 75); the next run ran {n - len(done)} in {resumed:.2f} s"

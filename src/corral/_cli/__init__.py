@@ -7,8 +7,8 @@ parallel's way), ``config show`` (the effective settings and where each came fro
 tables, results files), ``commands`` (run, exec), ``journal`` (status, report, retry).
 
 Exit status: 0 every task succeeded, 1 some task failed, 2 a usage or configuration error
-(nothing ran), 75 the run drained (SIGUSR1, deadline: run it again), 130 interrupted (Ctrl-C). An error is one line on standard error; ``--debug``
-adds the traceback.
+(nothing ran), 75 the run drained (SIGUSR1, deadline: run it again), 130 interrupted
+(Ctrl-C). An error is one line on standard error; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
