@@ -31,10 +31,12 @@ demo: $(VENV)/.installed
 
 # Programs the tests run for real (tests/test_services.py: redis-server; tests/test_html_report.py:
 # chromium; tests/test_dask_slurm.py:
-# a single-node SLURM, scripts/slurm-local.sh, with Debian's slurm-wlm and munge): installed
+# a single-node SLURM, scripts/slurm-local.sh, with Debian's slurm-wlm and munge;
+# tests/test_reliability_journal.py: unshare and nsenter, for a full tmpfs of its own): installed
 # when missing. Without root they cannot be: outside CI those tests then skip with the reason;
 # under CI (CI=true) this step fails, as the tests would.
-TEST_PROGRAMS := redis-server:redis-server chromium:chromium slurmctld:slurm-wlm munged:munge
+TEST_PROGRAMS := redis-server:redis-server chromium:chromium slurmctld:slurm-wlm munged:munge \
+  unshare:util-linux nsenter:util-linux
 test-deps:
 	@for pair in $(TEST_PROGRAMS); do \
 	  prog=$${pair%%:*}; pkg=$${pair#*:}; \

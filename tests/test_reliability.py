@@ -319,7 +319,10 @@ ELSEWHERE = {
     "SIGTERM": (
         "test_sigterm.py::test_sigterm_exits_by_the_signal_and_leaves_no_segment_or_worker"
     ),
-    "/dev/shm full": "test_share.py::test_a_full_filesystem_at_reservation_is_a_config_error",
+    "/dev/shm full": (
+        "test_reliability_journal.py::"
+        "test_dev_shm_full_fails_the_share_before_any_work_and_batches_still_run"
+    ),
     "escapees of a timed-out task": (
         "test_descendants.py::test_escapees_of_a_timed_out_task_are_killed"
     ),
@@ -332,13 +335,24 @@ ELSEWHERE = {
     "SIGUSR1 / deadline (drain)": (
         "test_survival.py::test_sigusr1_drains_running_tasks_finish_the_rest_are_cancelled"
     ),
+    "journal disk full (ENOSPC)": (
+        "test_reliability_journal.py::"
+        "test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back"
+    ),
+    "kill -9 of the coordinator, then resume": (
+        "test_reliability_journal.py::"
+        "test_kill_9_of_the_coordinator_then_resume_runs_each_task_to_success_once"
+    ),
+    "coordinator kill loop (20 SIGKILLs, each task once)": (
+        "test_journal_durability.py::"
+        "test_coordinator_sigkilled_twenty_times_loses_and_duplicates_nothing"
+    ),
+    "drain, then resume in the next allocation": (
+        "test_reliability_journal.py::test_drain_then_resume_in_the_next_allocation"
+    ),
 }
 
 PENDING = {
-    "journal disk full (ENOSPC)": "the journal (journal=)",
-    "kill -9 of the coordinator, then resume": "the journal (journal=)",
-    "coordinator kill loop (20 SIGKILLs, each task once)": "the journal (journal=)",
-    "drain, then resume in the next allocation": "the journal (journal=)",
     "kill -9 of a Dask worker": "the Dask backend",
     "soak on the Dask backend (killing Dask workers)": "the Dask backend",
     "kill -9 of a service (the program itself)": "a Service test row, not written yet",
