@@ -21,6 +21,7 @@ Each row prints its measured figure (``FIGURE ...`` lines, seen with ``-s``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import pickle
@@ -182,7 +183,10 @@ def nothing_left(coordinator: int, workers: set[int], shm: Path | None = None) -
 
 
 # -- journal disk full (ENOSPC) ----------------------------------------------------------------
-def test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("verb", ["map", "imap"])
+def test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back(
+    tmp_path: Path, verb: str
+) -> None:
     """A real full filesystem: the journal on a 4 MiB tmpfs with ~768 KiB left, 40 results of
     64 KiB. The run stops with a JournalError naming the journal and ENOSPC (no hang, no
     sqlite traceback); what was journaled stays; once the filler is removed, the same
@@ -197,7 +201,7 @@ def test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back(tmp_path
         filler = ns.outside(ns.mount / "filler")
         filler.write_bytes(bytes(ns.free() - 768 * 1024))
         started = time.monotonic()
-        proc = ns.start(SCRIPTS / "journal_disk_full.py", inside, markers, n, size)
+        proc = ns.start(SCRIPTS / "journal_disk_full.py", inside, markers, n, size, verb)
         out, err = finish(proc)
         stopped = time.monotonic() - started
         assert proc.returncode == 3, err
@@ -216,9 +220,22 @@ def test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back(tmp_path
         assert kept and all(o.value == expected[o.key] for o in view.outcomes)
         assert kept <= first
 
+        if verb == "map":  # a new journal on the disk, now full to the last byte
+            with contextlib.suppress(OSError), open(filler, "ab") as f:
+                f.write(bytes(ns.free() + (1 << 20)))  # (fails with ENOSPC once full)
+            proc = ns.start(SCRIPTS / "journal_disk_full.py", ns.mount / "new.corral", markers,
+                            n, size, verb)  # fmt: skip
+            out, err = finish(proc)
+            assert proc.returncode == 3, err
+            error = json.loads(out.splitlines()[-1])
+            assert error["error"] == "JournalError" and "nothing ran" in error["message"], error
+            assert "no space left" in error["message"], error
+            assert not [pid for _, pid in attempts(markers) if pid == proc.pid]
+            nothing_left(proc.pid, set())
+
         filler.unlink()  # space is back
         started = time.monotonic()
-        proc = ns.start(SCRIPTS / "journal_disk_full.py", inside, markers, n, size)
+        proc = ns.start(SCRIPTS / "journal_disk_full.py", inside, markers, n, size, verb)
         out, err = finish(proc)
         resumed = time.monotonic() - started
         assert proc.returncode == 0, err
@@ -232,8 +249,9 @@ def test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back(tmp_path
     finally:
         ns.close()
     print(
-        f"FIGURE journal disk full: stopped {stopped:.2f} s after the start, {len(kept)} of "
-        f"{n} results journaled, {len(first)} run; resume ran {len(second)} in {resumed:.2f} s"
+        f"FIGURE journal disk full ({verb}): stopped {stopped:.2f} s after the start, "
+        f"{len(kept)} of {n} results journaled, {len(first)} run; resume ran {len(second)} "
+        f"in {resumed:.2f} s"
     )
 
 

@@ -1,9 +1,10 @@
 """A journaled batch whose journal may sit on a small filesystem (the disk-full row of the
 fault matrix, tests/test_reliability_journal.py).
 
-    python journal_disk_full.py JOURNAL MARKER_DIR N SIZE
+    python journal_disk_full.py JOURNAL MARKER_DIR N SIZE VERB
 
-``Pool(2, journal=JOURNAL).map(task, range(N))``, one task per Call. Each call of ``task``
+``Pool(2, journal=JOURNAL).map(task, range(N))`` (VERB ``map``), or ``list(pool.imap(...))``
+(``imap``), one task per Call. Each call of ``task``
 leaves ``MARKER_DIR/<x>-<coordinator pid>-<random>`` (one file per task and attempt) and
 ``MARKER_DIR/worker-<pid>``, and returns ``SIZE`` bytes of ``x % 256``. Prints one JSON line:
 ``{"results": [[len, first byte], ...]}`` when the map returns, or ``{"error": type,
@@ -40,10 +41,11 @@ MARKERS, SIZE = "", 0
 def main() -> None:
     global MARKERS, SIZE
     journal, MARKERS, n, SIZE = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    verb = sys.argv[5]
     Path(MARKERS).mkdir(exist_ok=True)
     try:
         with corral.Pool(2, journal=journal, chunksize=1) as pool:
-            results = pool.map(one, range(n))
+            results = pool.map(one, range(n)) if verb == "map" else list(pool.imap(one, range(n)))
     except corral.CorralError as error:
         print(json.dumps({"error": type(error).__name__, "message": str(error)}), flush=True)
         sys.exit(3)

@@ -27,6 +27,7 @@ batch instead would run every remaining task for results that cannot be journale
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import itertools
 import logging
@@ -80,14 +81,15 @@ class Journal:
         self._lock = store.Lock(self.path)
         self._lock.acquire()  # first: a second writer learns who writes, nothing else
         try:
-            store.check(self.path, create=True)
-            conn = store.connect(self.path)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            cur = conn.execute(
-                "INSERT INTO runs(pid, host, started) VALUES (?, ?, ?)",
-                (os.getpid(), os.uname().nodename, time.time()),
-            )
+            with store.opening(self.path):  # a full disk: JournalError, before any work
+                store.check(self.path, create=True)
+                conn = store.connect(self.path)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                cur = conn.execute(
+                    "INSERT INTO runs(pid, host, started) VALUES (?, ?, ?)",
+                    (os.getpid(), os.uname().nodename, time.time()),
+                )
             self.run = int(cur.lastrowid or 0)
         except BaseException:
             self._lock.release()
@@ -406,6 +408,9 @@ class JournalSink:
             self._put(("fail", self._jb, pos, outcome, time.time()))
             if self._writer.error is not None:
                 self._stop()
+        elif self._jb.stopping and self._writer.error is not None:
+            # cancelled by ``_stop``: its error says why (an imap raises it for its item)
+            outcome = dataclasses.replace(outcome, error=self._writer.journal_error())
         if self._gated:
             self._put(("call", lambda: self.inner.failed(pos, outcome)))
         else:

@@ -120,6 +120,50 @@ def read_value(path: Path, blob: bytes | None, name: str | None, what: str) -> A
 # -- opening --------------------------------------------------------------------------------
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the journal's disk (or quota) is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    # SQLITE_FULL (``sqlite_errorname`` exists from Python 3.11; its message on every version)
+    return isinstance(exc, sqlite3.Error) and (
+        getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in str(exc)
+    )
+
+
+def describe(path: Path, exc: BaseException, *, running: bool = True) -> str:
+    """The message of the JournalError a failed write becomes: the journal, the cause, what
+    happened to the run (``running``: it had started; else it was being opened) and what
+    to do."""
+    cause = f"{type(exc).__name__}: {exc}"
+    if disk_full(exc):
+        if not running:
+            return (
+                f"journal {path}: cannot be written: no space left on its disk (ENOSPC; "
+                f"{cause}); nothing ran. Free space in {path.parent}, or use another journal"
+            )
+        return (
+            f"journal {path}: cannot be written: no space left on its disk (ENOSPC; {cause}). "
+            "The run stopped; what was journaled before is kept. Free space in "
+            f"{path.parent}, then run the same program with the same journal: it resumes"
+        )
+    if not running:
+        return f"journal {path}: cannot be written ({cause}); nothing ran"
+    return (
+        f"journal {path}: writing failed ({cause}); the run stopped, and the tasks that "
+        "finished since the last commit are not journaled (they run again on resume)"
+    )
+
+
+@contextlib.contextmanager
+def opening(path: Path) -> Iterator[None]:
+    """Around the writes that open a journal (create it, record the run or a meta row): a
+    failure (a full disk) is a JournalError saying so, not SQLite's own exception."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise JournalError(describe(path, exc, running=False)) from exc
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection to a journal that passed ``check``; autocommit (transactions explicit)."""
     if readonly:
@@ -197,12 +241,15 @@ def record_meta(path: Path, name: str, value: str) -> None:
     lock = Lock(path)
     lock.acquire()
     try:
-        check(path, create=True)
-        conn = connect(path)
-        try:
-            conn.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, value))
-        finally:
-            conn.close()
+        with opening(path):
+            check(path, create=True)
+            conn = connect(path)
+            try:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, value)
+                )
+            finally:
+                conn.close()
     finally:
         lock.release()
 
@@ -269,8 +316,10 @@ class Lock:
                         "cannot write one journal. Wait for it to end, or use another journal"
                     ) from None
                 time.sleep(0.05)  # the holder died; its lock goes with its last process
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        # who holds it, for the message a second writer gets; on a full disk, not said
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
 
     @staticmethod

@@ -30,7 +30,6 @@ and ``flush`` raises ``JournalError`` saying why (``describe``), so ``map``/``ru
 
 from __future__ import annotations
 
-import errno
 import logging
 import queue
 import sqlite3
@@ -41,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .store import dumps, place_value
+from .._errors import JournalError
+from .store import describe, disk_full, dumps, place_value
 
 log = logging.getLogger("corral")
 
@@ -99,9 +99,14 @@ class Writer:
         self.put(("call", done.set))
         done.wait()
         if self.error is not None:
-            from .._errors import JournalError
+            raise self.journal_error()
 
-            raise JournalError(describe(self._path, self.error)) from self.error
+    def journal_error(self) -> JournalError:
+        """What the caller gets for ``error`` (set): a JournalError saying why, caused by it."""
+        assert self.error is not None
+        error = JournalError(describe(self._path, self.error))
+        error.__cause__ = self.error
+        return error
 
     def close(self) -> None:
         self.put(("stop",))
@@ -244,7 +249,7 @@ class Writer:
             error_message = f"result not journaled: {type(exc).__name__}: {exc}"
             log.warning("corral: journal %s: %s; these tasks will run again", self._path,
                         error_message)  # fmt: skip
-            if _disk_full(exc):  # the next commit would fail too: the run stops now
+            if disk_full(exc):  # the next commit would fail too: the run stops now
                 self._failed(exc)
         started_at, ended_at = result.started, result.ended  # items' times: interpolated
         digest, detail = jbatch.identity_of(positions)
@@ -280,31 +285,6 @@ class Writer:
         )  # fmt: skip
         jbatch.forget([pos])
         return row
-
-
-def _disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    # SQLITE_FULL (``sqlite_errorname`` exists from Python 3.11; its message on every version)
-    return isinstance(exc, sqlite3.Error) and (
-        getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in str(exc)
-    )
-
-
-def describe(path: Path, exc: BaseException) -> str:
-    """The message of the JournalError a failed write becomes: the journal, the cause, what
-    happened to the run and what to do."""
-    cause = f"{type(exc).__name__}: {exc}"
-    if _disk_full(exc):
-        return (
-            f"journal {path}: cannot be written: no space left on its disk (ENOSPC; {cause}). "
-            "The run stopped; what was journaled before is kept. Free space in "
-            f"{path.parent}, then run the same program with the same journal: it resumes"
-        )
-    return (
-        f"journal {path}: writing failed ({cause}); the run stopped, and the tasks that "
-        "finished since the last commit are not journaled (they run again on resume)"
-    )
 
 
 def _maybe(value: Any) -> bytes | None:
