@@ -8,8 +8,10 @@
     _journal/reader.py    ``corral.open_journal``: a consistent snapshot for status displays
 
 Hooks into the engine: the batch's sink (wrapped: ``session.JournalSink``), positions given
-up front (``Batch(given=)``, which end ``cached``), and one ``CallStarted`` event per Call
-(``_events.subscribe_calls``). See docs/journal.md.
+up front (``Batch(given=)``, which end ``cached``), one ``CallStarted`` event per Call
+(``_events.subscribe_calls``), and ``engine.cancel`` of a batch, posted on the engine's inbox
+when the journal cannot be written (a full disk: ``session.Journal.stop``). See
+docs/journal.md.
 """
 
 from __future__ import annotations
