@@ -79,18 +79,21 @@ def check_journal(journal: Path, marker_dir: Path, n: int) -> dict[int, int]:
     return dict(extra)
 
 
-def resume_until_done(journal, marker_dir, n, mode, stop, times, seed, early=0.0, pids=None):
+def resume_until_done(
+    journal, marker_dir, n, mode, stop, times, seed, early=0.0, pids=None, start_method=None
+):
     """Start the batch, ``stop`` it once its tasks run, ``times`` times; then let it finish.
     ``early``: the share of the stops that come at a random moment of the start-up instead
     (python, the journal opened and resumed, the workers starting: up to the time the last
     run took to its first task). Returns how many stops came early; ``pids`` gets each
-    coordinator's pid."""
+    coordinator's pid; ``start_method``: the workers' (the script's default: corral's)."""
+    extra = [start_method] if start_method else []
     rng = random.Random(seed)
     stopped = early_stops = 0
     startup = 0.5  # seconds from a start to its first task, as last seen
     while stopped < times:
         began = time.monotonic()
-        proc = run_script(SCRIPT, journal, marker_dir, n, mode)
+        proc = run_script(SCRIPT, journal, marker_dir, n, mode, *extra)
         if pids is not None:
             pids.append(proc.pid)
         try:
@@ -120,7 +123,7 @@ def resume_until_done(journal, marker_dir, n, mode, stop, times, seed, early=0.0
         finally:
             kill_script(proc, marker_dir)
     assert stopped == times, f"the batch finished after {stopped} interruptions"
-    proc = run_script(SCRIPT, journal, marker_dir, n, mode)
+    proc = run_script(SCRIPT, journal, marker_dir, n, mode, *extra)
     try:
         out, err = proc.communicate(timeout=180)
     finally:
@@ -147,14 +150,17 @@ KILLS = 20
 
 def test_coordinator_sigkilled_twenty_times_loses_and_duplicates_nothing(tmp_path):
     journal, marker_dir = tmp_path / "run.corral", tmp_path / "m"
-    n = int(os.environ.get("CORRAL_JOURNAL_KILL_TASKS", "800"))
+    n = int(os.environ.get("CORRAL_JOURNAL_KILL_TASKS", "400"))
     started = time.monotonic()
-    # half of the kills while tasks run, half during a start-up (resume included): random
-    # moments of both, in a bounded time (a start-up is most of a killed run's time)
+    # Half of the kills while tasks run, half during a start-up (resume included): random
+    # moments of both, in a bounded time (a start-up is most of a killed run's time, so the
+    # workers are forked: the cheapest start; the fork server's fate when its coordinator
+    # is killed is test_reliability_journal.py's kill -9 row).
     pids: list[int] = []
     early = resume_until_done(
-        journal, marker_dir, n, "slow", sigkill, KILLS, seed=1, early=0.5, pids=pids
-    )
+        journal, marker_dir, n, "slow", sigkill, KILLS, seed=1, early=0.5, pids=pids,
+        start_method="fork",
+    )  # fmt: skip
     wall = time.monotonic() - started
     assert left_of_pools(pids) == {}  # no orphan of a killed coordinator (by its pool's pid)
     extra = check_journal(journal, marker_dir, n)

@@ -187,15 +187,15 @@ def nothing_left(coordinator: int, workers: set[int], shm: Path | None = None) -
 def test_journal_disk_full_stops_the_run_and_resumes_once_space_is_back(
     tmp_path: Path, verb: str
 ) -> None:
-    """A real full filesystem: the journal on a 4 MiB tmpfs with ~768 KiB left, 40 results of
-    64 KiB. The run stops with a JournalError naming the journal and ENOSPC (no hang, no
-    sqlite traceback); what was journaled stays; once the filler is removed, the same
-    program resumes and runs exactly the tasks that were not journaled."""
+    """A real full filesystem: the journal on an 8 MiB tmpfs with ~768 KiB left, 40 results
+    of 64 KiB (10 ms each). The run stops with a JournalError naming the journal and ENOSPC
+    (no hang, no sqlite traceback); what was journaled stays; once the filler is removed,
+    the same program resumes and runs exactly the tasks that were not journaled."""
     n, size = 40, 64 * 1024
     expected = {x: bytes([x % 256]) * size for x in range(n)}
     (tmp_path / "disk").mkdir()
     markers = tmp_path / "m"
-    ns = Namespace(tmp_path / "disk", "4m")
+    ns = Namespace(tmp_path / "disk", "8m")
     try:
         inside = ns.mount / "run.corral"
         filler = ns.outside(ns.mount / "filler")

@@ -1,12 +1,13 @@
 """A journaled batch for the durability and reader tests.
 
-    python journal_batch.py JOURNAL MARKER_DIR N MODE
+    python journal_batch.py JOURNAL MARKER_DIR N MODE [START_METHOD]
 
 Maps ``task`` over ``range(N)`` with ``journal=JOURNAL`` on 2 workers (forkserver), chunks of
 at most 4. Each call of ``task`` leaves ``MARKER_DIR/<x>-<coordinator pid>-<random>`` (one
 file per task and attempt) and returns ``2 * x``. MODE: ``slow`` (each task sleeps 5 ms),
 ``quick`` (1 ms), ``crashy`` (quick; ``retries=3``, and workers may be SIGKILLed by the test).
-Prints ``done <n>`` when the map returns; on Ctrl-C prints ``interrupted`` and exits 130.
+START_METHOD: the workers' (default: corral's). Prints ``done <n>`` when the map returns; on
+Ctrl-C prints ``interrupted`` and exits 130.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ if __name__ == "__main__":
     Path(markers).mkdir(exist_ok=True)
     MARKERS, PAUSE = markers, 0.005 if mode == "slow" else 0.001
     retries = 3 if mode == "crashy" else 0
+    start_method = sys.argv[5] if len(sys.argv) > 5 else None
     try:
         with corral.Pool(
             2,
             journal=journal,
             chunksize=4,
             retries=retries,
+            start_method=start_method,
         ) as pool:
             results = pool.map(one, range(n))
     except KeyboardInterrupt:

@@ -6,7 +6,8 @@ fault matrix, tests/test_reliability_journal.py).
 ``Pool(2, journal=JOURNAL).map(task, range(N))`` (VERB ``map``), or ``list(pool.imap(...))``
 (``imap``), one task per Call. Each call of ``task``
 leaves ``MARKER_DIR/<x>-<coordinator pid>-<random>`` (one file per task and attempt) and
-``MARKER_DIR/worker-<pid>``, and returns ``SIZE`` bytes of ``x % 256``. Prints one JSON line:
+``MARKER_DIR/worker-<pid>``, takes 10 ms (so that the batch is still running when the disk
+fills), and returns ``SIZE`` bytes of ``x % 256``. Prints one JSON line:
 ``{"results": [[len, first byte], ...]}`` when the map returns, or ``{"error": type,
 "message": str}`` (exit 3) when it raises a corral error.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import corral
@@ -26,6 +28,7 @@ COORDINATOR = os.getpid()
 def task(x: int, marker_dir: str, coordinator: int, size: int) -> bytes:
     Path(marker_dir, f"{x}-{coordinator}-{os.urandom(4).hex()}").touch()
     Path(marker_dir, f"worker-{os.getpid()}").touch()
+    time.sleep(0.01)
     return bytes([x % 256]) * size
 
 
