@@ -35,7 +35,7 @@ Each input is passed as the function's one argument (a path string); each row of
 --params as keyword arguments. Settings come from --options > CORRAL_* variables >
 the settings file (--config, or corral.yaml/corral.toml/[tool.corral] found from here
 up) > defaults. Exit status: 0 all succeeded, 1 some failed, 2 usage or configuration
-error, 130 interrupted.
+error, 75 drained (SIGUSR1, deadline: run it again), 130 interrupted.
 """
 
 EXEC_EXAMPLES = """\
