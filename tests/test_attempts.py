@@ -11,6 +11,7 @@ attempt, recorded in the history, but not charged to ``retries`` (``docs/failure
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -138,3 +139,77 @@ def test_a_worker_killed_holding_a_prefetched_call(tmp_path: Path) -> None:
     lost, killed = report.outcomes[2].history[0], report.outcomes[3].history[0]
     assert (lost.status, killed.status) == (Status.CRASHED, Status.CRASHED)
     assert lost.signal == killed.signal == signal.SIGKILL
+
+
+def faulty_between(x: int, marker_dir: str, bomb: int) -> int:
+    """Task ``bomb``, on its first run, makes the worker die right after it returns: in
+    corral's own code between two items of the Call (the next ``time.time()`` the item loop
+    calls exits), as a kill from outside may land there."""
+    value = faulty(x, marker_dir, {})
+    if x == bomb and runs(Path(marker_dir), x) == 1:
+
+        def exit_now() -> float:
+            os._exit(9)
+
+        time.time = exit_now
+    return value
+
+
+def test_a_death_between_two_tasks_of_a_chunk_counts_those_that_ran(tmp_path: Path) -> None:
+    # Calls of 4; the worker dies after task 1 returned, before task 2 began. Tasks 0-1 ran
+    # (results lost: attempts on record, free, so retries=0 is enough), 2-3 never started.
+    report = corral.run(
+        [corral.Task(faulty_between, (x, str(tmp_path), 1)) for x in range(4)],
+        workers=2, chunksize=4, retries=0, errors="return",
+    )  # fmt: skip
+    assert report.results == [x * x for x in range(4)]
+    assert [runs(tmp_path, x) for x in range(4)] == [2, 2, 1, 1]
+    assert_attempts_are_runs(report, tmp_path)
+    for x in (0, 1):
+        lost = report.outcomes[x].history[0]
+        assert lost.status == Status.CRASHED and lost.exitcode == 9
+        assert "between two tasks" in (lost.error or ""), lost.error
+
+
+@pytest.mark.parametrize("timeouts", [None, [None, None, None]])
+def test_the_stamp_counts_the_items_begun(timeouts: list[float | None] | None) -> None:
+    # The fast loop (no timeouts) and the item-by-item one both leave, after the Call, the
+    # count of items begun, which a death in no item (index -1) reports (Died.begun).
+    from corral._messages import BETWEEN, STAMP_SIZE, Call
+    from corral._worker.execute import execute
+    from corral._worker.loop import Stamp
+
+    shared = multiprocessing.RawArray("d", STAMP_SIZE)
+    stamp = Stamp(shared)
+    call = Call(7, {}, 0, [1, 2, 3], False, [], timeouts)
+    result = execute(call, lambda fn_id: abs, stamp)
+    assert result.values == [1, 2, 3]
+    assert (shared[0], shared[2], shared[3]) == (BETWEEN, 7, 3)
+    stamp.start(8)  # the next Call: nothing begun yet
+    assert (shared[0], shared[2], shared[3]) == (BETWEEN, 8, 0)
+
+
+def test_positions_record_lost_runs_as_free_attempts() -> None:
+    # The state machine's side (pure): requeue_lost records the attempts and leaves them out
+    # of what retries are charged; validate checks the free count against the records.
+    from corral._outcome import Attempt
+    from corral._positions import WAITING, InvalidState, Positions
+
+    positions = Positions(3)
+    positions.strict = True
+    chunk = positions.take(3)
+    lost = [Attempt(0, 1, None, None, Status.CRASHED, "the result was lost: ...")] * 2
+    positions.requeue_lost(chunk[:2], lost)
+    positions.requeue(chunk[2:])
+    assert [positions.state[p] for p in range(3)] == [WAITING] * 3
+    positions.validate([])
+    assert [positions.attempts(p) for p in range(3)] == [2, 2, 1]
+    assert [positions.charged(p) for p in range(3)] == [1, 1, 1]  # nothing charged yet
+    assert positions.history(0) == (lost[0],)
+    again = positions.take(3)
+    failed = Attempt(0, 2, 1.0, 2.0, Status.FAILED, "ValueError: boom")
+    positions.back_off(again[0], failed)
+    assert (positions.attempts(0), positions.charged(0)) == (3, 2)
+    positions.free[1] = 2  # more free attempts than recorded ones: a bug
+    with pytest.raises(InvalidState, match="free attempts"):
+        positions.validate([again[1:]])

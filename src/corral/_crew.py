@@ -58,7 +58,7 @@ from ._events import (
     WorkerStarted,
 )
 from ._failures import DIED_DURING, Failures, unwrap, worker_index
-from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Ready, Result
+from ._messages import BETWEEN, EDGE_OF_PHASE, SENDING, Handover, InitFailed, Ready, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._slots import InFlight, Slot
@@ -439,7 +439,9 @@ class Crew:
         call_id, index, begun = died_at or (*self._backend.running_item(slot_id)[:2], -1)
         if call_id != flight.call_id:
             return 0
-        if index < 0:  # in no item: between two (a death says how many had begun), or edges
+        if index == SENDING:  # answering: every item ran
+            return len(flight.positions)
+        if index < 0:  # in no item: between two (a death says how many had begun), or loading
             return min(begun, len(flight.positions)) if index == BETWEEN and begun > 0 else 0
         return min(index + 1, len(flight.positions))
 
