@@ -1,12 +1,13 @@
 """Soak: a batch with random faults and random external kills, with retries, ends with every
 task's right result (equal to serial), none lost, none duplicated, nothing left behind.
 
-Faults strike each task's first attempt only (a marker file says an attempt was made), drawn
-with a fixed seed: 5 % exceptions, 2 % ``os._exit``, 1 % SIGKILL, 1 % hangs (past the
-timeout), 1 % memory blow-ups (past RLIMIT_AS in the worker). Meanwhile a thread SIGKILLs a
-random worker that has run a task, a few times. ``CORRAL_SOAK_TASKS`` sizes it (default 300,
-which keeps CI bounded; the issue's figure is 2,000). The figures are printed (``FIGURE``,
-with ``-s``).
+Faults strike each task's first run only, drawn with a fixed seed: 5 % exceptions, 2 %
+``os._exit``, 1 % SIGKILL, 1 % hangs (past the timeout), 1 % memory blow-ups (past RLIMIT_AS
+in the worker). Meanwhile a thread SIGKILLs a random worker that has run a task, a few times.
+Every run of a task appends its worker's pid to the task's marker file, so the test knows
+what really ran and checks ``Outcome.attempts`` and ``history`` against it, task by task
+(``docs/failures.md``, "Attempts"). ``CORRAL_SOAK_TASKS`` sizes it (default 300, which keeps
+CI bounded; the issue's figure is 2,000). The figures are printed (``FIGURE``, with ``-s``).
 Pending: the same on the Dask backend, killing Dask workers (when that backend lands).
 """
 
@@ -18,6 +19,7 @@ import resource
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -40,10 +42,11 @@ def limit_address_space() -> None:
 
 
 def soak_task(x: int, fault: str | None, marker_dir: str) -> int:
+    runs = Path(marker_dir) / f"runs-{x}"
+    with open(runs, "a") as f:  # first: a kill before this line is a run not on record
+        f.write(f"{os.getpid()}\n")
     (Path(marker_dir) / f"ran-{os.getpid()}").touch()
-    first = Path(marker_dir) / f"attempt-{x}"
-    if fault is not None and not first.exists():
-        first.touch()
+    if fault is not None and len(runs.read_text().splitlines()) == 1:
         if fault == "exception":
             raise RuntimeError(f"injected into {x}")
         if fault == "os._exit":
@@ -108,15 +111,51 @@ def test_random_faults_and_kills_lose_nothing(tmp_path: Path) -> None:
     assert [o.value for o in report.outcomes] == [x * x for x in range(TASKS)]  # serial's
     keys = [o.key for o in report.outcomes]
     assert len(set(keys)) == len(keys) == TASKS  # lost 0, duplicated 0
-    retries = sum(o.attempts - 1 for o in report.outcomes)
     injected = sum(f is not None for f in faults)
-    # Each injected fault costs its task one failed attempt, so retries >= injected should
-    # hold; after this session's merges one run counted 19 retries for 25 faults (every
-    # result right, none lost or duplicated): Outcome.attempts may undercount an attempt
-    # ended by a fault in some path. Reported, under investigation (see the stop note); the
-    # figures are printed, and the loss/duplication checks above stay strict.
-    assert retries > 0
+    unrecorded = check_attempts(report.outcomes, faults, tmp_path, set(killed))
+    reruns = sum(o.attempts - 1 for o in report.outcomes)
+    lost = sum(lost_result(a) for o in report.outcomes for a in o.history)
     print(
         f"FIGURE soak: {TASKS} tasks, {injected} faults injected, {len(killed)} workers killed "
-        f"from outside, {retries} retries, wall {wall:.1f} s, lost 0, duplicated 0"
+        f"from outside, {reruns} re-runs ({reruns - lost} retries charged, {lost} runs whose "
+        f"result was lost with their worker, {unrecorded} cut before their marker), "
+        f"wall {wall:.1f} s, lost 0, duplicated 0"
     )
+
+
+def lost_result(attempt: corral.Attempt) -> bool:
+    """A run whose result died with its worker, through no fault of its own (free)."""
+    return (attempt.error or "").startswith("the result was lost")
+
+
+def check_attempts(
+    outcomes: list[corral.Outcome], faults: list[str | None], marker_dir: Path, killed: set[int]
+) -> int:
+    """``Outcome.attempts`` and ``history`` against the runs the markers saw, task by task;
+    returns the attempts without a marker (a kill from outside landed as the task began)."""
+    unrecorded = 0
+    for x, outcome in enumerate(outcomes):
+        ran = Counter(int(pid) for pid in (marker_dir / f"runs-{x}").read_text().split())
+        history = outcome.history
+        assert len(history) == outcome.attempts, (x, history)
+        # Every run on record is an attempt, in the worker it ran in ...
+        extra = Counter(a.pid for a in history) - ran
+        assert not ran - Counter(a.pid for a in history), (x, ran, history)
+        # ... and an attempt without a run on record was cut by a kill from outside before
+        # the task wrote its marker (the worker had begun the item: it counts).
+        for pid, n in extra.items():
+            crashed = sum(a.pid == pid and a.status == "crashed" for a in history)
+            assert pid in killed and crashed >= n, (x, ran, history)
+        unrecorded += sum(extra.values())
+        assert [a.status for a in history][-1] == "ok", (x, history)
+        if faults[x] is None:
+            continue
+        # The fault struck the first run: it did not succeed. A fault that ends its Call
+        # (the worker dies or is timed out on it) is the task's own failure, charged to
+        # retries; an exception may instead be lost with its worker, when another task of
+        # its Call ended that Call first (a free attempt: docs/failures.md).
+        assert history[0].status != "ok", (x, faults[x], history)
+        if faults[x] in ("os._exit", "SIGKILL", "hang"):
+            charged = [a for a in history if a.status != "ok" and not lost_result(a)]
+            assert charged, (x, faults[x], history)
+    return unrecorded

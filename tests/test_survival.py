@@ -178,11 +178,16 @@ def test_below_half_the_floor_the_youngest_task_is_stopped_and_requeued(tmp_path
             runner.join(60)
     report = result["r"]
     assert report.ok and [o.value for o in report.outcomes] == [0, 1, 2]
-    assert all(o.attempts == 1 for o in report.outcomes)  # the eviction counted no attempt
     ran = [p.name.split("-")[1] for p in tmp_path.glob("running-*")]
     again = {x for x in ran if ran.count(x) == 2}
     assert len(ran) == 4 and len(again) == 1  # one ran twice: the evicted one, rerun
     assert {f"running-{x}" for x in again} <= {n.rsplit("-", 1)[0] for n in first}
+    # The stopped run is an attempt on record, not charged to retries (0 here: it succeeded).
+    assert sorted(o.attempts for o in report.outcomes) == [1, 1, 2]
+    (evicted,) = [o for o in report.outcomes if o.attempts == 2]
+    assert again == {str(evicted.key)}
+    stopped = evicted.history[0]
+    assert stopped.status == "cancelled" and "min_free_memory" in (stopped.error or "")
 
 
 def psutil_available() -> int:

@@ -5,6 +5,7 @@ deadline it armed comes due, on Ctrl-C and on close; the Crew settles the Calls 
 (through ``Failures``) and starts its replacement::
 
     died (sentinel k) ──► on_died ─┬─ between Calls ───────────► its Calls requeued
+                                   ├─ between items: b begun ──► Failures.lost (b), rest requeued
                                    ├─ at an edge of the Call ──► Failures.failed_at_edge (crashed)
                                    └─ on item i ───────────────► Failures.lose: WorkerCrashed
                                    then restart k, or give up after START_FAILURE_LIMIT
@@ -15,6 +16,12 @@ deadline it armed comes due, on Ctrl-C and on close; the Crew settles the Calls 
                  ──Handover / died / HANDOVER_WAIT──► end_handover: finished items settled
                                                       as a Result (``settle``), then stop
     Result with the worker past max tasks / memory ──► recycle_if_due: retire, restart
+    memory short (min_free_memory) ──► evict: kill k, its Calls requeued, restart
+
+Whenever a worker is killed or dies with Calls on it, the items of its running Call that had
+begun (the stamp's running item, or ``Died.begun``) ran: their attempts are recorded, free of
+retries (``Failures.lost``, ``_requeue``); the rest, and every Call queued behind, never
+started and are requeued with no attempt.
 
 The hand-over, in the slot's life (``_slots``)::
 
@@ -51,7 +58,7 @@ from ._events import (
     WorkerStarted,
 )
 from ._failures import DIED_DURING, Failures, unwrap, worker_index
-from ._messages import BETWEEN, EDGE_OF_PHASE, Handover, InitFailed, Ready, Result
+from ._messages import BETWEEN, EDGE_OF_PHASE, SENDING, Handover, InitFailed, Ready, Result
 from ._options import PoolOptions
 from ._outcome import Status
 from ._slots import InFlight, Slot
@@ -161,8 +168,9 @@ class Crew:
                 worker = worker_index(self._in_caller, slot_id)
                 self._events.emit(WorkerRetired(worker, slot.pid))
             if slot.calls:
-                for flight in self._abandon(slot_id):
-                    flight.batch.requeue(flight.positions)
+                begun = self._ran(slot_id, None, None)
+                self._requeue(slot_id, self._abandon(slot_id), begun,
+                              "its worker was stopped: workers cannot be started")  # fmt: skip
             elif slot.alive:
                 self._backend.retire(slot_id)
                 slot.alive = False
@@ -187,23 +195,44 @@ class Crew:
             self._events.emit(WorkerRecycled(worker, slot.pid, rss))
         if slot.calls:
             # A Call was already queued behind the one that just ended: the old worker would
-            # run it and nobody would read the answer. Take it back and stop the worker now.
-            for flight in self._abandon(slot_id):
-                flight.batch.requeue(flight.positions)
+            # run it and nobody would read the answer. Take it back and stop the worker now
+            # (it may have begun it).
+            begun = self._ran(slot_id, None, None)
+            self._requeue(slot_id, self._abandon(slot_id), begun,
+                          "its worker was stopped to be recycled")  # fmt: skip
         else:
             self._backend.retire(slot_id)
         self.restart(slot_id)
 
     def evict(self, slot_id: int) -> None:
         """Memory is short (``min_free_memory``, ``_survival``): stop the slot's worker; its
-        Calls go back to their queues as if never started (no attempt counted)."""
+        Calls go back to their queues. The tasks that had started have an attempt on record,
+        not charged to their retries (``Failures.lost``)."""
         self._killed(slot_id, "memory")
-        for flight in self._abandon(slot_id):
-            flight.batch.requeue(flight.positions)
+        begun = self._ran(slot_id, None, None)
+        self._requeue(slot_id, self._abandon(slot_id), begun,
+                      "its worker was stopped: memory was short (min_free_memory)")  # fmt: skip
         self.restart(slot_id)
 
+    def _requeue(self, slot_id: int, flights: list[InFlight], begun: int, why: str) -> None:
+        """Put the positions of the slot's abandoned ``flights`` (oldest first) back in their
+        queues: the first ``begun`` of the running one had started (their results are lost,
+        ``why``: attempts on record, free), the others never did."""
+        for i, flight in enumerate(flights):
+            ran = begun if i == 0 else 0
+            if ran > 0:
+                self._failures.lost(
+                    slot_id, flight, ran, Status.CANCELLED, lambda key: why, requeue=True
+                )
+            flight.batch.requeue(flight.positions[ran:])
+
     # -- deaths -----------------------------------------------------------------------------
-    def on_died(self, slot_id: int, exitcode: int | None, call_id: int, index: int) -> None:
+    def on_died(
+        self, slot_id: int, exitcode: int | None, call_id: int, index: int, begun: int = -1
+    ) -> None:
+        """The slot's worker died on its own, at ``index`` of Call ``call_id`` (the stamp;
+        ``BETWEEN``: in no item); ``begun``: how many items of that Call had begun (-1:
+        unknown), which tells a death between two items which of them ran."""
         remains = self._backend.remains(slot_id)  # its fatal signal's traceback, its output
         if remains.stack:
             log.debug("corral: worker pid %s died; its faulthandler said:\n%s",
@@ -214,7 +243,7 @@ class Crew:
             self._events.emit(WorkerDied(worker, self._slots[slot_id].pid, exitcode, sig))
         if self._slots[slot_id].handover is not None:  # asked to hand over; gone instead
             self._slots[slot_id].alive = False  # (died, not killed: no WorkerKilled)
-            self._stop(slot_id, 0, self._ran(slot_id, None, (call_id, index)))
+            self._stop(slot_id, 0, self._ran(slot_id, None, (call_id, index, begun)))
             return
         slot = self._slots[slot_id]
         slot.alive = False
@@ -225,16 +254,16 @@ class Crew:
             queued.batch.requeue(queued.positions)
         pid = slot.pid
         if flight is not None and flight.call_id != call_id:
-            index = BETWEEN  # the worker died before it started this Call
+            index, begun = BETWEEN, 0  # the worker died before it started this Call
         if flight is not None and flight.deadline is not None:
             flight.deadline.cancel()
-        never_ran = slot.tasks_done == 0 and (flight is None or index == BETWEEN)
+        never_ran = slot.tasks_done == 0 and (flight is None or (index == BETWEEN and begun <= 0))
         if never_ran:
             self._start_failures += 1
         if flight is not None:
             batch = flight.batch
-            if index == BETWEEN:
-                batch.requeue(flight.positions)
+            if index == BETWEEN:  # before its first item, between two, or after its last
+                self._failures.died_between(slot_id, flight, begun, pid, exitcode)
             elif index in EDGE_OF_PHASE:  # at an edge of the Call: unpickling, or answering
                 during = DIED_DURING[EDGE_OF_PHASE[index]]
                 self._failures.failed_at_edge(
@@ -395,8 +424,11 @@ class Crew:
             self._complete(flight.batch)
         return done
 
-    def _ran(self, slot_id: int, answer: Handover | None, died_at: tuple[int, int] | None) -> int:
-        """How many items of the slot's running Call had started (their attempt counts)."""
+    def _ran(
+        self, slot_id: int, answer: Handover | None, died_at: tuple[int, int, int] | None
+    ) -> int:
+        """How many items of the slot's running Call had started (their attempt counts).
+        ``died_at``: ``(call_id, index, begun)`` of a death; else the stamp is read now."""
         flight = self._slots[slot_id].call
         if flight is None:
             return 0
@@ -404,9 +436,13 @@ class Crew:
             if answer.call_id != flight.call_id or answer.result is None:
                 return 0
             return min(len(answer.result.values) + 1, len(flight.positions))
-        call_id, index = died_at or self._backend.running_item(slot_id)[:2]
-        if call_id != flight.call_id or index < 0:
+        call_id, index, begun = died_at or (*self._backend.running_item(slot_id)[:2], -1)
+        if call_id != flight.call_id:
             return 0
+        if index == SENDING:  # answering: every item ran
+            return len(flight.positions)
+        if index < 0:  # in no item: between two (a death says how many had begun), or loading
+            return min(begun, len(flight.positions)) if index == BETWEEN and begun > 0 else 0
         return min(index + 1, len(flight.positions))
 
     def _stop(self, slot_id: int, done: int, ran: int) -> None:
@@ -417,8 +453,9 @@ class Crew:
         self._killed(slot_id, "cancelled")
         for i, flight in enumerate(self._abandon(slot_id)):
             batch = flight.batch
-            if not batch.cancelled:
-                batch.requeue(flight.positions)
+            if not batch.cancelled:  # another batch's Call: back to its queue
+                why = "its worker was stopped to cancel another batch's tasks"
+                self._requeue(slot_id, [flight], ran if i == 0 else 0, why)
                 continue
             started = ran if i == 0 else 0
             for offset in range(done if i == 0 else 0, len(flight.positions)):

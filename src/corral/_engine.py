@@ -277,7 +277,9 @@ class Engine:
             if type(event) is Message:
                 self._on_message(event.slot, event.message)
             elif type(event) is Died:
-                self._crew.on_died(event.slot, event.exitcode, event.call_id, event.index)
+                self._crew.on_died(
+                    event.slot, event.exitcode, event.call_id, event.index, event.begun
+                )
             elif type(event) is Undecodable:
                 self._on_undecodable(event.slot, event.error)
         self._run_inbox()

@@ -8,8 +8,20 @@ crew (``_crew``) call it whenever an attempt fails or a position must end withou
         └ otherwise ───────────────────────────► finish_failed ──► batch.finish_failed (final)
     cancelled ──► finish_cancelled ──► finish_failed
     Call failed at an edge (CallFailed, died while unpickling/answering) ──► failed_at_edge:
-        one task: its attempt fails; several: requeued one by one, no attempt counted
-    worker gone while running item i ──► lose: item i's attempt fails, the others requeued
+        one task: its attempt fails; several: requeued one by one (after answering: each
+        ran, ``lost``; before: none did, no attempt)
+    worker gone while running item i ──► lose: item i's attempt fails; the items before it
+        ran, their results died with the worker (``lost``); those after it never started
+    worker gone in no item of its Call, b items begun ──► died_between: b ``lost``, the rest
+        requeued
+    a Call's started items whose results are lost (a death or stop not theirs) ──► lost:
+        each an attempt on record, not charged to retries, requeued
+
+Attempts (``docs/failures.md``): every start of a task in a worker is an attempt, counted in
+``Outcome.attempts`` and recorded in its ``history``. ``retries`` is charged only for the
+attempts that failed through the task's own run (it raised, timed out, its worker died while
+it ran); an attempt whose result was lost for another reason is free (``lost``). A task
+that never started (queued behind, or after the item that ended its Call) has no attempt.
 
 What it owns: nothing of its own but the back-off timers it adds to the engine's
 ``Deadlines``. It reads the slots (the pid an Outcome names), counts failed fixture set-ups
@@ -108,16 +120,17 @@ class Failures:
         keeps the last attempt's."""
         self._fixture_guard.observe(error)  # count failed fixture set-ups
         attempts = batch.attempts_of(pos)
+        charged = batch.positions.charged(pos)  # free attempts (``lost``) left out
         retry = (
             not batch.cancelled
-            and attempts <= batch.retries_of(pos)
+            and charged <= batch.retries_of(pos)
             and isinstance(error, batch.options.retry_on)
         )
         if not retry:
             self.finish_failed(batch, pos, status, error, slot_id, times, tb, usage, output)
             return
         attempt = self._attempt(batch, pos, status, error, slot_id, times, usage)
-        delay = min(batch.options.backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        delay = min(batch.options.backoff * 2 ** (charged - 1), MAX_BACKOFF)
         batch.retry_queued[pos] = time.time() + max(delay, 0.0)
         positions = batch.positions
         if self.events.rare:
@@ -142,18 +155,36 @@ class Failures:
         usage: Usage | None = None,
     ) -> Attempt:
         """The record of an attempt that ran on ``slot_id`` and ended with ``error``."""
-        started, finished = times or (None, None)
-        slot = self._slots[slot_id] if slot_id is not None else None
         cpu, peak_rss = usage or (None, None)
         # an attempt whose Result came back ran in a worker that lived on
-        exitcode, sig = _exit_of(status, error) if usage is None else (None, None)
+        exit = _exit_of(status, error) if usage is None else (None, None)
+        reason = next(iter(reason_lines(error, 1)), None)
+        return self._record(
+            batch, pos, slot_id, status, reason, times or (None, None), exit, cpu, peak_rss
+        )
+
+    def _record(
+        self,
+        batch: Batch,
+        pos: int,
+        slot_id: int | None,
+        status: Status,
+        error: str | None,
+        times: tuple[float | None, float | None],
+        exit: tuple[int | None, int | None],
+        cpu: float | None = None,
+        peak_rss: int | None = None,
+    ) -> Attempt:
+        started, finished = times
+        exitcode, sig = exit
+        slot = self._slots[slot_id] if slot_id is not None else None
         return Attempt(
             worker=worker_index(self._in_caller, slot_id) if slot_id is not None else None,
             pid=slot.pid if slot is not None else None,
             started=started,
             finished=finished,
             status=status,
-            error=next(iter(reason_lines(error, 1)), None),
+            error=error,
             queued=batch.queued_of(pos),
             cpu=cpu,
             peak_rss=peak_rss,
@@ -230,6 +261,8 @@ class Failures:
         ``map`` chunk cannot be loaded, which every task of the chunk needs."""
         batch, positions = flight.batch, flight.positions
         if len(positions) > 1 and (edge != FUNCTION or batch.star):
+            if edge == RESULT:  # every task ran; their results are what failed to travel
+                self.lost(slot_id, flight, len(positions), status, error_for)
             batch.requeue_one_by_one(positions)
             return
         times = (flight.started, time.time())
@@ -252,7 +285,7 @@ class Failures:
         (never started) go back to the queue without counting an attempt."""
         batch, positions = flight.batch, flight.positions
         if index > 0:
-            batch.requeue(positions[:index])
+            self.lost(slot_id, flight, index, status, lambda key: error, requeue=True)
         if index + 1 < len(positions):
             batch.requeue(positions[index + 1 :])
         started = flight.started if index == 0 else None
@@ -261,6 +294,59 @@ class Failures:
             batch, positions[index], status, error, slot_id, times, None, None, output
         )
         self._complete(batch)
+
+    def died_between(
+        self, slot_id: int, flight: InFlight, begun: int, pid: int | None, exitcode: int | None
+    ) -> None:
+        """The worker of ``flight`` died in none of its items: its first ``begun`` had run
+        (before a death between two items, or after the last: their results are lost with
+        it, ``lost``); the others never started."""
+
+        def error(key: Any) -> BaseException:
+            during = "between two tasks of its Call, after this one had finished"
+            return WorkerCrashed(key, pid=pid, exitcode=exitcode, during=during)
+
+        ran = min(max(begun, 0), len(flight.positions))
+        self.lost(slot_id, flight, ran, Status.CRASHED, error, requeue=True)
+        flight.batch.requeue(flight.positions[ran:])
+
+    def lost(
+        self,
+        slot_id: int | None,
+        flight: InFlight,
+        begun: int,
+        status: Status,
+        why: Callable[[Any], BaseException | str],
+        requeue: bool = False,
+    ) -> None:
+        """The first ``begun`` tasks of ``flight`` had started, and their results are lost
+        with their worker, for ``why(key)`` (the error that ended the Call, or a sentence): each
+        run is an attempt on record, not charged to retries. Its status says how the worker
+        ended: ``crashed`` (it died) or ``cancelled`` (corral stopped it: another task's
+        timeout, memory, recycling); a ``failed`` Call (its answer did not travel) stays so.
+        ``requeue``: those tasks go back to the queue now (``Positions.requeue_lost``);
+        otherwise only recorded, and the caller requeues (one by one)."""
+        batch, positions = flight.batch, flight.positions[: max(0, begun)]
+        if not positions:
+            return
+        kind = Status.CRASHED if status is Status.CRASHED else (
+            Status.FAILED if status is Status.FAILED else Status.CANCELLED)  # fmt: skip
+        records = []
+        for i, pos in enumerate(positions):
+            error = why(batch.key_of(pos))
+            if isinstance(error, BaseException):
+                exit = _exit_of(status, error)
+                reason = next(iter(reason_lines(error, 1)), "")
+            else:
+                exit, reason = (None, None), error
+            times = (flight.started if i == 0 else None, None)
+            text = f"the result was lost: {reason}"
+            records.append(self._record(batch, pos, slot_id, kind, text, times, exit))
+        if requeue:
+            batch.positions.requeue_lost(positions, records)
+            return
+        for pos, record in zip(positions, records, strict=True):
+            batch.positions.count_attempt(pos, record, charged=False)
 
 
 Usage = tuple[float, int]

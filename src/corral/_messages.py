@@ -128,6 +128,11 @@ SENDING = -4
 
 EDGE_OF_PHASE = {LOADING_ARGS: ARGUMENTS, LOADING_FUNCTION: FUNCTION, SENDING: RESULT}
 
+STAMP_SIZE = 4
+"""The doubles of a worker's stamp (``_worker.loop.Stamp``): ``[item index or phase, the
+item's monotonic start, call id, items of that Call begun]``; the last tells a death between
+two items (index ``BETWEEN``) which items ran."""
+
 
 @dataclass(slots=True)
 class Handover:

@@ -43,7 +43,12 @@ class Attempt(NamedTuple):
         started, finished: wall-clock times (``time.time()``); None where unknown (an item
             of a chunk that was lost with its worker).
         status: how this attempt ended (``ok``, ``failed``, ``timeout``, ``crashed``,
-            ``cancelled``).
+            ``cancelled``). An attempt whose result was lost through no fault of its own (it
+            ran in a chunk whose worker died or was stopped while running another task, or
+            between two; its worker was stopped for ``min_free_memory`` or recycled) is
+            ``crashed`` when the worker died, ``cancelled`` when corral stopped it; its
+            ``error`` starts ``"the result was lost: "`` and says why. It is not charged to
+            ``retries``.
         error: ``"Type: message"`` of its error (one line, cut if long), None when ok.
         queued: when the task became ready to run for this attempt (``time.time()``): when
             its batch was submitted (or an ``imap``'s input was read), or, for a retry, when
@@ -95,7 +100,10 @@ class Outcome:
         value: the return value when ``status == "ok"``, else None.
         error: the exception when it did not succeed (its own type for a task that raised,
             ``TaskTimeout``, ``WorkerCrashed``, ...), else None.
-        attempts: how many times it was started (1 + retries used).
+        attempts: how many times it was started in a worker: the retries its failures
+            used, plus the runs whose result was lost with their worker through no fault of
+            their own (not charged to ``retries``; see ``history`` and
+            ``docs/failures.md``), plus the last.
         worker: the worker slot that ran the last attempt (-1 in-process, None if never run).
         pid: process id that ran the last attempt.
         started, finished: wall-clock times (``time.time()``) of the last attempt.

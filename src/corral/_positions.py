@@ -17,8 +17,13 @@ The transition table (each row is one method; nothing else writes ``state``):
     method         from                   to         when
     =============  =====================  =========  ==========================================
     take / pick    NEW, WAITING           RUNNING    handed out for a Call
-    requeue        RUNNING, BACKOFF       WAITING    lost with a worker, a Call split one by
-                                                     one, taken back from a recycled worker
+    requeue        RUNNING, BACKOFF       WAITING    never started: queued behind a lost Call,
+                                                     after the item that ended its Call, a
+                                                     Call split one by one before it ran
+    requeue_lost   RUNNING                WAITING    started, but its result was lost with its
+                                                     worker (another item of its Call crashed
+                                                     or timed out, the worker was stopped):
+                                                     an attempt recorded, not charged
     back_off       RUNNING                BACKOFF    a failed attempt waits out its retry delay
     retry          BACKOFF                WAITING    the delay is over
     finish         any but a final one    final      the one path to OK, FAILED (failed,
@@ -34,8 +39,11 @@ the next ``size`` new positions from ``cursor``), ``pick`` for a batch with a ``
 (which keeps its own finer states — ready, parked on a gate — of the positions that are NEW
 or WAITING here, and is told of every move). The sizes are the batch's policy (``_batch``).
 
-Attempts: ``extra`` counts the failed attempts that were retried; ``earlier`` keeps their
-records (``Attempt``) for the Outcome's ``history``. Both only for positions that failed once.
+Attempts: an attempt is one start of a position in a worker. ``extra`` counts the earlier
+attempts (those that ended without the position's final outcome); ``earlier`` keeps their
+records (``Attempt``) for the Outcome's ``history``; ``free`` counts those of them that are not
+charged to the task's ``retries`` (``requeue_lost``: the run's end was not the task's doing).
+All three only for positions that ran more than once.
 
 ``validate`` checks the invariants (the tests call it after every engine step and batch:
 ``CORRAL_VALIDATE=1``): the counts agree with the states, the running positions are the
@@ -93,6 +101,7 @@ class Positions:
         self.stopped = False
         self.extra: dict[int, int] = {}
         self.earlier: dict[int, list[Attempt]] = {}
+        self.free: dict[int, int] = {}  # earlier attempts not charged to retries
         self.strict = False  # check each transition's "from" state (tests: CORRAL_VALIDATE)
         self._sparse = False  # some positions past the cursor are final already (given)
 
@@ -100,6 +109,10 @@ class Positions:
     def attempts(self, pos: int) -> int:
         """The number of the attempt that runs (or would run) now."""
         return 1 + self.extra.get(pos, 0)
+
+    def charged(self, pos: int) -> int:
+        """The attempt that runs now, counted against ``retries``: the free ones left out."""
+        return 1 + self.extra.get(pos, 0) - self.free.get(pos, 0)
 
     def history(self, pos: int) -> tuple[Attempt, ...]:
         """The records of the earlier, failed attempts of ``pos``."""
@@ -186,6 +199,17 @@ class Positions:
         else:
             self.queue.append(positions)
 
+    def requeue_lost(self, positions: Sequence[int], attempts: Sequence[Attempt]) -> None:
+        """Running positions whose attempt started but whose result was lost, through no
+        fault of theirs: each attempt (``attempts``, in the same order) is recorded, not
+        charged to retries, and the positions wait to be handed out again."""
+        if self.stopped or not positions:
+            return
+        for pos, attempt in zip(positions, attempts, strict=True):
+            self._expect(pos, RUNNING)
+            self.count_attempt(pos, attempt, charged=False)
+        self.requeue(positions)
+
     def back_off(self, pos: int, attempt: Attempt) -> None:
         """A failed attempt (recorded) waits out its retry delay."""
         self._expect(pos, RUNNING)
@@ -194,10 +218,13 @@ class Positions:
         if self.scheduler is not None:
             self.scheduler.back_off(pos)
 
-    def count_attempt(self, pos: int, attempt: Attempt) -> None:
-        """A failed attempt of ``pos`` that is retried."""
+    def count_attempt(self, pos: int, attempt: Attempt, charged: bool = True) -> None:
+        """An attempt of ``pos`` that ended without its final outcome (it runs again);
+        ``charged``: counted against ``retries`` (not when its result was lost, not failed)."""
         self.extra[pos] = self.extra.get(pos, 0) + 1
         self.earlier.setdefault(pos, []).append(attempt)
+        if not charged:
+            self.free[pos] = self.free.get(pos, 0) + 1
 
     def retry(self, pos: int) -> None:
         """The back-off of ``pos`` is over (a no-op once it was finished: cancelled)."""
@@ -290,7 +317,10 @@ class Positions:
             fail(f"{counts[RUNNING]} running, {len(flying)} in flight")
         for pos, attempts in self.extra.items():
             if len(self.earlier.get(pos, ())) != attempts:
-                fail(f"position {pos}: {attempts} retried attempts, {len(self.earlier[pos])} kept")
+                fail(f"position {pos}: {attempts} earlier attempts, {len(self.earlier[pos])} kept")
+        for pos, free in self.free.items():
+            if not 0 < free <= self.extra.get(pos, 0):
+                fail(f"position {pos}: {free} free attempts of {self.extra.get(pos, 0)} earlier")
         if self.scheduler is None:
             queued = [p for chunk in self.queue for p in chunk]
             if len(queued) != counts[WAITING] or any(state[p] != WAITING for p in queued):

@@ -45,10 +45,11 @@ Events ``wait`` returns (frozen dataclasses below)::
                              CallFailed, Logged, InitFailed or Handover (``_messages``)
     Undecodable(slot, error) the slot's worker sent bytes that do not unpickle (a result
                              whose own ``__setstate__`` raises): its running Call is lost
-    Died(slot, exitcode, call_id, index)
+    Died(slot, exitcode, call_id, index, begun)
                              the slot's worker is gone on its own (exitcode < 0: signal;
                              None: unknown); it was running item ``index`` of Call ``call_id``
-                             (index -1: between Calls). What it sent before dying comes first.
+                             (index -1: in no item); ``begun`` items of that Call had begun
+                             (-1: unknown). What it sent before dying comes first.
 
 Capabilities (``Capabilities``), named for what the engine asks:
 

@@ -32,6 +32,9 @@ class Died:
     exitcode: int | None
     call_id: int
     index: int
+    begun: int = -1
+    """How many items of Call ``call_id`` had begun (-1: unknown): for a death in no item
+    (``index`` -1), between two items or after the last, which of them ran."""
 
 
 Event = Message | Undecodable | Died

@@ -7,7 +7,8 @@
     wait() → Message ◄═ conn k (decoded here) ═════════════ Result / CallFailed / InitFailed
     wait() → Died ◄──── sentinel k (fd, readable at exit) ── process exit
     lifeline k (write end, never written) ─────────────────► EOF if the coordinator dies
-    running_item(k) ◄── stamp k (3 shared doubles) ───────── [item index, start, call id]
+    running_item(k) ◄── stamp k (4 shared doubles) ───────── [item index, start, call id,
+                                                               items begun]
     hand_over(k) ────── SIGUSR1 to the worker alone ───────► Handover on conn k (_worker.handover)
 
 Only the engine thread calls into this object (``running_item`` also from the progress
@@ -53,7 +54,17 @@ from typing import TYPE_CHECKING, Any
 from .. import _codec
 from .._errors import SerializationError
 from .._forwarding import logger_levels
-from .._messages import ARGUMENTS, FUNCTION, STOP, TEARDOWN, Call, CallFailed, Handover, Result
+from .._messages import (
+    ARGUMENTS,
+    FUNCTION,
+    STAMP_SIZE,
+    STOP,
+    TEARDOWN,
+    Call,
+    CallFailed,
+    Handover,
+    Result,
+)
 from .._platform import (
     WORKER_ENV,
     children_of,
@@ -198,7 +209,7 @@ class ProcessBackend:
     def start_worker(self, slot: int) -> int | None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         lifeline_r, lifeline_w = self._ctx.Pipe(duplex=False)
-        stamp = self._ctx.RawArray("d", 3)
+        stamp = self._ctx.RawArray("d", STAMP_SIZE)
         stamp[0] = stamp[2] = -1.0
         process = self._ctx.Process(
             target=worker_loop.main,
@@ -334,10 +345,11 @@ class ProcessBackend:
             worker = self._workers[slot]
             if worker is not None:
                 index, call_id = int(worker.stamp[0]), int(worker.stamp[2])
+                begun = int(worker.stamp[3])
                 self._workers[slot] = None
                 # It died on its own (a crash): its tree is gone, its mark finds the rest.
                 exitcode = self._reap(worker, mark=worker.mark)
-                events.append(Died(slot, exitcode, call_id, index))
+                events.append(Died(slot, exitcode, call_id, index, begun))
         self._tend_graveyard()
         return events
 

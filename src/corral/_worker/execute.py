@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._errors import ExceptionWithTraceback
-from .._messages import Call, Result
+from .._messages import STAMP_SIZE, Call, Result
 from .._platform import max_rss_bytes, rss_bytes
 from . import effects as _effects
 from .meter import Meter
@@ -59,8 +59,10 @@ class ItemWatch(Protocol):
     def end(self) -> None: ...
 
     def index_buffer(self) -> Any:
-        """A writable buffer whose element 0 the fast loop sets to the running item's index,
-        or None when this watch needs ``begin``/``end`` for every item."""
+        """A writable buffer whose element 0 the fast loop sets to the running item's index
+        (and, in a worker's stamp, element 3 to the items begun once the loop is over:
+        ``_messages.STAMP_SIZE``), or None when this watch needs ``begin``/``end`` for every
+        item."""
         ...
 
 
@@ -198,6 +200,8 @@ def _fast(call: Call, fn: Callable[[Any], Any], index: Any, progress: Progress) 
             del exc
         if mark is not None:
             mark(now())
+    if len(index) >= STAMP_SIZE:  # all began: a death from here on lost them all
+        index[3] = len(call.items)
     index[0] = -1
 
 

@@ -14,8 +14,9 @@
                                                  blocks on read; EOF = coordinator gone →
                                                  SIGKILL the worker's descendants (Services
                                                  spared), then its whole group
-    stamp (3 shared doubles) ◄────────────────── main thread writes [item index or phase,
-                                                 start time, call id] as it works through a Call
+    stamp (4 shared doubles) ◄────────────────── main thread writes [item index or phase,
+                                                 start time, call id, items begun] as it
+                                                 works through a Call
     SIGUSR1 (Ctrl-C: hand over) ───────────────► handler sends a Handover on conn: the
                                                  finished items of the running Call (handover)
 
@@ -121,7 +122,9 @@ if TYPE_CHECKING:
 
 
 class Stamp:
-    """Writes ``[index, monotonic start, call id]`` of the running item into shared memory."""
+    """Writes ``[index, monotonic start, call id, items begun]`` of the running item into
+    shared memory (``_messages.STAMP_SIZE``). The count of items begun outlives the item: a
+    death between two items (index ``BETWEEN``) still tells which items ran."""
 
     def __init__(self, shared: Any) -> None:
         self._shared = memoryview(shared).cast("B").cast("d")
@@ -133,6 +136,7 @@ class Stamp:
 
     def start(self, call_id: int) -> None:
         self._shared[0] = BETWEEN
+        self._shared[3] = 0
         self._shared[2] = call_id
 
     def phase(self, call_id: int, phase: int) -> None:
@@ -146,6 +150,7 @@ class Stamp:
 
     def begin(self, index: int) -> None:
         self._shared[1] = time.monotonic()
+        self._shared[3] = index + 1
         self._shared[0] = index
 
     def end(self) -> None:
