@@ -53,10 +53,15 @@ test-deps:
 	  fi; \
 	done
 
+# Test files run two at a time (pytest-xdist; a file's tests stay together in one process, so
+# module fixtures such as the Dask cluster are made once): most tests wait on worker
+# processes, so two files share 2 cores well. TEST_WORKERS=0 runs them one at a time.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed-test test-deps
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m mypy
-	$(PY) -m pytest -q --durations=30
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow"
