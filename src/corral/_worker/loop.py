@@ -174,6 +174,7 @@ def main(
     title: str = "corral worker",
     telemetry: bool = True,
     observe: Observe | None = None,
+    environ: dict[str, str] | None = None,
 ) -> None:
     """Entry point of a worker process (the target given to ``multiprocessing``).
 
@@ -182,6 +183,8 @@ def main(
     ``telemetry``: measure each Call's CPU and peak memory (``_worker.meter``).
     ``observe``: the files faulthandler and captured output go to, and the log levels of
     forwarded records (``_worker.observe``, ``_worker.forward``); None: faulthandler to stderr.
+    ``environ``: the coordinator's environment as the pool started this worker, for a worker
+    forked by the fork server (whose own is that of when it started); None: inherited.
 
     Once started up, the worker says so (``Ready``), then takes Calls.
 
@@ -190,6 +193,9 @@ def main(
     coordinator's ``WorkerStartError`` says why; so is an exception that ends the loop.
     """
     began = time.time()
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     set_title(title)
     for fd in close_fds:  # the coordinator's pipe ends, inherited under fork
         with contextlib.suppress(OSError):
