@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tokenize
 from array import array
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from _tasks import environment_variable
 
 import corral
 from corral import _codec
+from corral._errors import ConfigError
+from corral._fixtures import FixtureSet
 from corral._messages import Call, Result
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -85,6 +88,19 @@ def test_a_forkserver_worker_gets_the_environment_of_its_pool_not_of_the_server(
     with corral.Pool(1, start_method="forkserver") as pool:
         got = pool.map(environment_variable, ["CORRAL_TEST_LATE"])
     assert got == ["set after the fork server started"]
+
+
+def test_checking_a_builtin_without_fixtures_does_not_parse_its_signature():
+    """``inspect.signature`` of a builtin compiles tokenize's regular expression (~10 ms)."""
+    tokenize._compile.cache_clear()
+    FixtureSet().check(abs)
+    assert tokenize._compile.cache_info().currsize == 0
+    with pytest.raises(ConfigError, match="keyword-only parameter 'on'"):
+        FixtureSet().check(_needs_on)  # a Python function is still looked at
+
+
+def _needs_on(x: int, *, on: str) -> int:
+    return x
 
 
 def _cloudpickled(obj: object) -> bytes:
