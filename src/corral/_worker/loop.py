@@ -162,6 +162,19 @@ class Stamp:
         return self._shared
 
 
+def _adopt_environment(environ: dict[str, str]) -> None:
+    """Make this process's environment ``environ``, changing only what differs (usually
+    nothing: clearing and refilling ``os.environ`` costs a putenv per variable)."""
+    current = dict(os.environ)
+    if current == environ:
+        return
+    for name in current.keys() - environ.keys():
+        del os.environ[name]
+    for name, value in environ.items():
+        if current.get(name) != value:
+            os.environ[name] = value
+
+
 def main(
     conn: Connection,
     lifeline: Connection,
@@ -194,8 +207,7 @@ def main(
     """
     began = time.time()
     if environ is not None:
-        os.environ.clear()
-        os.environ.update(environ)
+        _adopt_environment(environ)
     set_title(title)
     for fd in close_fds:  # the coordinator's pipe ends, inherited under fork
         with contextlib.suppress(OSError):
