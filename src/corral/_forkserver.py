@@ -25,9 +25,11 @@ Nothing is started when the pool would not use the fork server by default: anoth
 default, ``CORRAL_WORKERS=1``, or a process that multiprocessing is still preparing (a child of
 the user's own multiprocessing importing the main script). Nor when no core is idle (the load
 average leaves less than one of this process's cores free): then there is no "at once", only
-the same CPU time in another order, and a pool asked for ``start_method="fork"`` would pay for
-a server it never uses (measured on a loaded 2-core machine: the first result of a fork pool
-took 1.9x as long, that of a forkserver pool no less). A pool that asks for another start
+the same CPU time in another order (processes of one session share one scheduler slot under
+Linux's autogroup), and a pool asked for ``start_method="fork"`` would pay for a server it
+never uses. Measured on a 2-core machine at load 2.4 to 7.8, the early start forced on: the
+first result of a fork pool took 1.85x as long, that of a forkserver pool 0.85x to 1.0x
+(benchmarks/startup.py). A pool that asks for another start
 method after an early start leaves the server idle; it exits with this process
 (multiprocessing's ``alive`` pipe), as it does after any forkserver pool.
 
