@@ -41,6 +41,8 @@ def outcomes_of_writes(attempts: dict[str, Callable[[], object]]) -> dict[str, s
         except Exception as exc:
             out[what] = type(exc).__name__
     return out
+
+
 def write_then_return(arg):  # type: ignore[no-untyped-def]
     """Leave ``ran-<x>`` in the directory, then return ``x * 10``."""
     directory, x = arg
@@ -56,3 +58,8 @@ def fail_until_file(arg):  # type: ignore[no-untyped-def]
     if tries < fails:
         raise ValueError(f"try {tries} of {x}")
     return x
+
+
+def environment_variable(name: str) -> str | None:
+    """The worker's value of the environment variable ``name``."""
+    return os.environ.get(name)

@@ -160,13 +160,13 @@ def test_without_subscribers_no_event_is_built(monkeypatch):
     import corral._events as ev
 
     for cls in (TaskQueued, TaskStarted, TaskFinished, TaskRetried, WorkerStarted, WorkerDied):
-        original = cls.__init__
+        original = cls.__new__  # the events are NamedTuples: built by __new__
 
-        def counting(self, *a, _o=original, **k):
-            built.append(type(self).__name__)
-            _o(self, *a, **k)
+        def counting(kind, *a, _o=original, **k):
+            built.append(kind.__name__)
+            return _o(kind, *a, **k)
 
-        monkeypatch.setattr(cls, "__init__", counting)
+        monkeypatch.setattr(cls, "__new__", counting)
     with corral.Pool(2) as pool:
         assert not pool._events.active
         assert pool.map(square, range(50)) == [x * x for x in range(50)]

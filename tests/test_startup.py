@@ -4,6 +4,9 @@
 - A fresh coordinator imports none of the heavy modules a first ``map`` of a function pickled
   by name does not need (psutil, cloudpickle, pathlib, difflib, OpenSSL's hashlib, ...); nor do
   its workers (under forkserver, the fork server's preload is what every worker starts with).
+- The first access to a name that makes a pool (``corral.Pool``, ``map``, ...) starts the fork
+  server before the coordinator's modules are imported, when a core is idle to run it
+  (``_forkserver``); a worker it forks gets the environment of its pool, not the server's.
 - Messages of built-in values are pickled with plain pickle, byte for byte what cloudpickle
   makes of them; anything else still goes through cloudpickle.
 """
@@ -15,14 +18,18 @@ import json
 import os
 import subprocess
 import sys
+import tokenize
 from array import array
 from pathlib import Path
 
 import cloudpickle
 import pytest
+from _tasks import environment_variable
 
 import corral
 from corral import _codec
+from corral._errors import ConfigError
+from corral._fixtures import FixtureSet
 from corral._messages import Call, Result
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -46,6 +53,54 @@ def test_a_first_map_loads_no_heavy_module(method):
     assert [m for m in seen["coordinator"] if m in COORDINATOR_SKIPS] == []
     if method == "forkserver":  # a forked worker has whatever its coordinator had
         assert [m for m in seen["worker"] if m in WORKER_SKIPS] == []
+
+
+def _early_server(gate: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "startup_early_server.py"), gate],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(corral.__file__).parent.parent)},
+    )
+    assert out.returncode == 0, out.stderr
+    seen: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return seen
+
+
+def test_the_first_pool_name_starts_the_fork_server_before_the_coordinator_is_imported():
+    seen = _early_server("idle")
+    assert seen["engine_imported_before"] is False and seen["engine_imported_after"] is True
+    assert seen["server_after"] is not None  # launched then: it preloads while we import
+    assert seen["server_used"] == seen["server_after"] and seen["result"] == 1
+
+
+def test_no_early_fork_server_without_an_idle_core():
+    seen = _early_server("busy")
+    assert seen["server_after"] is None  # started by the first worker, as before
+    assert seen["server_used"] is not None and seen["result"] == 1
+
+
+def test_a_forkserver_worker_gets_the_environment_of_its_pool_not_of_the_server(monkeypatch):
+    with corral.Pool(1, start_method="forkserver") as pool:  # the fork server is up
+        assert pool.map(environment_variable, ["CORRAL_TEST_LATE"]) == [None]
+    monkeypatch.setenv("CORRAL_TEST_LATE", "set after the fork server started")
+    with corral.Pool(1, start_method="forkserver") as pool:
+        got = pool.map(environment_variable, ["CORRAL_TEST_LATE"])
+    assert got == ["set after the fork server started"]
+
+
+def test_checking_a_builtin_without_fixtures_does_not_parse_its_signature():
+    """``inspect.signature`` of a builtin compiles tokenize's regular expression (~10 ms)."""
+    tokenize._compile.cache_clear()
+    FixtureSet().check(abs)
+    assert tokenize._compile.cache_info().currsize == 0
+    with pytest.raises(ConfigError, match="keyword-only parameter 'on'"):
+        FixtureSet().check(_needs_on)  # a Python function is still looked at
+
+
+def _needs_on(x: int, *, on: str) -> int:
+    return x
 
 
 def _cloudpickled(obj: object) -> bytes:

@@ -18,12 +18,15 @@ Everything in underscore modules is internal and may change.
 
 The names are loaded on first use (PEP 562): a worker process imports ``corral._worker.loop``,
 which imports this package, and must not pay for the coordinator's modules (the engine,
-the pools, rich) at every start.
+the pools, rich) at every start. The first name that makes a pool starts the fork server
+before the coordinator's modules are imported, so that both start up at once
+(``_forkserver.start_early``).
 """
 
 from __future__ import annotations
 
 import importlib as _importlib
+import sys as _sys
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
@@ -146,10 +149,16 @@ __all__ = [
 ]
 
 
+_MAKES_POOLS = frozenset({"Executor", "Pool", "imap", "map", "run"})
+
+
 def __getattr__(name: str) -> _typing.Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    if name in _MAKES_POOLS and f"corral.{home}" not in _sys.modules:
+        # loaded like the names themselves: the package (which workers import) depends on none
+        _importlib.import_module("corral._forkserver").start_early()
     value = getattr(_importlib.import_module(f"corral.{home}"), name)
     globals()[name] = value  # later lookups are plain attribute reads
     return value

@@ -64,16 +64,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 from ._outcome import Outcome, Status
 
 log = logging.getLogger("corral")
 
+# The events are NamedTuples (immutable, typed, ``_asdict``), not frozen dataclasses: a frozen
+# dataclass compiles six methods from source at every import (~1 ms each class, 15 classes on
+# the path of every first ``corral.map``), a NamedTuple one (issue 15, start-up).
 
-@dataclass(frozen=True)
-class TaskQueued:
+
+class TaskQueued(NamedTuple):
     """A task can run: its batch was accepted, or the batch was extended with it."""
 
     batch: int  # id() of the batch: tells apart the batches of one pool
@@ -81,8 +83,7 @@ class TaskQueued:
     key: Any
 
 
-@dataclass(frozen=True)
-class TaskStarted:
+class TaskStarted(NamedTuple):
     """An attempt was sent to a worker (it may wait behind a Call already there)."""
 
     batch: int
@@ -93,8 +94,7 @@ class TaskStarted:
     attempt: int  # 1 for the first attempt
 
 
-@dataclass(frozen=True)
-class TaskRetried:
+class TaskRetried(NamedTuple):
     """An attempt failed and the task will run again (after ``delay`` seconds)."""
 
     batch: int
@@ -105,8 +105,7 @@ class TaskRetried:
     delay: float
 
 
-@dataclass(frozen=True)
-class TaskFinished:
+class TaskFinished(NamedTuple):
     """The task's final outcome (given exactly once). ``error`` is ``None`` for ``ok``.
     ``outcome``: the whole Outcome of a task that did not succeed, or a ``cached`` one; None
     for ``ok`` (a chunk's Outcomes are built only when a Report asks for them)."""
@@ -119,8 +118,7 @@ class TaskFinished:
     outcome: Outcome | None = None
 
 
-@dataclass(frozen=True)
-class WorkerStarted:
+class WorkerStarted(NamedTuple):
     """A worker process was started (``seconds``: what starting it took on the engine
     thread); it is ready for Calls at ``WorkerReady``."""
 
@@ -129,8 +127,7 @@ class WorkerStarted:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class WorkerReady:
+class WorkerReady(NamedTuple):
     """The worker has started up (imports, initializer, fixtures unpickled): ``seconds``
     from the start of its process to now (its ``Ready`` message)."""
 
@@ -139,8 +136,7 @@ class WorkerReady:
     seconds: float
 
 
-@dataclass(frozen=True)
-class WorkerRecycled:
+class WorkerRecycled(NamedTuple):
     """Past ``max_tasks_per_worker`` or ``max_worker_memory``: retired, a new one starts."""
 
     worker: int
@@ -148,8 +144,7 @@ class WorkerRecycled:
     rss: int
 
 
-@dataclass(frozen=True)
-class WorkerDied:
+class WorkerDied(NamedTuple):
     """The worker process ended unasked. ``signal`` is set when a signal killed it."""
 
     worker: int
@@ -158,8 +153,7 @@ class WorkerDied:
     signal: int | None
 
 
-@dataclass(frozen=True)
-class WorkerKilled:
+class WorkerKilled(NamedTuple):
     """The coordinator killed the worker: a task ran past its timeout (``reason``
     "timeout"), its batch was cancelled ("cancelled"), or available memory fell below half
     of ``min_free_memory`` ("memory", its tasks requeued). A new worker starts next."""
@@ -169,8 +163,7 @@ class WorkerKilled:
     reason: str
 
 
-@dataclass(frozen=True)
-class WorkerRetired:
+class WorkerRetired(NamedTuple):
     """The worker was stopped for good: the pool closes (the engine loop ends; not with the
     serial backend, whose caller drives the engine), or workers cannot be started."""
 
@@ -178,8 +171,7 @@ class WorkerRetired:
     pid: int | None
 
 
-@dataclass(frozen=True)
-class CallStarted:
+class CallStarted(NamedTuple):
     """A Call (one or more tasks of one batch) was sent to a worker. One event per Call, to
     the ``subscribe_calls`` subscribers only: a subscriber that records starts in bulk (the
     journal) pays per Call, not per task, and without one nothing is built."""
@@ -192,8 +184,7 @@ class CallStarted:
     time: float
 
 
-@dataclass(frozen=True)
-class ServiceStarted:
+class ServiceStarted(NamedTuple):
     """A ``corral.Service`` is ready, in worker ``worker`` (-1: this process), ``seconds``
     after its start began (readiness wait and port retries included)."""
 
@@ -204,16 +195,14 @@ class ServiceStarted:
     seconds: float | None = None
 
 
-@dataclass(frozen=True)
-class ServiceStopped:
+class ServiceStopped(NamedTuple):
     worker: int
     program: str
     port: int | None
     pid: int | None
 
 
-@dataclass(frozen=True)
-class BatchStarted:
+class BatchStarted(NamedTuple):
     """The engine accepted a batch (``map``, ``imap``, ``run``, ``submit``): ``tasks`` it
     has so far (``imap`` adds more as it reads its input), on ``workers`` workers started
     by ``start_method`` (None: in this process)."""
@@ -224,8 +213,7 @@ class BatchStarted:
     start_method: str | None
 
 
-@dataclass(frozen=True)
-class BatchFinished:
+class BatchFinished(NamedTuple):
     """Every task of the batch is final; ``wall``: seconds since ``BatchStarted``."""
 
     batch: int

@@ -175,6 +175,8 @@ class FixtureSet:
         without a default that neither ``supplied`` (the task's own keyword arguments) nor a
         fixture provides, or a positional parameter beyond its ``n_args`` positional arguments
         named like a fixture (fixtures fill keyword-only parameters): every call would fail."""
+        if not self._by_name and _no_keyword_only(fn):
+            return  # without fixtures only a keyword-only parameter could fail: there is none
         params = parameters(fn)
         for name, has_default in params.positional[n_args:]:
             if not has_default and name in self._by_name and name not in supplied:
@@ -293,6 +295,15 @@ def _parameters(fn: Callable[..., Any]) -> Parameters:
             positional.append((p.name, p.default is not p.empty))
     keyword = [(p.name, p.default is not p.empty) for p in params if p.kind is p.KEYWORD_ONLY]
     return Parameters(tuple(positional), tuple(keyword))
+
+
+def _no_keyword_only(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is a C function whose signature has no ``*`` (so no keyword-only
+    parameter), told from its text signature alone: ``inspect.signature`` parses that text
+    with ``tokenize``, whose first use compiles a large regular expression (~10 ms, on the first
+    ``map`` of a builtin such as ``abs``)."""
+    text = getattr(fn, "__text_signature__", None)
+    return isinstance(text, str) and "*" not in text
 
 
 def _fixture_requests(fn: Callable[..., Any], name: str) -> dict[str, bool]:

@@ -15,6 +15,11 @@ it. A Call names its function by ``fn_id``; the function's bytes travel once per
 the ``fns`` of the first Call that needs it, and the worker keeps them (``functions`` in
 ``_worker.execute``). That keeps a 20,000-item ``map`` of a lambda from pickling the lambda 20,000
 times.
+
+The messages sent once per worker or per failure are NamedTuples (immutable, typed), not
+dataclasses, which compile their methods from source at every import of this module, in the
+coordinator and in every fork server (issue 15, start-up). ``Call`` and ``Result`` stay
+dataclasses: mutable, and the per-task path.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import signal
 from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import ExceptionWithTraceback
 
@@ -85,8 +90,7 @@ NO_OUTPUT = ("", "")
 """What an item with no entry in ``Result.output`` wrote (nothing)."""
 
 
-@dataclass(slots=True)
-class InitFailed:
+class InitFailed(NamedTuple):
     """Why the worker stops: sent once, then the worker exits.
 
     ``stage``: ``"initializer"`` (the pool's initializer raised), ``"start-up"`` (anything
@@ -99,8 +103,7 @@ class InitFailed:
     stage: str = "initializer"
 
 
-@dataclass(slots=True)
-class CallFailed:
+class CallFailed(NamedTuple):
     """The worker could not run a Call, or could not answer it, and is still fine: the
     ``edge`` of the Call where it failed (``ARGUMENTS``, ``FUNCTION``, ``RESULT``, or
     ``CALL`` for corral's own code around the tasks) and what was raised, as text, so that
@@ -134,8 +137,7 @@ item's monotonic start, call id, items of that Call begun]``; the last tells a d
 two items (index ``BETWEEN``) which items ran."""
 
 
-@dataclass(slots=True)
-class Handover:
+class Handover(NamedTuple):
     """The answer to the hand-over signal (Ctrl-C): the finished part of the Call the worker
     was running, as a Result of its first ``len(result.values)`` items (item
     ``len(result.values)`` was running), or ``call_id`` -1 and no result when no Call was
@@ -154,8 +156,7 @@ tear down (nothing after the last one): if the worker must be killed for taking 
 ``fixture_teardown_timeout``, the coordinator reads the last one and names the fixture."""
 
 
-@dataclass(slots=True)
-class Ready:
+class Ready(NamedTuple):
     """Sent once by a worker when it has started up (initializer run, fixtures unpickled):
     it takes Calls from now on. ``started``: ``time.time()`` when its ``main`` began."""
 
@@ -163,20 +164,18 @@ class Ready:
     started: float
 
 
-@dataclass(slots=True)
-class Logged:
+class Logged(NamedTuple):
     """A log record made by a task (``forward_logging``): ``record`` is the ``LogRecord``'s
     ``__dict__`` (its message already formatted when its arguments do not pickle), and
     ``call_id``/``index`` the Call and item that ran when it was logged (-1: between Calls),
     which the coordinator turns into the task's key."""
 
     call_id: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index: never called
     record: dict[str, Any]
 
 
-@dataclass(slots=True)
-class Observe:
+class Observe(NamedTuple):
     """What the coordinator asks a worker to keep for it (``_worker.observe``).
 
     ``stack_path``: faulthandler writes here the traceback of a fatal signal (SIGSEGV,

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._codec import human_size
 from ._errors import ConfigError
@@ -32,8 +31,7 @@ tasks' estimates may add up to; the rest is headroom for the workers themselves 
 estimates that turn out low."""
 
 
-@dataclass(frozen=True, slots=True)
-class Needs:
+class Needs(NamedTuple):
     locks: tuple[str, ...] = ()
     uses: tuple[tuple[str, float], ...] = ()
     memory: int = 0
@@ -217,8 +215,7 @@ def _evaluate(specs: Mapping[str, Any], item: Any, index: int) -> dict[str, Any]
 # -- the batch as a whole -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """A checked batch, in positions: what the scheduler needs and nothing else."""
 
     needs: Sequence[Needs]

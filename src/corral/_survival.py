@@ -37,8 +37,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._errors import ConfigError
 
@@ -57,8 +56,7 @@ MEMORY_CHECK = 0.25
 _RELATIVE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(x|%)\s*$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class RelativeTimeout:
+class RelativeTimeout(NamedTuple):
     """``timeout="3x"`` (``factor=3``) or ``"200%"`` (``factor=2``), as given (``text``)."""
 
     factor: float

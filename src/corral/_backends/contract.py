@@ -1,12 +1,15 @@
 """The types of the backend contract (described in ``_backends/__init__``): the events a
 backend's ``wait`` returns, its capability flags, a prepared Call, the ``Backend`` protocol
-and what a factory is given. Imported by the engine and by every backend."""
+and what a factory is given. Imported by the engine and by every backend.
+
+The records are NamedTuples (immutable, typed) and ``Prepared`` a plain class, not dataclasses:
+a dataclass compiles its methods from source at every import, ~1 ms a class on the path of
+every first ``corral.map`` (issue 15, start-up)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from .._functions import FunctionTable
@@ -14,34 +17,30 @@ if TYPE_CHECKING:
     from .._options import PoolOptions
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     slot: int
     message: Result | CallFailed | InitFailed | Handover | Ready | Logged
 
 
-@dataclass(frozen=True, slots=True)
-class Undecodable:
+class Undecodable(NamedTuple):
     slot: int
     error: BaseException
 
 
-@dataclass(frozen=True, slots=True)
-class Died:
+class Died(NamedTuple):
     slot: int
     exitcode: int | None
     call_id: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index: never called on a Died
+    # How many items of Call ``call_id`` had begun (-1: unknown): for a death in no item
+    # (``index`` -1), between two items or after the last, which of them ran.
     begun: int = -1
-    """How many items of Call ``call_id`` had begun (-1: unknown): for a death in no item
-    (``index`` -1), between two items or after the last, which of them ran."""
 
 
 Event = Message | Undecodable | Died
 
 
-@dataclass(frozen=True, slots=True)
-class Remains:
+class Remains(NamedTuple):
     """What a worker left for the coordinator (``_backends.remains``): a fatal signal's
     traceback (``stack``), and the running task's output so far (``capture_output``)."""
 
@@ -50,8 +49,7 @@ class Remains:
     stderr: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     can_kill_one_call: bool
     can_queue_calls: bool
     shares_memory_with_coordinator: bool
@@ -65,18 +63,32 @@ class Capabilities:
     handover_seconds: float = 2.0
 
 
-@dataclass(slots=True)
 class Prepared:
     """A Call as its backend will send it: ``payload`` (bytes, or the Call itself in-process;
     None: nothing to send), the items it could not encode (``rejected``: offset in the Call as
     given → error; they are not sent, and the Call's items no longer include them), ``failed``
     (the rest could not be encoded either: nothing is sent) and the bytes of the arguments (for
-    size warnings; None when not measured)."""
+    size warnings; None when not measured). Mutable: the backend corrects ``argument_bytes``."""
 
-    payload: Any
-    rejected: dict[int, BaseException] = field(default_factory=dict)
-    failed: BaseException | None = None
-    argument_bytes: int | None = None
+    __slots__ = ("argument_bytes", "failed", "payload", "rejected")
+
+    def __init__(
+        self,
+        payload: Any,
+        rejected: dict[int, BaseException] | None = None,
+        failed: BaseException | None = None,
+        argument_bytes: int | None = None,
+    ) -> None:
+        self.payload = payload
+        self.rejected: dict[int, BaseException] = {} if rejected is None else rejected
+        self.failed = failed
+        self.argument_bytes = argument_bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"Prepared(payload={self.payload!r}, rejected={self.rejected!r}, "
+            f"failed={self.failed!r}, argument_bytes={self.argument_bytes!r})"
+        )
 
 
 class Backend(Protocol):
@@ -114,8 +126,7 @@ class Backend(Protocol):
     def close(self, timeout: float) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class BackendSetup:
+class BackendSetup(NamedTuple):
     """What a Pool gives a backend factory: its resolved worker count, options, function
     table (pickled per ``capabilities``), initializer (not pickled) and the engine's wakeup
     pipe (a byte on it must end ``wait``)."""
@@ -127,8 +138,7 @@ class BackendSetup:
     wakeup: int
 
 
-@dataclass(frozen=True, slots=True)
-class BackendFactory:
+class BackendFactory(NamedTuple):
     """How the Pool makes a backend of one name; ``capabilities`` are known before it is
     made (they choose the function table and the driver)."""
 

@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 
 from .._messages import STACK_SIGNAL, Observe
 from .._worker.observe import read_tail
@@ -68,12 +67,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@dataclass
 class _Files:
-    stack: str
-    stdout: str | None
-    stderr: str | None
-    read: int = 0  # how much of the stack file has been read already
+    __slots__ = ("read", "stack", "stderr", "stdout")
+
+    def __init__(self, stack: str, stdout: str | None, stderr: str | None) -> None:
+        self.stack = stack
+        self.stdout = stdout
+        self.stderr = stderr
+        self.read = 0  # how much of the stack file has been read already
 
 
 class WorkerFiles:

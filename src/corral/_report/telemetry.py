@@ -26,7 +26,6 @@ Events this module does not know (a ``ServiceStarted`` from the services, say) a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
@@ -111,11 +110,8 @@ class WorkerLog:
             elif isinstance(event, WorkerRetired):
                 self._end(event.worker, now, "retired")
             else:
-                fields = (
-                    {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
-                    if dataclasses.is_dataclass(event)
-                    else dict(vars(event))
-                )
+                asdict = getattr(event, "_asdict", None)  # the events are NamedTuples
+                fields = dict(asdict()) if asdict is not None else dict(vars(event))
                 self._happenings.append(Happening(type(event).__name__, now, fields))
 
     def _end(

@@ -32,7 +32,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .._codec import human_size
 from .._errors import ConfigError
@@ -43,8 +43,7 @@ SPACE_MARGIN = 1 << 20
 """Free bytes left over after a segment, so a share never fills /dev/shm to the last page."""
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     """Where a segment lives and how big it is; what a handle carries between processes."""
 
     path: str

@@ -167,6 +167,19 @@ class Stamp:
         return self._shared
 
 
+def _adopt_environment(environ: dict[str, str]) -> None:
+    """Make this process's environment ``environ``, changing only what differs (usually
+    nothing: clearing and refilling ``os.environ`` costs a putenv per variable)."""
+    current = dict(os.environ)
+    if current == environ:
+        return
+    for name in current.keys() - environ.keys():
+        del os.environ[name]
+    for name, value in environ.items():
+        if current.get(name) != value:
+            os.environ[name] = value
+
+
 def main(
     conn: Connection,
     lifeline: Connection,
@@ -179,6 +192,7 @@ def main(
     title: str = "corral worker",
     telemetry: bool = True,
     observe: Observe | None = None,
+    environ: dict[str, str] | None = None,
 ) -> None:
     """Entry point of a worker process (the target given to ``multiprocessing``).
 
@@ -187,6 +201,8 @@ def main(
     ``telemetry``: measure each Call's CPU and peak memory (``_worker.meter``).
     ``observe``: the files faulthandler and captured output go to, and the log levels of
     forwarded records (``_worker.observe``, ``_worker.forward``); None: faulthandler to stderr.
+    ``environ``: the coordinator's environment as the pool started this worker, for a worker
+    forked by the fork server (whose own is that of when it started); None: inherited.
 
     Once started up, the worker says so (``Ready``), then takes Calls.
 
@@ -195,6 +211,8 @@ def main(
     coordinator's ``WorkerStartError`` says why; so is an exception that ends the loop.
     """
     began = time.time()
+    if environ is not None:
+        _adopt_environment(environ)
     set_title(title)
     for fd in close_fds:  # the coordinator's pipe ends, inherited under fork
         with contextlib.suppress(OSError):
