@@ -60,9 +60,11 @@ from typing import IO, Any, Literal
 import psutil
 
 from .._errors import ConfigError, ServiceError
+from .._fixtures import watch
 from .._platform import (
     SERVICE_ENV,
     descendants,
+    exiting,
     kill_group,
     kill_marked,
     signal_processes,
@@ -246,6 +248,7 @@ class Service:
             raise
         if failed is None:
             _announce("started", self.name, self.port, self.pid, time.monotonic() - began)
+            watch(self)  # in a fixture's set-up: the fixture now lives as long as the program
             return self
         self.stop()
         failures, tail, permanent = failed
@@ -386,6 +389,40 @@ class Service:
                 self._write_log(line.replace(run.token, MASK))
                 if run.pattern is not None and run.pattern.search(line):
                     run.matched.set()
+
+    # -- dying on its own ---------------------------------------------------------------------
+    def _lost(self, dying: bool = False) -> ServiceError | None:
+        """How the program ended, if it did since it was ready (None while it runs, and
+        once stopped): ``_worker.fixture_cache`` then fails the task that was using it with
+        this error, and sets its fixture (and this Service) up again for the next task.
+
+        ``dying``: also when it has begun to exit (a task saw its connection drop: the kernel
+        closes a dying process's sockets before it becomes a zombie), waiting up to ``grace``
+        for its exit status."""
+        run = self._run
+        if run is None:
+            return None
+        code = run.proc.poll()
+        if code is None:
+            if not (dying and exiting(run.proc.pid)):
+                return None
+            try:
+                code = run.proc.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                return None
+        how = f"exited with code {code}"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"was killed by {signal.Signals(-code).name}"
+        tail = [line.replace(run.token, MASK) for line in run.tail]
+        last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+        message = f"{self.name} (pid {run.proc.pid}, port {self.port}) {how} while in use"
+        return ServiceError(
+            f"{message}: {last}" if last and code >= 0 else message,
+            argv=self.argv,
+            attempts=(f"{how} after it was ready",),
+            output=tuple(tail),
+        )
 
     # -- stopping ---------------------------------------------------------------------------
     def stop(self) -> None:

@@ -21,6 +21,20 @@ Fixture code is user code: it runs only inside a task's call (through ``Bound``,
 crash, the coordinator's death): a ``corral.Service`` guards against that itself, with a
 keeper process (``_services.service``).
 
+A worker fixture whose set-up started a ``corral.Service`` (``_fixtures.watch``) lives as long
+as the program does. Before each task that needs it, a program found dead (SIGKILLed, crashed)
+has its fixture torn down (``stop``: its port and keeper freed) and set up again, so the task
+gets a working one; a task that raises while a program it used is dying or dead fails with a
+``FixtureError`` naming the fixture, whose ``cause`` is a ``ServiceError`` saying how the
+program ended (the task's own exception chained). Such tasks do not count as failed set-ups.
+Checking costs a ``waitpid`` per Service per task: those tasks take ``call``, not the
+``Bound.fixed`` fast path.
+
+    task ─► call ─► program of a watched fixture exited? ─► tear it (and its dependents) down
+              │                                             ─► set up again ─► task runs
+              └─ task raised ─► a watched program dying or dead? ─► FixtureError(cause=
+                                                                     ServiceError), torn down
+
 A set-up that raises fails the task with a ``FixtureError`` and is tried again for the next
 task. After ``limit`` failures in a row of the same fixture in this process, the next tasks
 fail at once without a new attempt: a chunk of 500 tasks must not start a failing server 500
@@ -40,7 +54,7 @@ from typing import Any
 
 from .. import _codec
 from .._errors import ExceptionWithTraceback, FixtureError, TaskTimeout
-from .._fixtures import Fixture, FixtureSet
+from .._fixtures import Fixture, FixtureSet, Watched, watching
 
 log = logging.getLogger("corral")
 
@@ -109,6 +123,7 @@ class FixtureCache:
         self._attempt_ids = itertools.count(1)
         self._bound: OrderedDict[int, tuple[Callable[..., Any], Callable[..., Any]]] = OrderedDict()
         self._fixed: list[Bound] = []  # Bounds holding worker fixture values, cleared at close
+        self._watched: dict[str, list[Watched]] = {}  # worker fixture → the Services it started
         self.on_set_up: Callable[[], None] = _nothing
         """Called when a worker fixture is set up: the worker restarts the running task's
         timeout clock (set-up time is not the task's; a hung set-up still times out)."""
@@ -143,14 +158,22 @@ class FixtureCache:
     def call(self, bound: Bound, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         scope = _TaskScope()
         own = bool(kwargs)
+        if self._watched:
+            self._replace_lost(bound.names)
         try:
             for name in bound.names:
                 if name not in kwargs:  # the task's own arguments win
                     kwargs[name] = self._get(name, scope)
-            if not own and not scope.values:  # worker fixtures only: keep them on the Bound
+            if not own and not scope.values and not self._watched:  # keep them on the Bound
                 bound.fixed = dict(kwargs)
                 self._fixed.append(bound)
             result = bound.fn(*args, **kwargs)
+        except Exception as exc:
+            self._teardown_task(scope, raising=False)
+            lost = self._lost_during(bound.names) if self._watched else None
+            if lost is not None:
+                raise lost from exc
+            raise
         except BaseException:
             self._teardown_task(scope, raising=False)
             raise
@@ -166,7 +189,8 @@ class FixtureCache:
         self._refuse_if_failing(name)
         deps = {dep: self._get(dep, scope) for dep in self._set.requested(name)}
         try:
-            value, teardown = _set_up(fx, deps)
+            with watching() as started:
+                value, teardown = _set_up(fx, deps)
         except (TaskTimeout, FixtureError):  # the serial alarm; a dependency's own failure
             raise
         except Exception as exc:
@@ -176,6 +200,8 @@ class FixtureCache:
             self._values[name] = value
             if teardown is not None:
                 self._teardowns.append((name, teardown))
+            if started:
+                self._watched[name] = started
             self.on_set_up()
         else:
             scope.values[name] = value
@@ -211,6 +237,53 @@ class FixtureCache:
         )
         raise error from last
 
+    # -- a Service that died (see the module docstring) -----------------------------------
+    def _replace_lost(self, names: tuple[str, ...]) -> None:
+        """Before a task: tear down the fixtures it needs whose program has exited."""
+        for name in self._set.closure(names):
+            for thing in self._watched.get(name, ()):
+                error = thing._lost()
+                if error is not None:
+                    log.warning("corral: fixture %r is set up again: %s", name, error)
+                    self._tear_down_from(name)
+                    break
+
+    def _lost_during(self, names: tuple[str, ...]) -> FixtureError | None:
+        """After a task raised: the error of the first fixture it needs whose program is
+        dying or dead (that fixture torn down), or None."""
+        for name in self._set.closure(names):
+            for thing in self._watched.get(name, ()):
+                error = thing._lost(dying=True)
+                if error is not None:
+                    self._tear_down_from(name)
+                    return FixtureError(
+                        f"fixture {name!r} lost its service while the task ran: {error}",
+                        fixture=name,
+                        cause=_portable(error),
+                    )
+        return None
+
+    def _tear_down_from(self, lost: str) -> None:
+        """Tear down worker fixture ``lost`` and those set up with it (they hold its
+        value), last set up first; they are set up again when next needed."""
+        doomed = {n for n in self._values if lost in self._set.closure([n])}
+        for bound in self._fixed:
+            bound.fixed = None
+        self._fixed.clear()
+        kept = []
+        for name, gen in reversed(self._teardowns):
+            if name not in doomed:
+                kept.append((name, gen))
+                continue
+            try:
+                _finish(gen, name)
+            except Exception:
+                log.warning("corral: teardown of fixture %r failed", name, exc_info=True)
+        self._teardowns = kept[::-1]
+        for name in doomed:
+            self._values.pop(name, None)
+            self._watched.pop(name, None)
+
     def _teardown_task(self, scope: _TaskScope, *, raising: bool) -> None:
         """Tear down the item's task fixtures, last first. A teardown that fails fails a task
         that had succeeded (``raising``); when the task failed already, it is only logged."""
@@ -236,6 +309,7 @@ class FixtureCache:
         """Tear down the worker fixtures, last set up first; failures are logged."""
         teardowns, self._teardowns = self._teardowns, []
         self._values.clear()
+        self._watched.clear()
         for bound in self._fixed:
             bound.fixed = None
         self._fixed.clear()
