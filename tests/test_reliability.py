@@ -306,6 +306,18 @@ ELSEWHERE = {
     "service ignores SIGTERM": (
         "test_services.py::test_a_service_ignoring_sigterm_is_killed_after_the_grace_period"
     ),
+    "kill -9 of a Dask worker": (
+        "test_reliability_dask.py::"
+        "test_kill_9_of_a_dask_worker_fails_or_retries_its_task_and_loses_nothing"
+    ),
+    "soak on the Dask backend (killing Dask workers)": (
+        "test_reliability_dask.py::"
+        "test_soak_with_random_faults_and_dask_workers_killed_loses_nothing"
+    ),
+    "kill -9 of a service (the program itself)": (
+        "test_reliability_service.py::"
+        "test_kill_9_of_a_service_fails_the_task_using_it_and_the_next_tasks_get_a_new_one"
+    ),
     "kill -9 of a worker running a service": (
         "test_services.py::test_server_dies_with_a_worker_killed_by_sigkill"
     ),
@@ -339,9 +351,6 @@ PENDING = {
     "kill -9 of the coordinator, then resume": "the journal (journal=)",
     "coordinator kill loop (20 SIGKILLs, each task once)": "the journal (journal=)",
     "drain, then resume in the next allocation": "the journal (journal=)",
-    "kill -9 of a Dask worker": "the Dask backend",
-    "soak on the Dask backend (killing Dask workers)": "the Dask backend",
-    "kill -9 of a service (the program itself)": "a Service test row, not written yet",
 }
 
 

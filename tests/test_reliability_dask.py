@@ -233,13 +233,17 @@ def test_soak_with_random_faults_and_dask_workers_killed_loses_nothing(cluster, 
     stop = threading.Event()
 
     def kill_at_marks() -> None:
+        """At each mark, a Dask worker that runs corral children (not a fresh replacement
+        still starting); polls the markers until the batch ends."""
         for mark in SOAK_KILLS_AFTER:
-            while sum(executions(tmp_path).values()) < mark:
+            while True:
+                if sum(executions(tmp_path).values()) >= mark:
+                    busy = [w for w in killer.dask_workers() if corral_children_of(w)]
+                    if busy:
+                        killer.kill(busy[0])
+                        break
                 if stop.wait(0.05):  # the batch ended first
                     return
-            busy = [w for w in killer.dask_workers() if corral_children_of(w)]
-            if busy:
-                killer.kill(busy[0])
 
     tasks = [Task(soak_and_mark, (x, f, str(tmp_path)), key=x) for x, f in enumerate(faults)]
     thread = threading.Thread(target=kill_at_marks)

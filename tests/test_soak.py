@@ -7,7 +7,7 @@ timeout), 1 % memory blow-ups (past RLIMIT_AS in the worker). Meanwhile a thread
 random worker that has run a task, a few times. ``CORRAL_SOAK_TASKS`` sizes it (default 300,
 which keeps CI bounded; the issue's figure is 2,000). The figures are printed (``FIGURE``,
 with ``-s``).
-Pending: the same on the Dask backend, killing Dask workers (when that backend lands).
+The same on the Dask backend, killing Dask workers: ``tests/test_reliability_dask.py``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ never left running.
       wait until ready (tcp / regex / callable); else kill it, next port, up to ``retries``
     stop(): SIGTERM to the program's tree, SIGKILL after ``grace``; "-pgid"; close the pipe
             ─► keeper exits
+    started in a fixture's set-up: _fixtures.watch(self); the program dies on its own ─►
+      _worker.fixture_cache, asking ``_lost()`` before each task and after one raised, fails
+      that task (FixtureError, cause ServiceError "... was killed by SIGKILL while in use"),
+      tears the fixture down (stop(): port lock, keeper freed) and sets it up again
 
 Ownership: a Service's program, everything it starts, and its keeper belong to the Service.
 Its starter stops them (``stop``), or, when the starter dies first, its keeper. Nothing else
@@ -392,13 +396,9 @@ class Service:
 
     # -- dying on its own ---------------------------------------------------------------------
     def _lost(self, dying: bool = False) -> ServiceError | None:
-        """How the program ended, if it did since it was ready (None while it runs, and
-        once stopped): ``_worker.fixture_cache`` then fails the task that was using it with
-        this error, and sets its fixture (and this Service) up again for the next task.
-
+        """How the program ended since it was ready, or None (running, or stopped).
         ``dying``: also when it has begun to exit (a task saw its connection drop: the kernel
-        closes a dying process's sockets before it becomes a zombie), waiting up to ``grace``
-        for its exit status."""
+        closes a dying process's sockets before it is a zombie); its status awaited."""
         run = self._run
         if run is None:
             return None
