@@ -118,7 +118,7 @@ def create(setup: BackendSetup) -> DaskBackend:
     """The ``dask`` backend of a Pool (``_backends.BACKENDS``)."""
     import distributed
 
-    from .dask_remote import LOST_WORKERS, CorralPlugin, LostWorkers, Settings
+    from .dask_remote import LOST_WORKERS_PLUGIN, CorralPlugin, LostWorkers, Settings
 
     options = setup.options
     given = options.dask_client
@@ -139,7 +139,7 @@ def create(setup: BackendSetup) -> DaskBackend:
             teardown_grace=options.fixture_teardown_timeout,
             measure_rss=options.max_worker_memory is not None,
         )
-        client.register_plugin(LostWorkers(), name=LOST_WORKERS)
+        client.register_plugin(LostWorkers(), name=LOST_WORKERS_PLUGIN)
         client.register_plugin(CorralPlugin(name, settings), name=name)
     except BaseException:
         if owns:

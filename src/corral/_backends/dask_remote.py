@@ -103,6 +103,11 @@ class CorralPlugin(WorkerPlugin):
 LOST_WORKERS = "corral-lost-workers"
 """The scheduler topic on which ``LostWorkers`` names each Dask worker it removes."""
 
+LOST_WORKERS_PLUGIN = "corral-lost-workers-claims"
+"""The name ``LostWorkers`` is registered under on the scheduler: not the topic's, which an
+earlier corral's plugin (no claims) may hold on a long-lived scheduler (registration is
+idempotent by name, so it would never be replaced, and every claim would fail)."""
+
 CLAIM = "corral_claim"
 """The scheduler handler (``LostWorkers.claim``) a Dask task asks before it runs its Call."""
 
