@@ -44,15 +44,19 @@ distributed = require_module("distributed")
 pytestmark = pytest.mark.timeout(240)
 
 LEAK_WAIT = 15.0
-SOAK_TASKS = int(os.environ.get("CORRAL_DASK_SOAK_TASKS", "120"))
-SOAK_KILLS_AFTER = (SOAK_TASKS // 3, 2 * SOAK_TASKS // 3)
+WORKERS = 3
+"""Dask workers: the kill test kills up to two; the third goes on meanwhile (a replacement
+takes seconds to start on a loaded machine)."""
+SOAK_TASKS = int(os.environ.get("CORRAL_DASK_SOAK_TASKS", "100"))
+SOAK_KILLS = int(os.environ.get("CORRAL_DASK_SOAK_KILLS", "2"))
+SOAK_KILLS_AFTER = [SOAK_TASKS * (i + 1) // (SOAK_KILLS + 1) for i in range(SOAK_KILLS)]
 """The soak kills a Dask worker once this many tasks have finished (each mark: one kill)."""
 
 
 @pytest.fixture(scope="module")
 def cluster():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     client = distributed.Client(cluster)
     yield client
@@ -152,7 +156,7 @@ def test_kill_9_of_a_dask_worker_fails_or_retries_its_task_and_loses_nothing(clu
     """Two victims, task 0 without retries and task 1 with one: each hangs on its first
     attempt until the Dask worker running it is SIGKILLed (one worker for both, or one
     each, as Dask placed them)."""
-    cluster.wait_for_workers(2, timeout=120)  # replaced after an earlier test's kills
+    cluster.wait_for_workers(WORKERS, timeout=120)  # replaced after an earlier test's kills
     killer = DaskWorkerKiller(cluster)
     victims = {0: 0, 1: 1}  # task → its retries
     errors: list[BaseException] = []
@@ -227,7 +231,7 @@ def test_soak_with_random_faults_and_dask_workers_killed_loses_nothing(cluster, 
     """``test_soak.py``'s random faults (5 % exceptions, 2 % ``os._exit``, 1 % SIGKILL, 1 %
     hangs past the timeout, 1 % memory blow-ups past RLIMIT_AS), on the Dask backend, with a
     Dask worker SIGKILLed after a third and after two thirds of the tasks finished."""
-    cluster.wait_for_workers(2, timeout=120)  # replaced after an earlier test's kills
+    cluster.wait_for_workers(WORKERS, timeout=120)  # replaced after an earlier test's kills
     faults = draw_faults(SOAK_TASKS, seed=23)
     killer = DaskWorkerKiller(cluster)
     stop = threading.Event()
@@ -253,7 +257,7 @@ def test_soak_with_random_faults_and_dask_workers_killed_loses_nothing(cluster, 
     ) as pool:
         thread.start()
         try:
-            report = pool.run(tasks, retries=3, backoff=0.0, timeout=2.0, errors="return")
+            report = pool.run(tasks, retries=3, backoff=0.0, timeout=1.0, errors="return")
         finally:
             stop.set()
             thread.join()
