@@ -321,9 +321,13 @@ def _name_of(fn: Callable[..., Any]) -> str:
 # -- what a set-up starts that can be lost later (a Service's program) ---------------------------
 class Watched(Protocol):
     """Something a fixture's set-up started that can die while the fixture is kept (a
-    ``corral.Service``'s program): ``_lost`` is the error saying how, or None while fine."""
+    ``corral.Service``'s program): ``_lost`` is the error saying how, or None while fine;
+    ``_when_ended`` calls back when it may have died (so that nothing is asked per task)."""
 
     def _lost(self, dying: bool = False) -> BaseException | None: ...
+
+    def _when_ended(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (from any thread) when it may have died."""
 
 
 _setting_up = threading.local()

@@ -129,6 +129,7 @@ class _Run:
         self.pattern = pattern
         self.matched = threading.Event()
         self.thread: threading.Thread | None = None
+        self.ended = False  # its output reached EOF: the program (or all that shared it) ended
 
 
 @public
@@ -210,6 +211,7 @@ class Service:
         self._reservation: HeldPort | None = None
         self._keeper: Keeper | None = None
         self._check_error: Exception | None = None  # the ready callable's last exception
+        self._on_end: list[Callable[[], None]] = []  # told when the output ends (_when_ended)
 
     # -- public surface ---------------------------------------------------------------------
     @property
@@ -393,14 +395,25 @@ class Service:
                 self._write_log(line.replace(run.token, MASK))
                 if run.pattern is not None and run.pattern.search(line):
                     run.matched.set()
+        run.ended = True
+        for fn in list(self._on_end):
+            fn()
 
     # -- dying on its own ---------------------------------------------------------------------
+    def _when_ended(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the reader thread when the program's output ends (it may have died;
+        a child that keeps the output open hides that until a task fails)."""
+        self._on_end.append(fn)
+        if self._run is not None and self._run.ended:  # ended before: the reader is done
+            fn()
+
     def _lost(self, dying: bool = False) -> ServiceError | None:
-        """How the program ended since it was ready, or None (running, or stopped).
-        ``dying``: also when it has begun to exit (a task saw its connection drop: the kernel
-        closes a dying process's sockets before it is a zombie); its status awaited."""
+        """How the program ended since it was ready, or None (running, or stopped). Asked
+        before every task: without ``dying`` only once its output reached EOF (no syscall).
+        ``dying``: a task saw its connection drop; also when it has begun to exit (the kernel
+        closes a dying process's sockets before it is a zombie), its status awaited."""
         run = self._run
-        if run is None:
+        if run is None or not (dying or run.ended):
             return None
         code = run.proc.poll()
         if code is None:

@@ -27,13 +27,15 @@ has its fixture torn down (``stop``: its port and keeper freed) and set up again
 gets a working one; a task that raises while a program it used is dying or dead fails with a
 ``FixtureError`` naming the fixture, whose ``cause`` is a ``ServiceError`` saying how the
 program ended (the task's own exception chained). Such tasks do not count as failed set-ups.
-Checking costs a ``waitpid`` per Service per task: those tasks take ``call``, not the
-``Bound.fixed`` fast path.
+Nothing is checked per task while the programs run: a Service's reader thread sets
+``suspect`` when the program's output ends, and the next task checks first.
 
-    task ─► call ─► program of a watched fixture exited? ─► tear it (and its dependents) down
-              │                                             ─► set up again ─► task runs
-              └─ task raised ─► a watched program dying or dead? ─► FixtureError(cause=
-                                                                     ServiceError), torn down
+    Service reader thread: the program's output ended ─► cache.suspect = True (a flag only)
+    task ─► Bound: suspect? ─► call ─► a watched program exited? ─► tear it (and what was set
+              │                                                     up on it) down ─► set up
+              │                                                     again ─► task runs
+              └─ task raised (fast path or call) ─► a watched program it needs dying or dead?
+                                     ─► FixtureError(cause=ServiceError), fixture torn down
 
 A set-up that raises fails the task with a ``FixtureError`` and is tried again for the next
 task. After ``limit`` failures in a row of the same fixture in this process, the next tasks
@@ -98,8 +100,12 @@ class Bound:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fixed = self.fixed
-        if fixed is not None and not kwargs:
-            return self.fn(*args, **fixed)
+        if fixed is not None and not kwargs and not self.cache.suspect:
+            try:
+                return self.fn(*args, **fixed)
+            except Exception as exc:
+                self.cache.raise_if_lost(self.names, exc)
+                raise
         return self.cache.call(self, args, kwargs)
 
 
@@ -124,6 +130,10 @@ class FixtureCache:
         self._bound: OrderedDict[int, tuple[Callable[..., Any], Callable[..., Any]]] = OrderedDict()
         self._fixed: list[Bound] = []  # Bounds holding worker fixture values, cleared at close
         self._watched: dict[str, list[Watched]] = {}  # worker fixture → the Services it started
+        self.suspect = False
+        """Set by a watched Service's reader thread when the program's output ends (it may
+        have died): the next task checks them first (``_replace_lost``). Only a flag crosses
+        threads; everything else is this thread's."""
         self.on_set_up: Callable[[], None] = _nothing
         """Called when a worker fixture is set up: the worker restarts the running task's
         timeout clock (set-up time is not the task's; a hung set-up still times out)."""
@@ -158,21 +168,20 @@ class FixtureCache:
     def call(self, bound: Bound, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         scope = _TaskScope()
         own = bool(kwargs)
-        if self._watched:
-            self._replace_lost(bound.names)
+        if self.suspect:
+            self.suspect = False  # before the checks: an end seen after them sets it again
+            self._replace_lost()
         try:
             for name in bound.names:
                 if name not in kwargs:  # the task's own arguments win
                     kwargs[name] = self._get(name, scope)
-            if not own and not scope.values and not self._watched:  # keep them on the Bound
+            if not own and not scope.values:  # worker fixtures only: keep them on the Bound
                 bound.fixed = dict(kwargs)
                 self._fixed.append(bound)
             result = bound.fn(*args, **kwargs)
         except Exception as exc:
             self._teardown_task(scope, raising=False)
-            lost = self._lost_during(bound.names) if self._watched else None
-            if lost is not None:
-                raise lost from exc
+            self.raise_if_lost(bound.names, exc)
             raise
         except BaseException:
             self._teardown_task(scope, raising=False)
@@ -202,6 +211,8 @@ class FixtureCache:
                 self._teardowns.append((name, teardown))
             if started:
                 self._watched[name] = started
+                for thing in started:
+                    thing._when_ended(self._ended)
             self.on_set_up()
         else:
             scope.values[name] = value
@@ -238,19 +249,32 @@ class FixtureCache:
         raise error from last
 
     # -- a Service that died (see the module docstring) -----------------------------------
-    def _replace_lost(self, names: tuple[str, ...]) -> None:
-        """Before a task: tear down the fixtures it needs whose program has exited."""
-        for name in self._set.closure(names):
-            for thing in self._watched.get(name, ()):
+    def _replace_lost(self) -> None:
+        """Before a task: tear down the fixtures whose program has exited (whether this task
+        needs them or not: one ``waitpid`` each, no walk of the task's fixtures); set up
+        again when next needed."""
+        for name, things in list(self._watched.items()):
+            if name not in self._watched:  # torn down with one before it
+                continue
+            for thing in things:
                 error = thing._lost()
                 if error is not None:
                     log.warning("corral: fixture %r is set up again: %s", name, error)
                     self._tear_down_from(name)
                     break
 
+    def _ended(self) -> None:
+        self.suspect = True  # a Service's reader thread: a flag only
+
+    def raise_if_lost(self, names: tuple[str, ...], exc: Exception) -> None:
+        """After a task raised ``exc``: if a program of a fixture it needs is dying or dead,
+        raise the task's FixtureError instead (``exc`` chained); that fixture torn down."""
+        if self._watched:
+            lost = self._lost_during(names)
+            if lost is not None:
+                raise lost from exc
+
     def _lost_during(self, names: tuple[str, ...]) -> FixtureError | None:
-        """After a task raised: the error of the first fixture it needs whose program is
-        dying or dead (that fixture torn down), or None."""
         for name in self._set.closure(names):
             for thing in self._watched.get(name, ()):
                 error = thing._lost(dying=True)
