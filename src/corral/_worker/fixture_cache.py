@@ -250,9 +250,9 @@ class FixtureCache:
 
     # -- a Service that died (see the module docstring) -----------------------------------
     def _replace_lost(self) -> None:
-        """Before a task: tear down the fixtures whose program has exited (whether this task
-        needs them or not: one ``waitpid`` each, no walk of the task's fixtures); set up
-        again when next needed."""
+        """Before a task, once a reader thread said an output ended: tear down the fixtures
+        whose program has exited, whether this task needs them or not (set up again when
+        next needed)."""
         for name, things in list(self._watched.items()):
             if name not in self._watched:  # torn down with one before it
                 continue
