@@ -209,6 +209,58 @@ def test_kill_9_of_a_dask_worker_fails_or_retries_its_task_and_loses_nothing(clu
     )
 
 
+def hang_in_the_first_initializer(directory: str) -> None:
+    """A Pool initializer: the first corral child's hangs (so its Call never reports a
+    start) until its Dask worker is killed; the next children's return."""
+    if not list(Path(directory).glob("init-*")):
+        Path(directory, f"init-{os.getpid()}").write_text("")
+        time.sleep(300)
+
+
+def mark_and_square(directory: str, n: int) -> int:
+    finished_once(directory, n)
+    return n * n
+
+
+@pytest.mark.slow
+def test_a_call_whose_start_was_never_reported_is_not_run_again_by_dask(cluster, tmp_path):
+    """Regression: a Call began on a Dask worker (claimed there) that was killed before the
+    Call's start event could be sent (here: its corral child hangs in the initializer, so no
+    item ever begins). Dask sends the task to another worker; corral must end it as a crash
+    (retries=0), and the copy must run nothing."""
+    import functools
+
+    cluster.wait_for_workers(WORKERS, timeout=120)
+    killer = DaskWorkerKiller(cluster)
+    errors: list[BaseException] = []
+
+    def kill_its_worker() -> None:
+        try:
+            wait_until(lambda: list(tmp_path.glob("init-*")), "the initializer", timeout=90)
+            (marker,) = tmp_path.glob("init-*")
+            worker = killer.worker_running(int(marker.name.split("-")[1]))
+            assert worker is not None, "no Dask worker runs the hung initializer"
+            killer.kill(worker)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=kill_its_worker)
+    thread.start()
+    try:
+        with corral.Pool(
+            backend="dask", dask_client=cluster,
+            initializer=functools.partial(hang_in_the_first_initializer, str(tmp_path)),
+        ) as pool:  # fmt: skip
+            report = pool.run([Task(mark_and_square, (str(tmp_path), 7))], errors="return")
+    finally:
+        thread.join()
+    assert not errors, errors
+    (outcome,) = report.outcomes
+    assert outcome.status == "crashed" and isinstance(outcome.error, WorkerCrashed), outcome
+    assert not executions(tmp_path)  # Dask's copy ran nothing
+    killer.check_nothing_left()
+
+
 def new_victims(directory: Path, handled: set[int]) -> dict[int, int]:
     """Victims that said where they run and are not handled yet: task → corral child pid."""
     found = {}
