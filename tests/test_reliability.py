@@ -6,8 +6,8 @@ checks: the failing task's typed error and reason, every other task's result, an
 the autouse guards of conftest.py) 0 processes and 0 shared-memory segments left behind.
 Rows that existing tests already keep true are listed in ``ELSEWHERE`` with the test that
 does; ``test_every_row_is_kept_true_somewhere`` checks those tests exist, so the table cannot
-point at nothing. Rows that need the journal or the Dask backend are in ``PENDING``: they are
-added here (a fault function, or a test) when those land.
+point at nothing. Every row of the issue's matrix has its test now: ``PENDING`` (a row not
+kept true yet, and what it waits for) is empty, and ``test_nothing_is_pending`` keeps it so.
 
 Each row prints its measured figure (``FIGURE ...`` lines, seen with ``-s``): the batch's
 wall time, and for a timeout how long after its limit the task was stopped.
@@ -306,6 +306,18 @@ ELSEWHERE = {
     "service ignores SIGTERM": (
         "test_services.py::test_a_service_ignoring_sigterm_is_killed_after_the_grace_period"
     ),
+    "kill -9 of a Dask worker": (
+        "test_reliability_dask.py::"
+        "test_kill_9_of_a_dask_worker_fails_or_retries_its_task_and_loses_nothing"
+    ),
+    "soak on the Dask backend (killing Dask workers)": (
+        "test_reliability_dask.py::"
+        "test_soak_with_random_faults_and_dask_workers_killed_loses_nothing"
+    ),
+    "kill -9 of a service (the program itself)": (
+        "test_reliability_service.py::"
+        "test_kill_9_of_a_service_fails_the_task_using_it_and_the_next_tasks_get_a_new_one"
+    ),
     "kill -9 of a worker running a service": (
         "test_services.py::test_server_dies_with_a_worker_killed_by_sigkill"
     ),
@@ -352,11 +364,7 @@ ELSEWHERE = {
     ),
 }
 
-PENDING = {
-    "kill -9 of a Dask worker": "the Dask backend",
-    "soak on the Dask backend (killing Dask workers)": "the Dask backend",
-    "kill -9 of a service (the program itself)": "a Service test row, not written yet",
-}
+PENDING: dict[str, str] = {}
 
 
 def _test_names(path: Path) -> set[str]:
@@ -368,6 +376,10 @@ def test_every_row_is_kept_true_somewhere() -> None:
     for fault, where in ELSEWHERE.items():
         module, name = where.split("::")
         assert name in _test_names(HERE / module), f"{fault}: {where} does not exist"
+
+
+def test_nothing_is_pending() -> None:
+    assert not PENDING, f"rows without a test: {sorted(PENDING)}"
 
 
 def test_the_docs_table_has_every_row() -> None:

@@ -8,7 +8,7 @@ Every run of a task appends its worker's pid to the task's marker file, so the t
 what really ran and checks ``Outcome.attempts`` and ``history`` against it, task by task
 (``docs/failures.md``, "Attempts"). ``CORRAL_SOAK_TASKS`` sizes it (default 300, which keeps
 CI bounded; the issue's figure is 2,000). The figures are printed (``FIGURE``, with ``-s``).
-Pending: the same on the Dask backend, killing Dask workers (when that backend lands).
+The same on the Dask backend, killing Dask workers: ``tests/test_reliability_dask.py``.
 """
 
 from __future__ import annotations

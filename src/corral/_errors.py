@@ -12,8 +12,10 @@ The hierarchy::
      │    ├── WorkerStartError                a worker could not be started (initializer failed)
      │    ├── TaskCancelled                   the run was interrupted before the task finished
      │    ├── TaskSkipped                     a task it depends on (after=) did not succeed
-     │    └── FixtureError                    a fixture the task needs could not be set up
+     │    └── FixtureError                    a fixture the task needs could not be set up, or
+     │                                        its Service died while the task ran
      ├── ServiceError                         an external program (corral.Service) did not start
+     │                                        (or died: a FixtureError's cause)
      ├── RemoteError                          a worker exception that could not travel as itself
      ├── JournalError                         a journal file that cannot be used (names the file)
      │    └── JournalLocked                   another run is writing it (names its pid)
@@ -188,7 +190,10 @@ class FixtureError(TaskError):
 
 @public
 class ServiceError(CorralError):
-    """A ``corral.Service`` could not be started: every attempt failed.
+    """A ``corral.Service`` could not be started: every attempt failed. Also the ``cause``
+    of the ``FixtureError`` of a task whose Service's program died while the task ran (its
+    message says how: ``redis-server (pid 4711, port 40123) was killed by SIGKILL while in
+    use``).
 
     ``attempts`` says why each attempt failed (exited early, not ready in time, ...),
     ``output`` holds the program's last output lines from the last attempt (its token

@@ -30,10 +30,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, overload
 
 from ._errors import ConfigError
 from ._public import public
@@ -326,3 +327,40 @@ def _fixture_requests(fn: Callable[..., Any], name: str) -> dict[str, bool]:
 def _name_of(fn: Callable[..., Any]) -> str:
     name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
     return str(name) if name else repr(fn)
+
+
+# -- what a set-up starts that can be lost later (a Service's program) ---------------------------
+class Watched(Protocol):
+    """Something a fixture's set-up started that can die while the fixture is kept (a
+    ``corral.Service``'s program): ``_lost`` is the error saying how, or None while fine;
+    ``_when_ended`` calls back when it may have died (so that nothing is asked per task)."""
+
+    def _lost(self, dying: bool = False) -> BaseException | None: ...
+
+    def _when_ended(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (from any thread) when it may have died."""
+
+
+_setting_up = threading.local()
+"""``found``: the list that ``watch`` appends to while a fixture is being set up on this
+thread (``watching``), else absent. Set and cleared by ``watching`` alone."""
+
+
+@contextlib.contextmanager
+def watching() -> Iterator[list[Watched]]:
+    """Collect what ``watch`` is given during a fixture's set-up (``_worker.fixture_cache``)."""
+    previous = getattr(_setting_up, "found", None)
+    found: list[Watched] = []
+    _setting_up.found = found
+    try:
+        yield found
+    finally:
+        _setting_up.found = previous
+
+
+def watch(thing: Watched) -> None:
+    """Called by what a set-up starts (``Service.start``): the fixture being set up, if any,
+    now depends on ``thing`` staying alive."""
+    found = getattr(_setting_up, "found", None)
+    if found is not None:
+        found.append(thing)

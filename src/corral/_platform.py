@@ -383,3 +383,20 @@ def limit_native_threads(n: int) -> None:
     except ImportError:  # pragma: no cover - it is a declared dependency
         return
     threadpool_limits(limits=n)
+
+
+PF_EXITING = 0x4
+"""The kernel's flag of a process that has begun to exit (``flags``, field 9 of its stat)."""
+
+
+def exiting(pid: int) -> bool:
+    """Whether ``pid`` has begun to exit or has exited (Linux; elsewhere False). The kernel
+    sets PF_EXITING before it closes a dying process's files: a peer that saw its connection
+    drop may find the process not yet a zombie, but always exiting."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 7:
+        return False
+    try:
+        return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & PF_EXITING)
+    except ValueError:
+        return False

@@ -7,7 +7,10 @@
                                                                            a corral child runs it)
     wait() ◄─ done callback ─ own pipe ◄─ future done ◄─────────────────── answer
     running_item(k) ◄─ topic handler ◄─ log_event "start" (call, worker) ◄─ task thread
-    wait() → Died ◄─── topic corral-lost-workers ◄─ scheduler plugin: a Dask worker removed
+                                        scheduler plugin ◄── claim (key, w) ── task thread,
+                                        (LostWorkers)                          before the Call
+    wait() → Died ◄─── topic corral-lost-workers ◄─ a Dask worker removed: w and the keys
+                                                    claimed on w
     kill(k) ─ cancel the future; killer thread: client.run(kill_call, workers=[w]) ─► child killed
 
 Slots are virtual: ``workers`` of them ("auto": the cluster's threads when the Pool starts),
@@ -17,12 +20,16 @@ first need); a slot's "pid" is None.
 
 Retries stay corral's: every Call is submitted with ``retries=0`` and ``pure=False`` (never
 deduplicated), under a key ``corral-<function>-<call>-<pool>``: the dashboard shows corral's
-tasks by function. Dask would still re-run a task whose
-worker died while it ran (``allowed-failures``, a scheduler-wide setting corral does not
-change); so the Call's start is reported by the Dask worker (``log_event``), and when the
-scheduler removes a worker, the Calls started there end with ``Died`` (WorkerCrashed, or a
-retry when asked) and their futures are cancelled; a copy Dask started anyway is killed when
-its start is reported (an unknown Call).
+tasks by function. Dask would still re-run a task whose worker died while it ran
+(``allowed-failures``, a scheduler-wide setting corral does not change). So a Dask task
+claims its Call on the scheduler before running it (one round trip, ``dask_remote``); when
+the scheduler removes a worker, corral hears the keys claimed there, those Calls end with
+``Died`` (WorkerCrashed, or a retry when asked) and their futures are cancelled, and the copy
+Dask sent elsewhere is refused its claim and runs nothing (its answer ``("lost",)`` also ends
+the Call, should the topic's message not arrive). The Call's start event could not do this
+alone: it is sent after the Call began, and is lost with a worker killed in between (a
+Call then ran twice under one attempt). A copy whose start is reported for an unknown Call
+(killed by corral meanwhile) is killed.
 
 Timing: a Call's clock starts when its start event arrives here (a Call queued in Dask, e.g.
 while a SLURM job waits for a node, is not timing out). Which item of a multi-item Call runs
@@ -111,7 +118,7 @@ def create(setup: BackendSetup) -> DaskBackend:
     """The ``dask`` backend of a Pool (``_backends.BACKENDS``)."""
     import distributed
 
-    from .dask_remote import LOST_WORKERS, CorralPlugin, LostWorkers, Settings
+    from .dask_remote import LOST_WORKERS_PLUGIN, CorralPlugin, LostWorkers, Settings
 
     options = setup.options
     given = options.dask_client
@@ -132,7 +139,7 @@ def create(setup: BackendSetup) -> DaskBackend:
             teardown_grace=options.fixture_teardown_timeout,
             measure_rss=options.max_worker_memory is not None,
         )
-        client.register_plugin(LostWorkers(), name=LOST_WORKERS)
+        client.register_plugin(LostWorkers(), name=LOST_WORKERS_PLUGIN)
         client.register_plugin(CorralPlugin(name, settings), name=name)
     except BaseException:
         if owns:
@@ -154,6 +161,7 @@ def _fixtures(options: PoolOptions) -> bytes | None:
 class _Flight:
     slot: int
     future: Any  # distributed.Future
+    key: str  # its Dask key
     worker: str | None = None  # the Dask worker it started on (its start event)
     started: float | None = None  # time.monotonic() when the last start event arrived
     item: int = -1  # the item it said began then
@@ -205,8 +213,8 @@ class DaskBackend:
         flight.item = msg["item"]
         flight.started = time.monotonic()
 
-    def _on_lost(self, worker: str) -> None:
-        self._tell("lost", worker)
+    def _on_lost(self, worker: str, began: list[str]) -> None:
+        self._tell("lost", worker, began)
 
     # -- the contract ---------------------------------------------------------------------
     def start_worker(self, slot: int) -> int | None:
@@ -236,17 +244,12 @@ class DaskBackend:
 
     def send(self, slot: int, prepared: Prepared) -> None:
         call_id, timed = _codec.call_id_of(prepared.payload), self._timed.pop(slot, False)
+        key = f"corral-{self._named.pop(slot, 'call')}-{call_id}-{self._name}"
         future = self._client.submit(
-            self._run_call,
-            self._name,
-            call_id,
-            prepared.payload,
-            timed,
-            key=f"corral-{self._named.pop(slot, 'call')}-{call_id}-{self._name}",
-            pure=False,
-            retries=0,
-        )
-        self._flights[call_id] = _Flight(slot, future)
+            self._run_call, self._name, call_id, prepared.payload, timed,
+            key=key, pure=False, retries=0,
+        )  # fmt: skip
+        self._flights[call_id] = _Flight(slot, future, key)
         self._running[slot] = call_id
         future.add_done_callback(lambda _f, c=call_id: self._tell("done", c))
 
@@ -278,7 +281,7 @@ class DaskBackend:
                 if flight is not None and self._running[flight.slot] == a:
                     done.append((a, flight))
             elif what == "lost":
-                self._lost(a, events)
+                self._lost(a, b, events)
             elif what == "stray":
                 self._kill_remote(a, b)
         if done:
@@ -310,15 +313,18 @@ class DaskBackend:
             else:  # cancelled, not by corral: the client or the scheduler went away
                 events.append(Died(slot, None, call_id, 0 if flight.started else -1))
 
-    def _lost(self, worker: str | None, events: list[Event]) -> None:
-        """The scheduler removed Dask worker ``worker``: the Calls that started there die
-        with it (Dask would run them again elsewhere: corral decides on retries)."""
+    def _lost(self, worker: str | None, began: list[str], events: list[Event]) -> None:
+        """The scheduler removed Dask worker ``worker``: the Calls that began there (claimed
+        there, ``dask_remote.LostWorkers``, or said so by their start event) die with it;
+        Dask would run them again elsewhere, but corral decides on retries. Died at the item
+        their last start event named (0 when none arrived: it died with the worker)."""
+        keys = set(began)
         for call_id, flight in list(self._flights.items()):
-            if flight.worker is not None and flight.worker == worker:
+            if flight.key in keys or (flight.worker is not None and flight.worker == worker):
                 del self._flights[call_id]
                 self._running[flight.slot] = None
                 flight.future.cancel()
-                events.append(Died(flight.slot, None, call_id, 0))
+                events.append(Died(flight.slot, None, call_id, max(flight.item, 0)))
 
     def dump_stack(self, slot: int) -> str | None:
         # The task's process is on another node, under a Dask worker: asking it for its
@@ -393,9 +399,9 @@ class _LostWorkers:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._listeners: dict[str, list[Callable[[str], None]]] = {}
+        self._listeners: dict[str, list[Callable[[str, list[str]], None]]] = {}
 
-    def listen(self, client: Any, fn: Callable[[str], None]) -> None:
+    def listen(self, client: Any, fn: Callable[[str, list[str]], None]) -> None:
         from .dask_remote import LOST_WORKERS
 
         with self._lock:
@@ -404,7 +410,7 @@ class _LostWorkers:
             if len(listeners) == 1:
                 client.subscribe_topic(LOST_WORKERS, functools.partial(self._heard, client.id))
 
-    def ignore(self, client: Any, fn: Callable[[str], None]) -> None:
+    def ignore(self, client: Any, fn: Callable[[str, list[str]], None]) -> None:
         from .dask_remote import LOST_WORKERS
 
         with self._lock:
@@ -422,7 +428,7 @@ class _LostWorkers:
         with self._lock:
             listeners = list(self._listeners.get(client_id, ()))
         for fn in listeners:
-            fn(str(msg.get("worker")))
+            fn(str(msg.get("worker")), list(msg.get("began", ())))
 
 
 _lost_workers = _LostWorkers()
@@ -439,4 +445,6 @@ def _events_of(slot: int, call_id: int, answer: tuple[Any, ...]) -> list[Event]:
         return [Message(slot, last_words), died] if last_words is not None else [died]
     if kind == "undecodable":
         return [Undecodable(slot, SerializationError(answer[1]))]
+    if kind == "lost":  # it began on a Dask worker since lost (``dask_remote.LostWorkers``)
+        return [Died(slot, None, call_id, 0)]
     return []  # "killed": the engine killed it and no longer waits for it

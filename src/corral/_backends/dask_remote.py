@@ -3,6 +3,8 @@
     Dask worker process (one per node or per job)                corral child processes
     ─────────────────────────────────────────────                ─────────────────────
     task thread: run_call(name, call_id, bytes)
+      claim the key ──► scheduler (LostWorkers.claim) ─ refused: began on a lost worker ─►
+                                                        answer ("lost",), nothing runs
       Local.run ─► requests ─► local thread (owns a ProcessBackend) ═ conn k ═► _worker.loop
                                  │  (a fresh child first answers the WARM_UP Call)
                                  │  send the Call ══════════════════════════► execute
@@ -29,7 +31,8 @@ future, so a Dask thread is busy exactly as long as its Call runs.
 What a task returns to the coordinator (``_backends.dask``): ``("answer", message)``, a
 Result or CallFailed; ``("died", exitcode, index, last words or None)``, the child died on
 its own while running item ``index``; ``("undecodable", text)``; ``("killed",)``, the
-coordinator killed it (the answer is not read).
+coordinator killed it (the answer is not read); ``("lost",)``, its claim was refused: the
+Call began on a Dask worker the scheduler has since removed (``LostWorkers``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distributed import SchedulerPlugin, WorkerPlugin, get_worker
+from distributed.utils import sync
 
 from .. import _codec
 from .._messages import Call, Handover, InitFailed, Logged, Ready
@@ -99,26 +103,81 @@ class CorralPlugin(WorkerPlugin):
 LOST_WORKERS = "corral-lost-workers"
 """The scheduler topic on which ``LostWorkers`` names each Dask worker it removes."""
 
+LOST_WORKERS_PLUGIN = "corral-lost-workers-claims"
+"""The name ``LostWorkers`` is registered under on the scheduler: not the topic's, which an
+earlier corral's plugin (no claims) may hold on a long-lived scheduler (registration is
+idempotent by name, so it would never be replaced, and every claim would fail)."""
+
+CLAIM = "corral_claim"
+"""The scheduler handler (``LostWorkers.claim``) a Dask task asks before it runs its Call."""
+
 
 class LostWorkers(SchedulerPlugin):
-    """On the scheduler: tell corral's coordinators of every Dask worker removed (on a topic
-    of corral's own: subscribing to the scheduler's "all" would replace a handler of the
-    user's on a shared client)."""
+    """On the scheduler: the Calls each Dask worker has begun, and what becomes of them when
+    the scheduler removes that worker.
+
+    Before a Dask task runs its Call it claims it here (``claim``: one round trip, answered
+    on the scheduler's event loop). When the scheduler removes a worker, this names the
+    worker and the keys claimed there on a topic of corral's own (subscribing to the
+    scheduler's "all" would replace a handler of the user's on a shared client); the
+    coordinator ends those Calls as crashes. The scheduler has already sent them to another
+    worker by then (``allowed-failures``): that copy's claim is refused, so it returns
+    ``("lost",)`` without running anything, and no Call ever runs twice under one attempt.
+    A start event could not promise this: it is sent after the Call began, and dies with a
+    worker killed in between.
+
+    Scheduler event loop only: ``claim``, ``remove_worker`` and ``transition`` never run at
+    the same time (nothing between the scheduler's re-sending of a lost worker's tasks and
+    this plugin's ``remove_worker`` awaits), so a copy cannot claim a key before it is
+    known lost. A key's entries go when the scheduler forgets it.
+    """
 
     idempotent = True  # one per scheduler, whichever Pool registers it first
 
+    def __init__(self) -> None:
+        self.claimed: dict[str, set[str]] = {}  # Dask worker → keys whose Call began there
+        self.where: dict[str, str] = {}  # key → its Dask worker
+        self.lost: set[str] = set()  # keys claimed on a worker since removed
+
+    async def start(self, scheduler: Any) -> None:
+        scheduler.handlers[CLAIM] = self.claim
+
+    def claim(self, key: str, worker: str) -> bool:
+        """Whether the Call of ``key`` may run on ``worker`` (not when it began elsewhere)."""
+        if key in self.lost or key in self.where:
+            return False
+        self.where[key] = worker
+        self.claimed.setdefault(worker, set()).add(key)
+        return True
+
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
-        scheduler.log_event(LOST_WORKERS, {"worker": worker})
+        began = self.claimed.pop(worker, set())
+        for key in began:
+            del self.where[key]
+        self.lost |= began
+        scheduler.log_event(LOST_WORKERS, {"worker": worker, "began": sorted(began)})
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish != "forgotten":
+            return
+        self.lost.discard(key)
+        worker = self.where.pop(key, None)
+        if worker is not None:
+            self.claimed[worker].discard(key)
 
 
 def run_call(name: str, call_id: int, payload: bytes, timed: bool) -> tuple[Any, ...]:
-    """The Dask task of one Call: run it in one of this worker's corral children."""
+    """The Dask task of one Call: run it in one of this worker's corral children, once it
+    is claimed (``LostWorkers``); ``("lost",)`` when it began on a worker since lost."""
     worker = get_worker()
     plugin = worker.plugins.get(name)
     local = getattr(plugin, "local", None)
     if local is None:
         raise RuntimeError(f"corral's worker plugin {name!r} is not set up on {worker.address}")
     address = worker.address
+    claim = getattr(worker.scheduler, CLAIM)
+    if not sync(worker.loop, claim, key=worker.get_current_task(), worker=address):
+        return ("lost",)
 
     def started(index: int) -> None:  # the coordinator's clock for this item starts now
         worker.log_event(name, {"start": call_id, "item": index, "worker": address})

@@ -13,6 +13,10 @@ never left running.
       wait until ready (tcp / regex / callable); else kill it, next port, up to ``retries``
     stop(): SIGTERM to the program's tree, SIGKILL after ``grace``; "-pgid"; close the pipe
             ─► keeper exits
+    started in a fixture's set-up: _fixtures.watch(self); the program dies on its own ─►
+      _worker.fixture_cache, asking ``_lost()`` before each task and after one raised, fails
+      that task (FixtureError, cause ServiceError "... was killed by SIGKILL while in use"),
+      tears the fixture down (stop(): port lock, keeper freed) and sets it up again
 
 Ownership: a Service's program, everything it starts, and its keeper belong to the Service.
 Its starter stops them (``stop``), or, when the starter dies first, its keeper. Nothing else
@@ -60,9 +64,11 @@ from typing import IO, Any, Literal
 import psutil
 
 from .._errors import ConfigError, ServiceError
+from .._fixtures import watch
 from .._platform import (
     SERVICE_ENV,
     descendants,
+    exiting,
     kill_group,
     kill_marked,
     signal_processes,
@@ -123,6 +129,7 @@ class _Run:
         self.pattern = pattern
         self.matched = threading.Event()
         self.thread: threading.Thread | None = None
+        self.ended = False  # its output reached EOF: the program (or all that shared it) ended
 
 
 @public
@@ -204,6 +211,7 @@ class Service:
         self._reservation: HeldPort | None = None
         self._keeper: Keeper | None = None
         self._check_error: Exception | None = None  # the ready callable's last exception
+        self._on_end: list[Callable[[], None]] = []  # told when the output ends (_when_ended)
 
     # -- public surface ---------------------------------------------------------------------
     @property
@@ -246,6 +254,7 @@ class Service:
             raise
         if failed is None:
             _announce("started", self.name, self.port, self.pid, time.monotonic() - began)
+            watch(self)  # in a fixture's set-up: the fixture now lives as long as the program
             return self
         self.stop()
         failures, tail, permanent = failed
@@ -386,6 +395,47 @@ class Service:
                 self._write_log(line.replace(run.token, MASK))
                 if run.pattern is not None and run.pattern.search(line):
                     run.matched.set()
+        run.ended = True
+        for fn in list(self._on_end):
+            fn()
+
+    # -- dying on its own ---------------------------------------------------------------------
+    def _when_ended(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the reader thread when the program's output ends (it may have died;
+        a child that keeps the output open hides that until a task fails)."""
+        self._on_end.append(fn)
+        if self._run is not None and self._run.ended:  # ended before: the reader is done
+            fn()
+
+    def _lost(self, dying: bool = False) -> ServiceError | None:
+        """How the program ended since it was ready, or None (running, or stopped). Asked
+        before every task: without ``dying`` only once its output reached EOF (no syscall).
+        ``dying``: a task saw its connection drop; also when it has begun to exit (the kernel
+        closes a dying process's sockets before it is a zombie), its status awaited."""
+        run = self._run
+        if run is None or not (dying or run.ended):
+            return None
+        code = run.proc.poll()
+        if code is None:
+            if not (dying and exiting(run.proc.pid)):
+                return None
+            try:
+                code = run.proc.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                return None
+        how = f"exited with code {code}"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"was killed by {signal.Signals(-code).name}"
+        tail = [line.replace(run.token, MASK) for line in run.tail]
+        last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+        message = f"{self.name} (pid {run.proc.pid}, port {self.port}) {how} while in use"
+        return ServiceError(
+            f"{message}: {last}" if last and code >= 0 else message,
+            argv=self.argv,
+            attempts=(f"{how} after it was ready",),
+            output=tuple(tail),
+        )
 
     # -- stopping ---------------------------------------------------------------------------
     def stop(self) -> None:

@@ -21,6 +21,22 @@ Fixture code is user code: it runs only inside a task's call (through ``Bound``,
 crash, the coordinator's death): a ``corral.Service`` guards against that itself, with a
 keeper process (``_services.service``).
 
+A worker fixture whose set-up started a ``corral.Service`` (``_fixtures.watch``) lives as long
+as the program does. Before each task that needs it, a program found dead (SIGKILLed, crashed)
+has its fixture torn down (``stop``: its port and keeper freed) and set up again, so the task
+gets a working one; a task that raises while a program it used is dying or dead fails with a
+``FixtureError`` naming the fixture, whose ``cause`` is a ``ServiceError`` saying how the
+program ended (the task's own exception chained). Such tasks do not count as failed set-ups.
+Nothing is checked per task while the programs run: a Service's reader thread sets
+``suspect`` when the program's output ends, and the next task checks first.
+
+    Service reader thread: the program's output ended ─► cache.suspect = True (a flag only)
+    task ─► Bound: suspect? ─► call ─► a watched program exited? ─► tear it (and what was set
+              │                                                     up on it) down ─► set up
+              │                                                     again ─► task runs
+              └─ task raised (fast path or call) ─► a watched program it needs dying or dead?
+                                     ─► FixtureError(cause=ServiceError), fixture torn down
+
 A set-up that raises fails the task with a ``FixtureError`` and is tried again for the next
 task. After ``limit`` failures in a row of the same fixture in this process, the next tasks
 fail at once without a new attempt: a chunk of 500 tasks must not start a failing server 500
@@ -40,7 +56,7 @@ from typing import Any
 
 from .. import _codec
 from .._errors import ExceptionWithTraceback, FixtureError, TaskTimeout
-from .._fixtures import Fixture, FixtureSet
+from .._fixtures import Fixture, FixtureSet, Watched, watching
 
 log = logging.getLogger("corral")
 
@@ -84,8 +100,12 @@ class Bound:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fixed = self.fixed
-        if fixed is not None and not kwargs:
-            return self.fn(*args, **fixed)
+        if fixed is not None and not kwargs and not self.cache.suspect:
+            try:
+                return self.fn(*args, **fixed)
+            except Exception as exc:
+                self.cache.raise_if_lost(self.names, exc)
+                raise
         return self.cache.call(self, args, kwargs)
 
 
@@ -109,6 +129,11 @@ class FixtureCache:
         self._attempt_ids = itertools.count(1)
         self._bound: OrderedDict[int, tuple[Callable[..., Any], Callable[..., Any]]] = OrderedDict()
         self._fixed: list[Bound] = []  # Bounds holding worker fixture values, cleared at close
+        self._watched: dict[str, list[Watched]] = {}  # worker fixture → the Services it started
+        self.suspect = False
+        """Set by a watched Service's reader thread when the program's output ends (it may
+        have died): the next task checks them first (``_replace_lost``). Only a flag crosses
+        threads; everything else is this thread's."""
         self.on_set_up: Callable[[], None] = _nothing
         """Called when a worker fixture is set up: the worker restarts the running task's
         timeout clock (set-up time is not the task's; a hung set-up still times out)."""
@@ -143,6 +168,9 @@ class FixtureCache:
     def call(self, bound: Bound, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         scope = _TaskScope()
         own = bool(kwargs)
+        if self.suspect:
+            self.suspect = False  # before the checks: an end seen after them sets it again
+            self._replace_lost()
         try:
             for name in bound.names:
                 if name not in kwargs:  # the task's own arguments win
@@ -151,6 +179,10 @@ class FixtureCache:
                 bound.fixed = dict(kwargs)
                 self._fixed.append(bound)
             result = bound.fn(*args, **kwargs)
+        except Exception as exc:
+            self._teardown_task(scope, raising=False)
+            self.raise_if_lost(bound.names, exc)
+            raise
         except BaseException:
             self._teardown_task(scope, raising=False)
             raise
@@ -166,7 +198,8 @@ class FixtureCache:
         self._refuse_if_failing(name)
         deps = {dep: self._get(dep, scope) for dep in self._set.requested(name)}
         try:
-            value, teardown = _set_up(fx, deps)
+            with watching() as started:
+                value, teardown = _set_up(fx, deps)
         except (TaskTimeout, FixtureError):  # the serial alarm; a dependency's own failure
             raise
         except Exception as exc:
@@ -176,6 +209,10 @@ class FixtureCache:
             self._values[name] = value
             if teardown is not None:
                 self._teardowns.append((name, teardown))
+            if started:
+                self._watched[name] = started
+                for thing in started:
+                    thing._when_ended(self._ended)
             self.on_set_up()
         else:
             scope.values[name] = value
@@ -211,6 +248,66 @@ class FixtureCache:
         )
         raise error from last
 
+    # -- a Service that died (see the module docstring) -----------------------------------
+    def _replace_lost(self) -> None:
+        """Before a task, once a reader thread said an output ended: tear down the fixtures
+        whose program has exited, whether this task needs them or not (set up again when
+        next needed)."""
+        for name, things in list(self._watched.items()):
+            if name not in self._watched:  # torn down with one before it
+                continue
+            for thing in things:
+                error = thing._lost()
+                if error is not None:
+                    log.warning("corral: fixture %r is set up again: %s", name, error)
+                    self._tear_down_from(name)
+                    break
+
+    def _ended(self) -> None:
+        self.suspect = True  # a Service's reader thread: a flag only
+
+    def raise_if_lost(self, names: tuple[str, ...], exc: Exception) -> None:
+        """After a task raised ``exc``: if a program of a fixture it needs is dying or dead,
+        raise the task's FixtureError instead (``exc`` chained); that fixture torn down."""
+        if self._watched:
+            lost = self._lost_during(names)
+            if lost is not None:
+                raise lost from exc
+
+    def _lost_during(self, names: tuple[str, ...]) -> FixtureError | None:
+        for name in self._set.closure(names):
+            for thing in self._watched.get(name, ()):
+                error = thing._lost(dying=True)
+                if error is not None:
+                    self._tear_down_from(name)
+                    return FixtureError(
+                        f"fixture {name!r} lost its service while the task ran: {error}",
+                        fixture=name,
+                        cause=_portable(error),
+                    )
+        return None
+
+    def _tear_down_from(self, lost: str) -> None:
+        """Tear down worker fixture ``lost`` and those set up with it (they hold its
+        value), last set up first; they are set up again when next needed."""
+        doomed = {n for n in self._values if lost in self._set.closure([n])}
+        for bound in self._fixed:
+            bound.fixed = None
+        self._fixed.clear()
+        kept = []
+        for name, gen in reversed(self._teardowns):
+            if name not in doomed:
+                kept.append((name, gen))
+                continue
+            try:
+                _finish(gen, name)
+            except Exception:
+                log.warning("corral: teardown of fixture %r failed", name, exc_info=True)
+        self._teardowns = kept[::-1]
+        for name in doomed:
+            self._values.pop(name, None)
+            self._watched.pop(name, None)
+
     def _teardown_task(self, scope: _TaskScope, *, raising: bool) -> None:
         """Tear down the item's task fixtures, last first. A teardown that fails fails a task
         that had succeeded (``raising``); when the task failed already, it is only logged."""
@@ -236,6 +333,7 @@ class FixtureCache:
         """Tear down the worker fixtures, last set up first; failures are logged."""
         teardowns, self._teardowns = self._teardowns, []
         self._values.clear()
+        self._watched.clear()
         for bound in self._fixed:
             bound.fixed = None
         self._fixed.clear()
