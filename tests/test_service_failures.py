@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import corral
-from corral._services.service import program_name
+from corral._services.arguments import program_name
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -74,6 +74,14 @@ from .._platform import (
     signal_processes,
 )
 from .._public import public
+from .arguments import (
+    check_number,
+    check_port,
+    check_ready,
+    failure_message,
+    program_name,
+    substitute,
+)
 from .keeper import Keeper
 from .ports import HeldPort, reserve
 
@@ -187,13 +195,13 @@ class Service:
         if isinstance(argv, (str, bytes)) or not argv:
             raise ConfigError(f"argv must be a non-empty list of arguments, not {argv!r}")
         self.argv = tuple(os.fspath(a) for a in argv)
-        self._ready = _check_ready(ready, port)
-        self._start_port = _check_port(port)
+        self._ready = check_ready(ready, port)
+        self._start_port = check_port(port)
         self._needs_port = port is not None
         if not self._needs_port and any("{port}" in a for a in self.argv):
             raise ConfigError("argv contains {port} but port=None")
-        _check_number("startup_timeout", startup_timeout)
-        _check_number("grace", grace, allow_zero=True)
+        check_number("startup_timeout", startup_timeout)
+        check_number("grace", grace, allow_zero=True)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"retries must be a non-negative integer, not {retries!r}")
         self.host = host
@@ -258,7 +266,7 @@ class Service:
             return self
         self.stop()
         failures, tail, permanent = failed
-        message = _failure_message(self.name, failures, tail, permanent)
+        message = failure_message(self.name, failures, tail, permanent)
         raise ServiceError(message, argv=self.argv, attempts=tuple(failures),
                            output=tuple(tail), permanent=permanent)  # fmt: skip
 
@@ -321,11 +329,11 @@ class Service:
     def _launch(self) -> None:
         token = str(self.token)
         subst = {"{port}": str(self.port), "{token}": token}
-        argv = [_substitute(a, subst) for a in self.argv]
-        env = {**os.environ, **{k: _substitute(v, subst) for k, v in self._env.items()}}
+        argv = [substitute(a, subst) for a in self.argv]
+        env = {**os.environ, **{k: substitute(v, subst) for k, v in self._env.items()}}
         assert self._keeper is not None
         env[SERVICE_ENV] = self._keeper.mark  # its keeper's, not a worker's (see _services.keeper)
-        shown = [_substitute(a, {"{port}": str(self.port), "{token}": MASK}) for a in self.argv]
+        shown = [substitute(a, {"{port}": str(self.port), "{token}": MASK}) for a in self.argv]
         self._write_log(f"--- corral: starting {' '.join(shown)}")
         try:
             proc = subprocess.Popen(
@@ -548,81 +556,3 @@ def _listens(pid: int, port: int) -> bool:
     except psutil.NoSuchProcess:
         return False
     return False
-
-
-def _substitute(text: str, subst: dict[str, str]) -> str:
-    for key, value in subst.items():
-        text = text.replace(key, value)
-    return text
-
-
-INTERPRETER = re.compile(
-    r"(python|pypy|jython|ipython)[\d.]*(\.exe)?|(ba|da|z|k)?sh|node|perl|ruby|Rscript|julia|"
-    r"java|env|uv|uvx|exec|nice|nohup|stdbuf|timeout|taskset|numactl|mpirun|mpiexec|srun"
-)
-"""Programs that run another one: messages name what they run."""
-
-
-def program_name(argv: Sequence[str]) -> str:
-    """The name messages give a program: for ``python simserver.py`` it is ``simserver.py``,
-    for ``python -m http.server`` ``http.server``, for ``redis-server ...`` ``redis-server``."""
-    first = Path(argv[0]).name
-    if not INTERPRETER.fullmatch(first):
-        return first
-    args = iter(argv[1:])
-    for arg in args:
-        if arg in ("-m", "-c", "-e", "-jar"):
-            value = next(args, "")
-            return value if arg in ("-m", "-jar") and value else f"{first} {arg}"
-        if arg in ("-X", "-W", "-cp", "-classpath"):
-            next(args, None)  # an option's value
-            continue
-        if arg.startswith("-") or "=" in arg or arg.replace(".", "").isdigit():
-            continue  # an option (or env's VAR=value, timeout's seconds): not the program
-        return program_name([arg, *args])
-    return first
-
-
-def _failure_message(name: str, failures: list[str], tail: list[str], permanent: bool) -> str:
-    """The first line says why (summaries keep only it); then each attempt and the output."""
-    last = next((line.strip() for line in reversed(tail) if line.strip()), "")
-    if permanent:
-        head = f"{name} cannot start (it exited the same way twice in a row)"
-    else:
-        head = f"{name} did not start after {len(failures)} attempts"
-    lines = [f"{head}: {last}" if last else f"{head} (it printed nothing)"]
-    lines += [f"  {f}" for f in failures]
-    if tail:
-        lines.append("its last output lines:")
-        lines += [f"  | {line}" for line in tail[-20:]]
-    return "\n".join(lines)
-
-
-def _check_ready(ready: Any, port: Any) -> Any:
-    if ready == "tcp":
-        if port is None:
-            raise ConfigError('ready="tcp" needs a port (port="auto" or a number)')
-        return "tcp"
-    if isinstance(ready, str):
-        try:
-            return re.compile(ready)
-        except re.error as exc:
-            raise ConfigError(f"ready is not a valid regular expression: {exc}") from exc
-    if isinstance(ready, re.Pattern) or callable(ready):
-        return ready
-    raise ConfigError(f'ready must be "tcp", a regular expression or a callable, not {ready!r}')
-
-
-def _check_port(port: Any) -> int | None:
-    """The first candidate port: None for "auto" (the OS chooses) or for no port at all."""
-    if port == "auto" or port is None:
-        return None
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ConfigError(f'port must be "auto", None or a port number, not {port!r}')
-    return port
-
-
-def _check_number(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float))
-    if bad or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
