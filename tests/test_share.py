@@ -701,7 +701,9 @@ def test_a_sigkilled_coordinators_segment_is_swept_by_the_next_start(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=EXIT_WAIT)
         wait_until(lambda: not any(alive(pid) for pid in workers), "its workers to go")
-        assert os.path.exists(path)  # nothing could run in a SIGKILLed process
+        # Nothing ran in the SIGKILLed process to remove it; but any corral start on this
+        # machine sweeps it (another test file running beside this one, under xdist), so it
+        # may already be gone here: what is asserted is that a start leaves none behind.
         with corral.Pool(workers=2):  # the next corral start
             assert not os.path.exists(path)
     finally:
