@@ -244,6 +244,10 @@ class Batch:
         from dispatch, nor when the scheduler must know what truly runs (locks, resources)."""
         return not self.has_timeouts and self.scheduler is None
 
+    def untaken(self) -> int:
+        """How many positions were never handed out (requeued ones aside)."""
+        return self.positions.n - self.positions.cursor
+
     def take(self, workers: int) -> Sequence[int]:
         """The next positions to dispatch together: requeued ones first, else a new chunk;
         with a scheduler, what it picks, or nothing when no ready task fits now."""

@@ -11,7 +11,8 @@ Engine thread only. The engine calls ``Dispatcher.dispatch`` once per step, befo
                                       │   record); items it could not encode fail alone
                                       │ record slot k → InFlight, arm its timeout
                                       └─ backend.send(k, prepared) ──────────────► worker k
-             then each busy slot whose running Call is short (prefetch): the same, once
+             then, round by round, each busy slot whose queued Calls are short (prefetch):
+             one more, while they add up to less than PREFETCH_SECONDS (at most QUEUE_DEPTH)
 
 What it owns: the Call ids, and the prefetch policy (``PREFETCH_SECONDS``, where the backend
 ``can_queue_calls``). It reads the engine's batches, and writes a slot's ``calls`` only when
@@ -41,10 +42,16 @@ from ._outcome import Status
 from ._slots import InFlight, Slot
 
 PREFETCH_SECONDS = 0.05
-"""A worker is sent its next Call before it answers the current one when the current one is
-expected to take less than this. Short Calls then flow without a gap even when the
-coordinator waits for a CPU (all cores busy with workers); longer ones are not prefetched,
+"""A worker is sent its next Call before it answers the current one when the Calls it holds
+are expected to take less than this, together. Short Calls then flow without a gap even when
+the coordinator waits for a CPU (all cores busy with workers); longer ones are not prefetched,
 so that a task never waits behind another while some worker is idle."""
+
+QUEUE_DEPTH = 16
+"""At most this many Calls per worker (the running one included). Several queued Calls let
+one wake-up of the coordinator answer many short ones (``chunksize=1``: one task per Call),
+and they leave in one write (``_backends.outbox``, which also keeps a queued Call from ever
+blocking the coordinator)."""
 
 
 class Dispatcher:
@@ -66,7 +73,7 @@ class Dispatcher:
         self._functions = functions
         self._max_tasks = options.max_tasks_per_worker
         caps = backend.capabilities
-        self._prefetch = (False, True) if caps.can_queue_calls else (False,)
+        self._queues = caps.can_queue_calls
         self._times_calls = caps.can_kill_one_call  # else the backend times items itself
         self._in_caller = caps.shares_memory_with_coordinator
         self._slots = slots
@@ -78,21 +85,33 @@ class Dispatcher:
         self._call_ids = itertools.count()
 
     def dispatch(self) -> None:
-        """Give every idle worker a Call, then queue a second one behind short running ones."""
-        for prefetch in self._prefetch:
+        """Give every idle worker a Call, then queue more behind short running ones: one per
+        worker per round, so that workers share what is left evenly."""
+        for slot_id, slot in enumerate(self._slots):
+            if slot.alive and not slot.calls and not self._fill(slot_id, False):
+                return
+        if not self._queues:
+            return
+        sent = True
+        while sent:
+            sent = False
             for slot_id, slot in enumerate(self._slots):
-                if not slot.alive or len(slot.calls) != int(prefetch):
+                if not slot.alive or not slot.calls or len(slot.calls) >= QUEUE_DEPTH:
                     continue
-                if prefetch and not (self._short(slot.calls[0]) and self._keeps(slot)):
+                if not (self._short(slot.calls) and self._keeps(slot)):
                     continue
-                if not self._fill(slot_id, prefetch):
+                if not self._fill(slot_id, True, deep=len(slot.calls) > 1):
                     return
+                sent = True
 
-    def _fill(self, slot_id: int, prefetch: bool) -> bool:
-        """Send one Call to the slot; False when there is nothing (suitable) left to send."""
+    def _fill(self, slot_id: int, prefetch: bool, deep: bool = False) -> bool:
+        """Send one Call to the slot; False when there is nothing (suitable) left to send.
+        ``deep``: a third Call or more, queued only from a batch with plenty left to hand
+        out, so that the end of a batch is never queued up behind one worker's running task
+        while another worker idles."""
         depth = len(self._slots[slot_id].calls)
         while len(self._slots[slot_id].calls) == depth:
-            work = self._next_work(prefetch)
+            work = self._next_work(prefetch, deep)
             if work is None:
                 return False
             batch, positions = work
@@ -129,7 +148,7 @@ class Dispatcher:
         self._complete(batch)
         return [p for p in positions if p not in blocked]
 
-    def _next_work(self, prefetch: bool) -> tuple[Batch, Sequence[int]] | None:
+    def _next_work(self, prefetch: bool, deep: bool = False) -> tuple[Batch, Sequence[int]] | None:
         """Positions to send next, from the oldest batch that has something that may start
         now; a batch whose ready tasks are all blocked (locks, resources) does not hold back
         the ones after it."""
@@ -138,19 +157,29 @@ class Dispatcher:
                 continue
             if prefetch and not batch.prefetchable:
                 return None
+            if deep and batch.untaken() < len(self._slots) * QUEUE_DEPTH:
+                return None
             positions = batch.take(len(self._slots))
             if positions:
                 return batch, positions
         return None
 
     def _keeps(self, slot: Slot) -> bool:
-        """Whether the slot's worker will still be there after its running Call."""
+        """Whether the slot's worker will still be there after the Calls it holds."""
         limit = self._max_tasks
-        return limit is None or slot.tasks_done + len(slot.calls[0].positions) < limit
+        if limit is None:
+            return True
+        return slot.tasks_done + sum(len(f.positions) for f in slot.calls) < limit
 
     @staticmethod
-    def _short(flight: InFlight) -> bool:
-        return flight.expected is not None and flight.expected < PREFETCH_SECONDS
+    def _short(calls: deque[InFlight]) -> bool:
+        """Whether the Calls a worker holds are expected to end within PREFETCH_SECONDS."""
+        total = 0.0
+        for flight in calls:
+            if flight.expected is None:
+                return False
+            total += flight.expected
+        return total < PREFETCH_SECONDS
 
     def _send(self, slot_id: int, batch: Batch, positions: Sequence[int]) -> None:
         slot = self._slots[slot_id]
