@@ -92,17 +92,21 @@ class Dispatcher:
                 return
         if not self._queues:
             return
-        sent = True
-        while sent:
-            sent = False
-            for slot_id, slot in enumerate(self._slots):
-                if not slot.alive or not slot.calls or len(slot.calls) >= QUEUE_DEPTH:
+        # the slots that may queue more, with what their Calls are expected to take
+        open_ = {k: _expected(s.calls) for k, s in enumerate(self._slots) if s.alive and s.calls}
+        while open_:
+            for slot_id, total in list(open_.items()):
+                slot = self._slots[slot_id]
+                calls = slot.calls
+                depth = len(calls)
+                if depth >= QUEUE_DEPTH or total >= PREFETCH_SECONDS or not self._keeps(slot):
+                    del open_[slot_id]
                     continue
-                if not (self._short(slot.calls) and self._keeps(slot)):
-                    continue
-                if not self._fill(slot_id, True, deep=len(slot.calls) > 1):
+                if not self._fill(slot_id, True, deep=depth > 1):
                     return
-                sent = True
+                if len(calls) > depth:
+                    added = calls[-1].expected
+                    open_[slot_id] = total + added if added is not None else PREFETCH_SECONDS
 
     def _fill(self, slot_id: int, prefetch: bool, deep: bool = False) -> bool:
         """Send one Call to the slot; False when there is nothing (suitable) left to send.
@@ -171,16 +175,6 @@ class Dispatcher:
             return True
         return slot.tasks_done + sum(len(f.positions) for f in slot.calls) < limit
 
-    @staticmethod
-    def _short(calls: deque[InFlight]) -> bool:
-        """Whether the Calls a worker holds are expected to end within PREFETCH_SECONDS."""
-        total = 0.0
-        for flight in calls:
-            if flight.expected is None:
-                return False
-            total += flight.expected
-        return total < PREFETCH_SECONDS
-
     def _send(self, slot_id: int, batch: Batch, positions: Sequence[int]) -> None:
         slot = self._slots[slot_id]
         items = batch.payload(positions)
@@ -193,10 +187,11 @@ class Dispatcher:
                 return
         elif prepared.argument_bytes is not None:  # warned about once, with the item named
             batch.note_arguments(len(call.items), prepared.argument_bytes)
-            self._functions.sizes.arguments(
-                batch, call.items, call.star, prepared.argument_bytes,
-                lambda offset: _item_name(batch, positions[offset]),
-            )  # fmt: skip
+            if prepared.argument_bytes > _codec.WARN_BYTES:
+                self._functions.sizes.arguments(
+                    batch, call.items, call.star, prepared.argument_bytes,
+                    lambda offset: _item_name(batch, positions[offset]),
+                )  # fmt: skip
         mean = batch.mean_duration()
         expected = mean * len(positions) if mean is not None else None
         flight = InFlight(call.call_id, batch, positions, time.time(), expected)
@@ -244,6 +239,17 @@ class Dispatcher:
             kept = []
         self._complete(batch)
         return kept
+
+
+def _expected(calls: deque[InFlight]) -> float:
+    """Seconds the Calls a worker holds are expected to take (PREFETCH_SECONDS when any
+    is unknown: nothing is queued behind a Call of unknown length)."""
+    total = 0.0
+    for flight in calls:
+        if flight.expected is None:
+            return PREFETCH_SECONDS
+        total += flight.expected
+    return total
 
 
 def _item_name(batch: Batch, pos: int) -> str:

@@ -40,7 +40,6 @@ import logging
 import multiprocessing
 import multiprocessing.spawn
 import os
-import select
 import signal
 import threading
 import time
@@ -69,6 +68,7 @@ from .._platform import (
 from .._worker import loop as worker_loop
 from .._worker.handover import HANDOVER_SIGNAL
 from .contract import PROCESS, BackendSetup, Died, Event, Message, Prepared, Remains, Undecodable
+from .inbox import Inbox
 from .outbox import Outbox
 from .remains import WorkerFiles
 
@@ -95,18 +95,11 @@ class _Worker:
     # (call_id, fns carried, drop carried) of sent Calls that carried any, oldest first: taken
     # back if the worker says it could not load them, forgotten once the Call is answered
     shipped: deque[tuple[int, frozenset[int], list[int]]] = field(default_factory=deque)
-    # whether conn has bytes to read: Connection.poll builds a selector per call, a cost
-    # paid per message read (a forwarded log record is one message)
-    poller: Any = None
+    # what the worker sent, read many messages at a time (``inbox``); made on first read
+    inbox: Inbox | None = None
     # The pipe's traffic towards the worker (``outbox``): Calls given to ``send`` and not yet
     # written, and the Calls written and not yet answered (call id, bytes counted).
     outbox: Outbox = field(default_factory=Outbox)
-
-    def readable(self) -> bool:
-        if self.poller is None:
-            self.poller = select.poll()
-            self.poller.register(self.conn.fileno(), select.POLLIN)
-        return bool(self.poller.poll(0))
 
 
 @dataclass
@@ -263,6 +256,8 @@ class ProcessBackend:
         arguments' own code, which may raise anything: SystemExit too."""
         worker = self._workers[slot]
         assert worker is not None
+        if not call.star and call.fn_id in worker.fn_ids and not worker.drop:
+            return encode_call(call)  # the common case: nothing to ship, nothing to drop
         needed = {call.fn_id} if not call.star else {item[0] for item in call.items}
         fresh = needed - worker.fn_ids
         call.fns = {f: self._blob(f) for f in fresh} if fresh else {}
@@ -360,19 +355,21 @@ class ProcessBackend:
         worker = self._workers[slot]
         if worker is None:
             return
+        if worker.inbox is None:
+            worker.inbox = Inbox(worker.conn.fileno())
         try:
-            while worker.readable():
-                data = worker.conn.recv_bytes()
-                try:
-                    message = _codec.loads(data)
-                except BaseException as exc:  # a result's own code (__setstate__) may raise
-                    worker.outbox.answered(None)  # the engine takes it as the running Call's
-                    events.append(Undecodable(slot, exc))
-                    continue
-                self._answered(worker, message)
-                events.append(Message(slot, message))
-        except (EOFError, OSError):
-            pass  # the sentinel reports the death
+            received, _ = worker.inbox.read()  # (an ended pipe: the sentinel reports the death)
+        except OSError:
+            received = []
+        for data in received:
+            try:
+                message = _codec.loads(data)
+            except BaseException as exc:  # a result's own code (__setstate__) may raise
+                worker.outbox.answered(None)  # the engine takes it as the running Call's
+                events.append(Undecodable(slot, exc))
+                continue
+            self._answered(worker, message)
+            events.append(Message(slot, message))
         if worker.outbox.waiting:  # answers make room in the pipe: the next Calls go now
             with contextlib.suppress(OSError):
                 worker.outbox.flush(worker.conn)
