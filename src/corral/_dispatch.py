@@ -102,20 +102,24 @@ class Dispatcher:
                 if depth >= QUEUE_DEPTH or total >= PREFETCH_SECONDS or not self._keeps(slot):
                     del open_[slot_id]
                     continue
-                if not self._fill(slot_id, True, deep=depth > 1):
+                deep = len(calls[-1].positions) if depth > 1 else 0
+                if not self._fill(slot_id, True, deep):
                     return
                 if len(calls) > depth:
                     added = calls[-1].expected
                     open_[slot_id] = total + added if added is not None else PREFETCH_SECONDS
 
-    def _fill(self, slot_id: int, prefetch: bool, deep: bool = False) -> bool:
+    def _fill(self, slot_id: int, prefetch: bool, deep: int = 0) -> bool:
         """Send one Call to the slot; False when there is nothing (suitable) left to send.
-        ``deep``: a third Call or more, queued only from a batch with plenty left to hand
-        out, so that the end of a batch is never queued up behind one worker's running task
-        while another worker idles."""
+        ``deep``: a third Call or more, after Calls of ``deep`` tasks: queued only from a
+        batch that has ``QUEUE_DEPTH`` such Calls per worker still to hand out. So deep
+        queues serve Calls of a task or a few (``chunksize=1``), never chunks that guided
+        self-scheduling sizes to balance the workers (a worker the OS holds back would sit
+        on several), and the end of a batch is never queued up behind one worker's running
+        task while another worker idles."""
         depth = len(self._slots[slot_id].calls)
         while len(self._slots[slot_id].calls) == depth:
-            work = self._next_work(prefetch, deep)
+            work = self._next_work(prefetch, deep * len(self._slots) * QUEUE_DEPTH)
             if work is None:
                 return False
             batch, positions = work
@@ -152,16 +156,16 @@ class Dispatcher:
         self._complete(batch)
         return [p for p in positions if p not in blocked]
 
-    def _next_work(self, prefetch: bool, deep: bool = False) -> tuple[Batch, Sequence[int]] | None:
+    def _next_work(self, prefetch: bool, plenty: int = 0) -> tuple[Batch, Sequence[int]] | None:
         """Positions to send next, from the oldest batch that has something that may start
         now; a batch whose ready tasks are all blocked (locks, resources) does not hold back
-        the ones after it."""
+        the ones after it. ``plenty``: only from a batch with that many tasks untaken."""
         for batch in self._batches:
             if not batch.has_ready():
                 continue
             if prefetch and not batch.prefetchable:
                 return None
-            if deep and batch.untaken() < len(self._slots) * QUEUE_DEPTH:
+            if plenty and batch.untaken() < plenty:
                 return None
             positions = batch.take(len(self._slots))
             if positions:
