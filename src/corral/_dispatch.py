@@ -48,9 +48,9 @@ the coordinator waits for a CPU (all cores busy with workers); longer ones are n
 so that a task never waits behind another while some worker is idle."""
 
 QUEUE_DEPTH = 16
-"""At most this many Calls per worker (the running one included). Several queued Calls let
-one wake-up of the coordinator answer many short ones (``chunksize=1``: one task per Call),
-and they leave in one write (``_backends.outbox``, which also keeps a queued Call from ever
+"""At most this many one-task Calls per worker (the running one included; Calls of several
+tasks: two). Several queued Calls let one wake-up of the coordinator answer many short ones
+(``chunksize=1``), and they leave in one write (``_backends.outbox``, which also keeps a queued Call from ever
 blocking the coordinator)."""
 
 
@@ -102,24 +102,26 @@ class Dispatcher:
                 if depth >= QUEUE_DEPTH or total >= PREFETCH_SECONDS or not self._keeps(slot):
                     del open_[slot_id]
                     continue
-                deep = len(calls[-1].positions) if depth > 1 else 0
-                if not self._fill(slot_id, True, deep):
+                if depth > 1 and len(calls[-1].positions) > 1:  # deep: one-task Calls only
+                    del open_[slot_id]
+                    continue
+                if not self._fill(slot_id, True, deep=depth > 1):
                     return
                 if len(calls) > depth:
                     added = calls[-1].expected
                     open_[slot_id] = total + added if added is not None else PREFETCH_SECONDS
 
-    def _fill(self, slot_id: int, prefetch: bool, deep: int = 0) -> bool:
+    def _fill(self, slot_id: int, prefetch: bool, deep: bool = False) -> bool:
         """Send one Call to the slot; False when there is nothing (suitable) left to send.
-        ``deep``: a third Call or more, after Calls of ``deep`` tasks: queued only from a
-        batch that has ``QUEUE_DEPTH`` such Calls per worker still to hand out. So deep
-        queues serve Calls of a task or a few (``chunksize=1``), never chunks that guided
-        self-scheduling sizes to balance the workers (a worker the OS holds back would sit
-        on several), and the end of a batch is never queued up behind one worker's running
-        task while another worker idles."""
+        ``deep``: a third Call or more, behind one-task Calls (``chunksize=1``), queued only
+        from a batch that has ``QUEUE_DEPTH`` tasks per worker still to hand out, so the end
+        of a batch is never queued up behind one worker's running task while another worker
+        idles. Chunks are never queued deep: guided self-scheduling sizes them to balance the
+        workers (a worker the OS holds back would sit on several), and what is in flight
+        (what a journaled run may run again after an interruption) stays two Calls a worker."""
         depth = len(self._slots[slot_id].calls)
         while len(self._slots[slot_id].calls) == depth:
-            work = self._next_work(prefetch, deep * len(self._slots) * QUEUE_DEPTH)
+            work = self._next_work(prefetch, len(self._slots) * QUEUE_DEPTH if deep else 0)
             if work is None:
                 return False
             batch, positions = work
