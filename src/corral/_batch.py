@@ -22,14 +22,13 @@ import math
 import threading
 import time
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from itertools import repeat
 from typing import Any, Protocol
 
 from ._errors import TaskSkipped
 from ._events import Events, TaskFinished
+from ._items import GrowingItems
 from ._messages import Result
 from ._options import RunOptions
 from ._outcome import Outcome, Status
@@ -119,7 +118,10 @@ class Batch:
         groups: Sequence[str | None] | None = None,
         given: Mapping[int, Outcome] | None = None,
     ) -> None:
-        self.items = items
+        # a growing batch's items (given as a dict by position): by part (``_items``)
+        self.items: list[Any] | GrowingItems = (
+            items if isinstance(items, list) else GrowingItems([items[p] for p in sorted(items)])
+        )
         self.fn_ids = fn_ids
         self.fn_id = fn_id
         self.star = star
@@ -228,11 +230,11 @@ class Batch:
     # -- growing (imap) -------------------------------------------------------------------
     def extend(self, new_items: list[Any], close: bool) -> None:
         items = self.items
-        assert isinstance(items, dict)
+        assert isinstance(items, GrowingItems)
         n = self.n
         if new_items and n:  # the first part's time is queued_at, the batch's own
             self._parts = [*(self._parts or ()), (n, time.time())]
-        items.update(zip(range(n, n + len(new_items)), new_items, strict=True))  # a C loop
+        items.extend(new_items)
         self.positions.extend(len(new_items))
         self.closed = self.closed or close
 
@@ -243,6 +245,10 @@ class Batch:
         """Whether a Call may wait in a worker's pipe behind another: not when timeouts run
         from dispatch, nor when the scheduler must know what truly runs (locks, resources)."""
         return not self.has_timeouts and self.scheduler is None
+
+    def untaken(self) -> int:
+        """How many positions were never handed out (requeued ones aside)."""
+        return self.positions.n - self.positions.cursor
 
     def take(self, workers: int) -> Sequence[int]:
         """The next positions to dispatch together: requeued ones first, else a new chunk;
@@ -288,7 +294,9 @@ class Batch:
 
     def payload(self, positions: Sequence[int]) -> list[Any]:
         items = self.items
-        if isinstance(positions, range) and isinstance(items, list):
+        if isinstance(items, GrowingItems):
+            return items.take(positions)
+        if isinstance(positions, range):
             return items[positions.start : positions.stop]
         return list(map(items.__getitem__, positions))
 
@@ -339,7 +347,7 @@ class Batch:
         if events is not None and events.active:
             for pos in positions:
                 events.emit(TaskFinished(id(self), pos, self.key_of(pos), Status.OK, None))
-        if isinstance(self.items, dict):
+        if isinstance(self.items, GrowingItems):
             self._forget(positions)
         self.sink.ok(positions, values, record)
         if self.observer is not None:
@@ -435,8 +443,8 @@ class Batch:
         return [self.groups[p] for p in positions]
 
     def _forget(self, positions: Sequence[int]) -> None:
-        if isinstance(self.items, dict):
-            deque(map(self.items.pop, positions, repeat(None)), maxlen=0)  # a C loop
+        if isinstance(self.items, GrowingItems):
+            self.items.forget(positions)
 
     def stop(self) -> list[int]:
         """Take no more work, and no more input (an imap's iterator is not read further).

@@ -11,7 +11,8 @@ Engine thread only. The engine calls ``Dispatcher.dispatch`` once per step, befo
                                       │   record); items it could not encode fail alone
                                       │ record slot k → InFlight, arm its timeout
                                       └─ backend.send(k, prepared) ──────────────► worker k
-             then each busy slot whose running Call is short (prefetch): the same, once
+             then, round by round, each busy slot whose queued Calls are short (prefetch):
+             one more, while they add up to less than PREFETCH_SECONDS (at most QUEUE_DEPTH)
 
 What it owns: the Call ids, and the prefetch policy (``PREFETCH_SECONDS``, where the backend
 ``can_queue_calls``). It reads the engine's batches, and writes a slot's ``calls`` only when
@@ -41,10 +42,16 @@ from ._outcome import Status
 from ._slots import InFlight, Slot
 
 PREFETCH_SECONDS = 0.05
-"""A worker is sent its next Call before it answers the current one when the current one is
-expected to take less than this. Short Calls then flow without a gap even when the
-coordinator waits for a CPU (all cores busy with workers); longer ones are not prefetched,
+"""A worker is sent its next Call before it answers the current one when the Calls it holds
+are expected to take less than this, together. Short Calls then flow without a gap even when
+the coordinator waits for a CPU (all cores busy with workers); longer ones are not prefetched,
 so that a task never waits behind another while some worker is idle."""
+
+QUEUE_DEPTH = 16
+"""At most this many one-task Calls per worker (the running one included; Calls of several
+tasks: two). Several queued Calls let one wake-up of the coordinator answer many short ones
+(``chunksize=1``), and they leave in one write (``_backends.outbox``, which also keeps a queued Call from ever
+blocking the coordinator)."""
 
 
 class Dispatcher:
@@ -66,7 +73,7 @@ class Dispatcher:
         self._functions = functions
         self._max_tasks = options.max_tasks_per_worker
         caps = backend.capabilities
-        self._prefetch = (False, True) if caps.can_queue_calls else (False,)
+        self._queues = caps.can_queue_calls
         self._times_calls = caps.can_kill_one_call  # else the backend times items itself
         self._in_caller = caps.shares_memory_with_coordinator
         self._slots = slots
@@ -78,21 +85,43 @@ class Dispatcher:
         self._call_ids = itertools.count()
 
     def dispatch(self) -> None:
-        """Give every idle worker a Call, then queue a second one behind short running ones."""
-        for prefetch in self._prefetch:
-            for slot_id, slot in enumerate(self._slots):
-                if not slot.alive or len(slot.calls) != int(prefetch):
+        """Give every idle worker a Call, then queue more behind short running ones: one per
+        worker per round, so that workers share what is left evenly."""
+        for slot_id, slot in enumerate(self._slots):
+            if slot.alive and not slot.calls and not self._fill(slot_id, False):
+                return
+        if not self._queues:
+            return
+        # the slots that may queue more, with what their Calls are expected to take
+        open_ = {k: _expected(s.calls) for k, s in enumerate(self._slots) if s.alive and s.calls}
+        while open_:
+            for slot_id, total in list(open_.items()):
+                slot = self._slots[slot_id]
+                calls = slot.calls
+                depth = len(calls)
+                if depth >= QUEUE_DEPTH or total >= PREFETCH_SECONDS or not self._keeps(slot):
+                    del open_[slot_id]
                     continue
-                if prefetch and not (self._short(slot.calls[0]) and self._keeps(slot)):
+                if depth > 1 and len(calls[-1].positions) > 1:  # deep: one-task Calls only
+                    del open_[slot_id]
                     continue
-                if not self._fill(slot_id, prefetch):
+                if not self._fill(slot_id, True, deep=depth > 1):
                     return
+                if len(calls) > depth:
+                    added = calls[-1].expected
+                    open_[slot_id] = total + added if added is not None else PREFETCH_SECONDS
 
-    def _fill(self, slot_id: int, prefetch: bool) -> bool:
-        """Send one Call to the slot; False when there is nothing (suitable) left to send."""
+    def _fill(self, slot_id: int, prefetch: bool, deep: bool = False) -> bool:
+        """Send one Call to the slot; False when there is nothing (suitable) left to send.
+        ``deep``: a third Call or more, behind one-task Calls (``chunksize=1``), queued only
+        from a batch that has ``QUEUE_DEPTH`` tasks per worker still to hand out, so the end
+        of a batch is never queued up behind one worker's running task while another worker
+        idles. Chunks are never queued deep: guided self-scheduling sizes them to balance the
+        workers (a worker the OS holds back would sit on several), and what is in flight
+        (what a journaled run may run again after an interruption) stays two Calls a worker."""
         depth = len(self._slots[slot_id].calls)
         while len(self._slots[slot_id].calls) == depth:
-            work = self._next_work(prefetch)
+            work = self._next_work(prefetch, len(self._slots) * QUEUE_DEPTH if deep else 0)
             if work is None:
                 return False
             batch, positions = work
@@ -129,14 +158,16 @@ class Dispatcher:
         self._complete(batch)
         return [p for p in positions if p not in blocked]
 
-    def _next_work(self, prefetch: bool) -> tuple[Batch, Sequence[int]] | None:
+    def _next_work(self, prefetch: bool, plenty: int = 0) -> tuple[Batch, Sequence[int]] | None:
         """Positions to send next, from the oldest batch that has something that may start
         now; a batch whose ready tasks are all blocked (locks, resources) does not hold back
-        the ones after it."""
+        the ones after it. ``plenty``: only from a batch with that many tasks untaken."""
         for batch in self._batches:
             if not batch.has_ready():
                 continue
             if prefetch and not batch.prefetchable:
+                return None
+            if plenty and batch.untaken() < plenty:
                 return None
             positions = batch.take(len(self._slots))
             if positions:
@@ -144,13 +175,11 @@ class Dispatcher:
         return None
 
     def _keeps(self, slot: Slot) -> bool:
-        """Whether the slot's worker will still be there after its running Call."""
+        """Whether the slot's worker will still be there after the Calls it holds."""
         limit = self._max_tasks
-        return limit is None or slot.tasks_done + len(slot.calls[0].positions) < limit
-
-    @staticmethod
-    def _short(flight: InFlight) -> bool:
-        return flight.expected is not None and flight.expected < PREFETCH_SECONDS
+        if limit is None:
+            return True
+        return slot.tasks_done + sum(len(f.positions) for f in slot.calls) < limit
 
     def _send(self, slot_id: int, batch: Batch, positions: Sequence[int]) -> None:
         slot = self._slots[slot_id]
@@ -164,10 +193,11 @@ class Dispatcher:
                 return
         elif prepared.argument_bytes is not None:  # warned about once, with the item named
             batch.note_arguments(len(call.items), prepared.argument_bytes)
-            self._functions.sizes.arguments(
-                batch, call.items, call.star, prepared.argument_bytes,
-                lambda offset: _item_name(batch, positions[offset]),
-            )  # fmt: skip
+            if prepared.argument_bytes > _codec.WARN_BYTES:
+                self._functions.sizes.arguments(
+                    batch, call.items, call.star, prepared.argument_bytes,
+                    lambda offset: _item_name(batch, positions[offset]),
+                )  # fmt: skip
         mean = batch.mean_duration()
         expected = mean * len(positions) if mean is not None else None
         flight = InFlight(call.call_id, batch, positions, time.time(), expected)
@@ -215,6 +245,17 @@ class Dispatcher:
             kept = []
         self._complete(batch)
         return kept
+
+
+def _expected(calls: deque[InFlight]) -> float:
+    """Seconds the Calls a worker holds are expected to take (PREFETCH_SECONDS when any
+    is unknown: nothing is queued behind a Call of unknown length)."""
+    total = 0.0
+    for flight in calls:
+        if flight.expected is None:
+            return PREFETCH_SECONDS
+        total += flight.expected
+    return total
 
 
 def _item_name(batch: Batch, pos: int) -> str:

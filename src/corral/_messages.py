@@ -50,6 +50,12 @@ class Call:
     drop: list[int]
     timeouts: list[float | None] | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A tuple of the fields: a slots dataclass's own pickling (``__getstate__`` walking
+        # ``fields()``) costs more than a one-task Call's whole round trip (chunksize=1).
+        return Call, (self.call_id, self.fns, self.fn_id, self.items, self.star, self.drop,
+                      self.timeouts)  # fmt: skip
+
 
 @dataclass(slots=True)
 class Result:
@@ -84,6 +90,24 @@ class Result:
     # capture_output: item i's (stdout, stderr), cut to the last ``output_limit`` bytes each;
     # an item that wrote nothing has no entry. None: not captured.
     output: dict[int, tuple[str, str]] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A tuple of the fields, ``finished`` as its raw doubles: pickling an ``array`` and a
+        # slots dataclass the general way costs more than a one-task Call's round trip.
+        finished = self.finished.tobytes() if self.finished is not None else None
+        return _result, (self.call_id, self.values, self.errors, self.started, self.ended,
+                         finished, self.cpu, self.max_rss, self.rss, self.effects,
+                         self.child_cpu, self.peak_rss, self.output)  # fmt: skip
+
+
+def _result(call_id: int, values: list[Any], errors: Any, started: float, ended: float,
+            finished: bytes | None, *rest: Any) -> Result:  # fmt: skip
+    """A Result from its ``__reduce__`` tuple."""
+    times = None
+    if finished is not None:
+        times = array("d")
+        times.frombytes(finished)
+    return Result(call_id, values, errors, started, ended, times, *rest)
 
 
 NO_OUTPUT = ("", "")

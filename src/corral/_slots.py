@@ -48,9 +48,10 @@ class InFlight:
 @dataclass
 class Slot:
     """The engine's handle on one worker. ``calls`` are the Calls sent and not yet answered,
-    oldest (running) first; a second one is queued in the worker's pipe ahead of time when
-    calls are short, so the worker never waits for a coordinator that the OS has not yet
-    scheduled (see ``_dispatch.PREFETCH_SECONDS``)."""
+    oldest (running) first; more are queued for the worker ahead of time when calls are
+    short, so the worker never waits for a coordinator that the OS has not yet scheduled
+    (see ``_dispatch.PREFETCH_SECONDS``, ``QUEUE_DEPTH``). A queued Call may still wait in
+    the backend's outbox (``_backends.outbox``) until the pipe takes it."""
 
     pid: int | None = None
     calls: deque[InFlight] = field(default_factory=deque)

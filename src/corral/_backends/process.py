@@ -41,7 +41,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import select
 import signal
 import time
 from collections import deque
@@ -80,6 +79,8 @@ from .._platform import (
 from .._worker import loop as worker_loop
 from .._worker.handover import HANDOVER_SIGNAL
 from .contract import PROCESS, BackendSetup, Died, Event, Message, Prepared, Remains, Undecodable
+from .inbox import Inbox
+from .outbox import Outbox
 from .remains import WorkerFiles
 
 if TYPE_CHECKING:
@@ -105,15 +106,11 @@ class _Worker:
     # (call_id, fns carried, drop carried) of sent Calls that carried any, oldest first: taken
     # back if the worker says it could not load them, forgotten once the Call is answered
     shipped: deque[tuple[int, frozenset[int], list[int]]] = field(default_factory=deque)
-    # whether conn has bytes to read: Connection.poll builds a selector per call, a cost
-    # paid per message read (a forwarded log record is one message)
-    poller: Any = None
-
-    def readable(self) -> bool:
-        if self.poller is None:
-            self.poller = select.poll()
-            self.poller.register(self.conn.fileno(), select.POLLIN)
-        return bool(self.poller.poll(0))
+    # what the worker sent, read many messages at a time (``inbox``); made on first read
+    inbox: Inbox | None = None
+    # The pipe's traffic towards the worker (``outbox``): Calls given to ``send`` and not yet
+    # written, and the Calls written and not yet answered (call id, bytes counted).
+    outbox: Outbox = field(default_factory=Outbox)
 
 
 @dataclass
@@ -273,6 +270,8 @@ class ProcessBackend:
         arguments' own code, which may raise anything: SystemExit too."""
         worker = self._workers[slot]
         assert worker is not None
+        if not call.star and call.fn_id in worker.fn_ids and not worker.drop:
+            return encode_call(call)  # the common case: nothing to ship, nothing to drop
         needed = {call.fn_id} if not call.star else {item[0] for item in call.items}
         fresh = needed - worker.fn_ids
         call.fns = {f: self._blob(f) for f in fresh} if fresh else {}
@@ -289,11 +288,18 @@ class ProcessBackend:
         return prepared
 
     def send(self, slot: int, prepared: Prepared) -> None:
+        """Queue the Call for the worker; ``wait`` writes it, with the others queued in the
+        same step, in one write, as far as the pipe takes them without blocking (``outbox``)."""
         worker = self._workers[slot]
-        assert worker is not None
-        # A worker that died a moment ago: its sentinel reports the death on the next wait.
-        with contextlib.suppress(OSError):
-            worker.conn.send_bytes(prepared.payload)
+        assert worker is not None and prepared.payload is not None
+        worker.outbox.put(prepared.payload)
+
+    def _flush(self) -> None:
+        for worker in self._workers:
+            if worker is not None and worker.outbox.waiting:
+                # A worker that died a moment ago: its sentinel reports the death on this wait.
+                with contextlib.suppress(OSError):
+                    worker.outbox.flush(worker.conn)
 
     def forget(self, fn_id: int) -> None:
         for worker in self._workers:
@@ -304,8 +310,11 @@ class ProcessBackend:
     def _answered(self, worker: _Worker, message: Any) -> None:
         """A Result or CallFailed arrived: forget the record of the Calls it answers; a
         worker that could not load a Call's functions does not hold them."""
+        if not isinstance(message, (Result, CallFailed)):
+            return
+        worker.outbox.answered(message.call_id)
         shipped = worker.shipped
-        if not shipped or not isinstance(message, (Result, CallFailed)):
+        if not shipped:
             return
         while shipped and shipped[0][0] < message.call_id:
             shipped.popleft()
@@ -324,6 +333,7 @@ class ProcessBackend:
         return int(stamp[2]), int(stamp[0]), float(stamp[1])
 
     def wait(self, timeout: float | None) -> list[Event]:
+        self._flush()
         watched: dict[Any, tuple[str, int]] = {self._wakeup: ("wakeup", -1)}
         for slot, w in enumerate(self._workers):
             if w is not None:
@@ -360,18 +370,24 @@ class ProcessBackend:
         worker = self._workers[slot]
         if worker is None:
             return
+        if worker.inbox is None:
+            worker.inbox = Inbox(worker.conn.fileno())
         try:
-            while worker.readable():
-                data = worker.conn.recv_bytes()
-                try:
-                    message = _codec.loads(data)
-                except BaseException as exc:  # a result's own code (__setstate__) may raise
-                    events.append(Undecodable(slot, exc))
-                    continue
-                self._answered(worker, message)
-                events.append(Message(slot, message))
-        except (EOFError, OSError):
-            pass  # the sentinel reports the death
+            received, _ = worker.inbox.read()  # (an ended pipe: the sentinel reports the death)
+        except OSError:
+            received = []
+        for data in received:
+            try:
+                message = _codec.loads(data)
+            except BaseException as exc:  # a result's own code (__setstate__) may raise
+                worker.outbox.answered(None)  # the engine takes it as the running Call's
+                events.append(Undecodable(slot, exc))
+                continue
+            self._answered(worker, message)
+            events.append(Message(slot, message))
+        if worker.outbox.waiting:  # answers make room in the pipe: the next Calls go now
+            with contextlib.suppress(OSError):
+                worker.outbox.flush(worker.conn)
 
     def hand_over(self, slot: int) -> Handover | None:
         worker = self._workers[slot]
@@ -409,6 +425,7 @@ class ProcessBackend:
         if worker is None:
             return
         self._workers[slot] = None
+        # Retired with no Call (``_crew``): nothing waits in its outbox.
         with contextlib.suppress(OSError):
             worker.conn.send_bytes(STOP)
         now = time.monotonic()

@@ -8,7 +8,8 @@
                                                reading the counters and asking the engine
                                                which tasks run (``Engine.running_now``)
                                                PlainLines (not a terminal: CI, a log file,
-                                               nohup): one line every ``progress_interval`` s
+                                               nohup): one line every ``progress_interval`` s,
+                                               written by one thread for the process (``ticker``)
 
 Two feeds, for cost: the counts of finished tasks come from the batch's ``Observer`` hook,
 once per Call (a chunk of 20,000 trivial tasks is one call), because a subscriber of the
@@ -49,6 +50,7 @@ from .._events import (
     WorkerRetired,
     WorkerStarted,
 )
+from .ticker import ticker
 
 if TYPE_CHECKING:  # rich is imported only when a display is shown: workers never load it
     from rich.console import Console, RenderableType
@@ -209,7 +211,8 @@ class Fleet:
 class PlainLines:
     """Progress for a log, not a terminal: every ``interval`` seconds one line of plain text
     (done/total, failed, retried, workers, rate, ETA), no control characters; and a last
-    line when the batch ends, if any was written before. Written by its own thread."""
+    line when the batch ends, if any was written before. Written by the process's one ticker
+    thread (``ticker``), not a thread per batch."""
 
     def __init__(self, total: int, interval: float, workers: int, stream: Any = None) -> None:
         self.total = total
@@ -222,7 +225,7 @@ class PlainLines:
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._written = 0
-        self._thread = threading.Thread(target=self._run, name="corral-progress", daemon=True)
+        self._token: int | None = None  # while shown: its place on the ticker (``ticker``)
 
     def advance(
         self,
@@ -260,19 +263,20 @@ class PlainLines:
             log.debug("corral: progress line could not be written", exc_info=True)
             self._stop.set()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+    def _tick(self) -> None:
+        if not self._stop.is_set():
             self._write()
 
     def __enter__(self) -> PlainLines:
-        self._thread.start()
+        self._token = ticker().add(self._tick, self._interval)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self._written:
+        if self._token is not None:
+            ticker().remove(self._token)  # no line is being written once this returns
+        if self._written and not self._stop.is_set():
             self._write()
+        self._stop.set()
 
 
 def _duration(seconds: float) -> str:

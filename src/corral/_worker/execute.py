@@ -114,10 +114,8 @@ def execute(
     the Call's ``Progress`` while its items run. ``meter``: measures the Call's CPU
     (children included) and peak memory (``telemetry``); twice per Call, not per item.
     """
-    if meter is not None:
-        meter.begin()
+    cpu0 = meter.begin() if meter is not None else time.process_time()
     started = time.time()
-    cpu0 = time.process_time()
     watch.start(call.call_id)
     buffer = watch.index_buffer() if call.timeouts is None and not reraise else None
     fast = buffer is not None and not call.star
