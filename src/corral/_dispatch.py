@@ -50,8 +50,8 @@ so that a task never waits behind another while some worker is idle."""
 QUEUE_DEPTH = 16
 """At most this many one-task Calls per worker (the running one included; Calls of several
 tasks: two). Several queued Calls let one wake-up of the coordinator answer many short ones
-(``chunksize=1``), and they leave in one write (``_backends.outbox``, which also keeps a queued Call from ever
-blocking the coordinator)."""
+(``chunksize=1``), and they leave in one write (``_backends.outbox``, which also keeps a
+queued Call from ever blocking the coordinator)."""
 
 
 class Dispatcher:
