@@ -3,12 +3,19 @@ pool, against copying into ``multiprocessing.shared_memory`` by hand (the peer t
 same one copy), in the same run.
 
     .venv/bin/python benchmarks/share_copy.py --mib 1024 --reps 3 [--base OLD_SRC]
+    .venv/bin/python benchmarks/share_copy.py --variants --mib 1024 --reps 5
 
 Each repetition is a fresh process: the array and a warm pool of 2 workers exist before the
 clock; the clock covers sharing the array and one task per worker summing all of it (corral:
 default forkserver pool, the segment is made when the handle first goes to a worker; by hand:
 SharedMemory created and filled, mp.Pool fork workers attach by name). Medians; ratios
 against "by hand".
+
+``--variants`` times only the copy of the array into a new file in /dev/shm, one way per row
+(each in a fresh process, rows interleaved), against the memory-bandwidth ceiling: a plain
+``np.copyto`` of the array into a preallocated, already faulted-in array. This is how the way
+``corral.share`` fills a segment (``_sharing.layout.write_file``: ``pwrite`` in 64 MiB steps)
+was chosen.
 """
 
 from __future__ import annotations
@@ -66,13 +73,145 @@ if __name__ == "__main__":
     print("@@SHARE " + json.dumps({"wall": wall}), flush=True)
 """
 
+VARIANTS = r"""
+import json, mmap, os, sys, time
+import numpy as np
+variant, mib = sys.argv[1], int(sys.argv[2])
+a = np.ones(mib * 2**20 // 8)
+n = a.nbytes
+path = "/dev/shm/corral-bench-%d" % os.getpid()
+src = memoryview(a).cast("B")
+STEP = 64 << 20
+
+def pwrite_all(fd):
+    done = 0
+    while done < n:
+        done += os.pwrite(fd, src[done:done + STEP], done)
+
+def mapped(fd, flags=0, advice=()):
+    m = mmap.mmap(fd, n, flags=mmap.MAP_SHARED | flags)
+    for adv in advice:
+        m.madvise(adv)
+    return m
+
+t0 = time.perf_counter()
+if variant == "ceiling":
+    dst = np.empty_like(a); dst[:] = 0  # pre-faulted
+    t0 = time.perf_counter()
+    np.copyto(dst, a)
+else:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if variant == "pwrite":
+            pwrite_all(fd)
+        elif variant == "pwrite-2threads":  # page allocation on tmpfs is per CPU
+            from concurrent.futures import ThreadPoolExecutor
+
+            half = n // 2 // STEP * STEP or n
+            parts = [(0, half), (half, n)]
+
+            def part(lo_hi):
+                lo, hi = lo_hi
+                while lo < hi:
+                    lo += os.pwrite(fd, src[lo : min(hi, lo + STEP)], lo)
+
+            with ThreadPoolExecutor(2) as ex:
+                list(ex.map(part, parts))
+        elif variant == "write1":  # one write per 1 GiB max (Linux caps a call at 2 GiB - 4 KiB)
+            done = 0
+            while done < n:
+                done += os.write(fd, src[done:done + (1 << 30)])
+        elif variant == "ftruncate+pwrite":
+            os.ftruncate(fd, n); pwrite_all(fd)
+        elif variant == "fallocate+pwrite":
+            os.posix_fallocate(fd, 0, n); pwrite_all(fd)
+        elif variant == "ftruncate+mmap+copyto":  # page faults on the destination
+            os.ftruncate(fd, n); m = mapped(fd)
+            np.copyto(np.frombuffer(m, a.dtype), a); del m
+        elif variant == "fallocate+populate+copyto":
+            os.posix_fallocate(fd, 0, n); m = mapped(fd, mmap.MAP_POPULATE)
+            np.copyto(np.frombuffer(m, a.dtype), a); del m
+        elif variant == "ftruncate+populate+copyto":
+            os.ftruncate(fd, n); m = mapped(fd, mmap.MAP_POPULATE)
+            np.copyto(np.frombuffer(m, a.dtype), a); del m
+        elif variant == "fallocate+willneed+hugepage+copyto":
+            os.posix_fallocate(fd, 0, n)
+            huge = getattr(mmap, "MADV_HUGEPAGE", mmap.MADV_WILLNEED)
+            m = mapped(fd, 0, [mmap.MADV_WILLNEED, huge])
+            np.copyto(np.frombuffer(m, a.dtype), a); del m
+        else:
+            raise SystemExit("unknown variant " + variant)
+        t1 = time.perf_counter()
+        back = np.fromfile(path, dtype=a.dtype, count=16)
+        assert (back == 1).all() and os.fstat(fd).st_size == n
+    finally:
+        os.close(fd); os.unlink(path)
+wall = (t1 if variant != "ceiling" else time.perf_counter()) - t0
+print("@@SHARE " + json.dumps({"wall": wall}), flush=True)
+"""
+
+VARIANT_ROWS = (
+    "ceiling",
+    "pwrite",
+    "pwrite-2threads",
+    "write1",
+    "ftruncate+pwrite",
+    "fallocate+pwrite",
+    "ftruncate+mmap+copyto",
+    "ftruncate+populate+copyto",
+    "fallocate+populate+copyto",
+    "fallocate+willneed+hugepage+copyto",
+)
+
+
+def _run(script: str, argv: list[str], env: dict[str, str]) -> float | None:
+    # the tasks live in the child's __main__ (read from stdin): they travel by value
+    out = subprocess.run(
+        [sys.executable, "-", *argv],
+        input=script,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith(MARK)]
+    if line:
+        return float(json.loads(line[-1][len(MARK) :])["wall"])
+    print(argv, "failed:", out.stderr[-400:], file=sys.stderr)
+    return None
+
+
+def _report(walls: dict[str, list[float]], base_row: str, mib: int, reps: int) -> None:
+    base = statistics.median(walls[base_row]) if walls[base_row] else None
+    print(f"{mib} MiB, reps {reps}, load average at end {os.getloadavg()[0]:.2f}")
+    for row, w in walls.items():
+        if w:
+            med = statistics.median(w)
+            ratio = f", {med / base:.2f}x {base_row}" if base else ""
+            rate = f", {mib / 1024 / med:.1f} GiB/s"
+            print(f"- {row}: median {med:.3f} s (min {min(w):.3f}, max {max(w):.3f}){rate}{ratio}")
+
+
+def variants(mib: int, reps: int) -> int:
+    walls: dict[str, list[float]] = {r: [] for r in VARIANT_ROWS}
+    for _ in range(reps):
+        for row in VARIANT_ROWS:
+            wall = _run(VARIANTS, [row, str(mib)], dict(os.environ))
+            if wall is not None:
+                walls[row].append(wall)
+    _report(walls, "ceiling", mib, reps)
+    return 0
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--base", type=Path, default=None, help="an older src/ folder, same run")
+    ap.add_argument("--variants", action="store_true", help="time the ways to copy, alone")
     args = ap.parse_args()
+    if args.variants:
+        return variants(args.mib, args.reps)
     rows = {"by hand": ("hand", None), "corral.share": ("corral", HERE.parent / "src")}
     if args.base is not None:
         rows["corral.share (base)"] = ("corral", args.base)
@@ -82,23 +221,10 @@ def main() -> int:
             env = dict(os.environ)
             if src is not None:
                 env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
-            # the tasks live in the child's __main__ (read from stdin): they travel by value
-            cmd = [sys.executable, "-", kind, str(args.mib)]
-            out = subprocess.run(
-                cmd, input=CHILD, capture_output=True, text=True, env=env, timeout=600
-            )
-            line = [ln for ln in out.stdout.splitlines() if ln.startswith(MARK)]
-            if line:
-                walls[row].append(json.loads(line[-1][len(MARK) :])["wall"])
-            else:
-                print(row, "failed:", out.stderr[-400:], file=sys.stderr)
-    base = statistics.median(walls["by hand"]) if walls["by hand"] else None
-    print(f"{args.mib} MiB, reps {args.reps}, load average at end {os.getloadavg()[0]:.2f}")
-    for row, w in walls.items():
-        if w:
-            med = statistics.median(w)
-            ratio = f", {med / base:.2f}x by hand" if base else ""
-            print(f"- {row}: median {med:.3f} s (min {min(w):.3f}, max {max(w):.3f}){ratio}")
+            wall = _run(CHILD, [kind, str(args.mib)], env)
+            if wall is not None:
+                walls[row].append(wall)
+    _report(walls, "by hand", args.mib, args.reps)
     return 0
 
 
