@@ -192,10 +192,11 @@ def _report(walls: dict[str, list[float]], base_row: str, mib: int, reps: int) -
             print(f"- {row}: median {med:.3f} s (min {min(w):.3f}, max {max(w):.3f}){rate}{ratio}")
 
 
-def variants(mib: int, reps: int) -> int:
-    walls: dict[str, list[float]] = {r: [] for r in VARIANT_ROWS}
+def variants(mib: int, reps: int, only: str | None) -> int:
+    rows = ["ceiling", *(only.split(","))] if only else list(VARIANT_ROWS)
+    walls: dict[str, list[float]] = {r: [] for r in rows}
     for _ in range(reps):
-        for row in VARIANT_ROWS:
+        for row in rows:
             wall = _run(VARIANTS, [row, str(mib)], dict(os.environ))
             if wall is not None:
                 walls[row].append(wall)
@@ -209,9 +210,10 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--base", type=Path, default=None, help="an older src/ folder, same run")
     ap.add_argument("--variants", action="store_true", help="time the ways to copy, alone")
+    ap.add_argument("--rows", default=None, help="with --variants: these rows only (a,b,...)")
     args = ap.parse_args()
     if args.variants:
-        return variants(args.mib, args.reps)
+        return variants(args.mib, args.reps, args.rows)
     rows = {"by hand": ("hand", None), "corral.share": ("corral", HERE.parent / "src")}
     if args.base is not None:
         rows["corral.share (base)"] = ("corral", args.base)
