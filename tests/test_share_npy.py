@@ -190,12 +190,12 @@ def test_a_file_that_changed_or_went_away_is_a_clear_error(npy, tmp_path):
     grown = corral.share(np.load(path, mmap_mode="r"))
     replaced = corral.share(np.load(path, mmap_mode="r"))
     np.save(path, np.arange(2000.0))  # rewritten in place: another size
-    with pytest.raises(corral.CorralError, match="changed after it was shared.*size"):
+    with pytest.raises(corral.CorralError, match=r"changed after it was shared.*size"):
         through_pickle(grown)
     new = str(tmp_path / "new.npy")
     np.save(new, np.arange(2000.0))
     os.replace(new, path)  # another file under the same name
-    with pytest.raises(corral.CorralError, match="changed after it was shared.*inode"):
+    with pytest.raises(corral.CorralError, match=r"changed after it was shared.*inode"):
         through_pickle(replaced)
     os.unlink(path)
     with pytest.raises(corral.CorralError, match="is gone"):
