@@ -117,8 +117,13 @@ def read(mapping: mmap.mmap, stamp: FileStamp) -> Any:
     set), in the file's own order (a Fortran-ordered ``.npy`` stays Fortran-ordered)."""
     import numpy as np
 
-    order = "F" if stamp.fortran else "C"
-    return np.ndarray(stamp.shape, stamp.dtype, buffer=mapping, offset=stamp.offset, order=order)
+    return np.ndarray(
+        stamp.shape,
+        stamp.dtype,
+        buffer=mapping,
+        offset=stamp.offset,
+        order="F" if stamp.fortran else "C",
+    )
 
 
 def describe(obj: Any, path: str) -> str:
