@@ -8,8 +8,13 @@ same one copy), in the same run.
 Each repetition is a fresh process: the array and a warm pool of 2 workers exist before the
 clock; the clock covers sharing the array and one task per worker summing all of it (corral:
 default forkserver pool, the segment is made when the handle first goes to a worker; by hand:
-SharedMemory created and filled, mp.Pool fork workers attach by name). Medians; ratios
-against "by hand".
+SharedMemory created and filled, mp.Pool fork workers attach by name; the third row shares a
+``.npy`` file the process already has, ``np.load(path, mmap_mode="r")``, in place). Columns:
+``share``, the clock until the data is in shared memory (corral: the handle pickled once
+while the forkserver pool is open, which makes the segment); ``wall``, until both sums are
+back; ``data``, the copies of the data held at the end (the original or the file's page
+cache, plus what /dev/shm grew by, plus what the owner's peak RSS grew by). Medians, min and
+max; ratios of ``share`` against "by hand".
 
 ``--variants`` times only the copy of the array into a new file in /dev/shm, one way per row
 (each in a fresh process, rows interleaved), against the memory-bandwidth ceiling: a plain
@@ -32,10 +37,16 @@ HERE = Path(__file__).resolve().parent
 MARK = "@@SHARE "
 
 CHILD = r"""
-import json, sys, time
+import json, os, pickle, resource, sys, tempfile, time
 import numpy as np
 kind, mib = sys.argv[1], int(sys.argv[2])
 a = np.ones(mib * 2**20 // 8)
+if kind == "npy":  # the file the user already has (written before the clock, page-cached)
+    path = os.path.join(tempfile.mkdtemp(), "a.npy")
+    np.save(path, a)
+    del a
+    a = np.load(path, mmap_mode="r")
+    a.sum()  # its pages are in this process, as after the user's own reads
 
 def total(h):
     return float(h.value.sum())
@@ -47,30 +58,51 @@ def total_by_name(name, n):
     shm.close()
     return s
 
+def shm_bytes():
+    st = os.statvfs("/dev/shm")
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+def peak_rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
 if __name__ == "__main__":
     if kind == "hand":
         import multiprocessing
         from multiprocessing import shared_memory
         with multiprocessing.get_context("fork").Pool(2) as pool:
             pool.map(abs, [1, 2])
+            shm0, rss0 = shm_bytes(), peak_rss()
             t0 = time.perf_counter()
             shm = shared_memory.SharedMemory(create=True, size=a.nbytes)
             np.ndarray(a.shape, a.dtype, buffer=shm.buf)[:] = a
             t1 = time.perf_counter()
             sums = pool.starmap(total_by_name, [(shm.name, a.size)] * 2)
             wall = time.perf_counter() - t0
+            shm1 = shm_bytes()
             shm.close(); shm.unlink()
     else:
         import corral
         with corral.Pool(workers=2) as pool:
             pool.map(abs, [1, 2])
+            shm0, rss0 = shm_bytes(), peak_rss()
             t0 = time.perf_counter()
             with corral.share(a) as h:
+                pickle.dumps(h)  # a forkserver pool is open: the segment is made now
+                t1 = time.perf_counter()
                 sums = pool.map(total, [h, h])
-            wall = time.perf_counter() - t0
-            t1 = None
+                wall = time.perf_counter() - t0
+                shm1 = shm_bytes()
     assert sums == [float(a.size)] * 2
-    print("@@SHARE " + json.dumps({"wall": wall}), flush=True)
+    # the copies of the data held at the end (the original, or the file's page cache, is one;
+    # a segment in /dev/shm another) and what the owner's peak RSS grew by meanwhile
+    grew = peak_rss() - rss0
+    if kind == "hand":  # the owner maps the segment it filled: its RSS counts those pages
+        grew = max(0, grew - (shm1 - shm0))
+    held = a.nbytes + (shm1 - shm0) + grew
+    out = {"wall": wall, "share": t1 - t0, "data": held / a.nbytes}
+    if kind == "npy":
+        os.unlink(path)
+    print("@@SHARE " + json.dumps(out), flush=True)
 """
 
 VARIANTS = r"""
@@ -164,7 +196,7 @@ VARIANT_ROWS = (
 )
 
 
-def _run(script: str, argv: list[str], env: dict[str, str]) -> float | None:
+def _run(script: str, argv: list[str], env: dict[str, str]) -> dict[str, float] | None:
     # the tasks live in the child's __main__ (read from stdin): they travel by value
     out = subprocess.run(
         [sys.executable, "-", *argv],
@@ -176,31 +208,42 @@ def _run(script: str, argv: list[str], env: dict[str, str]) -> float | None:
     )
     line = [ln for ln in out.stdout.splitlines() if ln.startswith(MARK)]
     if line:
-        return float(json.loads(line[-1][len(MARK) :])["wall"])
+        return dict(json.loads(line[-1][len(MARK) :]))
     print(argv, "failed:", out.stderr[-400:], file=sys.stderr)
     return None
 
 
-def _report(walls: dict[str, list[float]], base_row: str, mib: int, reps: int) -> None:
-    base = statistics.median(walls[base_row]) if walls[base_row] else None
+def _report(
+    runs: dict[str, list[dict[str, float]]], base_row: str, mib: int, reps: int, metric: str
+) -> None:
+    def median(row: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[row])
+
+    base = median(base_row, metric) if runs[base_row] else None
     print(f"{mib} MiB, reps {reps}, load average at end {os.getloadavg()[0]:.2f}")
-    for row, w in walls.items():
-        if w:
+    for row, rs in runs.items():
+        if not rs:
+            continue
+        cells = []
+        for key in rs[0]:
+            w = [r[key] for r in rs]
             med = statistics.median(w)
-            ratio = f", {med / base:.2f}x {base_row}" if base else ""
-            rate = f", {mib / 1024 / med:.1f} GiB/s"
-            print(f"- {row}: median {med:.3f} s (min {min(w):.3f}, max {max(w):.3f}){rate}{ratio}")
+            unit = "x the array" if key == "data" else "s"
+            cells.append(f"{key} {med:.3f} {unit} (min {min(w):.3f}, max {max(w):.3f})")
+        ratio = f", {median(row, metric) / base:.2f}x {base_row}" if base else ""
+        rate = f", {mib / 1024 / median(row, metric):.1f} GiB/s" if metric == "wall" else ""
+        print(f"- {row}: " + "; ".join(cells) + rate + ratio)
 
 
 def variants(mib: int, reps: int, only: str | None) -> int:
     rows = ["ceiling", *(only.split(","))] if only else list(VARIANT_ROWS)
-    walls: dict[str, list[float]] = {r: [] for r in rows}
+    runs: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
     for _ in range(reps):
         for row in rows:
-            wall = _run(VARIANTS, [row, str(mib)], dict(os.environ))
-            if wall is not None:
-                walls[row].append(wall)
-    _report(walls, "ceiling", mib, reps)
+            got = _run(VARIANTS, [row, str(mib)], dict(os.environ))
+            if got is not None:
+                runs[row].append(got)
+    _report(runs, "ceiling", mib, reps, "wall")
     return 0
 
 
@@ -214,19 +257,23 @@ def main() -> int:
     args = ap.parse_args()
     if args.variants:
         return variants(args.mib, args.reps, args.rows)
-    rows = {"by hand": ("hand", None), "corral.share": ("corral", HERE.parent / "src")}
+    rows = {
+        "by hand": ("hand", None),
+        "corral.share": ("corral", HERE.parent / "src"),
+        "corral.share(np.load(mmap_mode='r'))": ("npy", HERE.parent / "src"),
+    }
     if args.base is not None:
         rows["corral.share (base)"] = ("corral", args.base)
-    walls: dict[str, list[float]] = {r: [] for r in rows}
+    runs: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
     for _ in range(args.reps):
         for row, (kind, src) in rows.items():
             env = dict(os.environ)
             if src is not None:
                 env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
-            wall = _run(CHILD, [kind, str(args.mib)], env)
-            if wall is not None:
-                walls[row].append(wall)
-    _report(walls, "by hand", args.mib, args.reps)
+            got = _run(CHILD, [kind, str(args.mib)], env)
+            if got is not None:
+                runs[row].append(got)
+    _report(runs, "by hand", args.mib, args.reps, "share")
     return 0
 
 
