@@ -58,6 +58,13 @@ def first_item(handle: corral.Shared) -> float:
     return float(handle.value.flat[0])
 
 
+def crash_on(args: tuple[corral.Shared, int]) -> float:
+    handle, i = args
+    if i == 2:
+        os._exit(3)
+    return float(handle.value[i])
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -105,7 +112,7 @@ def test_workers_read_the_file_in_place_without_copying_it(npy, start_method):
         assert cost["pss"] < arr.nbytes * 0.75, cost
 
 
-@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn", "fork"])
 def test_slices_orders_and_raw_memmaps_are_the_same_values(npy, tmp_path, start_method):
     grid = np.arange(6000, dtype=np.int32).reshape(200, 30)
     c_order = np.load(npy(grid), mmap_mode="r")
@@ -213,3 +220,23 @@ def test_a_worker_gets_the_error_for_a_removed_file(npy, start_method):
             corral.map(first_item, [handle], workers=1, start_method=start_method)
     error = str(info.value.report.failures[0].error)
     assert "is gone" in error and path in error
+
+
+def test_a_crashing_worker_leaves_the_file_and_the_share_as_they_were(npy):
+    arr = np.arange(8.0)
+    path = npy(arr)
+    before = os.stat(path)
+    with corral.share(np.load(path, mmap_mode="r")) as handle:
+        with corral.Pool(workers=2) as pool:
+            with pytest.raises(corral.BatchError) as info:
+                pool.map(crash_on, [(handle, i) for i in range(4)], chunksize=1)
+            assert isinstance(info.value.report.failures[0].error, corral.WorkerCrashed)
+            assert pool.map(crash_on, [(handle, i) for i in (0, 1, 3)]) == [0.0, 1.0, 3.0]
+        assert segments_of_this_process() == []
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    np.testing.assert_array_equal(np.load(path), arr)

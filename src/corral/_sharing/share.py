@@ -40,7 +40,9 @@ made only when the handle is pickled while some open Pool cannot inherit (forkse
 a fork Pool started before the share, a Pool still starting, or no Pool at all: a destination
 we do not know); from then on the record drops the original and every reader maps the
 segment. A process that has neither the inherited record nor the segment gets a
-``CorralError``, never missing data. Ticks (``_lifecycle.tick``) order shares and Pool
+``CorralError``, never missing data. A read-only ``numpy.memmap`` is not copied at
+all (``_sharing.mapped``): its handle names the user's file, which every process maps again
+and which is never unlinked. Ticks (``_lifecycle.tick``) order shares and Pool
 starts: a Pool's ``born`` is taken before it forks a worker, a share's once its record is in
 ``_owned``, so a Pool born later has workers that hold the record.
 
@@ -193,7 +195,8 @@ class Shared:
 
     @property
     def nbytes(self) -> int:
-        """The segment's size: the data, plus a header and alignment."""
+        """The segment's size: the data, plus a header and alignment (for a file shared in
+        place, the file's size)."""
         return self._segment.size
 
     @property
@@ -272,6 +275,10 @@ def share(
     they inherited, copy-on-write, as it was when they were forked. It is copied into shared
     memory the first time it is sent while another kind of Pool is open. Either way, do not
     modify ``obj`` after sharing it: what tasks would see of a change is undefined.
+
+    A read-only memory-mapped array (``np.load(path, mmap_mode="r")``, contiguous) is never
+    copied, under any start method: every process maps the same file, checked (size,
+    modification time, inode) when it maps it; a changed or missing file is a ``CorralError``.
 
     ``backing="shm"`` (default) puts it in ``/dev/shm``; ``backing="file", dir=...`` in a
     memory-mapped file, for data larger than ``/dev/shm``. Free space is checked, and the
