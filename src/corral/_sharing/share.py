@@ -40,11 +40,16 @@ made only when the handle is pickled while some open Pool cannot inherit (forkse
 a fork Pool started before the share, a Pool still starting, or no Pool at all: a destination
 we do not know); from then on the record drops the original and every reader maps the
 segment. A process that has neither the inherited record nor the segment gets a
-``CorralError``, never missing data. A read-only ``numpy.memmap`` is not copied at
-all (``_sharing.mapped``): its handle names the user's file, which every process maps again
-and which is never unlinked. Ticks (``_lifecycle.tick``) order shares and Pool
+``CorralError``, never missing data. Ticks (``_lifecycle.tick``) order shares and Pool
 starts: a Pool's ``born`` is taken before it forks a worker, a share's once its record is in
 ``_owned``, so a Pool born later has workers that hold the record.
+
+Files in place. A read-only ``numpy.memmap`` (``np.load(path, mmap_mode="r")``) is not copied
+under any start method (``_sharing.mapped``): its handle names the user's file, with a stamp
+that every process checks when it maps the file again; its record has nothing pending and
+nothing to unlink (``segments.unlink`` never removes a user's file), so releasing it only
+stops the handle from travelling. ``_attached`` is keyed by ``Segment.key``: two shares of
+one file are two entries.
 
 State: ``_owned`` (shares this process made; in a forked worker, the inherited ones) and
 ``_attached`` (values this process has built) are per-process registries, like
