@@ -45,10 +45,11 @@ class FileStamp(NamedTuple):
     dev: int
 
 
-def file_of(obj: Any, name: str) -> tuple[str, int, FileStamp] | None:
+def file_of(obj: Any) -> tuple[str, int, FileStamp] | None:
     """``(path, file size, stamp)`` when ``obj`` is a read-only ``numpy.memmap`` (``np.load(
     path, mmap_mode="r")``, ``np.memmap(path, mode="r")``, or a contiguous slice of one) that
-    can be shared by mapping its file again; None for anything else, which is copied.
+    can be shared by mapping its file again; None for anything else, which is copied. The
+    stamp's ``name`` is left for the caller to give.
 
     Modes ``"r+"`` and ``"w+"`` (the owner may write while tasks read) and ``"c"``
     (copy-on-write: the owner's changes are not in the file) are copied like any array."""
@@ -79,7 +80,7 @@ def file_of(obj: Any, name: str) -> tuple[str, int, FileStamp] | None:
             f"({st.st_size} bytes) than the array it maps (changed since it was loaded?)"
         )
     stamp = FileStamp(
-        name, offset, obj.dtype, tuple(obj.shape), fortran, st.st_mtime_ns, st.st_ino, st.st_dev
+        "", offset, obj.dtype, tuple(obj.shape), fortran, st.st_mtime_ns, st.st_ino, st.st_dev
     )
     return path, st.st_size, stamp
 

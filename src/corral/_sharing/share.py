@@ -296,10 +296,11 @@ def share(
     """
     if isinstance(obj, Shared):
         return obj
-    in_place = _mapped.file_of(obj, _shm.new_name())
+    in_place = _mapped.file_of(obj)
     if in_place is not None:  # a read-only memory-mapped file: mapped again, never copied
         path, size, stamp = in_place
-        return _register(_shm.Segment(path, size, stamp), _mapped.describe(obj, path))
+        segment = _shm.Segment(path, size, stamp._replace(name=_shm.new_name()))
+        return _register(segment, _mapped.describe(obj, path))
     layout = _layout.layout_of(obj)
     folder = _shm.backing_dir(backing, dir)
     _shm.sweep(tuple({*_shm.default_folders(), folder}))
