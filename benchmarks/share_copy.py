@@ -20,7 +20,9 @@ max; ratios of ``share`` against "by hand".
 (each in a fresh process, rows interleaved), against the memory-bandwidth ceiling: a plain
 ``np.copyto`` of the array into a preallocated, already faulted-in array. This is how the way
 ``corral.share`` fills a segment (``_sharing.layout.write_file``: ``pwrite`` in 64 MiB steps)
-was chosen.
+was chosen. ``--dir`` fills files elsewhere: a tmpfs mounted with ``huge=within_size`` (as
+root: ``mount -t tmpfs -o huge=within_size,size=3G none /mnt/huge``) shows what 2 MiB pages
+change.
 """
 
 from __future__ import annotations
@@ -108,10 +110,10 @@ if __name__ == "__main__":
 VARIANTS = r"""
 import json, mmap, os, sys, time
 import numpy as np
-variant, mib = sys.argv[1], int(sys.argv[2])
+variant, mib, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 a = np.ones(mib * 2**20 // 8)
 n = a.nbytes
-path = "/dev/shm/corral-bench-%d" % os.getpid()
+path = os.path.join(folder, "corral-bench-%d" % os.getpid())
 src = memoryview(a).cast("B")
 STEP = 64 << 20
 
@@ -235,12 +237,12 @@ def _report(
         print(f"- {row}: " + "; ".join(cells) + rate + ratio)
 
 
-def variants(mib: int, reps: int, only: str | None) -> int:
+def variants(mib: int, reps: int, only: str | None, folder: str) -> int:
     rows = ["ceiling", *(only.split(","))] if only else list(VARIANT_ROWS)
     runs: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
     for _ in range(reps):
         for row in rows:
-            got = _run(VARIANTS, [row, str(mib)], dict(os.environ))
+            got = _run(VARIANTS, [row, str(mib), folder], dict(os.environ))
             if got is not None:
                 runs[row].append(got)
     _report(runs, "ceiling", mib, reps, "wall")
@@ -254,9 +256,12 @@ def main() -> int:
     ap.add_argument("--base", type=Path, default=None, help="an older src/ folder, same run")
     ap.add_argument("--variants", action="store_true", help="time the ways to copy, alone")
     ap.add_argument("--rows", default=None, help="with --variants: these rows only (a,b,...)")
+    ap.add_argument(
+        "--dir", default="/dev/shm", help="with --variants: the folder to fill files in"
+    )
     args = ap.parse_args()
     if args.variants:
-        return variants(args.mib, args.reps, args.rows)
+        return variants(args.mib, args.reps, args.rows, args.dir)
     rows = {
         "by hand": ("hand", None),
         "corral.share": ("corral", HERE.parent / "src"),
