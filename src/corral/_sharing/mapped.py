@@ -42,7 +42,7 @@ class FileStamp(NamedTuple):
     fortran: bool
     mtime_ns: int
     ino: int
-    dev: int
+    """(Not the device number: a filesystem mounted on several hosts has one per host.)"""
 
 
 def file_of(obj: Any) -> tuple[str, int, FileStamp] | None:
@@ -79,9 +79,7 @@ def file_of(obj: Any) -> tuple[str, int, FileStamp] | None:
             f"cannot share the memory-mapped array of {path}: the file is shorter "
             f"({st.st_size} bytes) than the array it maps (changed since it was loaded?)"
         )
-    stamp = FileStamp(
-        "", offset, obj.dtype, tuple(obj.shape), fortran, st.st_mtime_ns, st.st_ino, st.st_dev
-    )
+    stamp = FileStamp("", offset, obj.dtype, tuple(obj.shape), fortran, st.st_mtime_ns, st.st_ino)
     return path, st.st_size, stamp
 
 
@@ -96,12 +94,12 @@ def attach(path: str, size: int, stamp: FileStamp) -> mmap.mmap:
         ) from None
     try:
         st = os.fstat(fd)
-        was = (size, stamp.mtime_ns, stamp.ino, stamp.dev)
-        now = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+        was = (size, stamp.mtime_ns, stamp.ino)
+        now = (st.st_size, st.st_mtime_ns, st.st_ino)
         if now != was:
             what = [
                 label
-                for label, a, b in zip(("size", "mtime", "inode", "device"), was, now, strict=True)
+                for label, a, b in zip(("size", "mtime", "inode"), was, now, strict=True)
                 if a != b
             ]
             raise CorralError(
