@@ -143,7 +143,7 @@ def describe(obj: Any) -> str:
     """A short description for reprs: ``ndarray float64 (1000, 3)``, ``DataFrame 10x4``."""
     name = type(obj).__name__
     shape = getattr(obj, "shape", None)
-    if name == "ndarray":
+    if name in ("ndarray", "memmap"):
         return f"ndarray {obj.dtype} {tuple(shape) if shape is not None else ''}"
     if name == "DataFrame" and shape is not None:
         return f"DataFrame {shape[0]}x{shape[1]}"

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from .._codec import human_size
 from .._errors import ConfigError
+from .mapped import FileStamp
 
 PREFIX = "corral-"
 SHM_DIR = "/dev/shm"
@@ -48,10 +49,18 @@ class Segment(NamedTuple):
 
     path: str
     size: int
+    file: FileStamp | None = None
+    """Set for a user's file shared in place (``_sharing.mapped``): corral never creates,
+    fills or unlinks it."""
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path)
+        return self.file.name if self.file is not None else os.path.basename(self.path)
+
+    @property
+    def key(self) -> str:
+        """This share in a process's cache of values: two shares of one file differ by name."""
+        return self.path if self.file is None else f"{self.path}\0{self.file.name}"
 
 
 def backing_dir(backing: str, dir: str | os.PathLike[str] | None) -> str:
@@ -71,9 +80,9 @@ def backing_dir(backing: str, dir: str | os.PathLike[str] | None) -> str:
 
 def new_name() -> str:
     pid = os.getpid()
-    import secrets  # (only when a segment is made: not on a Pool's start, which sweeps)
-
-    return f"{PREFIX}{pid}-{_start_ticks(pid)}-{secrets.token_hex(6)}"
+    # os.urandom is what secrets.token_hex reads; importing secrets (hmac, hashlib, OpenSSL)
+    # cost ~10 ms of a share's time.
+    return f"{PREFIX}{pid}-{_start_ticks(pid)}-{os.urandom(6).hex()}"
 
 
 def owner_pid(name: str) -> int | None:
@@ -244,6 +253,8 @@ def attach(segment: Segment) -> mmap.mmap:
 
 
 def unlink(segment: Segment) -> None:
+    if segment.file is not None:
+        return  # the user's file, shared in place: never ours to remove
     with contextlib.suppress(FileNotFoundError):
         os.unlink(segment.path)
 

@@ -44,6 +44,13 @@ segment. A process that has neither the inherited record nor the segment gets a
 starts: a Pool's ``born`` is taken before it forks a worker, a share's once its record is in
 ``_owned``, so a Pool born later has workers that hold the record.
 
+Files in place. A read-only ``numpy.memmap`` (``np.load(path, mmap_mode="r")``) is not copied
+under any start method (``_sharing.mapped``): its handle names the user's file, with a stamp
+that every process checks when it maps the file again; its record has nothing pending and
+nothing to unlink (``segments.unlink`` never removes a user's file), so releasing it only
+stops the handle from travelling. ``_attached`` is keyed by ``Segment.key``: two shares of
+one file are two entries.
+
 State: ``_owned`` (shares this process made; in a forked worker, the inherited ones) and
 ``_attached`` (values this process has built) are per-process registries, like
 ``_lifecycle``'s live pools: one attachment per process is the point of the cache. Both are
@@ -67,6 +74,7 @@ from .._codec import human_size
 from .._errors import ConfigError, CorralError
 from .._public import public
 from . import layout as _layout
+from . import mapped as _mapped
 from . import segments as _shm
 
 
@@ -171,14 +179,14 @@ class Shared:
             record = _owned.get(self._segment.name)
             if record is not None and record.pid == os.getpid() and record.released:
                 raise CorralError(f"{self!r} was released; it cannot be read any more")
-            cached = _attached.get(self._segment.path, _MISSING)
+            cached = _attached.get(self._segment.key, _MISSING)
             if cached is not _MISSING:
                 return cached
             if record is not None and record.source is not None and not record.released:
                 # The owner, or a process forked from it after the share: the original is in
                 # this process's memory (as it was at the fork).
                 value = _read_only(record.source)
-                _attached[self._segment.path] = value
+                _attached[self._segment.key] = value
                 return value
             return _attach(self._segment, self._host)
 
@@ -192,7 +200,8 @@ class Shared:
 
     @property
     def nbytes(self) -> int:
-        """The segment's size: the data, plus a header and alignment."""
+        """The segment's size: the data, plus a header and alignment (for a file shared in
+        place, the file's size)."""
         return self._segment.size
 
     @property
@@ -235,7 +244,7 @@ class Shared:
                     _materialize(record)
         return (
             _rebuild_handle,
-            (self._segment.path, self._segment.size, self._summary, self._host),
+            (self._segment.path, self._segment.size, self._summary, self._host, self._segment.file),
         )
 
     def __repr__(self) -> str:
@@ -245,8 +254,10 @@ class Shared:
 _MISSING = object()
 
 
-def _rebuild_handle(path: str, size: int, summary: str, host: str | None = None) -> Shared:
-    return Shared(_shm.Segment(path, size), summary, host)
+def _rebuild_handle(
+    path: str, size: int, summary: str, host: str | None = None, file: Any = None
+) -> Shared:
+    return Shared(_shm.Segment(path, size, file), summary, host)
 
 
 @public
@@ -270,6 +281,10 @@ def share(
     memory the first time it is sent while another kind of Pool is open. Either way, do not
     modify ``obj`` after sharing it: what tasks would see of a change is undefined.
 
+    A read-only memory-mapped array (``np.load(path, mmap_mode="r")``, contiguous) is never
+    copied, under any start method: every process maps the same file, checked (size,
+    modification time, inode) when it maps it; a changed or missing file is a ``CorralError``.
+
     ``backing="shm"`` (default) puts it in ``/dev/shm``; ``backing="file", dir=...`` in a
     memory-mapped file, for data larger than ``/dev/shm``. Free space is checked, and the
     space reserved, before anything is copied: a share that does not fit raises
@@ -281,6 +296,11 @@ def share(
     """
     if isinstance(obj, Shared):
         return obj
+    in_place = _mapped.file_of(obj)
+    if in_place is not None:  # a read-only memory-mapped file: mapped again, never copied
+        path, size, stamp = in_place
+        segment = _shm.Segment(path, size, stamp._replace(name=_shm.new_name()))
+        return _register(segment, _mapped.describe(obj, path))
     layout = _layout.layout_of(obj)
     folder = _shm.backing_dir(backing, dir)
     _shm.sweep(tuple({*_shm.default_folders(), folder}))
@@ -299,6 +319,19 @@ def share(
             _release(segment.name)
             raise
     handle = Shared(segment, _layout.describe(obj))
+    weakref.finalize(handle, _release, segment.name)
+    return handle
+
+
+def _register(segment: _shm.Segment, summary: str) -> Shared:
+    """A share of a user's file in place (``_sharing.mapped``): nothing to make or fill, but a
+    record all the same, so that ``release``, ``with`` and the travel rules hold as for any
+    share (releasing it never removes the file)."""
+    record = _Owned(segment, os.getpid())
+    with _lock:
+        _owned[segment.name] = record
+        record.born = _lifecycle.tick()
+    handle = Shared(segment, summary)
     weakref.finalize(handle, _release, segment.name)
     return handle
 
@@ -432,7 +465,7 @@ def _materialize(record: _Owned) -> None:
         )
         record.pending = None
         record.source = None
-        _attached.pop(record.segment.path, None)  # a view of the original: read the segment
+        _attached.pop(record.segment.key, None)  # a view of the original: read the segment
 
 
 def _create_writable(
@@ -469,6 +502,11 @@ def _own_record(handle: Shared, what: str) -> _Owned:
 def _attach(segment: _shm.Segment, host: str = "") -> Any:
     global _attaches
     _prune()
+    if segment.file is not None:  # a user's file shared in place: checked, then mapped
+        value = _mapped.read(_mapped.attach(segment.path, segment.size, segment.file), segment.file)
+        _attaches += 1
+        _attached[segment.key] = value
+        return value
     try:
         mapping = _shm.attach(segment)
     except FileNotFoundError as exc:
@@ -482,19 +520,20 @@ def _attach(segment: _shm.Segment, host: str = "") -> Any:
         raise CorralError(str(exc)) from None
     _attaches += 1
     value = _layout.read(memoryview(mapping))
-    _attached[segment.path] = value
+    _attached[segment.key] = value
     return value
 
 
 def _prune() -> None:
     """Forget the views of segments that were unlinked, so that a long-lived worker does not
     keep their memory mapped (it is freed when the task's own references go too)."""
-    for path in [p for p in _attached if not _still_there(p)]:
-        del _attached[path]
+    for key in [k for k in _attached if not _still_there(k)]:
+        del _attached[key]
 
 
-def _still_there(path: str) -> bool:
-    record = _owned.get(os.path.basename(path))
+def _still_there(key: str) -> bool:
+    path, _, name = key.partition("\0")  # (a file share's key names the share: Segment.key)
+    record = _owned.get(name or os.path.basename(path))
     if record is not None and record.pid == os.getpid():
         return not record.released
     if record is not None and record.source is not None and not record.released:
@@ -511,8 +550,8 @@ def _release(name: str) -> None:
         record.released = True
         record.writable = None  # unmapped when the last array over it goes
         record.pending = record.source = None  # the original is the caller's again
-        _attached.pop(record.segment.path, None)
-        _shm.unlink(record.segment)  # if it was ever made
+        _attached.pop(record.segment.key, None)
+        _shm.unlink(record.segment)  # if it was ever made (never a user's file)
 
 
 def release_all() -> None:
