@@ -255,11 +255,17 @@ def record_meta(path: Path, name: str, value: str) -> None:
 
 
 def _create(path: Path) -> None:
+    """Make a new journal at ``path`` (absent or empty) in one step: built whole beside it
+    and renamed into place, so a coordinator killed while creating it (SIGKILL during the
+    start-up) leaves either no journal or a whole one, never an SQLite file without tables
+    that the next start would have to refuse."""
     from .. import __version__
 
-    conn = connect(path)
+    _remove_stale_drafts(path)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.new")
+    _remove_draft(draft)
+    conn = connect(draft)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN IMMEDIATE")
         for statement in SCHEMA.split(";"):
             if statement.strip():
@@ -274,8 +280,34 @@ def _create(path: Path) -> None:
             ],
         )
         conn.execute("COMMIT")
-    finally:
+        # WAL is recorded in the file's header; the last connection's close checkpoints
+        # and removes the draft's log, so the file renamed is the whole journal.
+        conn.execute("PRAGMA journal_mode = WAL")
+    except BaseException:
         conn.close()
+        _remove_draft(draft)
+        raise
+    conn.close()
+    os.replace(draft, path)
+
+
+def _remove_draft(draft: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{draft}{suffix}")
+
+
+def _remove_stale_drafts(path: Path) -> None:
+    """Drafts (``.<journal>.<pid>.new``) left by a creator that was killed: those of a pid
+    that no longer runs (the writers' lock is held here, so no live creator is racing)."""
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for name in os.listdir(path.parent):
+            if not (name.startswith(prefix) and name.endswith(".new")):
+                continue
+            pid = name[len(prefix) : -len(".new")]
+            if pid.isdigit() and not _alive(int(pid)):
+                _remove_draft(path.parent / name)
 
 
 # -- the writers' lock ----------------------------------------------------------------------
