@@ -34,13 +34,16 @@ MARK = "@@STARTUP "
 CHILD = r"""
 import sys, time, json
 t0, c0 = time.perf_counter(), time.process_time()
+def imported():  # wall and CPU time since t0
+    times = {"import": time.perf_counter() - t0, "import cpu": time.process_time() - c0}
+    print("@@STARTUP " + json.dumps(times), flush=True)
 kind, method = sys.argv[1], sys.argv[2]
 if kind == "corral":
     import corral
     if method == "import":
         for m in sys.argv[3].split(","):
             __import__(m)
-        print("@@STARTUP " + json.dumps({"import": time.perf_counter() - t0, "import cpu": time.process_time() - c0}), flush=True)
+        imported()
         raise SystemExit
     pool = corral.Pool(workers=2, start_method=None if method == "default" else method)
     first = pool.submit(abs, -1).result()
@@ -54,7 +57,7 @@ if kind == "corral":
 elif kind == "mp":
     import multiprocessing.pool, multiprocessing
     if method == "import":
-        print("@@STARTUP " + json.dumps({"import": time.perf_counter() - t0, "import cpu": time.process_time() - c0}), flush=True)
+        imported()
         raise SystemExit
     pool = multiprocessing.get_context(method).Pool(2)
     first = pool.apply_async(abs, (-1,)).get()
@@ -67,7 +70,7 @@ elif kind == "mp":
     pool2.close(); pool2.join()
 elif kind == "cf":
     import concurrent.futures
-    print("@@STARTUP " + json.dumps({"import": time.perf_counter() - t0, "import cpu": time.process_time() - c0}), flush=True)
+    imported()
     raise SystemExit
 assert first == 1
 print("@@STARTUP " + json.dumps({"first": t1 - t0, "second": t3 - t2}), flush=True)

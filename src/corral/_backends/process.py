@@ -94,17 +94,14 @@ worker with fixtures to tear down has the pool's ``fixture_teardown_timeout`` in
 
 
 class _Worker(Record):
-    """One worker process and the coordinator's side of its pipe.
-
-    ``stamp``: a ctypes array of 3 doubles in shared memory: index, start, call id.
-    ``mark``: ``_platform.worker_mark``, read at start: under forkserver a dead worker is
-    reaped by the fork server, so nothing of it is left to read by the time we learn of it.
-    ``fn_ids``: functions whose bytes it holds; ``drop``: functions it may forget (the next
-    Call says). ``shipped``: (call_id, fns carried, drop carried) of sent Calls that carried
-    any, oldest first: taken back if the worker says it could not load them, forgotten once
-    the Call is answered. ``inbox``: what the worker sent, read many messages at a time
-    (``inbox``); made on first read. ``outbox``: the pipe's traffic towards the worker
-    (``outbox``): Calls given to ``send`` and not yet written, and the Calls written and not
+    """One worker process and the coordinator's side of its pipe. ``stamp``: a ctypes array
+    of 3 doubles in shared memory: index, start, call id. ``mark``: ``_platform.worker_mark``,
+    read at start (under forkserver a dead worker is reaped by the fork server, so nothing of
+    it is left to read by the time we learn of it). ``fn_ids``: functions whose bytes it holds;
+    ``drop``: functions it may forget (the next Call says). ``shipped``: (call_id, fns, drop)
+    carried by sent Calls that carried any, oldest first: taken back if the worker could not
+    load them, forgotten once the Call is answered. ``inbox``: what it sent, read many at a
+    time, made on first read; ``outbox``: Calls not yet written, and those written and not
     yet answered (call id, bytes counted)."""
 
     __slots__ = ("process", "conn", "lifeline", "stamp", "mark", "fn_ids", "drop",  # noqa: RUF023
@@ -130,9 +127,7 @@ class _Worker(Record):
         self.mark = mark
         self.fn_ids: set[int] = set() if fn_ids is None else fn_ids
         self.drop: list[int] = [] if drop is None else drop
-        self.shipped: deque[tuple[int, frozenset[int], list[int]]] = (
-            deque() if shipped is None else shipped
-        )
+        self.shipped: deque[tuple[int, frozenset[int], list[int]]] = shipped or deque()
         self.inbox = inbox
         self.outbox: Outbox = Outbox() if outbox is None else outbox
 
