@@ -33,14 +33,17 @@ MARK = "@@STARTUP "
 
 CHILD = r"""
 import sys, time, json
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
+def imported():  # wall and CPU time since t0
+    times = {"import": time.perf_counter() - t0, "import cpu": time.process_time() - c0}
+    print("@@STARTUP " + json.dumps(times), flush=True)
 kind, method = sys.argv[1], sys.argv[2]
 if kind == "corral":
     import corral
     if method == "import":
         for m in sys.argv[3].split(","):
             __import__(m)
-        print("@@STARTUP " + json.dumps({"import": time.perf_counter() - t0}), flush=True)
+        imported()
         raise SystemExit
     pool = corral.Pool(workers=2, start_method=None if method == "default" else method)
     first = pool.submit(abs, -1).result()
@@ -54,7 +57,7 @@ if kind == "corral":
 elif kind == "mp":
     import multiprocessing.pool, multiprocessing
     if method == "import":
-        print("@@STARTUP " + json.dumps({"import": time.perf_counter() - t0}), flush=True)
+        imported()
         raise SystemExit
     pool = multiprocessing.get_context(method).Pool(2)
     first = pool.apply_async(abs, (-1,)).get()
@@ -67,13 +70,13 @@ elif kind == "mp":
     pool2.close(); pool2.join()
 elif kind == "cf":
     import concurrent.futures
-    print("@@STARTUP " + json.dumps({"import": time.perf_counter() - t0}), flush=True)
+    imported()
     raise SystemExit
 assert first == 1
 print("@@STARTUP " + json.dumps({"first": t1 - t0, "second": t3 - t2}), flush=True)
 """
 
-KEYS = ("import", "first", "second")
+KEYS = ("import", "import cpu", "first", "second")
 ROWS = {
     "base-import": ("corral", "import"),
     "base-default": ("corral", "default"),
@@ -145,10 +148,15 @@ def main() -> int:
                 data[row].setdefault(k, []).append(v)
     med = {r: {k: statistics.median(v) for k, v in d.items()} for r, d in data.items()}
     print(f"load average at end: {os.getloadavg()[0]:.2f}; reps {args.reps}; medians in ms")
-    print("| row | import | first result (incl. import) | second pool |")
-    print("|---|---:|---:|---:|")
+    print("| row | import | import (CPU) | first result (incl. import) | second pool |")
+    print("|---|---:|---:|---:|---:|")
     for r in rows:
-        cells = [f"{med[r][k] * 1e3:.1f}" if k in med[r] else "—" for k in KEYS]
+        cells = [
+            f"{med[r][k] * 1e3:.1f} ({min(data[r][k]) * 1e3:.1f}–{max(data[r][k]) * 1e3:.1f})"  # noqa: RUF001
+            if k in med[r]
+            else "—"
+            for k in KEYS
+        ]
         print(f"| {r} | {' | '.join(cells)} |")
 
     def ratio(a: str, ka: str, b: str, kb: str) -> None:
@@ -158,6 +166,9 @@ def main() -> int:
     ratio("base-import", "import", "cf-import", "import")
     ratio("corral-import", "import", "cf-import", "import")
     ratio("corral-import", "import", "base-import", "import")
+    ratio("base-import", "import cpu", "cf-import", "import cpu")
+    ratio("corral-import", "import cpu", "cf-import", "import cpu")
+    ratio("corral-import", "import cpu", "base-import", "import cpu")
     ratio("base-default", "first", "mp-spawn", "first")
     ratio("base-default", "second", "mp-fork", "second")
     ratio("base-fork", "first", "mp-fork", "first")

@@ -2,8 +2,10 @@
 (the times are in benchmarks/RESULTS.md, against the peers of the same run).
 
 - A fresh coordinator imports none of the heavy modules a first ``map`` of a function pickled
-  by name does not need (psutil, cloudpickle, pathlib, difflib, OpenSSL's hashlib, ...); nor do
-  its workers (under forkserver, the fork server's preload is what every worker starts with).
+  by name does not need (psutil, cloudpickle, pathlib, difflib, OpenSSL's hashlib, ...,
+  ``concurrent.futures.process``); nor do its workers, which build no ``Outcome`` and import
+  neither ``dataclasses`` nor ``inspect`` (under forkserver, the fork server's preload is what
+  every worker starts with).
 - The first access to a name that makes a pool (``corral.Pool``, ``map``, ...) starts the fork
   server before the coordinator's modules are imported, when a core is idle to run it
   (``_forkserver``); a worker it forks gets the environment of its pool, not the server's.
@@ -34,8 +36,12 @@ from corral._messages import Call, Result
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
-COORDINATOR_SKIPS = ["cloudpickle", "psutil", "pathlib", "difflib", "_hashlib", "platform", "uuid"]
-WORKER_SKIPS = ["cloudpickle", "psutil", "pathlib", "difflib", "_hashlib", "platform", "uuid"]
+HEAVY = ["cloudpickle", "psutil", "pathlib", "difflib", "_hashlib", "platform", "uuid"]
+# concurrent.futures.process (and its multiprocessing.queues): for an Executor's errors only;
+# datetime: only a deadline given as one needs it
+COORDINATOR_SKIPS = [*HEAVY, "concurrent.futures.process", "multiprocessing.queues", "datetime"]
+# a worker names statuses (``_status``), it builds no Outcome; its records are no dataclasses
+WORKER_SKIPS = [*HEAVY, "corral._outcome", "dataclasses", "inspect", "ast", "dis"]
 
 
 @pytest.mark.parametrize("method", ["forkserver", "fork"])

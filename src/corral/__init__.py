@@ -54,13 +54,14 @@ if _typing.TYPE_CHECKING:
     from ._executor import Executor
     from ._fixtures import fixture
     from ._journal.reader import JournalView, open_journal
-    from ._outcome import Attempt, Failure, Outcome, Status
+    from ._outcome import Attempt, Failure, Outcome
     from ._platform import cpu_count
     from ._pool import Pool
     from ._report.report import Report
     from ._services.ports import free_port
     from ._services.service import Service
     from ._sharing.share import Shared, share
+    from ._status import Status
     from ._task import Task
     from ._worker.effects import record
 
@@ -88,7 +89,7 @@ _HOMES = {
     "ServiceError": "_errors",
     "Settings": "_config.settings",
     "Shared": "_sharing.share",
-    "Status": "_outcome",
+    "Status": "_status",
     "Task": "_task",
     "TaskCancelled": "_errors",
     "TaskError": "_errors",

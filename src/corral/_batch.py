@@ -23,7 +23,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from ._errors import TaskSkipped
@@ -34,6 +34,7 @@ from ._options import RunOptions
 from ._outcome import Outcome, Status
 from ._positions import CACHED, CANCELLED, FAILED, OK, Positions
 from ._reasons import ended
+from ._record import Record
 from ._scheduler import Scheduler
 from ._survival import relative_limit
 
@@ -51,17 +52,28 @@ resources until the whole Call returns, so only tasks far shorter than a round t
 of coordinator work are grouped (one by one otherwise)."""
 
 
-@dataclass(slots=True)
-class OkRecord:
-    """Successful items of one Result: ``positions[i]`` is the item at ``offsets[i]``."""
+class OkRecord(Record):
+    """Successful items of one Result: ``positions[i]`` is the item at ``offsets[i]``.
+    ``worker``: what ``Outcome.worker`` says: the slot that ran them, or -1 in the calling
+    process."""
 
-    positions: Sequence[int]
-    offsets: Sequence[int] | None
-    result: Result
-    worker: int
-    """What ``Outcome.worker`` says: the slot that ran them, or -1 in the calling process."""
-    pid: int | None
-    attempts: dict[int, int] | None
+    __slots__ = ("positions", "offsets", "result", "worker", "pid", "attempts")  # noqa: RUF023
+
+    def __init__(
+        self,
+        positions: Sequence[int],
+        offsets: Sequence[int] | None,
+        result: Result,
+        worker: int,
+        pid: int | None,
+        attempts: dict[int, int] | None,
+    ) -> None:
+        self.positions = positions
+        self.offsets = offsets
+        self.result = result
+        self.worker = worker
+        self.pid = pid
+        self.attempts = attempts
 
 
 class Sink(Protocol):

@@ -9,18 +9,48 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
+
+from ._record import Record
 
 Action = Callable[[], None]
 """What a deadline does when it comes due (on the engine thread)."""
 
 
-@dataclass(order=True)
-class Deadline:
-    when: float
-    seq: int
-    action: Action = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+class Deadline(Record):
+    """Compared (``==``, and ordered, as the heap needs) by ``(when, seq)`` only, as the
+    dataclass it was (``order=True``; ``action`` and ``cancelled`` with ``compare=False``)."""
+
+    __slots__ = ("when", "seq", "action", "cancelled")  # noqa: RUF023
+
+    def __init__(self, when: float, seq: int, action: Action, cancelled: bool = False) -> None:
+        self.when = when
+        self.seq = seq
+        self.action = action
+        self.cancelled = cancelled
+
+    def _values(self) -> tuple[Any, ...]:  # what ``==`` compares (``Record``)
+        return (self.when, self.seq)
+
+    def __lt__(self, other: Any) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.when, self.seq) < (other.when, other.seq)
+
+    def __le__(self, other: Any) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.when, self.seq) <= (other.when, other.seq)
+
+    def __gt__(self, other: Any) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.when, self.seq) > (other.when, other.seq)
+
+    def __ge__(self, other: Any) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.when, self.seq) >= (other.when, other.seq)
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import threading
 import types
 import weakref
@@ -65,6 +64,8 @@ class Fixture:
         self.name: str = name if name is not None else _name_of(fn)
         if not self.name.isidentifier():
             raise ConfigError(f"fixture name must be a Python identifier, not {self.name!r}")
+        import inspect  # on first use (issue 15): a worker without fixtures never needs it
+
         self.generator = inspect.isgeneratorfunction(inspect.unwrap(fn))
         self.requests = _fixture_requests(fn, self.name)
 
@@ -284,6 +285,8 @@ def parameters(fn: Callable[..., Any]) -> Parameters:
 
 
 def _parameters(fn: Callable[..., Any]) -> Parameters:
+    import inspect  # on first use (issue 15, start-up): never, for builtins without fixtures
+
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):  # builtins without a signature: nothing to inject
@@ -308,6 +311,8 @@ def _no_keyword_only(fn: Callable[..., Any]) -> bool:
 
 
 def _fixture_requests(fn: Callable[..., Any], name: str) -> dict[str, bool]:
+    import inspect
+
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):

@@ -48,10 +48,10 @@ import types
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ._codec import PROTOCOL, SizeWarnings, blake2b, dump_function, fingerprint
+from ._record import Record
 
 KEEP_IDLE = 32
 """Idle functions kept (here pickled, in workers unpickled) for the next batches."""
@@ -67,34 +67,52 @@ _BY_REFERENCE_MAX = 512
 """A pickle by reference is a module and a name: longer ones are not looked at."""
 
 
-@dataclass
-class _Entry:
-    fn_id: int
-    key: Hashable
-    """The digest of the pickle; with the serial backend, the entry's own id."""
-    fn: Callable[..., Any] | None
-    """Held while in use (and always for a function pickled by reference)."""
-    blob: bytes | None
-    """The pickle (None with the serial backend): for workers that do not have it yet. Idle
-    entries keep it too: within the idle budget, and a function reacquired by fingerprint
-    (not pickled again) needs it."""
-    size: int
-    refs: int = 0
-    by_reference: bool = False
-    seconds: float = 0.0
-    calls: int = 0
+class _Entry(Record):
+    """``key``: the digest of the pickle; with the serial backend, the entry's own id.
+    ``fn``: held while in use (and always for a function pickled by reference).
+    ``blob``: the pickle (None with the serial backend): for workers that do not have it yet.
+    Idle entries keep it too: within the idle budget, and a function reacquired by
+    fingerprint (not pickled again) needs it."""
+
+    __slots__ = ("fn_id", "key", "fn", "blob", "size", "refs", "by_reference", "seconds",  # noqa: RUF023
+                 "calls")  # fmt: skip
+
+    def __init__(
+        self,
+        fn_id: int,
+        key: Hashable,
+        fn: Callable[..., Any] | None,
+        blob: bytes | None,
+        size: int,
+        refs: int = 0,
+        by_reference: bool = False,
+        seconds: float = 0.0,
+        calls: int = 0,
+    ) -> None:
+        self.fn_id = fn_id
+        self.key = key
+        self.fn = fn
+        self.blob = blob
+        self.size = size
+        self.refs = refs
+        self.by_reference = by_reference
+        self.seconds = seconds
+        self.calls = calls
 
 
-@dataclass
-class _Seen:
-    """A function object acquired recently, and what its bytes were then."""
+class _Seen(Record):
+    """A function object acquired recently, and what its bytes were then.
 
-    ref: Callable[[], Any]
-    """A weak reference; a strong one for what is pickled by name and cannot be weakly
-    referenced (a builtin such as ``abs``: its module holds it anyway)."""
-    fingerprint: bytes | None
-    fn_id: int
-    """Its entry's id (not the entry: a forgotten entry's pickle must not stay alive here)."""
+    ``ref``: a weak reference; a strong one for what is pickled by name and cannot be weakly
+    referenced (a builtin such as ``abs``: its module holds it anyway). ``fn_id``: its
+    entry's id (not the entry: a forgotten entry's pickle must not stay alive here)."""
+
+    __slots__ = ("ref", "fingerprint", "fn_id")  # noqa: RUF023
+
+    def __init__(self, ref: Callable[[], Any], fingerprint: bytes | None, fn_id: int) -> None:
+        self.ref = ref
+        self.fingerprint = fingerprint
+        self.fn_id = fn_id
 
 
 class FunctionTable:

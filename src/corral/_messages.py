@@ -18,22 +18,22 @@ times.
 
 The messages sent once per worker or per failure are NamedTuples (immutable, typed), not
 dataclasses, which compile their methods from source at every import of this module, in the
-coordinator and in every fork server (issue 15, start-up). ``Call`` and ``Result`` stay
-dataclasses: mutable, and the per-task path.
+coordinator and in every fork server (issue 15, start-up). ``Call`` and ``Result`` are
+mutable ``Record``s with ``__slots__`` (the per-task path): no module a worker imports needs
+``dataclasses``, and with it ``inspect``.
 """
 
 from __future__ import annotations
 
 import signal
 from array import array
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._errors import ExceptionWithTraceback
+from ._record import Record
 
 
-@dataclass(slots=True)
-class Call:
+class Call(Record):
     """One attempt at ``len(items)`` tasks, run in order by one worker.
 
     ``star`` False: every item is one positional argument for ``fns[fn_id]`` (``map``).
@@ -42,13 +42,25 @@ class Call:
     only by the serial backend (a worker process is timed by the coordinator, not by itself).
     """
 
-    call_id: int
-    fns: dict[int, Any]
-    fn_id: int
-    items: list[Any]
-    star: bool
-    drop: list[int]
-    timeouts: list[float | None] | None = None
+    __slots__ = ("call_id", "fns", "fn_id", "items", "star", "drop", "timeouts")  # noqa: RUF023
+
+    def __init__(
+        self,
+        call_id: int,
+        fns: dict[int, Any],
+        fn_id: int,
+        items: list[Any],
+        star: bool,
+        drop: list[int],
+        timeouts: list[float | None] | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.fns = fns
+        self.fn_id = fn_id
+        self.items = items
+        self.star = star
+        self.drop = drop
+        self.timeouts = timeouts
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A tuple of the fields: a slots dataclass's own pickling (``__getstate__`` walking
@@ -57,8 +69,7 @@ class Call:
                       self.timeouts)  # fmt: skip
 
 
-@dataclass(slots=True)
-class Result:
+class Result(Record):
     """The outcome of every item of one Call.
 
     ``values[i]`` is item i's return value unless ``errors`` has an entry for i.
@@ -73,23 +84,43 @@ class Result:
     ``child_cpu`` is the CPU time of the worker's child processes that ended during the Call,
     ``peak_rss`` the worker's peak resident size during the Call plus that of its largest
     child that ended then (0: not measured).
+
+    ``output`` (capture_output): item i's (stdout, stderr), cut to the last ``output_limit``
+    bytes each; an item that wrote nothing has no entry. None: not captured.
     """
 
-    call_id: int
-    values: list[Any]
-    errors: dict[int, ExceptionWithTraceback] | None
-    started: float
-    ended: float
-    finished: array[float] | None
-    cpu: float
-    max_rss: int
-    rss: int
-    effects: dict[int, tuple[Any, ...]] | None = None
-    child_cpu: float = 0.0
-    peak_rss: int = 0
-    # capture_output: item i's (stdout, stderr), cut to the last ``output_limit`` bytes each;
-    # an item that wrote nothing has no entry. None: not captured.
-    output: dict[int, tuple[str, str]] | None = None
+    __slots__ = ("call_id", "values", "errors", "started", "ended", "finished", "cpu",  # noqa: RUF023
+                 "max_rss", "rss", "effects", "child_cpu", "peak_rss", "output")  # fmt: skip
+
+    def __init__(
+        self,
+        call_id: int,
+        values: list[Any],
+        errors: dict[int, ExceptionWithTraceback] | None,
+        started: float,
+        ended: float,
+        finished: array[float] | None,
+        cpu: float,
+        max_rss: int,
+        rss: int,
+        effects: dict[int, tuple[Any, ...]] | None = None,
+        child_cpu: float = 0.0,
+        peak_rss: int = 0,
+        output: dict[int, tuple[str, str]] | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.values = values
+        self.errors = errors
+        self.started = started
+        self.ended = ended
+        self.finished = finished
+        self.cpu = cpu
+        self.max_rss = max_rss
+        self.rss = rss
+        self.effects = effects
+        self.child_cpu = child_cpu
+        self.peak_rss = peak_rss
+        self.output = output
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A tuple of the fields, ``finished`` as its raw doubles: pickling an ``array`` and a

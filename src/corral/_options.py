@@ -8,19 +8,22 @@ options per call. Options are frozen: a new option set means a new object.
 
 from __future__ import annotations
 
-import datetime
+import functools
 import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._backends import lookup as lookup_backend
 from ._errors import ConfigError
 from ._fixtures import FixtureSet, as_fixture_set
 from ._platform import cpu_count
-from ._survival import RelativeTimeout, parse_relative_timeout
+from ._survival import RelativeTimeout, is_datetime, parse_relative_timeout
+
+if TYPE_CHECKING:
+    import datetime
 
 ErrorPolicy = Literal["raise", "return"]
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -134,7 +137,7 @@ class RunOptions:
             object.__setattr__(
                 self, "min_free_memory", parse_size(self.min_free_memory, "min_free_memory")
             )
-        if not isinstance(self.deadline, datetime.datetime):
+        if not is_datetime(self.deadline):
             check_seconds("deadline", self.deadline, allow_zero=True)
         check_seconds("drain_grace", self.drain_grace, allow_zero=True)
         if self.drain_grace is None:
@@ -248,7 +251,12 @@ _UNITS = {
     "t": 1000**4, "tb": 1000**4,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }  # fmt: skip
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+
+
+@functools.cache
+def _size() -> re.Pattern[str]:
+    """Compiled on first use, not at every import (issue 15, start-up)."""
+    return re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
 def parse_size(value: int | float | str, what: str = "size") -> int:
@@ -258,7 +266,7 @@ def parse_size(value: int | float | str, what: str = "size") -> int:
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
     else:
-        match = _SIZE.match(str(value))
+        match = _size().match(str(value))
         if not match or match.group(2).lower() not in _UNITS:
             raise ConfigError(f"{what} must be a size like 6GiB or 512MB, not {value!r}")
         number, unit = float(match.group(1)), match.group(2).lower()

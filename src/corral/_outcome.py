@@ -1,4 +1,5 @@
-"""The records a finished task leaves behind: ``Status``, ``Outcome``, ``Failure``, ``Report``.
+"""The records a finished task leaves behind: ``Outcome``, ``Attempt``, ``Failure`` (and
+``Status``, from ``_status``; the ``Report`` is ``_report.report``'s).
 
 These are plain data. The engine builds one ``Outcome`` per task when the task reaches a final
 state; every later consumer (the ``Report``, progress, the summary table, and later the journal
@@ -7,30 +8,12 @@ and telemetry exports) reads Outcomes and nothing else.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._public import public
-
-
-@public
-class Status(str, enum.Enum):
-    """How a task ended. Compares equal to its string value (``outcome.status == "ok"``)."""
-
-    OK = "ok"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    CRASHED = "crashed"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"
-    CACHED = "cached"
-    """Taken from an earlier run: the task was not run again (its value or error is the one
-    that run left)."""
-
-    def __str__(self) -> str:
-        return self.value
+from ._status import Status as Status  # where it was: ``from ._outcome import Status``
 
 
 @public

@@ -463,7 +463,7 @@ class Pool:
         """Fail submitted tasks the way ``concurrent.futures`` does (``Executor``): see
         ``_submissions.conform``."""
         if self._submissions is not None:
-            self._submissions.conform = True
+            self._submissions.conform_errors()
 
     def imap(
         self,

@@ -25,7 +25,7 @@ import reprlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._outcome import Status
+from ._status import Status
 
 if TYPE_CHECKING:
     from ._outcome import Outcome

@@ -25,41 +25,64 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from ._record import Record
 
 if TYPE_CHECKING:
     from ._batch import Batch
     from ._deadlines import Deadline
 
 
-@dataclass
-class InFlight:
+class InFlight(Record):
     """One Call sent to a worker and not yet answered."""
 
-    call_id: int
-    batch: Batch
-    positions: Sequence[int]
-    started: float
-    expected: float | None = None
-    deadline: Deadline | None = None
+    __slots__ = ("call_id", "batch", "positions", "started", "expected", "deadline")  # noqa: RUF023
+
+    def __init__(
+        self,
+        call_id: int,
+        batch: Batch,
+        positions: Sequence[int],
+        started: float,
+        expected: float | None = None,
+        deadline: Deadline | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.batch = batch
+        self.positions = positions
+        self.started = started
+        self.expected = expected
+        self.deadline = deadline
 
 
-@dataclass
-class Slot:
+class Slot(Record):
     """The engine's handle on one worker. ``calls`` are the Calls sent and not yet answered,
     oldest (running) first; more are queued for the worker ahead of time when calls are
     short, so the worker never waits for a coordinator that the OS has not yet scheduled
     (see ``_dispatch.PREFETCH_SECONDS``, ``QUEUE_DEPTH``). A queued Call may still wait in
-    the backend's outbox (``_backends.outbox``) until the pipe takes it."""
+    the backend's outbox (``_backends.outbox``) until the pipe takes it.
 
-    pid: int | None = None
-    calls: deque[InFlight] = field(default_factory=deque)
-    alive: bool = False
-    tasks_done: int = 0
-    last_words: str | None = None  # why the worker's loop ended, if it said (InitFailed)
-    handover: Deadline | None = None
-    """Set while the worker is asked to hand over its finished items (Ctrl-C): the bound."""
+    ``last_words``: why the worker's loop ended, if it said (InitFailed). ``handover``: set
+    while the worker is asked to hand over its finished items (Ctrl-C): the bound."""
+
+    __slots__ = ("pid", "calls", "alive", "tasks_done", "last_words", "handover")  # noqa: RUF023
+
+    def __init__(
+        self,
+        pid: int | None = None,
+        calls: deque[InFlight] | None = None,
+        alive: bool = False,
+        tasks_done: int = 0,
+        last_words: str | None = None,
+        handover: Deadline | None = None,
+    ) -> None:
+        self.pid = pid
+        self.calls: deque[InFlight] = deque() if calls is None else calls
+        self.alive = alive
+        self.tasks_done = tasks_done
+        self.last_words = last_words
+        self.handover = handover
 
     @property
     def call(self) -> InFlight | None:

@@ -40,10 +40,8 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import (
-    Future,
-    process,  # not lazily: an import may fail at interpreter exit
-)
+from concurrent.futures import Future
+from types import ModuleType
 from typing import Any
 
 from ._batch import Batch, OkRecord
@@ -83,11 +81,16 @@ class Submissions:
         self._pending: list[_Entry] = []
         self._flush_action = functools.partial(_flush, self)  # no bound method: no cycle
         self.conform = False
-        """Fail futures as ``concurrent.futures`` does (``conform``); set by the Executor."""
+        """Fail futures as ``concurrent.futures`` does (``conform``): ``conform_errors``."""
         # engine thread only:
         self._batch: Batch | None = None
         self._held: set[int] = set()  # function ids the current batch holds a reference to
         self._count = itertools.count()
+
+    def conform_errors(self) -> None:
+        """Fail futures as ``concurrent.futures`` does from now on (the Executor)."""
+        _import_process()
+        self.conform = True
 
     # -- caller threads ---------------------------------------------------------------------
     def submit(
@@ -217,6 +220,20 @@ class FuturesSink:
                     future.set_exception(error)
 
 
+_process: ModuleType | None = None
+"""``concurrent.futures.process``, once an Executor needs it (``_import_process``)."""
+
+
+def _import_process() -> None:
+    """Import ``concurrent.futures.process`` (and its queue, multiprocessing.queues) for
+    ``conform``: on the caller's thread when an Executor is made, never lazily in ``conform``
+    (an import on the engine thread may fail at interpreter exit), nor for every first map."""
+    global _process
+    from concurrent.futures import process
+
+    _process = process
+
+
 def conform(error: BaseException) -> BaseException:
     """``error`` as ``concurrent.futures.ProcessPoolExecutor`` would give it: the worker's
     traceback as a ``concurrent.futures.process._RemoteTraceback`` cause (corral's own
@@ -224,8 +241,8 @@ def conform(error: BaseException) -> BaseException:
     the exception pickling raised (the task named in a note, on Python 3.11+) instead of
     corral's ``SerializationError`` (a ``TypeError``, kept on 3.10)."""
     cause = error.__cause__
-    if type(cause) is RemoteTraceback:
-        error.__cause__ = process._RemoteTraceback(cause.tb)  # type: ignore[arg-type]
+    if type(cause) is RemoteTraceback and _process is not None:
+        error.__cause__ = _process._RemoteTraceback(cause.tb)
     elif (
         isinstance(error, SerializationError)
         and isinstance(cause, BaseException)

@@ -31,17 +31,20 @@ for memory goes back to its queue exactly as one that never started (no attempt 
 
 from __future__ import annotations
 
-import datetime
+import functools
 import heapq
 import re
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeGuard
 
 from ._errors import ConfigError
 
 if TYPE_CHECKING:
+    import datetime
+
     from ._batch import Batch
     from ._deadlines import Deadlines
     from ._messages import Result
@@ -53,7 +56,11 @@ RELATIVE_MIN_SAMPLES = 5
 MEMORY_CHECK = 0.25
 """Seconds between two readings of available memory while a batch has ``min_free_memory``."""
 
-_RELATIVE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(x|%)\s*$", re.IGNORECASE)
+
+@functools.cache
+def _relative() -> re.Pattern[str]:
+    """Compiled on first use, not at every import (issue 15, start-up)."""
+    return re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(x|%)\s*$", re.IGNORECASE)
 
 
 class RelativeTimeout(NamedTuple):
@@ -64,7 +71,7 @@ class RelativeTimeout(NamedTuple):
 
 
 def parse_relative_timeout(value: str) -> RelativeTimeout:
-    match = _RELATIVE.match(value)
+    match = _relative().match(value)
     factor = float(match.group(1)) / (100 if match.group(2) == "%" else 1) if match else 0.0
     if not match or not factor > 0:
         raise ConfigError(
@@ -74,11 +81,18 @@ def parse_relative_timeout(value: str) -> RelativeTimeout:
     return RelativeTimeout(factor, value.strip())
 
 
+def is_datetime(value: object) -> TypeGuard[datetime.datetime]:
+    """``isinstance(value, datetime.datetime)``, without importing ``datetime`` on every first
+    map (issue 15, start-up): a datetime object exists only once its module is imported."""
+    module = sys.modules.get("datetime")
+    return module is not None and isinstance(value, module.datetime)
+
+
 def deadline_seconds(deadline: float | datetime.datetime, now: float) -> float:
     """Seconds from ``now`` (``time.time()``) to ``deadline``; a naive datetime is local time."""
-    if isinstance(deadline, datetime.datetime):
+    if is_datetime(deadline):
         return deadline.timestamp() - now
-    return float(deadline)
+    return float(deadline)  # type: ignore[arg-type]  # not a datetime: a number
 
 
 class RelativeLimit:

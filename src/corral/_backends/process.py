@@ -45,7 +45,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +75,7 @@ from .._platform import (
     signal_tree,
     worker_mark,
 )
+from .._record import Record
 from .._worker import loop as worker_loop
 from .._worker.handover import HANDOVER_SIGNAL
 from .contract import PROCESS, BackendSetup, Died, Event, Message, Prepared, Remains, Undecodable
@@ -93,36 +93,68 @@ RETIRE_GRACE = 10.0
 worker with fixtures to tear down has the pool's ``fixture_teardown_timeout`` instead."""
 
 
-@dataclass
-class _Worker:
-    process: Any  # multiprocessing.process.BaseProcess
-    conn: Connection
-    lifeline: Connection
-    stamp: Any  # ctypes array of 3 doubles in shared memory: index, start, call id
-    mark: str = ""  # _platform.worker_mark, read at start: under forkserver a dead worker is
-    # reaped by the fork server, so nothing of it is left to read by the time we learn of it
-    fn_ids: set[int] = field(default_factory=set)  # functions whose bytes it holds
-    drop: list[int] = field(default_factory=list)  # functions it may forget (next Call says)
-    # (call_id, fns carried, drop carried) of sent Calls that carried any, oldest first: taken
-    # back if the worker says it could not load them, forgotten once the Call is answered
-    shipped: deque[tuple[int, frozenset[int], list[int]]] = field(default_factory=deque)
-    # what the worker sent, read many messages at a time (``inbox``); made on first read
-    inbox: Inbox | None = None
-    # The pipe's traffic towards the worker (``outbox``): Calls given to ``send`` and not yet
-    # written, and the Calls written and not yet answered (call id, bytes counted).
-    outbox: Outbox = field(default_factory=Outbox)
+class _Worker(Record):
+    """One worker process and the coordinator's side of its pipe. ``stamp``: a ctypes array
+    of 3 doubles in shared memory: index, start, call id. ``mark``: ``_platform.worker_mark``,
+    read at start (under forkserver a dead worker is reaped by the fork server, so nothing of
+    it is left to read by the time we learn of it). ``fn_ids``: functions whose bytes it holds;
+    ``drop``: functions it may forget (the next Call says). ``shipped``: (call_id, fns, drop)
+    carried by sent Calls that carried any, oldest first: taken back if the worker could not
+    load them, forgotten once the Call is answered. ``inbox``: what it sent, read many at a
+    time, made on first read; ``outbox``: Calls not yet written, and those written and not
+    yet answered (call id, bytes counted)."""
+
+    __slots__ = ("process", "conn", "lifeline", "stamp", "mark", "fn_ids", "drop",  # noqa: RUF023
+                 "shipped", "inbox", "outbox")  # fmt: skip
+
+    def __init__(
+        self,
+        process: Any,  # multiprocessing.process.BaseProcess
+        conn: Connection,
+        lifeline: Connection,
+        stamp: Any,
+        mark: str = "",
+        fn_ids: set[int] | None = None,
+        drop: list[int] | None = None,
+        shipped: deque[tuple[int, frozenset[int], list[int]]] | None = None,
+        inbox: Inbox | None = None,
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.process = process
+        self.conn = conn
+        self.lifeline = lifeline
+        self.stamp = stamp
+        self.mark = mark
+        self.fn_ids: set[int] = set() if fn_ids is None else fn_ids
+        self.drop: list[int] = [] if drop is None else drop
+        self.shipped: deque[tuple[int, frozenset[int], list[int]]] = shipped or deque()
+        self.inbox = inbox
+        self.outbox: Outbox = Outbox() if outbox is None else outbox
 
 
-@dataclass
-class _Dying:
-    worker: _Worker
-    kill_at: float
-    killed: bool = False
-    stopped_at: float | None = None  # retired: when it was told to stop (monotonic)
-    # Killed (not retired): what its tasks started outside its group, found while it lived,
-    # and its mark, to find what they started after that (see ``_platform``).
-    escaped: list[Any] | None = None
-    mark: str = ""
+class _Dying(Record):
+    """A worker on its way out. ``stopped_at``: retired: when it was told to stop
+    (monotonic). Killed (not retired): ``escaped``, what its tasks started outside its group,
+    found while it lived, and its ``mark``, to find what they started after that (see
+    ``_platform``)."""
+
+    __slots__ = ("worker", "kill_at", "killed", "stopped_at", "escaped", "mark")  # noqa: RUF023
+
+    def __init__(
+        self,
+        worker: _Worker,
+        kill_at: float,
+        killed: bool = False,
+        stopped_at: float | None = None,
+        escaped: list[Any] | None = None,
+        mark: str = "",
+    ) -> None:
+        self.worker = worker
+        self.kill_at = kill_at
+        self.killed = killed
+        self.stopped_at = stopped_at
+        self.escaped = escaped
+        self.mark = mark
 
 
 def create(setup: BackendSetup) -> ProcessBackend:

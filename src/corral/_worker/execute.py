@@ -33,12 +33,12 @@ import os
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._errors import ExceptionWithTraceback
 from .._messages import STAMP_SIZE, Call, Result
 from .._platform import max_rss_bytes, rss_bytes
+from .._record import Record
 from . import effects as _effects
 from .meter import Meter
 
@@ -66,24 +66,36 @@ class ItemWatch(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class Progress:
+class Progress(Record):
     """What a running Call has produced so far, filled in place by the item loops.
 
     Item ``i`` has finished once ``len(values) > i``: a failing item's ``errors[i]`` is set
     before its placeholder value is appended, and ``finished[i]`` (when kept) is appended
     just after, so a reader that interrupts the loop between two bytecodes sees a consistent
     prefix. Item ``len(values)`` is the one running (if any is left).
+
+    ``effects``: what ``corral.record`` appended while the items ran: ``(item index, effect)``.
     """
 
-    call_id: int
-    started: float
-    cpu0: float
-    values: list[Any]
-    errors: dict[int, ExceptionWithTraceback]
-    finished: array[float] | None
-    effects: list[tuple[int, Any]] | None = None
-    """What ``corral.record`` appended while the items ran: ``(item index, effect)``."""
+    __slots__ = ("call_id", "started", "cpu0", "values", "errors", "finished", "effects")  # noqa: RUF023
+
+    def __init__(
+        self,
+        call_id: int,
+        started: float,
+        cpu0: float,
+        values: list[Any],
+        errors: dict[int, ExceptionWithTraceback],
+        finished: array[float] | None,
+        effects: list[tuple[int, Any]] | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.started = started
+        self.cpu0 = cpu0
+        self.values = values
+        self.errors = errors
+        self.finished = finished
+        self.effects = effects
 
 
 class Live(Protocol):
