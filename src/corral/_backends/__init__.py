@@ -67,6 +67,8 @@ Capabilities (``Capabilities``), named for what the engine asks:
                           engine thread; the caller drives the engine.
     call_floor_seconds    the shortest worthwhile Call (a round trip's worth of task time):
                           automatic chunks of short tasks are made at least this long.
+    handover_seconds      how long a worker asked for its finished items (Ctrl-C) may take
+                          to answer before the engine stops it without them.
 """
 
 from __future__ import annotations
