@@ -88,3 +88,47 @@ def pytest_configure(config):
     # Tests that need a real dependency fail under CI instead of skipping.
     config.ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
+
+
+# -- the working tree stays clean --------------------------------------------------------------
+# A test that writes into the checkout (a marker folder given as "", a job log in the current
+# directory, an example's output beside its config) leaves files a careless `git add -A` then
+# commits: thousands were, once. The run fails if it adds files git does not ignore. Checked by
+# the process that runs the session (the xdist controller, or pytest alone), not by its workers.
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _untracked() -> set[str] | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=_ROOT, capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an sdist): nothing to compare
+    return {line[3:] for line in out.splitlines() if line.startswith("??")}
+
+
+def _is_controller(config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    if _is_controller(session.config):
+        session.config.untracked_before = _untracked()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "untracked_before", None)
+    if not _is_controller(session.config) or before is None:
+        return
+    added = sorted((_untracked() or set()) - before)
+    if added:
+        more = f"\n  ... {len(added) - 20} more" if len(added) > 20 else ""
+        shown = "\n  ".join(added[:20]) + more
+        sys.stderr.write(f"\nthe test run left files in the checkout:\n  {shown}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
