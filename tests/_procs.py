@@ -139,3 +139,33 @@ def left_of_pools(coordinators, seconds=10.0):  # type: ignore[no-untyped-def]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
+
+
+def corral_processes():  # type: ignore[no-untyped-def]
+    """corral's workers and watchdogs among this process's descendants (by title): those a
+    module-scoped Dask cluster's workers run, which conftest's guard cannot tell apart."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            line = " ".join(p.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if "corral worker" in line or "corral watchdog" in line:
+            found.append(p)
+    return found
+
+
+def fail_on_corral_processes(seconds):  # type: ignore[no-untyped-def]
+    """After a test on a Dask cluster that stays: corral's children must be gone within
+    ``seconds`` (killed, and the test failed, if not)."""
+    import pytest
+
+    deadline = time.monotonic() + seconds
+    left = corral_processes()
+    while left and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=0.2)
+        left = corral_processes()
+    if left:
+        for p in left:
+            p.kill()
+        pytest.fail(f"corral processes left under the Dask workers: {left}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from _deps import require_module
-from _procs import alive, still_alive_after
+from _procs import alive, fail_on_corral_processes, still_alive_after
 from conftest import leftover_processes
 
 import corral
@@ -44,32 +44,11 @@ def cluster():
     assert not alive_, f"processes left after the cluster closed: {alive_}"
 
 
-def corral_processes() -> list[psutil.Process]:
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if "corral worker" in " ".join(p.cmdline()) or "corral watchdog" in " ".join(
-                p.cmdline()
-            ):
-                found.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
 @pytest.fixture(autouse=True)
 def no_leftover_processes():
     """Replaces conftest's guard: the cluster stays, corral's children must not."""
     yield
-    deadline = time.monotonic() + LEAK_WAIT
-    left = corral_processes()
-    while left and time.monotonic() < deadline:
-        psutil.wait_procs(left, timeout=0.2)
-        left = corral_processes()
-    if left:
-        for p in left:
-            p.kill()
-        pytest.fail(f"corral processes left under the Dask workers: {left}")
+    fail_on_corral_processes(LEAK_WAIT)
 
 
 def square(x):

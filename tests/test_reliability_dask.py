@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 import pytest
 from _deps import require_module
-from _procs import still_alive_after, wait_until
+from _procs import fail_on_corral_processes, still_alive_after, wait_until
 from conftest import leftover_processes
 from test_soak import draw_faults, limit_address_space, soak_task
 
@@ -66,31 +66,11 @@ def cluster():
     assert not alive_, f"processes left after the cluster closed: {alive_}"
 
 
-def corral_processes() -> list[psutil.Process]:
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            line = " ".join(p.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        if "corral worker" in line or "corral watchdog" in line:
-            found.append(p)
-    return found
-
-
 @pytest.fixture(autouse=True)
 def no_leftover_processes():
     """Replaces conftest's guard: the cluster stays, corral's children must not."""
     yield
-    deadline = time.monotonic() + LEAK_WAIT
-    left = corral_processes()
-    while left and time.monotonic() < deadline:
-        psutil.wait_procs(left, timeout=0.2)
-        left = corral_processes()
-    if left:
-        for p in left:
-            p.kill()
-        pytest.fail(f"corral processes left under the Dask workers: {left}")
+    fail_on_corral_processes(LEAK_WAIT)
 
 
 class DaskWorkerKiller:

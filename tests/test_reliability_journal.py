@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 from _deps import missing, require_program
 from _procs import left_of_pools, marked, still_alive_after, wait_until
+from test_journal_durability import markers as attempts  # (task, coordinator pid) per start
 
 import corral
 from corral._sharing import segments as _shm
@@ -126,16 +127,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]
 
 
 # -- what every row checks ---------------------------------------------------------------------
-def attempts(marker_dir: Path) -> list[tuple[int, int]]:
-    """``(task, coordinator pid)`` of each attempt (markers ``<task>-<pid>-<random>``)."""
-    out = []
-    for p in marker_dir.iterdir():
-        parts = p.name.split("-")
-        if parts[0].isdigit():
-            out.append((int(parts[0]), int(parts[1])))
-    return out
-
-
 def successes(journal: Path) -> dict[Any, list[int]]:
     """Each task's journaled successes: the runs that committed them (raw rows: the reader
     shows only a task's latest)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 from _deps import require_program
 from _procs import still_alive_after, wait_until
+from test_services import Resp
 
 import corral
 from corral import FixtureError, ServiceError, Task
@@ -35,33 +35,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 GONE_WAIT = 10.0
 
 
-class Redis:
-    """Just enough of the redis protocol (RESP); a closed connection is a ConnectionError."""
+class Redis(Resp):
+    """test_services' RESP client, knowing the server's pid (the test kills it)."""
 
     def __init__(self, port: int, pid: int) -> None:
-        self.port, self.pid = port, pid
-        self._sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self._file = self._sock.makefile("rb")
-
-    def cmd(self, *args):  # type: ignore[no-untyped-def]
-        parts = [str(a).encode() for a in args]
-        message = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-        self._sock.sendall(message)
-        line = self._file.readline().rstrip(b"\r\n")
-        if not line:
-            raise ConnectionError(f"redis on port {self.port} closed the connection")
-        kind, rest = line[:1], line[1:].decode()
-        if kind == b"-":
-            raise RuntimeError(rest)
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            return None if int(rest) < 0 else self._file.read(int(rest) + 2)[:-2].decode()
-        return rest
-
-    def close(self) -> None:
-        self._file.close()
-        self._sock.close()
+        super().__init__(port, timeout=60)
+        self.pid = pid
 
 
 @pytest.fixture

@@ -58,11 +58,12 @@ class Sim:
 
 
 class Resp:
-    """Just enough of the redis protocol (RESP) for the tests."""
+    """Just enough of the redis protocol (RESP) for the tests; a closed connection is a
+    ConnectionError (test_reliability_service kills the server under it)."""
 
-    def __init__(self, port):
+    def __init__(self, port, timeout=30):
         self.port = port
-        self._sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self._file = self._sock.makefile("rb")
 
     def cmd(self, *args):
@@ -70,6 +71,8 @@ class Resp:
         message = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
         self._sock.sendall(message)
         line = self._file.readline().rstrip(b"\r\n")
+        if not line:
+            raise ConnectionError(f"redis on port {self.port} closed the connection")
         kind, rest = line[:1], line[1:].decode()
         if kind == b"-":
             raise RuntimeError(rest)
